@@ -1,0 +1,218 @@
+//! Source credentials, held by the host only (E8).
+//!
+//! A private-app token is read from the environment variable the config names.
+//! OAuth uses HubSpot's refresh-token grant (`POST {base_url}/oauth/v1/token`,
+//! form-encoded) and refreshes a minute before `expires_in` runs out, and once
+//! more when the API reports `EXPIRED_AUTHENTICATION` mid-run.
+
+use crate::config::{AuthConfig, OAuthEnv};
+use crate::http::{Bearer, HttpLimits, send};
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Refresh this long before the token's advertised expiry.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// The credentials of one source.
+pub struct Credentials {
+    kind: Kind,
+    bearer: Bearer,
+}
+
+enum Kind {
+    /// Replay: nothing to send.
+    None,
+    Static,
+    OAuth {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        expires_at: Option<Instant>,
+    },
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// A credential problem that stops the sync (E8).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{key}: environment variable {var} is not set")]
+    MissingVariable { key: String, var: String },
+    #[error("refreshing the OAuth token failed: {0}")]
+    RefreshFailed(String),
+}
+
+impl Credentials {
+    /// No credentials (replaying a cassette).
+    pub fn none() -> Self {
+        Credentials {
+            kind: Kind::None,
+            bearer: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Reads the credentials the config names from `env` (usually `std::env::var`).
+    pub fn from_config(
+        auth: &AuthConfig,
+        base_url: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, AuthError> {
+        let read = |key: &str, var: &str| {
+            env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| AuthError::MissingVariable {
+                key: key.to_owned(),
+                var: var.to_owned(),
+            })
+        };
+        let (kind, bearer) = match auth {
+            AuthConfig::None => {
+                return Err(AuthError::MissingVariable {
+                    key: "source.token_env".into(),
+                    var: "(none configured: set source.token_env or source.oauth)".into(),
+                });
+            }
+            AuthConfig::Token { env } => (Kind::Static, Some(read("source.token_env", env)?.trim().to_owned())),
+            AuthConfig::OAuth(OAuthEnv {
+                client_id_env,
+                client_secret_env,
+                refresh_token_env,
+            }) => (
+                Kind::OAuth {
+                    token_url: format!("{}/oauth/v1/token", base_url.trim_end_matches('/')),
+                    client_id: read("source.oauth.client_id_env", client_id_env)?,
+                    client_secret: read("source.oauth.client_secret_env", client_secret_env)?,
+                    refresh_token: read("source.oauth.refresh_token_env", refresh_token_env)?,
+                    expires_at: None,
+                },
+                None,
+            ),
+        };
+        Ok(Credentials {
+            kind,
+            bearer: Arc::new(Mutex::new(bearer)),
+        })
+    }
+
+    /// The shared bearer slot the HTTP hooks read.
+    pub fn bearer(&self) -> Bearer {
+        self.bearer.clone()
+    }
+
+    /// Whether an expired token can be refreshed.
+    pub fn can_refresh(&self) -> bool {
+        matches!(self.kind, Kind::OAuth { .. })
+    }
+
+    /// Refreshes the OAuth token if there is none yet or it is about to expire.
+    pub fn ensure_fresh(&mut self) -> Result<(), AuthError> {
+        let due = match &self.kind {
+            Kind::OAuth { expires_at, .. } => {
+                self.bearer.lock().expect("bearer lock").is_none()
+                    || expires_at.is_some_and(|at| Instant::now() + REFRESH_MARGIN >= at)
+            }
+            _ => false,
+        };
+        if due { self.refresh() } else { Ok(()) }
+    }
+
+    /// Exchanges the refresh token for a new access token now.
+    pub fn refresh(&mut self) -> Result<(), AuthError> {
+        let Kind::OAuth {
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+            expires_at,
+        } = &mut self.kind
+        else {
+            return Err(AuthError::RefreshFailed(
+                "a private-app token cannot be refreshed; create a new one".into(),
+            ));
+        };
+        let form = form_encode(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("refresh_token", refresh_token),
+        ]);
+        let answer = post_form(token_url, form).map_err(|e| AuthError::RefreshFailed(format!("{e:#}")))?;
+        if let Some(new_refresh) = answer.refresh_token.filter(|t| !t.is_empty()) {
+            *refresh_token = new_refresh;
+        }
+        *expires_at = answer.expires_in.map(|s| Instant::now() + Duration::from_secs(s));
+        *self.bearer.lock().expect("bearer lock") = Some(answer.access_token);
+        tracing::info!("refreshed the OAuth access token");
+        Ok(())
+    }
+}
+
+fn post_form(url: &str, form: String) -> Result<TokenAnswer> {
+    let request = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::from(form)))
+        .context("cannot build the token request")?;
+    let (status, _, body) = wasmtime_wasi::runtime::in_tokio(send(request, HttpLimits::default()))
+        .map_err(|e| anyhow!("POST /oauth/v1/token did not complete: {e}"))?;
+    if !status.is_success() {
+        // HubSpot answers BAD_REFRESH_TOKEN / invalid_grant bodies; their text helps the user.
+        let text = String::from_utf8_lossy(&body);
+        bail!("POST /oauth/v1/token answered HTTP {}: {}", status.as_u16(), text.chars().take(300).collect::<String>());
+    }
+    serde_json::from_slice(&body).context("the token answer has no access_token")
+}
+
+/// `application/x-www-form-urlencoded`.
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => (b as char).to_string(),
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_escapes_reserved_characters() {
+        assert_eq!(form_encode(&[("a b", "c&d=e/f"), ("t", "x.y-z_*")]), "a+b=c%26d%3De%2Ff&t=x.y-z_*");
+    }
+
+    #[test]
+    fn a_missing_token_variable_names_the_key_and_variable() {
+        let e = Credentials::from_config(&AuthConfig::Token { env: "HS_TOKEN".into() }, "http://x", |_| None)
+            .err()
+            .unwrap();
+        assert_eq!(e.to_string(), "source.token_env: environment variable HS_TOKEN is not set");
+    }
+
+    #[test]
+    fn a_static_token_is_the_bearer() {
+        let c = Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| Some(" pat-1 ".into()))
+            .unwrap();
+        assert_eq!(c.bearer().lock().unwrap().as_deref(), Some("pat-1"));
+        assert!(!c.can_refresh());
+    }
+}

@@ -1,0 +1,356 @@
+//! The `crmsync` command line. Lives in the library so tests drive exactly
+//! what an operator types, output included.
+
+use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget, Property, SourceRecord};
+use crate::cassette::Cassette;
+use crate::config::Config;
+use crate::http::{HttpMode, HttpStats, Hooks};
+use crate::runtime::{HostState, Runtime, Sandbox, default_component_path};
+use crate::store::{ContactData, ContactStore};
+use crate::sync::{SyncOptions, SyncReport, run_sync};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// crmsync: sync CRM contacts into a destination, through a WebAssembly component.
+#[derive(Debug, Parser)]
+#[command(name = "crmsync", version, about)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one sync pass now.
+    Sync(SyncArgs),
+    /// List the destination contacts.
+    Contacts(ReadArgs),
+    /// Show the errors of the last run.
+    Errors(ErrorsArgs),
+    /// Show the sync's run history, newest first.
+    Runs(ReadArgs),
+    /// Add contacts the destination already has (unlinked) from a JSON file:
+    /// `[{"name": "...", "emails": [...], "phones": [...], "fields": {...}}]`.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The sync's TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentArg {
+    /// The sync component to load (default: the checkout's release build).
+    #[arg(long, value_name = "PATH")]
+    pub component: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub component: ComponentArg,
+    /// Answer every request from this cassette instead of the network.
+    #[arg(long, value_name = "CASSETTE", conflicts_with = "record")]
+    pub replay: Option<PathBuf>,
+    /// Save every exchange of this live run to this cassette.
+    #[arg(long, value_name = "CASSETTE")]
+    pub record: Option<PathBuf>,
+    /// Print the run summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ErrorsArgs {
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Show this run's errors instead of the last run's.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub component: ComponentArg,
+    /// JSON file of contacts.
+    pub file: PathBuf,
+}
+
+/// What a command asks the process to exit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// The sync stopped on a sync-level error (already reported).
+    SyncFailed,
+}
+
+/// Runs a parsed command, writing its output to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
+    match cli.command {
+        Command::Sync(args) => sync(args, out),
+        Command::Contacts(args) => {
+            let (_, store) = open_store(&args.config)?;
+            let contacts = store.contacts()?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&contacts)?)?;
+            } else {
+                for c in &contacts {
+                    writeln!(
+                        out,
+                        "{:>6}  {:<14} {:<30} {:<40} {}",
+                        c.id,
+                        c.external_id.as_deref().unwrap_or("(unlinked)"),
+                        c.name.as_deref().unwrap_or("-"),
+                        c.emails.join(", "),
+                        c.phones.join(", ")
+                    )?;
+                }
+                writeln!(out, "{} contacts", contacts.len())?;
+            }
+            Ok(Exit::Success)
+        }
+        Command::Errors(args) => {
+            let (config, store) = open_store(&args.read.config)?;
+            let run_id = match args.run {
+                Some(id) => Some(id),
+                None => store.runs(&config.name)?.first().map(|r| r.id),
+            };
+            let errors = match run_id {
+                Some(id) => store.errors(id)?,
+                None => Vec::new(),
+            };
+            if args.read.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&errors)?)?;
+            } else {
+                for e in &errors {
+                    writeln!(
+                        out,
+                        "[{}] {}{}\n    {}\n    fix: {}",
+                        e.category,
+                        e.record_id.as_deref().map(|r| format!("record {r}: ")).unwrap_or_default(),
+                        e.scope,
+                        e.message,
+                        e.resolution
+                    )?;
+                }
+                writeln!(out, "{} errors in run {}", errors.len(), run_id.map_or("-".into(), |id| id.to_string()))?;
+            }
+            Ok(Exit::Success)
+        }
+        Command::Runs(args) => {
+            let (config, store) = open_store(&args.config)?;
+            let runs = store.runs(&config.name)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
+            } else {
+                for r in &runs {
+                    let c = &r.counts;
+                    writeln!(
+                        out,
+                        "run {:>4}  {:<9}  {} -> {}  seen {} created {} updated {} skipped {} failed {}{}",
+                        r.id,
+                        r.status,
+                        r.started_at,
+                        r.ended_at.as_deref().unwrap_or("…"),
+                        c.seen,
+                        c.created,
+                        c.updated,
+                        c.skipped,
+                        c.failed,
+                        r.error.as_deref().map(|e| format!("\n           {e}")).unwrap_or_default()
+                    )?;
+                }
+            }
+            Ok(Exit::Success)
+        }
+        Command::Import(args) => import(args, out),
+    }
+}
+
+fn open_store(config: &ConfigArg) -> Result<(Config, ContactStore)> {
+    let config = Config::load(&config.config)?;
+    let store = ContactStore::open(&config.store_path)?;
+    Ok((config, store))
+}
+
+fn load_runtime(component: &ComponentArg) -> Result<Runtime> {
+    let path = component.component.clone().unwrap_or_else(default_component_path);
+    Runtime::load(&path, Sandbox::default())
+}
+
+fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
+    let config = Config::load(&args.config.config)?;
+    let runtime = load_runtime(&args.component)?;
+    let mut options = SyncOptions::default();
+    let recording = match (&args.replay, &args.record) {
+        (Some(path), _) => {
+            options.http_mode = HttpMode::Replay(Arc::new(Mutex::new(Cassette::load(path)?)));
+            None
+        }
+        (None, Some(path)) => {
+            let cassette = Arc::new(Mutex::new(Cassette::new(Some(format!(
+                "recorded by crmsync {} from sync {:?}",
+                env!("CARGO_PKG_VERSION"),
+                config.name
+            )))));
+            options.http_mode = HttpMode::Record(cassette.clone());
+            Some((path, cassette))
+        }
+        (None, None) => None,
+    };
+    let report = run_sync(&runtime, &config, &options);
+    if let Some((path, cassette)) = recording {
+        // Saved even when the run failed: the failing exchange is what a bug report needs.
+        cassette.lock().expect("cassette lock").save(path)?;
+    }
+    let report = report?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write_summary(out, &report, &args.config.config)?;
+    }
+    Ok(if report.error.is_some() {
+        Exit::SyncFailed
+    } else {
+        Exit::Success
+    })
+}
+
+/// The human summary of a pass.
+pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) -> Result<()> {
+    let c = &report.counts;
+    writeln!(
+        out,
+        "sync {:?}: run {} {}{} in {:.2} s ({} pages, {} requests)",
+        report.sync,
+        report.run_id,
+        report.status,
+        if report.resumed { " (resumed)" } else { "" },
+        report.elapsed_ms as f64 / 1000.0,
+        c.pages,
+        report.requests
+    )?;
+    writeln!(
+        out,
+        "  seen {}  created {}  updated {}  skipped {}  failed {}",
+        c.seen, c.created, c.updated, c.skipped, c.failed
+    )?;
+    if !report.errors_by_category.is_empty() {
+        writeln!(out, "  errors by category:")?;
+        for (category, count) in &report.errors_by_category {
+            writeln!(out, "    {category:<18} {count}")?;
+        }
+        writeln!(out, "  details: crmsync errors --config {}", config.display())?;
+    }
+    if let Some(error) = &report.error {
+        writeln!(out, "  stopped: [{}] {}\n  fix: {}", error.category, error.message, error.resolution)?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportedContact {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    emails: Vec<String>,
+    #[serde(default)]
+    phones: Vec<String>,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+/// Adds the destination's own contacts. Their handles go through the
+/// component's `map-fields`, so they are normalised exactly as synced ones (M3).
+fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
+    let config = Config::load(&args.config.config)?;
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let contacts: Vec<ImportedContact> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON array of contacts", args.file.display()))?;
+    let runtime = load_runtime(&args.component)?;
+    let store = ContactStore::open(&config.store_path)?;
+    let hooks = Hooks::new(
+        config.source.origin.clone(),
+        HttpMode::Live,
+        Arc::new(Mutex::new(None)),
+        Default::default(),
+        Arc::new(HttpStats::default()),
+    );
+    let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
+    instance.state().store.begin()?;
+    for (index, contact) in contacts.iter().enumerate() {
+        let (record, mappings) = as_source_record(index, contact);
+        let mapped = instance.map_fields(&record, &mappings)?;
+        if mapped.emails.is_empty() && mapped.phones.is_empty() {
+            instance.state().store.rollback();
+            bail!("{}: contact #{index} has no email and no phone; nothing could match it", args.file.display());
+        }
+        instance.state().store.insert_unlinked(&ContactData {
+            name: mapped.name,
+            emails: mapped.emails,
+            phones: mapped.phones,
+            fields: mapped.fields.into_iter().map(|f| (f.name, f.value)).collect(),
+        })?;
+    }
+    instance.state().store.commit()?;
+    writeln!(out, "imported {} contacts into {}", contacts.len(), config.store_path.display())?;
+    Ok(Exit::Success)
+}
+
+fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, Vec<FieldMapping>) {
+    let mut properties = Vec::new();
+    let mut mappings = Vec::new();
+    let mut add = |name: String, value: &str, target: FieldTarget| {
+        properties.push(Property {
+            name: name.clone(),
+            value: Some(value.to_owned()),
+        });
+        mappings.push(FieldMapping { source: name, target });
+    };
+    if let Some(name) = &contact.name {
+        add("name".into(), name, FieldTarget::FullName);
+    }
+    for (i, email) in contact.emails.iter().enumerate() {
+        add(format!("email{i}"), email, FieldTarget::Email);
+    }
+    for (i, phone) in contact.phones.iter().enumerate() {
+        add(format!("phone{i}"), phone, FieldTarget::Phone);
+    }
+    for (field, value) in &contact.fields {
+        add(format!("field:{field}"), value, FieldTarget::Custom(field.clone()));
+    }
+    (
+        SourceRecord {
+            id: format!("import-{index}"),
+            properties,
+            updated_at: None,
+        },
+        mappings,
+    )
+}

@@ -1,0 +1,200 @@
+//! Outgoing HTTP for the component: the one seam (`WasiHttpHooks`) where the
+//! host allows only the configured API origin, adds the credentials, applies
+//! timeouts and a response-size cap, and replays or records cassettes.
+
+use crate::cassette::{Cassette, Exchange};
+use crate::config::Origin;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks,
+};
+
+/// Limits on one outgoing request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub between_bytes_timeout: Duration,
+    /// Larger response bodies fail the request (`HttpResponseBodySize`).
+    pub max_response_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            between_bytes_timeout: Duration::from_secs(30),
+            // A HubSpot page of 100 contacts with many properties is well under 1 MiB.
+            max_response_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where requests go.
+#[derive(Clone)]
+pub enum HttpMode {
+    /// To the network.
+    Live,
+    /// Answered from a cassette; nothing reaches the network.
+    Replay(Arc<Mutex<Cassette>>),
+    /// To the network, and every exchange is appended to the cassette.
+    Record(Arc<Mutex<Cassette>>),
+}
+
+/// The bearer token the host adds; shared with the credential refresher.
+pub type Bearer = Arc<Mutex<Option<String>>>;
+
+/// The host's `WasiHttpHooks`.
+pub struct Hooks {
+    origin: Origin,
+    mode: HttpMode,
+    bearer: Bearer,
+    limits: HttpLimits,
+    stats: Arc<HttpStats>,
+}
+
+/// Counters of what crossed the seam.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub sent: AtomicU64,
+    pub denied: AtomicU64,
+}
+
+impl Hooks {
+    pub fn new(origin: Origin, mode: HttpMode, bearer: Bearer, limits: HttpLimits, stats: Arc<HttpStats>) -> Self {
+        Hooks {
+            origin,
+            mode,
+            bearer,
+            limits,
+            stats,
+        }
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Hooks {
+    fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
+        // The component must never carry credentials of its own.
+        Arc::new(|name| name == AUTHORIZATION || DEFAULT_FORBIDDEN_HEADERS.contains(name))
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        if !self.origin.allows(request.uri()) {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(uri = %request.uri(), "denied a request to a host that is not configured");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let mode = self.mode.clone();
+        let bearer = self.bearer.lock().expect("bearer lock").clone();
+        let limits = self.limits;
+        Box::new(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let answer = match &mode {
+                HttpMode::Replay(cassette) => {
+                    let path = path_and_query(&parts.uri);
+                    let exchange = cassette
+                        .lock()
+                        .expect("cassette lock")
+                        .answer(parts.method.as_str(), &path, &body)
+                        .ok_or_else(|| {
+                            tracing::error!(method = %parts.method, %path, "no recorded response in the cassette");
+                            HttpError::InternalError(Some(format!(
+                                "the cassette has no response for {} {path}",
+                                parts.method
+                            )))
+                        })?;
+                    exchange.response_parts()
+                }
+                HttpMode::Live | HttpMode::Record(_) => {
+                    let mut outgoing = http::Request::from_parts(parts.clone(), Full::new(body.clone()));
+                    if let Some(token) = &bearer {
+                        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                            .map_err(|_| HttpError::InternalError(Some("the access token is not a valid header value".into())))?;
+                        value.set_sensitive(true);
+                        outgoing.headers_mut().insert(AUTHORIZATION, value);
+                    }
+                    let answer = send(outgoing, limits).await?;
+                    if let HttpMode::Record(cassette) = &mode {
+                        cassette.lock().expect("cassette lock").push(Exchange::new(
+                            parts.method.as_str(),
+                            &path_and_query(&parts.uri),
+                            &body,
+                            answer.0,
+                            &answer.1,
+                            &answer.2,
+                        ));
+                    }
+                    answer
+                }
+            };
+            let (status, headers, body) = answer;
+            let mut response = http::Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+/// A response read whole: status, headers, body.
+pub type Answer = (http::StatusCode, http::HeaderMap, Bytes);
+
+/// Sends `request` to the network with `limits` and reads the whole body.
+pub async fn send(request: http::Request<Full<Bytes>>, limits: HttpLimits) -> Result<Answer, HttpError> {
+    let request = request.map(|b| b.map_err(|never| match never {}));
+    let options = RequestOptions {
+        connect_timeout: Some(limits.connect_timeout),
+        first_byte_timeout: Some(limits.first_byte_timeout),
+        between_bytes_timeout: Some(limits.between_bytes_timeout),
+    };
+    let (response, connection) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+    // The connection future drives the socket while the body is read.
+    let driver = wasmtime_wasi::runtime::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("connection ended with {e}");
+        }
+    });
+    let (parts, mut body) = response.into_parts();
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if collected.len() + data.len() > limits.max_response_bytes {
+                return Err(HttpError::HttpResponseBodySize(Some(limits.max_response_bytes as u64)));
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    drop(driver);
+    Ok((parts.status, parts.headers, Bytes::from(collected)))
+}
+
+/// `/path?query` of a URI, as cassettes key requests.
+pub fn path_and_query(uri: &http::Uri) -> String {
+    uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+}

@@ -1,0 +1,24 @@
+//! crmsync's runner: loads the sync component (`wit/sync.wit`) in wasmtime and
+//! supplies what it may not hold itself — HTTP to the configured API host with
+//! the credentials added, the destination store, the clock and retries.
+
+pub mod auth;
+pub mod cassette;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod runtime;
+pub mod store;
+pub mod sync;
+
+/// Host-side bindings of the contract, generated from `wit/`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+        // Store failures in the directory import trap the call instead of
+        // being swallowed: matching on a half-read directory would be wrong.
+        imports: { default: trappable },
+        additional_derives: [PartialEq],
+    });
+}

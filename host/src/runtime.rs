@@ -1,0 +1,313 @@
+//! Loading and running the sync component in wasmtime, inside a sandbox:
+//! no preopened folders, no environment, a memory cap and a time limit per
+//! call, and outgoing HTTP only through [`crate::http::Hooks`].
+
+use crate::bindings::Plugin;
+use crate::bindings::PluginPre;
+use crate::bindings::crmsync::sync::directory;
+use crate::bindings::crmsync::sync::types::{
+    DestinationContact, FieldMapping, Failure, HandleKind, MappedContact, MatchOutcome, Page, Source,
+    SourceRecord, SyncError,
+};
+use crate::http::Hooks;
+use crate::store::{ContactStore, DirectoryEntry, Handle};
+use anyhow::{Context, Result, anyhow};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Cache, CacheConfig, Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// The component file name cargo produces.
+pub const COMPONENT_FILE: &str = "crmsync_plugin.wasm";
+
+/// How often the epoch advances; the granularity of call time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits on the component.
+#[derive(Debug, Clone, Copy)]
+pub struct Sandbox {
+    /// Linear memory the component may grow to.
+    pub max_memory_bytes: usize,
+    /// Time limit of a `fetch-page` call (it includes the HTTP round trips).
+    pub fetch_time_limit: Duration,
+    /// Time limit of every other call (pure computation and lookups).
+    pub call_time_limit: Duration,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            max_memory_bytes: 256 * 1024 * 1024,
+            fetch_time_limit: Duration::from_secs(300),
+            call_time_limit: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A compiled component, ready to instantiate many times.
+pub struct Runtime {
+    engine: Engine,
+    pre: PluginPre<HostState>,
+    sandbox: Sandbox,
+    path: PathBuf,
+}
+
+/// Everything the component's imports reach, one per instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: Hooks,
+    limits: StoreLimits,
+    /// The destination the `directory` import reads.
+    pub store: ContactStore,
+}
+
+impl HostState {
+    /// A state with no filesystem, no environment and no arguments: the
+    /// component reaches the world only through `hooks` and `store`.
+    pub fn new(hooks: Hooks, store: ContactStore, sandbox: &Sandbox) -> Self {
+        HostState {
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(sandbox.max_memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            store,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl crate::bindings::crmsync::sync::types::Host for HostState {}
+
+impl directory::Host for HostState {
+    fn find_by_external_id(&mut self, external_id: String) -> wasmtime::Result<Option<DestinationContact>> {
+        let found = self.store.find_by_external_id(&external_id).map_err(to_wasmtime)?;
+        Ok(found.map(destination_contact))
+    }
+
+    fn find_by_handle(&mut self, kind: HandleKind, handle: String) -> wasmtime::Result<Vec<DestinationContact>> {
+        let kind = match kind {
+            HandleKind::Email => Handle::Email,
+            HandleKind::Phone => Handle::Phone,
+        };
+        let found = self.store.find_by_handle(kind, &handle).map_err(to_wasmtime)?;
+        Ok(found.into_iter().map(destination_contact).collect())
+    }
+}
+
+fn destination_contact(entry: DirectoryEntry) -> DestinationContact {
+    DestinationContact {
+        id: entry.id.to_string(),
+        external_id: entry.external_id,
+        emails: entry.emails,
+        phones: entry.phones,
+    }
+}
+
+fn to_wasmtime(error: anyhow::Error) -> wasmtime::Error {
+    wasmtime::Error::msg(format!("{error:#}"))
+}
+
+fn from_wasmtime(error: wasmtime::Error) -> anyhow::Error {
+    anyhow!("{error:?}")
+}
+
+impl Runtime {
+    /// Compiles (or loads from wasmtime's on-disk cache) the component at `path`.
+    pub fn load(path: &Path, sandbox: Sandbox) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the sync component {} (build it with `cargo build -p crmsync-plugin --target wasm32-wasip2 --release`, or pass --component)",
+                path.display()
+            )
+        })?;
+        let engine = engine()?;
+        let component = Component::new(&engine, &bytes)
+            .map_err(from_wasmtime)
+            .with_context(|| format!("{} is not a valid crmsync component", path.display()))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state).map_err(from_wasmtime)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(from_wasmtime)
+            .with_context(|| format!("{} does not fit crmsync's host (its imports differ)", path.display()))?;
+        let pre = PluginPre::new(pre).map_err(from_wasmtime)?;
+        Ok(Runtime {
+            engine,
+            pre,
+            sandbox,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The limits each instance runs under.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Where the component was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh instance with its own state.
+    pub fn instantiate(&self, state: HostState) -> Result<Instance> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        let plugin = self.pre.instantiate(&mut store).map_err(from_wasmtime)?;
+        Ok(Instance {
+            store,
+            plugin,
+            sandbox: self.sandbox,
+        })
+    }
+}
+
+/// One engine per process: compiled code and the epoch ticker are shared.
+fn engine() -> Result<Engine> {
+    static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.epoch_interruption(true);
+            // Compiled code is cached on disk (wasmtime's cache, keyed by the
+            // component's hash and the compiler settings), so start-up after
+            // the first run deserialises instead of compiling.
+            let mut cache = CacheConfig::new();
+            if let Some(dir) = std::env::var_os("CRMSYNC_CACHE_DIR") {
+                cache.with_directory(PathBuf::from(dir));
+            }
+            match Cache::new(cache) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!("compiled-code cache disabled: {e}"),
+            }
+            let engine = Engine::new(&config).map_err(|e| format!("{e:?}"))?;
+            let weak = engine.weak();
+            std::thread::Builder::new()
+                .name("crmsync-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(engine)
+        })
+        .clone()
+        .map_err(|e| anyhow!("cannot start wasmtime: {e}"))
+}
+
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// An instantiated component and its state. After any error from a call the
+/// instance must be dropped: a trapped component is not resumable.
+pub struct Instance {
+    store: Store<HostState>,
+    plugin: Plugin,
+    sandbox: Sandbox,
+}
+
+impl Instance {
+    /// The host state, e.g. to write to the store between calls.
+    pub fn state(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    /// `fetch-page`. The outer error means the component failed (trap, time or memory limit).
+    pub fn fetch_page(&mut self, source: &Source, cursor: Option<&str>) -> Result<Result<Page, SyncError>> {
+        self.store.set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_fetch_page(&mut self.store, source, cursor)
+            .map_err(|e| component_failed("fetch-page", e))
+    }
+
+    /// `map-fields`.
+    pub fn map_fields(&mut self, record: &SourceRecord, mappings: &[FieldMapping]) -> Result<MappedContact> {
+        self.store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_map_fields(&mut self.store, record, mappings)
+            .map_err(|e| component_failed("map-fields", e))
+    }
+
+    /// `match-contact`.
+    pub fn match_contact(&mut self, contact: &MappedContact) -> Result<MatchOutcome> {
+        self.store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_match_contact(&mut self.store, contact)
+            .map_err(|e| component_failed("match-contact", e))
+    }
+
+    /// `classify-error`.
+    pub fn classify_error(&mut self, failure: &Failure) -> Result<SyncError> {
+        self.store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_classify_error(&mut self.store, failure)
+            .map_err(|e| component_failed("classify-error", e))
+    }
+}
+
+fn component_failed(call: &str, error: wasmtime::Error) -> anyhow::Error {
+    let reason = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "it ran past its time limit and was stopped".to_owned(),
+        Some(trap) => format!("it trapped ({trap})"),
+        None => format!("{error:?}"),
+    };
+    anyhow!("the sync component failed in {call}: {reason}")
+}
+
+/// Where to find the component when no `--component` is given: beside the
+/// running binary's target folder (a checkout's `cargo build`), then the
+/// workspace this binary was built from.
+pub fn default_component_path() -> PathBuf {
+    let relative = Path::new("wasm32-wasip2").join("release").join(COMPONENT_FILE);
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{debug,release}/crmsync -> target/wasm32-wasip2/release/...
+        if let Some(target) = exe.parent().and_then(Path::parent) {
+            let candidate = target.join(&relative);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join(relative)
+}

@@ -1,0 +1,649 @@
+//! The embedded destination and sync state, on SQLite (WAL).
+//!
+//! Destination contacts carry their handles in their own table, indexed by
+//! normalised value, so the matcher's lookups are index hits. Each handle
+//! remembers whether the sync brought it (`from_source`): an update replaces
+//! the sync's handles and keeps the ones the contact had before it was linked.
+//!
+//! Run rows double as checkpoints: a page's writes and the run's next cursor
+//! commit in one transaction (R3), so a killed run resumes after its last page.
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Bumped with every schema change; `open` refuses a newer store.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contacts (
+    id          INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    name        TEXT,
+    fields      TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS handles (
+    contact_id  INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL CHECK (kind IN ('email', 'phone')),
+    value       TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    from_source INTEGER NOT NULL,
+    PRIMARY KEY (contact_id, kind, value)
+);
+CREATE INDEX IF NOT EXISTS handles_by_value ON handles (kind, value);
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY,
+    sync        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    cursor      TEXT,
+    pages       INTEGER NOT NULL DEFAULT 0,
+    seen        INTEGER NOT NULL DEFAULT 0,
+    created     INTEGER NOT NULL DEFAULT 0,
+    updated     INTEGER NOT NULL DEFAULT 0,
+    skipped     INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    resumed     INTEGER NOT NULL DEFAULT 0,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
+CREATE TABLE IF NOT EXISTS record_errors (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    record_id   TEXT,
+    category    TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    field       TEXT,
+    retryable   INTEGER NOT NULL,
+    message     TEXT NOT NULL,
+    resolution  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS record_errors_by_run ON record_errors (run_id);
+";
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// A handle kind, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handle {
+    Email,
+    Phone,
+}
+
+impl Handle {
+    fn as_str(self) -> &'static str {
+        match self {
+            Handle::Email => "email",
+            Handle::Phone => "phone",
+        }
+    }
+}
+
+/// What the matcher sees of a destination contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub id: i64,
+    pub external_id: Option<String>,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+}
+
+/// A contact's new content, from the mapping (handles already normalised).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactData {
+    pub name: Option<String>,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A destination contact as `crmsync contacts --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactRow {
+    pub id: i64,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Per-run counters (R2). `seen` = created + updated + skipped + failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pages: u64,
+    pub seen: u64,
+    pub created: u64,
+    pub updated: u64,
+    /// Seen and already up to date.
+    pub skipped: u64,
+    /// Not synced because of an error.
+    pub failed: u64,
+}
+
+/// A run as `crmsync runs --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub sync: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub status: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// How many times the run was resumed after an interruption.
+    pub resumed: u64,
+    /// The fatal error's message, for failed runs.
+    pub error: Option<String>,
+}
+
+/// A recorded error as `crmsync errors --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorRow {
+    pub run_id: i64,
+    pub record_id: Option<String>,
+    pub category: String,
+    pub scope: String,
+    pub field: Option<String>,
+    pub retryable: bool,
+    pub message: String,
+    pub resolution: String,
+}
+
+/// A run that is under way, fresh or resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRun {
+    pub id: i64,
+    pub cursor: Option<String>,
+    pub counts: Counts,
+    pub resumed: bool,
+}
+
+/// The SQLite file behind one or more syncs.
+pub struct ContactStore {
+    conn: Connection,
+}
+
+impl ContactStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the store's folder {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        Self::init(conn).with_context(|| format!("cannot use the store {}", path.display()))
+    }
+
+    /// An in-memory store, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            bail!("the store was written by a newer crmsync (schema {version}, this one knows {SCHEMA_VERSION})");
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(ContactStore { conn })
+    }
+
+    /// Starts a transaction; the matcher's lookups see its writes.
+    pub fn begin(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Abandons the open transaction, if any.
+    pub fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            // A failed rollback leaves SQLite to roll back on close; nothing better to do.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    // ----- the matcher's lookups -------------------------------------------------
+
+    /// The contact linked to `external_id`.
+    pub fn find_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM contacts WHERE external_id = ?1")?
+            .query_row([external_id], |r| r.get(0))
+            .optional()?;
+        id.map(|id| self.directory_entry(id)).transpose()
+    }
+
+    /// Contacts holding the normalised handle `value`.
+    pub fn find_by_handle(&self, kind: Handle, value: &str) -> Result<Vec<DirectoryEntry>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached("SELECT DISTINCT contact_id FROM handles WHERE kind = ?1 AND value = ?2 ORDER BY contact_id")?
+            .query_map(params![kind.as_str(), value], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.into_iter().map(|id| self.directory_entry(id)).collect()
+    }
+
+    fn directory_entry(&self, id: i64) -> Result<DirectoryEntry> {
+        let external_id = self
+            .conn
+            .prepare_cached("SELECT external_id FROM contacts WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        let (emails, phones) = self.handles(id)?;
+        Ok(DirectoryEntry {
+            id,
+            external_id,
+            emails: emails.into_iter().map(|(v, _)| v).collect(),
+            phones: phones.into_iter().map(|(v, _)| v).collect(),
+        })
+    }
+
+    /// A contact's handles in order, each with its `from_source` flag.
+    #[allow(clippy::type_complexity)]
+    fn handles(&self, id: i64) -> Result<(Vec<(String, bool)>, Vec<(String, bool)>)> {
+        let mut emails = Vec::new();
+        let mut phones = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, value, from_source FROM handles WHERE contact_id = ?1 ORDER BY position")?;
+        let mut rows = stmt.query([id])?;
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(0)?;
+            let entry = (row.get::<_, String>(1)?, row.get::<_, bool>(2)?);
+            if kind == "email" {
+                emails.push(entry);
+            } else {
+                phones.push(entry);
+            }
+        }
+        Ok((emails, phones))
+    }
+
+    // ----- applying match outcomes -------------------------------------------------
+
+    /// Creates a contact linked to `external_id` (X5).
+    pub fn create(&self, external_id: &str, data: &ContactData) -> Result<i64> {
+        let fields = serde_json::to_string(&data.fields)?;
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO contacts (external_id, name, fields, created_at, updated_at) VALUES (?1, ?2, ?3, {NOW}, {NOW})"
+            ))?
+            .execute(params![external_id, data.name, fields])?;
+        let id = self.conn.last_insert_rowid();
+        let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), true)).collect();
+        let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), true)).collect();
+        self.write_handles(id, &emails, &phones)?;
+        Ok(id)
+    }
+
+    /// Updates contact `id` from the source and links it to `external_id`
+    /// (X2, X3). The source's handles replace the ones it brought before; the
+    /// contact's own handles stay. Empty source values never erase a
+    /// destination value. Nothing is written when nothing changes (X7).
+    pub fn update(&self, id: i64, external_id: &str, data: &ContactData) -> Result<Change> {
+        let (old_external, old_name, old_fields): (Option<String>, Option<String>, String) = self
+            .conn
+            .prepare_cached("SELECT external_id, name, fields FROM contacts WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .with_context(|| format!("destination contact {id} disappeared during the run"))?;
+        let old_fields: BTreeMap<String, String> = serde_json::from_str(&old_fields)
+            .with_context(|| format!("destination contact {id} has unreadable fields"))?;
+        let (old_emails, old_phones) = self.handles(id)?;
+
+        let name = data.name.clone().or(old_name.clone());
+        let mut fields = old_fields.clone();
+        fields.extend(data.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let emails = merge_handles(&data.emails, &old_emails);
+        let phones = merge_handles(&data.phones, &old_phones);
+
+        if old_external.as_deref() == Some(external_id)
+            && name == old_name
+            && fields == old_fields
+            && emails == old_emails
+            && phones == old_phones
+        {
+            return Ok(Change::Unchanged);
+        }
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE contacts SET external_id = ?2, name = ?3, fields = ?4, updated_at = {NOW} WHERE id = ?1"
+            ))?
+            .execute(params![id, external_id, name, serde_json::to_string(&fields)?])?;
+        self.conn
+            .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
+            .execute([id])?;
+        self.write_handles(id, &emails, &phones)?;
+        Ok(Change::Updated)
+    }
+
+    /// Adds a contact the destination already had, not linked to any source
+    /// record. Handles must already be normalised.
+    pub fn insert_unlinked(&self, data: &ContactData) -> Result<i64> {
+        let fields = serde_json::to_string(&data.fields)?;
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO contacts (external_id, name, fields, created_at, updated_at) VALUES (NULL, ?1, ?2, {NOW}, {NOW})"
+            ))?
+            .execute(params![data.name, fields])?;
+        let id = self.conn.last_insert_rowid();
+        let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), false)).collect();
+        let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), false)).collect();
+        self.write_handles(id, &emails, &phones)?;
+        Ok(id)
+    }
+
+    fn write_handles(&self, id: i64, emails: &[(String, bool)], phones: &[(String, bool)]) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO handles (contact_id, kind, value, position, from_source) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let all = emails
+            .iter()
+            .map(|h| (Handle::Email, h))
+            .chain(phones.iter().map(|h| (Handle::Phone, h)));
+        for (position, (kind, (value, from_source))) in all.enumerate() {
+            stmt.execute(params![id, kind.as_str(), value, position as i64, from_source])?;
+        }
+        Ok(())
+    }
+
+    // ----- runs, checkpoints and errors ----------------------------------------------
+
+    /// Resumes the sync's interrupted run, or starts a new one.
+    pub fn open_run(&self, sync: &str) -> Result<OpenRun> {
+        let interrupted = self
+            .conn
+            .prepare_cached(
+                "SELECT id, cursor, pages, seen, created, updated, skipped, failed FROM runs
+                 WHERE sync = ?1 AND status = 'running' ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([sync], |r| {
+                Ok(OpenRun {
+                    id: r.get(0)?,
+                    cursor: r.get(1)?,
+                    counts: Counts {
+                        pages: r.get(2)?,
+                        seen: r.get(3)?,
+                        created: r.get(4)?,
+                        updated: r.get(5)?,
+                        skipped: r.get(6)?,
+                        failed: r.get(7)?,
+                    },
+                    resumed: true,
+                })
+            })
+            .optional()?;
+        if let Some(run) = interrupted {
+            self.conn
+                .execute("UPDATE runs SET resumed = resumed + 1 WHERE id = ?1", [run.id])?;
+            return Ok(run);
+        }
+        self.conn.execute(
+            &format!("INSERT INTO runs (sync, started_at, status) VALUES (?1, {NOW}, 'running')"),
+            [sync],
+        )?;
+        Ok(OpenRun {
+            id: self.conn.last_insert_rowid(),
+            cursor: None,
+            counts: Counts::default(),
+            resumed: false,
+        })
+    }
+
+    /// Records the run's progress and its next cursor; call inside the page's transaction.
+    pub fn checkpoint(&self, run_id: i64, cursor: Option<&str>, counts: &Counts) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE runs SET cursor = ?2, pages = ?3, seen = ?4, created = ?5, updated = ?6, skipped = ?7, failed = ?8
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                run_id,
+                cursor,
+                counts.pages,
+                counts.seen,
+                counts.created,
+                counts.updated,
+                counts.skipped,
+                counts.failed
+            ])?;
+        Ok(())
+    }
+
+    /// Ends a run: `error` is `None` for a completed run, the fatal message otherwise.
+    pub fn finish_run(&self, run_id: i64, error: Option<&str>) -> Result<()> {
+        let status = if error.is_some() { "failed" } else { "completed" };
+        self.conn.execute(
+            &format!("UPDATE runs SET status = ?2, error = ?3, cursor = NULL, ended_at = {NOW} WHERE id = ?1"),
+            params![run_id, status, error],
+        )?;
+        Ok(())
+    }
+
+    /// Records one classified error of a run.
+    pub fn record_error(&self, run_id: i64, error: &ErrorRow) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO record_errors (run_id, record_id, category, scope, field, retryable, message, resolution)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                run_id,
+                error.record_id,
+                error.category,
+                error.scope,
+                error.field,
+                error.retryable,
+                error.message,
+                error.resolution
+            ])?;
+        Ok(())
+    }
+
+    // ----- reading ---------------------------------------------------------------
+
+    /// Every destination contact, in creation order.
+    pub fn contacts(&self) -> Result<Vec<ContactRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, external_id, name, fields, created_at, updated_at FROM contacts ORDER BY id")?;
+        let rows: Vec<(i64, Option<String>, Option<String>, String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.into_iter()
+            .map(|(id, external_id, name, fields, created_at, updated_at)| {
+                let (emails, phones) = self.handles(id)?;
+                Ok(ContactRow {
+                    id,
+                    external_id,
+                    name,
+                    emails: emails.into_iter().map(|(v, _)| v).collect(),
+                    phones: phones.into_iter().map(|(v, _)| v).collect(),
+                    fields: serde_json::from_str(&fields)
+                        .with_context(|| format!("destination contact {id} has unreadable fields"))?,
+                    created_at,
+                    updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The sync's runs, newest first.
+    pub fn runs(&self, sync: &str) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sync, started_at, ended_at, status, pages, seen, created, updated, skipped, failed, resumed, error
+             FROM runs WHERE sync = ?1 ORDER BY id DESC",
+        )?;
+        let rows = stmt
+            .query_map([sync], |r| {
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    sync: r.get(1)?,
+                    started_at: r.get(2)?,
+                    ended_at: r.get(3)?,
+                    status: r.get(4)?,
+                    counts: Counts {
+                        pages: r.get(5)?,
+                        seen: r.get(6)?,
+                        created: r.get(7)?,
+                        updated: r.get(8)?,
+                        skipped: r.get(9)?,
+                        failed: r.get(10)?,
+                    },
+                    resumed: r.get(11)?,
+                    error: r.get(12)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The errors recorded by run `run_id`, in the order they happened.
+    pub fn errors(&self, run_id: i64) -> Result<Vec<ErrorRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, record_id, category, scope, field, retryable, message, resolution
+             FROM record_errors WHERE run_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(ErrorRow {
+                    run_id: r.get(0)?,
+                    record_id: r.get(1)?,
+                    category: r.get(2)?,
+                    scope: r.get(3)?,
+                    field: r.get(4)?,
+                    retryable: r.get(5)?,
+                    message: r.get(6)?,
+                    resolution: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
+/// The sync's new handles first, then the contact's own handles (those the
+/// sync did not bring) that the source does not also have.
+fn merge_handles(from_source: &[String], old: &[(String, bool)]) -> Vec<(String, bool)> {
+    let mut merged: Vec<(String, bool)> = from_source.iter().map(|h| (h.clone(), true)).collect();
+    for (value, old_from_source) in old {
+        if !old_from_source && !from_source.contains(value) {
+            merged.push((value.clone(), false));
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: Option<&str>, emails: &[&str], phones: &[&str]) -> ContactData {
+        ContactData {
+            name: name.map(Into::into),
+            emails: emails.iter().map(|e| (*e).into()).collect(),
+            phones: phones.iter().map(|p| (*p).into()).collect(),
+            fields: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn created_contacts_are_found_by_external_id_and_handles() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let id = s.create("101", &data(Some("Ada"), &["a@x.io"], &["+1555"])).unwrap();
+        let by_ext = s.find_by_external_id("101").unwrap().unwrap();
+        assert_eq!(by_ext.id, id);
+        assert_eq!(s.find_by_handle(Handle::Email, "a@x.io").unwrap(), vec![by_ext.clone()]);
+        assert_eq!(s.find_by_handle(Handle::Phone, "+1555").unwrap(), vec![by_ext]);
+        assert!(s.find_by_handle(Handle::Phone, "a@x.io").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_identical_update_changes_nothing() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let id = s.create("101", &data(Some("Ada"), &["a@x.io"], &[])).unwrap();
+        let before = s.contacts().unwrap();
+        assert_eq!(s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[])).unwrap(), Change::Unchanged);
+        assert_eq!(s.contacts().unwrap(), before);
+    }
+
+    #[test]
+    fn an_email_change_replaces_the_synced_email() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let id = s.create("101", &data(None, &["old@x.io"], &[])).unwrap();
+        assert_eq!(s.update(id, "101", &data(None, &["new@x.io"], &[])).unwrap(), Change::Updated);
+        assert_eq!(s.contacts().unwrap()[0].emails, ["new@x.io"]);
+        assert!(s.find_by_handle(Handle::Email, "old@x.io").unwrap().is_empty());
+    }
+
+    #[test]
+    fn linking_keeps_the_contacts_own_handles_and_name() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let id = s.insert_unlinked(&data(Some("Front Name"), &["own@x.io", "shared@x.io"], &[])).unwrap();
+        assert_eq!(s.update(id, "7", &data(None, &["shared@x.io"], &["+1"])).unwrap(), Change::Updated);
+        let c = &s.contacts().unwrap()[0];
+        assert_eq!(c.external_id.as_deref(), Some("7"));
+        assert_eq!(c.name.as_deref(), Some("Front Name"));
+        assert_eq!(c.emails, ["shared@x.io", "own@x.io"]);
+        assert_eq!(c.phones, ["+1"]);
+        // A second identical pass is a no-op, and the own handle survives source changes.
+        assert_eq!(s.update(id, "7", &data(None, &["shared@x.io"], &["+1"])).unwrap(), Change::Unchanged);
+        s.update(id, "7", &data(None, &["moved@x.io"], &[])).unwrap();
+        assert_eq!(s.contacts().unwrap()[0].emails, ["moved@x.io", "own@x.io"]);
+    }
+
+    #[test]
+    fn runs_resume_from_their_checkpoint() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let run = s.open_run("demo").unwrap();
+        assert!(!run.resumed);
+        let counts = Counts { pages: 1, seen: 100, created: 100, ..Counts::default() };
+        s.checkpoint(run.id, Some("c2"), &counts).unwrap();
+        let again = s.open_run("demo").unwrap();
+        assert_eq!((again.id, again.cursor.as_deref(), again.counts, again.resumed), (run.id, Some("c2"), counts, true));
+        s.finish_run(run.id, None).unwrap();
+        let next = s.open_run("demo").unwrap();
+        assert_ne!(next.id, run.id);
+        assert_eq!(next.cursor, None);
+        assert_eq!(s.runs("demo").unwrap()[1].resumed, 1);
+    }
+
+    #[test]
+    fn hostile_strings_round_trip() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let hostile = format!("O'Brien \"; DROP TABLE contacts;-- \u{200F}\u{0}🙂{}", "x".repeat(5000));
+        let mut d = data(Some(&hostile), &["a@x.io"], &[]);
+        d.fields.insert(hostile.clone(), hostile.clone());
+        s.create(&hostile, &d).unwrap();
+        let c = &s.contacts().unwrap()[0];
+        assert_eq!(c.name.as_deref(), Some(hostile.as_str()));
+        assert_eq!(c.external_id.as_deref(), Some(hostile.as_str()));
+        assert_eq!(c.fields[&hostile], hostile);
+    }
+}

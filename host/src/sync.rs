@@ -1,0 +1,383 @@
+//! One sync pass: fetch pages through the component, map and match each
+//! record, apply the outcome to the store, checkpoint after every page.
+
+use crate::auth::Credentials;
+use crate::bindings::crmsync::sync::types::{
+    ErrorCategory, ErrorScope, HubspotScope, HubspotSource, MappedContact, MatchOutcome, Page, Source, SyncError,
+};
+use crate::config::Config;
+use crate::http::{HttpLimits, HttpMode, HttpStats, Hooks};
+use crate::runtime::{HostState, Instance, Runtime};
+use crate::store::{Change, ContactData, ContactStore, Counts, ErrorRow};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// S5: a sync stops, rather than silently truncating, past this many records.
+pub const MAX_RECORDS_PER_SYNC: u64 = 1_000_000;
+
+/// How failed page fetches are retried (E4, E8, E10).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts at one page for transient failures, the first included.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt, with full jitter.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Rate-limit waits for one page before giving up (they are not failures).
+    pub max_rate_limit_waits: u32,
+    /// The longest advertised rate-limit delay honoured as is.
+    pub max_rate_limit_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_rate_limit_waits: 30,
+            max_rate_limit_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How to run a pass.
+#[derive(Clone)]
+pub struct SyncOptions {
+    pub http_mode: HttpMode,
+    pub http_limits: HttpLimits,
+    pub retry: RetryPolicy,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            http_mode: HttpMode::Live,
+            http_limits: HttpLimits::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub sync: String,
+    pub run_id: i64,
+    /// `completed`, or `failed` when a sync-level error stopped it.
+    pub status: String,
+    /// Whether this pass continued a run that had been interrupted.
+    pub resumed: bool,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub errors_by_category: BTreeMap<String, u64>,
+    /// HTTP requests the component sent (retries included).
+    pub requests: u64,
+    pub elapsed_ms: u64,
+    /// The error that stopped the sync, if one did.
+    pub error: Option<ErrorRow>,
+}
+
+/// Runs one pass of `config`'s sync.
+pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
+    let started = Instant::now();
+    let mut credentials = match options.http_mode {
+        HttpMode::Replay(_) => Credentials::none(),
+        _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
+            std::env::var(var).ok()
+        })?,
+    };
+    let store = ContactStore::open(&config.store_path)?;
+    let stats = Arc::new(HttpStats::default());
+    let hooks = Hooks::new(
+        config.source.origin.clone(),
+        options.http_mode.clone(),
+        credentials.bearer(),
+        options.http_limits,
+        stats.clone(),
+    );
+    let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
+    let run = instance.state().store.open_run(&config.name)?;
+    if run.resumed {
+        tracing::info!(run = run.id, cursor = ?run.cursor, "resuming an interrupted run");
+    }
+
+    let mut pass = Pass {
+        instance: &mut instance,
+        config,
+        options,
+        credentials: &mut credentials,
+        run_id: run.id,
+        counts: run.counts,
+    };
+    let outcome = pass.run(run.cursor);
+    let counts = pass.counts;
+    let store = &instance.state().store;
+    let error = match outcome {
+        Ok(()) => {
+            store.finish_run(run.id, None)?;
+            None
+        }
+        Err(Stop::Classified(error)) => {
+            store.rollback();
+            let row = error_row(run.id, &error);
+            store.record_error(run.id, &row)?;
+            store.finish_run(run.id, Some(&row.message))?;
+            Some(row)
+        }
+        Err(Stop::Internal(error)) => {
+            store.rollback();
+            store.finish_run(run.id, Some(&format!("{error:#}")))?;
+            return Err(error.context(format!("sync {:?} (run {}) failed", config.name, run.id)));
+        }
+    };
+    let mut errors_by_category = BTreeMap::new();
+    for row in store.errors(run.id)? {
+        *errors_by_category.entry(row.category).or_insert(0) += 1;
+    }
+    Ok(SyncReport {
+        sync: config.name.clone(),
+        run_id: run.id,
+        status: if error.is_some() { "failed" } else { "completed" }.to_owned(),
+        resumed: run.resumed,
+        counts,
+        errors_by_category,
+        requests: stats.sent.load(Ordering::Relaxed),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        error,
+    })
+}
+
+/// Why a pass stopped early.
+enum Stop {
+    /// A classified, sync-level error: recorded for the user.
+    Classified(SyncError),
+    /// The host or the component itself failed.
+    Internal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(error: anyhow::Error) -> Self {
+        Stop::Internal(error)
+    }
+}
+
+struct Pass<'a> {
+    instance: &'a mut Instance,
+    config: &'a Config,
+    options: &'a SyncOptions,
+    credentials: &'a mut Credentials,
+    run_id: i64,
+    counts: Counts,
+}
+
+impl Pass<'_> {
+    fn run(&mut self, mut cursor: Option<String>) -> Result<(), Stop> {
+        let source = Source::HubspotContacts(HubspotSource {
+            base_url: self.config.source.base_url.clone(),
+            scope: match &self.config.source.list_id {
+                Some(list) => HubspotScope::ListMembers(list.clone()),
+                None => HubspotScope::All,
+            },
+            properties: self.config.source.properties.clone(),
+        });
+        loop {
+            let page = self.fetch(&source, cursor.as_deref())?;
+            let next = page.next_cursor.clone();
+            if next.is_some() && next == cursor {
+                return Err(Stop::Classified(sync_level(
+                    ErrorCategory::InvalidResponse,
+                    format!("the source returned the same cursor {:?} again; paging would never end", cursor.unwrap_or_default()),
+                    "Report this to the source's support; crmsync stopped rather than loop forever.",
+                )));
+            }
+            if self.counts.seen + page.records.len() as u64 > MAX_RECORDS_PER_SYNC {
+                return Err(Stop::Classified(sync_level(
+                    ErrorCategory::Validation,
+                    format!("the source has more than {MAX_RECORDS_PER_SYNC} contacts for this sync"),
+                    "A sync is limited to 1,000,000 contacts: split it (for example with source.list_id).",
+                )));
+            }
+            self.apply_page(page, next.as_deref())?;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Fetches one page, retrying what can be retried.
+    fn fetch(&mut self, source: &Source, cursor: Option<&str>) -> Result<Page, Stop> {
+        let policy = self.options.retry;
+        let mut attempts = 0;
+        let mut rate_limit_waits = 0;
+        let mut refreshed = false;
+        loop {
+            self.credentials.ensure_fresh().map_err(auth_stop)?;
+            let error = match self.instance.fetch_page(source, cursor)? {
+                Ok(page) => return Ok(page),
+                Err(error) => error,
+            };
+            match error.category {
+                ErrorCategory::AuthExpired if self.credentials.can_refresh() && !refreshed => {
+                    refreshed = true;
+                    self.credentials.refresh().map_err(auth_stop)?;
+                }
+                ErrorCategory::RateLimited if error.retryable && rate_limit_waits < policy.max_rate_limit_waits => {
+                    rate_limit_waits += 1;
+                    let delay = error
+                        .retry_after_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(policy.max_rate_limit_delay);
+                    tracing::info!(?delay, "rate limited by the source; waiting");
+                    std::thread::sleep(delay);
+                }
+                _ if error.retryable && attempts + 1 < policy.max_attempts => {
+                    let delay = backoff(&policy, attempts);
+                    attempts += 1;
+                    tracing::warn!(attempt = attempts, ?delay, "{}; retrying", error.message);
+                    std::thread::sleep(delay);
+                }
+                _ => return Err(Stop::Classified(error)),
+            }
+        }
+    }
+
+    /// Applies a page and checkpoints it in one transaction (R3).
+    fn apply_page(&mut self, page: Page, next: Option<&str>) -> Result<(), Stop> {
+        self.instance.state().store.begin()?;
+        for record in &page.records {
+            self.counts.seen += 1;
+            let mapped = self.instance.map_fields(record, &self.config.mappings)?;
+            let outcome = self.instance.match_contact(&mapped)?;
+            let store = &self.instance.state().store;
+            match outcome {
+                MatchOutcome::Create => {
+                    store.create(&mapped.external_id, &contact_data(&mapped))?;
+                    self.counts.created += 1;
+                }
+                MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
+                    let id: i64 = id
+                        .parse()
+                        .with_context(|| format!("the component named an unknown destination contact {id:?}"))?;
+                    match store.update(id, &mapped.external_id, &contact_data(&mapped))? {
+                        Change::Updated => self.counts.updated += 1,
+                        Change::Unchanged | Change::Created => self.counts.skipped += 1,
+                    }
+                }
+                MatchOutcome::Skip(error) => {
+                    tracing::debug!(record = %record.id, "{}", error.message);
+                    store.record_error(self.run_id, &error_row(self.run_id, &error))?;
+                    self.counts.failed += 1;
+                }
+            }
+        }
+        self.counts.pages += 1;
+        let store = &self.instance.state().store;
+        store.checkpoint(self.run_id, next, &self.counts)?;
+        store.commit()?;
+        Ok(())
+    }
+}
+
+fn contact_data(mapped: &MappedContact) -> ContactData {
+    ContactData {
+        name: mapped.name.clone(),
+        emails: mapped.emails.clone(),
+        phones: mapped.phones.clone(),
+        fields: mapped.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect(),
+    }
+}
+
+/// Exponential backoff with full jitter, capped.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let ceiling = policy
+        .base_delay
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(policy.max_delay);
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn auth_stop(error: crate::auth::AuthError) -> Stop {
+    Stop::Classified(sync_level(
+        ErrorCategory::AuthExpired,
+        error.to_string(),
+        "Reconnect HubSpot: create a new refresh token (or private-app token), put it in the \
+         environment variable the config names, and run the sync again.",
+    ))
+}
+
+fn sync_level(category: ErrorCategory, message: String, resolution: &str) -> SyncError {
+    SyncError {
+        category,
+        retryable: false,
+        retry_after_ms: None,
+        scope: ErrorScope::Sync,
+        record_id: None,
+        field: None,
+        message,
+        resolution: resolution.to_owned(),
+    }
+}
+
+/// The stored form of a classified error.
+pub fn error_row(run_id: i64, error: &SyncError) -> ErrorRow {
+    ErrorRow {
+        run_id,
+        record_id: error.record_id.clone(),
+        category: category_name(error.category).to_owned(),
+        scope: match error.scope {
+            ErrorScope::Record => "record",
+            ErrorScope::Field => "field",
+            ErrorScope::Sync => "sync",
+        }
+        .to_owned(),
+        field: error.field.clone(),
+        retryable: error.retryable,
+        message: error.message.clone(),
+        resolution: error.resolution.clone(),
+    }
+}
+
+/// The category's name as the WIT spells it.
+pub fn category_name(category: ErrorCategory) -> &'static str {
+    match category {
+        ErrorCategory::MissingHandle => "missing-handle",
+        ErrorCategory::EmailTaken => "email-taken",
+        ErrorCategory::PhoneTaken => "phone-taken",
+        ErrorCategory::RateLimited => "rate-limited",
+        ErrorCategory::FieldNotFound => "field-not-found",
+        ErrorCategory::ListNotFound => "list-not-found",
+        ErrorCategory::AuthExpired => "auth-expired",
+        ErrorCategory::AuthInvalid => "auth-invalid",
+        ErrorCategory::PermissionDenied => "permission-denied",
+        ErrorCategory::Validation => "validation",
+        ErrorCategory::Transient => "transient",
+        ErrorCategory::InvalidResponse => "invalid-response",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let policy = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(700),
+            ..RetryPolicy::default()
+        };
+        for _ in 0..50 {
+            let first = backoff(&policy, 0);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let late = backoff(&policy, 10);
+            assert!(late >= Duration::from_millis(350) && late <= Duration::from_millis(700));
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The component's exports, and the two host capabilities it uses: HTTP
+//! through `waki` (`wasi:http/outgoing-handler`) and the `directory` import.
+
+use crate::bindings::crmsync::sync::directory;
+use crate::bindings::exports::crmsync::sync::sync::Guest;
+use crate::matching::Directory;
+use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
+use crate::types::{
+    DestinationContact, FieldMapping, Failure, HandleKind, MappedContact, MatchOutcome, Page,
+    Source, SourceRecord, SyncError,
+};
+use crate::{errors, hubspot, mapping, matching};
+use std::time::Duration;
+
+struct Component;
+
+crate::bindings::export!(Component with_types_in crate::bindings);
+
+impl Guest for Component {
+    fn fetch_page(source: Source, cursor: Option<String>) -> Result<Page, SyncError> {
+        match &source {
+            Source::HubspotContacts(hubspot) => {
+                hubspot::fetch_page(&mut WasiHttp, hubspot, cursor.as_deref())
+            }
+        }
+    }
+
+    fn map_fields(record: SourceRecord, mappings: Vec<FieldMapping>) -> MappedContact {
+        mapping::map_fields(&record, &mappings)
+    }
+
+    fn match_contact(contact: MappedContact) -> MatchOutcome {
+        matching::match_contact(&mut HostDirectory, &contact)
+    }
+
+    fn classify_error(failure: Failure) -> SyncError {
+        errors::classify(&failure)
+    }
+}
+
+/// The host's `directory` import.
+struct HostDirectory;
+
+impl Directory for HostDirectory {
+    fn find_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
+        directory::find_by_external_id(external_id)
+    }
+
+    fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact> {
+        directory::find_by_handle(kind, handle)
+    }
+}
+
+/// `wasi:http` through `waki`. No credentials here: the host adds them.
+struct WasiHttp;
+
+/// The host enforces its own, stricter timeouts; this only keeps a dead
+/// connection attempt from hanging the call when a host sets none.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Transport for WasiHttp {
+    fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        let client = waki::Client::new();
+        let builder = match request.method {
+            Method::Get => client.get(&request.url),
+            Method::Post => client.post(&request.url),
+        };
+        let mut builder = builder
+            .connect_timeout(CONNECT_TIMEOUT)
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let response = builder.send().map_err(transport_error)?;
+        let status = response.status_code();
+        let retry_after = response
+            .header(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.body().map_err(transport_error)?;
+        Ok(HttpResponse {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+fn transport_error(error: anyhow::Error) -> TransportError {
+    match error.downcast_ref::<waki::ErrorCode>() {
+        Some(waki::ErrorCode::HttpRequestDenied) => {
+            TransportError::Denied("the host denied the request (not an allowed host)".into())
+        }
+        Some(code) => TransportError::Failed(format!("{code:?}")),
+        None => TransportError::Failed(format!("{error:#}")),
+    }
+}

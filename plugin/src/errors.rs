@@ -1,0 +1,453 @@
+//! Classification of failures into the categories a person can act on (E1-E11).
+//!
+//! HubSpot error bodies look like
+//! `{"status":"error","message":"...","category":"RATE_LIMITS","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}`;
+//! the status code decides first and the body refines it.
+
+use crate::types::{
+    ErrorCategory, ErrorScope, Failure, HandleConflict, HandleKind, HttpFailure, SyncError,
+};
+use serde::Deserialize;
+
+/// The JSON error body HubSpot sends with non-2xx responses. Every field is
+/// optional: proxies and gateways send other bodies, or none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HubSpotErrorBody {
+    message: Option<String>,
+    category: Option<String>,
+    sub_category: Option<String>,
+    error_type: Option<String>,
+    policy_name: Option<String>,
+    #[serde(default)]
+    errors: Vec<HubSpotErrorDetail>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HubSpotErrorDetail {
+    message: Option<String>,
+    #[serde(default)]
+    context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the failed request was for; it decides what a 404 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Any request whose 404 says nothing more specific.
+    Other,
+    /// The memberships of a list: a 404 means the list is gone (E7).
+    ListMemberships,
+}
+
+/// Classifies any failure (the `classify-error` export).
+pub fn classify(failure: &Failure) -> SyncError {
+    match failure {
+        Failure::Http(http) => classify_http(http, Endpoint::Other),
+        Failure::Transport(detail) => transient(format!("the request did not complete: {detail}")),
+        Failure::InvalidResponse(detail) => invalid_response(detail),
+        Failure::MissingHandle(record_id) => missing_handle(record_id),
+        Failure::HandleTaken(conflict) => handle_taken(conflict),
+    }
+}
+
+/// Classifies a non-success HTTP response from `endpoint`.
+pub fn classify_http(http: &HttpFailure, endpoint: Endpoint) -> SyncError {
+    let body: HubSpotErrorBody = serde_json::from_str(&http.body).unwrap_or_default();
+    let said = body
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let category = body.category.as_deref().unwrap_or("");
+    let status = http.status;
+    match status {
+        429 => rate_limited(http, &body),
+        401 if category == "EXPIRED_AUTHENTICATION" => sync_error(
+            ErrorCategory::AuthExpired,
+            true,
+            format!("HubSpot says the access token expired (HTTP 401){said}"),
+            "crmsync refreshes OAuth tokens by itself; if this persists, reconnect HubSpot \
+             (create a new refresh token or private-app token) and update the configured \
+             environment variables.",
+        ),
+        401 => sync_error(
+            ErrorCategory::AuthInvalid,
+            false,
+            format!("HubSpot rejected the credentials (HTTP 401){said}"),
+            "Reconnect HubSpot: check that the environment variable named by source.token_env \
+             (or source.oauth) holds a valid, non-revoked token for this portal.",
+        ),
+        403 => {
+            let scopes = required_scopes(&body);
+            let missing = if scopes.is_empty() {
+                String::new()
+            } else {
+                format!(" (required scopes: {})", scopes.join(", "))
+            };
+            sync_error(
+                ErrorCategory::PermissionDenied,
+                false,
+                format!("HubSpot denied access (HTTP 403){said}{missing}"),
+                &format!(
+                    "Grant the app the missing scope{} (contacts need crm.objects.contacts.read, \
+                     lists need crm.lists.read), then run the sync again.",
+                    if scopes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", scopes.join(", "))
+                    }
+                ),
+            )
+        }
+        404 if endpoint == Endpoint::ListMemberships || mentions_list(&body) => sync_error(
+            ErrorCategory::ListNotFound,
+            false,
+            format!("the HubSpot list was not found (HTTP 404){said}"),
+            "The list this sync reads was deleted or the id is wrong: pick another list and \
+             set source.list_id to its id, then run the sync again.",
+        ),
+        400 | 422 if is_missing_property(&body) => {
+            let mut error = sync_error(
+                ErrorCategory::FieldNotFound,
+                false,
+                format!("HubSpot says a mapped property does not exist (HTTP {status}){said}"),
+                "A HubSpot property this sync maps was deleted or renamed: choose another \
+                 property in [mapping] / source.properties.",
+            );
+            error.scope = ErrorScope::Field;
+            error
+        }
+        400 | 409 | 422 => sync_error(
+            ErrorCategory::Validation,
+            false,
+            format!("HubSpot rejected the request (HTTP {status}){said}"),
+            "Check the values named in the message; the request was not accepted as sent.",
+        ),
+        408 | 423 | 500..=599 => transient(format!("HubSpot answered HTTP {status}{said}")),
+        _ => invalid_response(&format!("unexpected HTTP status {status}{said}")),
+    }
+}
+
+fn rate_limited(http: &HttpFailure, body: &HubSpotErrorBody) -> SyncError {
+    let policy = body.policy_name.as_deref().unwrap_or("");
+    let said = body.message.as_deref().unwrap_or("rate limit reached");
+    if policy == "DAILY" {
+        // The daily budget resets at midnight in the portal's time zone: waiting
+        // inside a run would block for hours, so the sync stops instead.
+        return sync_error(
+            ErrorCategory::RateLimited,
+            false,
+            format!("HubSpot's daily API limit is used up: {said}"),
+            "Wait until the daily limit resets (midnight in the portal's time zone) or raise \
+             the portal's API limit; the next scheduled run resumes from the last checkpoint.",
+        );
+    }
+    let retry_after_ms = http
+        .retry_after
+        .as_deref()
+        .and_then(parse_retry_after_ms)
+        // Without the header: both the secondly (search) and the 10 s rolling
+        // burst windows usually free a slot within a second.
+        .unwrap_or(1_000);
+    let mut error = sync_error(
+        ErrorCategory::RateLimited,
+        true,
+        format!(
+            "HubSpot rate limit hit ({}): {said}",
+            if policy.is_empty() { "429" } else { policy }
+        ),
+        "Nothing to do: crmsync waits for the advertised delay and retries. If this happens \
+         often, lower source.rate_limit or ask for a higher API limit.",
+    );
+    error.retry_after_ms = Some(retry_after_ms);
+    error
+}
+
+/// `Retry-After` in delta-seconds (HubSpot's form). HTTP dates are not used by
+/// HubSpot; they fall back to the policy default.
+fn parse_retry_after_ms(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| (s * 1000.0) as u64)
+}
+
+fn required_scopes(body: &HubSpotErrorBody) -> Vec<String> {
+    let mut scopes = Vec::new();
+    for detail in &body.errors {
+        for key in ["requiredGranularScopes", "requiredScopes"] {
+            if let Some(serde_json::Value::Array(values)) = detail.context.get(key) {
+                scopes.extend(values.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+            }
+        }
+    }
+    scopes.dedup();
+    scopes
+}
+
+fn mentions_list(body: &HubSpotErrorBody) -> bool {
+    let sub = body.sub_category.as_deref().unwrap_or("");
+    let message = body.message.as_deref().unwrap_or("").to_ascii_lowercase();
+    sub.contains("LIST") || message.contains("list")
+}
+
+fn is_missing_property(body: &HubSpotErrorBody) -> bool {
+    let error_type = body.error_type.as_deref().unwrap_or("");
+    let sub = body.sub_category.as_deref().unwrap_or("");
+    let mut messages = body
+        .errors
+        .iter()
+        .filter_map(|e| e.message.as_deref())
+        .chain(body.message.as_deref());
+    error_type == "PROPERTY_DOESNT_EXIST"
+        || sub.contains("PROPERTY_DOESNT_EXIST")
+        || messages.any(|m| m.contains("does not exist") && m.to_ascii_lowercase().contains("propert"))
+}
+
+/// A network, timeout or 5xx failure (E10): retried with backoff by the host.
+pub fn transient(message: String) -> SyncError {
+    sync_error(
+        ErrorCategory::Transient,
+        true,
+        message,
+        "Nothing to do if it passes: crmsync retries with backoff. If it persists, check the \
+         network path to the API and HubSpot's status page.",
+    )
+}
+
+/// A success response that is not the documented shape. Retryable: a body cut
+/// short by the network looks the same as a malformed one.
+pub fn invalid_response(detail: &str) -> SyncError {
+    sync_error(
+        ErrorCategory::InvalidResponse,
+        true,
+        format!("the API answered something crmsync cannot read: {detail}"),
+        "crmsync retries; if it persists, check that source.base_url points at the HubSpot API \
+         (not a proxy or login page) and report the response.",
+    )
+}
+
+/// The host refused the request: the URL is not one of the configured API hosts.
+pub fn request_denied(detail: &str) -> SyncError {
+    sync_error(
+        ErrorCategory::PermissionDenied,
+        false,
+        format!("the host did not allow this request: {detail}"),
+        "The component may only call the configured API host; check source.base_url.",
+    )
+}
+
+/// E1: a record with no email and no phone.
+pub fn missing_handle(record_id: &str) -> SyncError {
+    record_error(
+        ErrorCategory::MissingHandle,
+        record_id,
+        None,
+        format!("contact {record_id} has no email and no phone, so it was not synced"),
+        format!(
+            "Add at least one handle (email or phone) to contact {record_id} in HubSpot, or map \
+             a property that holds one."
+        ),
+    )
+}
+
+/// E2/E3: a handle that belongs to another linked contact (X4).
+pub fn handle_taken(conflict: &HandleConflict) -> SyncError {
+    let (category, field, noun) = match conflict.kind {
+        HandleKind::Email => (ErrorCategory::EmailTaken, "email", "email"),
+        HandleKind::Phone => (ErrorCategory::PhoneTaken, "phone", "phone number"),
+    };
+    let id = &conflict.record_id;
+    record_error(
+        category,
+        id,
+        Some(field),
+        format!(
+            "{noun} {} of contact {id} is already taken by the contact linked to HubSpot \
+             contact {}, so contact {id} was not synced",
+            conflict.handle, conflict.owner_external_id
+        ),
+        format!(
+            "Check the {field} property of HubSpot contact {id} (and of contact {}) and replace \
+             it with a unique {noun}.",
+            conflict.owner_external_id
+        ),
+    )
+}
+
+fn record_error(
+    category: ErrorCategory,
+    record_id: &str,
+    field: Option<&str>,
+    message: String,
+    resolution: String,
+) -> SyncError {
+    SyncError {
+        category,
+        retryable: false,
+        retry_after_ms: None,
+        scope: ErrorScope::Record,
+        record_id: Some(record_id.to_owned()),
+        field: field.map(str::to_owned),
+        message,
+        resolution,
+    }
+}
+
+fn sync_error(
+    category: ErrorCategory,
+    retryable: bool,
+    message: String,
+    resolution: &str,
+) -> SyncError {
+    SyncError {
+        category,
+        retryable,
+        retry_after_ms: None,
+        scope: ErrorScope::Sync,
+        record_id: None,
+        field: None,
+        message,
+        resolution: resolution.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, body: &str) -> HttpFailure {
+        HttpFailure {
+            status,
+            retry_after: None,
+            body: body.to_owned(),
+        }
+    }
+
+    #[test]
+    fn ten_secondly_429_is_retryable_with_a_delay() {
+        let e = classify(&Failure::Http(http(
+            429,
+            r#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}"#,
+        )));
+        assert_eq!(e.category, ErrorCategory::RateLimited);
+        assert!(e.retryable);
+        assert_eq!(e.retry_after_ms, Some(1_000));
+        assert!(e.message.contains("TEN_SECONDLY_ROLLING"));
+    }
+
+    #[test]
+    fn retry_after_header_wins_over_the_policy_default() {
+        let mut f = http(429, "");
+        f.retry_after = Some("7".into());
+        assert_eq!(classify_http(&f, Endpoint::Other).retry_after_ms, Some(7_000));
+    }
+
+    #[test]
+    fn daily_limit_stops_the_sync() {
+        let e = classify(&Failure::Http(http(
+            429,
+            r#"{"errorType":"RATE_LIMIT","policyName":"DAILY","message":"daily"}"#,
+        )));
+        assert_eq!(e.category, ErrorCategory::RateLimited);
+        assert!(!e.retryable);
+        assert_eq!(e.scope, ErrorScope::Sync);
+    }
+
+    #[test]
+    fn expired_and_invalid_tokens_differ() {
+        let expired = classify(&Failure::Http(http(
+            401,
+            r#"{"status":"error","message":"The OAuth token used to make this call expired 1 second(s) ago.","category":"EXPIRED_AUTHENTICATION"}"#,
+        )));
+        assert_eq!(expired.category, ErrorCategory::AuthExpired);
+        assert!(expired.retryable);
+        let invalid = classify(&Failure::Http(http(
+            401,
+            r#"{"status":"error","category":"INVALID_AUTHENTICATION"}"#,
+        )));
+        assert_eq!(invalid.category, ErrorCategory::AuthInvalid);
+        assert!(!invalid.retryable);
+    }
+
+    #[test]
+    fn missing_scopes_are_named() {
+        let e = classify(&Failure::Http(http(
+            403,
+            r#"{"status":"error","message":"This app hasn't been granted all required scopes to make this call.","category":"MISSING_SCOPES","errors":[{"message":"One or more of the following scopes are required.","context":{"requiredGranularScopes":["crm.objects.contacts.read"]}}]}"#,
+        )));
+        assert_eq!(e.category, ErrorCategory::PermissionDenied);
+        assert!(e.message.contains("crm.objects.contacts.read"));
+        assert!(e.resolution.contains("crm.objects.contacts.read"));
+    }
+
+    #[test]
+    fn a_404_on_memberships_is_list_not_found() {
+        let e = classify_http(
+            &http(404, r#"{"status":"error","category":"OBJECT_NOT_FOUND"}"#),
+            Endpoint::ListMemberships,
+        );
+        assert_eq!(e.category, ErrorCategory::ListNotFound);
+        assert_eq!(e.scope, ErrorScope::Sync);
+        let e = classify(&Failure::Http(http(
+            404,
+            r#"{"message":"List 42 does not exist."}"#,
+        )));
+        assert_eq!(e.category, ErrorCategory::ListNotFound);
+    }
+
+    #[test]
+    fn server_errors_and_timeouts_are_transient() {
+        for status in [500, 502, 503, 504, 408] {
+            let e = classify(&Failure::Http(http(status, "<html>bad gateway</html>")));
+            assert_eq!(e.category, ErrorCategory::Transient, "{status}");
+            assert!(e.retryable);
+        }
+        let e = classify(&Failure::Transport("connection reset".into()));
+        assert_eq!(e.category, ErrorCategory::Transient);
+    }
+
+    #[test]
+    fn property_errors_are_field_not_found() {
+        let e = classify(&Failure::Http(http(
+            400,
+            r#"{"status":"error","message":"Property values were not valid","category":"VALIDATION_ERROR","errors":[{"message":"Property \"favourite_colour\" does not exist","code":"PROPERTY_DOESNT_EXIST"}]}"#,
+        )));
+        assert_eq!(e.category, ErrorCategory::FieldNotFound);
+        let e = classify(&Failure::Http(http(
+            400,
+            r#"{"status":"error","message":"bad","category":"VALIDATION_ERROR"}"#,
+        )));
+        assert_eq!(e.category, ErrorCategory::Validation);
+    }
+
+    #[test]
+    fn record_errors_name_the_record_and_handle() {
+        let e = classify(&Failure::MissingHandle("17".into()));
+        assert_eq!(e.category, ErrorCategory::MissingHandle);
+        assert_eq!(e.scope, ErrorScope::Record);
+        assert_eq!(e.record_id.as_deref(), Some("17"));
+        let e = classify(&Failure::HandleTaken(HandleConflict {
+            record_id: "18".into(),
+            kind: HandleKind::Phone,
+            handle: "+15550100".into(),
+            owner_external_id: "9".into(),
+        }));
+        assert_eq!(e.category, ErrorCategory::PhoneTaken);
+        assert!(e.message.contains("+15550100") && e.message.contains('9'));
+        assert_eq!(e.field.as_deref(), Some("phone"));
+    }
+
+    #[test]
+    fn non_json_bodies_still_classify() {
+        let e = classify(&Failure::Http(http(401, "not json at all")));
+        assert_eq!(e.category, ErrorCategory::AuthInvalid);
+        let e = classify(&Failure::Http(http(302, "")));
+        assert_eq!(e.category, ErrorCategory::InvalidResponse);
+    }
+}

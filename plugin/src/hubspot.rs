@@ -1,0 +1,464 @@
+//! HubSpot CRM v3 as a source (S1, S2): requests exactly as the API documents
+//! them, and tolerant reading of what it sends back (null or missing
+//! properties, unknown fields, empty pages, no `paging` on the last page).
+
+use crate::errors::{self, Endpoint};
+use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError, encode_component};
+use crate::types::{HttpFailure, HubspotScope, HubspotSource, Page, Property, SourceRecord, SyncError};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// `GET /crm/v3/objects/contacts` page size: the API's maximum.
+pub const CONTACTS_PAGE_LIMIT: usize = 100;
+/// `GET /crm/v3/lists/{id}/memberships` page size: the API's maximum.
+pub const MEMBERSHIPS_PAGE_LIMIT: usize = 250;
+/// `POST /crm/v3/objects/contacts/batch/read` inputs per call: the API's maximum.
+pub const BATCH_READ_LIMIT: usize = 100;
+
+/// Reads one page of `source` starting at `cursor`.
+pub fn fetch_page(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+    cursor: Option<&str>,
+) -> Result<Page, SyncError> {
+    match &source.scope {
+        HubspotScope::All => {
+            let request = list_contacts_request(source, cursor);
+            let body = send(transport, &request, Endpoint::Other)?;
+            parse_objects_page(&body)
+        }
+        HubspotScope::ListMembers(list_id) => {
+            let request = memberships_request(source, list_id, cursor);
+            let body = send(transport, &request, Endpoint::ListMemberships)?;
+            let (ids, next_cursor) = parse_memberships(&body)?;
+            let mut records = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(BATCH_READ_LIMIT) {
+                let request = batch_read_request(source, chunk);
+                let body = send(transport, &request, Endpoint::Other)?;
+                records.extend(parse_batch_read(&body)?);
+            }
+            // Batch read answers in no particular order; keep the list's order
+            // so runs are reproducible. Members that no longer exist (deleted,
+            // archived) are absent from the answer and so from the page.
+            records.sort_by_key(|r: &SourceRecord| ids.iter().position(|id| *id == r.id));
+            Ok(Page {
+                records,
+                next_cursor,
+            })
+        }
+    }
+}
+
+/// `GET /crm/v3/objects/contacts?limit=100&archived=false&properties=a,b[&after=c]`.
+pub fn list_contacts_request(source: &HubspotSource, cursor: Option<&str>) -> HttpRequest {
+    let mut url = format!(
+        "{}/crm/v3/objects/contacts?limit={CONTACTS_PAGE_LIMIT}&archived=false",
+        base(source)
+    );
+    if !source.properties.is_empty() {
+        url.push_str("&properties=");
+        url.push_str(&properties_param(&source.properties));
+    }
+    push_after(&mut url, cursor);
+    HttpRequest {
+        method: Method::Get,
+        url,
+        body: None,
+    }
+}
+
+/// `GET /crm/v3/lists/{listId}/memberships?limit=250[&after=c]`.
+pub fn memberships_request(source: &HubspotSource, list_id: &str, cursor: Option<&str>) -> HttpRequest {
+    let mut url = format!(
+        "{}/crm/v3/lists/{}/memberships?limit={MEMBERSHIPS_PAGE_LIMIT}",
+        base(source),
+        encode_component(list_id)
+    );
+    push_after(&mut url, cursor);
+    HttpRequest {
+        method: Method::Get,
+        url,
+        body: None,
+    }
+}
+
+/// `POST /crm/v3/objects/contacts/batch/read?archived=false` for up to 100 ids.
+pub fn batch_read_request(source: &HubspotSource, ids: &[String]) -> HttpRequest {
+    let body = serde_json::json!({
+        "properties": source.properties,
+        "propertiesWithHistory": [],
+        "inputs": ids.iter().map(|id| serde_json::json!({ "id": id })).collect::<Vec<_>>(),
+    });
+    HttpRequest {
+        method: Method::Post,
+        url: format!("{}/crm/v3/objects/contacts/batch/read?archived=false", base(source)),
+        body: Some(body.to_string().into_bytes()),
+    }
+}
+
+fn base(source: &HubspotSource) -> &str {
+    source.base_url.trim_end_matches('/')
+}
+
+/// HubSpot documents `properties` as one comma-separated value.
+fn properties_param(properties: &[String]) -> String {
+    properties
+        .iter()
+        .map(|p| encode_component(p))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn push_after(url: &mut String, cursor: Option<&str>) {
+    if let Some(after) = cursor {
+        url.push_str("&after=");
+        url.push_str(&encode_component(after));
+    }
+}
+
+/// Sends and returns the body of a 2xx response; anything else is classified.
+fn send(transport: &mut impl Transport, request: &HttpRequest, endpoint: Endpoint) -> Result<Vec<u8>, SyncError> {
+    let response = transport.send(request).map_err(|e| match e {
+        TransportError::Denied(detail) => errors::request_denied(&detail),
+        TransportError::Failed(detail) => errors::transient(format!(
+            "{} {} did not complete: {detail}",
+            method_name(request.method),
+            path_of(&request.url)
+        )),
+    })?;
+    let HttpResponse {
+        status,
+        retry_after,
+        body,
+    } = response;
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    Err(errors::classify_http(
+        &HttpFailure {
+            status,
+            retry_after,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        },
+        endpoint,
+    ))
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+    }
+}
+
+/// The path of a URL, for messages: never the host, which may be internal.
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    path.split('?').next().unwrap_or(path)
+}
+
+#[derive(Deserialize)]
+struct ObjectsPage {
+    #[serde(default)]
+    results: Option<Vec<Value>>,
+    #[serde(default)]
+    paging: Option<Value>,
+}
+
+/// Reads a `CollectionResponse` of contacts.
+pub fn parse_objects_page(body: &[u8]) -> Result<Page, SyncError> {
+    let page: ObjectsPage = parse_json(body, "contacts page")?;
+    let records = read_objects(page.results.unwrap_or_default())?;
+    Ok(Page {
+        records,
+        next_cursor: next_after(page.paging.as_ref()),
+    })
+}
+
+/// Reads a batch read answer (`BatchResponseSimplePublicObject`, HTTP 200 or 207).
+pub fn parse_batch_read(body: &[u8]) -> Result<Vec<SourceRecord>, SyncError> {
+    let page: ObjectsPage = parse_json(body, "batch read answer")?;
+    read_objects(page.results.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct MembershipsPage {
+    #[serde(default)]
+    results: Option<Vec<Value>>,
+    #[serde(default)]
+    paging: Option<Value>,
+}
+
+/// Reads a list memberships page: the member record ids and the next cursor.
+pub fn parse_memberships(body: &[u8]) -> Result<(Vec<String>, Option<String>), SyncError> {
+    let page: MembershipsPage = parse_json(body, "list memberships page")?;
+    let mut ids = Vec::new();
+    for (index, entry) in page.results.unwrap_or_default().into_iter().enumerate() {
+        let id = match &entry {
+            Value::Object(member) => member.get("recordId").and_then(id_string),
+            bare => id_string(bare),
+        };
+        match id {
+            Some(id) => ids.push(id),
+            None => {
+                return Err(errors::invalid_response(&format!(
+                    "list membership #{index} has no recordId: {}",
+                    truncate(&entry.to_string())
+                )));
+            }
+        }
+    }
+    Ok((ids, next_after(page.paging.as_ref())))
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, SyncError> {
+    serde_json::from_slice(body).map_err(|e| {
+        errors::invalid_response(&format!("the {what} is not valid JSON of the documented shape ({e})"))
+    })
+}
+
+fn read_objects(results: Vec<Value>) -> Result<Vec<SourceRecord>, SyncError> {
+    let mut records = Vec::with_capacity(results.len());
+    for (index, result) in results.into_iter().enumerate() {
+        let Value::Object(mut object) = result else {
+            return Err(errors::invalid_response(&format!(
+                "result #{index} is not an object: {}",
+                truncate(&result.to_string())
+            )));
+        };
+        let Some(id) = object.get("id").and_then(id_string) else {
+            return Err(errors::invalid_response(&format!(
+                "result #{index} has no id: {}",
+                truncate(&Value::Object(object).to_string())
+            )));
+        };
+        // The listing is asked for live records only; this guards against a
+        // server that sends archived ones anyway (X6: they never sync as live).
+        if object.get("archived").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let properties = match object.remove("properties") {
+            Some(Value::Object(map)) => read_properties(map),
+            _ => Vec::new(),
+        };
+        let updated_at = object.get("updatedAt").and_then(Value::as_str).map(str::to_owned);
+        records.push(SourceRecord {
+            id,
+            properties,
+            updated_at,
+        });
+    }
+    Ok(records)
+}
+
+/// HubSpot sends every property value as a string or null; other JSON types
+/// are read as their text rather than failing the page.
+fn read_properties(map: Map<String, Value>) -> Vec<Property> {
+    map.into_iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::Null => None,
+                Value::String(s) if s.is_empty() => None,
+                Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            };
+            Property { name, value }
+        })
+        .collect()
+}
+
+/// Ids are strings in v3, but numbers are accepted too.
+fn id_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `paging.next.after`; absent `paging`, absent `next` or an empty cursor all
+/// mean this was the last page.
+fn next_after(paging: Option<&Value>) -> Option<String> {
+    paging?
+        .get("next")?
+        .get("after")
+        .and_then(id_string)
+}
+
+fn truncate(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ErrorCategory;
+    use std::collections::VecDeque;
+
+    /// Answers requests from a queue and remembers what was sent.
+    #[derive(Default)]
+    struct Scripted {
+        answers: VecDeque<Result<HttpResponse, TransportError>>,
+        sent: Vec<HttpRequest>,
+    }
+
+    impl Scripted {
+        fn answer(mut self, status: u16, body: &str) -> Self {
+            self.answers.push_back(Ok(HttpResponse {
+                status,
+                retry_after: None,
+                body: body.as_bytes().to_vec(),
+            }));
+            self
+        }
+    }
+
+    impl Transport for Scripted {
+        fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.sent.push(request.clone());
+            self.answers.pop_front().expect("an unexpected request was sent")
+        }
+    }
+
+    fn source(scope: HubspotScope) -> HubspotSource {
+        HubspotSource {
+            base_url: "https://api.hubapi.com/".into(),
+            scope,
+            properties: vec!["email".into(), "firstname".into()],
+        }
+    }
+
+    #[test]
+    fn contacts_request_uses_the_documented_parameters() {
+        let r = list_contacts_request(&source(HubspotScope::All), Some("abc=="));
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(
+            r.url,
+            "https://api.hubapi.com/crm/v3/objects/contacts?limit=100&archived=false&properties=email,firstname&after=abc%3D%3D"
+        );
+    }
+
+    #[test]
+    fn a_page_with_nulls_unknown_fields_and_no_paging_is_the_last_page() {
+        let body = br#"{"results":[
+            {"id":"1","properties":{"email":"a@x.io","firstname":null,"hs_object_id":"1"},
+             "createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-02-01T00:00:00Z","archived":false,"extra":{"x":1}},
+            {"id":2,"properties":{"lastmodifieddate":5}}
+        ],"total":2}"#;
+        let page = parse_objects_page(body).unwrap();
+        assert_eq!(page.next_cursor, None);
+        assert_eq!(page.records.len(), 2);
+        let first = &page.records[0];
+        assert_eq!(first.id, "1");
+        assert_eq!(first.updated_at.as_deref(), Some("2024-02-01T00:00:00Z"));
+        assert!(first.properties.iter().any(|p| p.name == "firstname" && p.value.is_none()));
+        assert_eq!(page.records[1].id, "2");
+        assert_eq!(page.records[1].properties[0].value.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn empty_and_odd_pages_are_accepted() {
+        assert!(parse_objects_page(br#"{"results":[]}"#).unwrap().records.is_empty());
+        assert!(parse_objects_page(br#"{}"#).unwrap().records.is_empty());
+        let page = parse_objects_page(br#"{"results":[],"paging":{"next":{"after":"","link":"x"}}}"#).unwrap();
+        assert_eq!(page.next_cursor, None);
+        let page = parse_objects_page(br#"{"results":[{"id":"9"}],"paging":{"next":{"after":"9"}}}"#).unwrap();
+        assert_eq!(page.next_cursor.as_deref(), Some("9"));
+        assert!(page.records[0].properties.is_empty());
+    }
+
+    #[test]
+    fn archived_results_never_come_back_as_live_records() {
+        let page = parse_objects_page(br#"{"results":[{"id":"1","archived":true},{"id":"2"}]}"#).unwrap();
+        assert_eq!(page.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["2"]);
+    }
+
+    #[test]
+    fn malformed_bodies_are_invalid_responses_naming_the_problem() {
+        let e = parse_objects_page(b"{\"results\":[{\"id\":\"1\"").unwrap_err();
+        assert_eq!(e.category, ErrorCategory::InvalidResponse);
+        assert!(e.retryable);
+        let e = parse_objects_page(br#"{"results":[{"properties":{}}]}"#).unwrap_err();
+        assert!(e.message.contains("result #0 has no id"), "{}", e.message);
+        let e = parse_objects_page(br#"{"results":"nope"}"#).unwrap_err();
+        assert_eq!(e.category, ErrorCategory::InvalidResponse);
+    }
+
+    #[test]
+    fn all_contacts_follow_the_after_cursor() {
+        let mut t = Scripted::default().answer(
+            200,
+            r#"{"results":[{"id":"1","properties":{"email":"a@x.io"}}],"paging":{"next":{"after":"NTI1Cg%3D%3D","link":"?after=NTI1Cg%3D%3D"}}}"#,
+        );
+        let page = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap();
+        assert_eq!(page.next_cursor.as_deref(), Some("NTI1Cg%3D%3D"));
+        assert!(!t.sent[0].url.contains("after="));
+    }
+
+    #[test]
+    fn list_members_are_read_in_batches_of_100_in_list_order() {
+        let ids: Vec<String> = (1..=150).map(|i| i.to_string()).collect();
+        let memberships = serde_json::json!({
+            "results": ids.iter().map(|id| serde_json::json!({"recordId": id, "membershipTimestamp": "2024-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+            "paging": {"next": {"after": "m2"}}
+        });
+        let batch = |range: std::ops::RangeInclusive<u32>| {
+            let mut results: Vec<_> = range
+                .map(|i| serde_json::json!({"id": i.to_string(), "properties": {"email": format!("{i}@x.io")}}))
+                .collect();
+            results.reverse();
+            serde_json::json!({"status": "COMPLETE", "results": results}).to_string()
+        };
+        let mut t = Scripted::default()
+            .answer(200, &memberships.to_string())
+            .answer(200, &batch(1..=100))
+            .answer(207, &batch(101..=149)); // 150 was deleted: absent from the answer
+        let page = fetch_page(&mut t, &source(HubspotScope::ListMembers("42".into())), Some("m1")).unwrap();
+        assert_eq!(t.sent[0].url, "https://api.hubapi.com/crm/v3/lists/42/memberships?limit=250&after=m1");
+        assert_eq!(t.sent[1].method, Method::Post);
+        assert_eq!(t.sent[1].url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/read?archived=false");
+        let sent: Value = serde_json::from_slice(t.sent[1].body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent["inputs"].as_array().unwrap().len(), 100);
+        assert_eq!(sent["properties"], serde_json::json!(["email", "firstname"]));
+        assert_eq!(page.records.len(), 149);
+        assert_eq!(page.records[0].id, "1");
+        assert_eq!(page.records[148].id, "149");
+        assert_eq!(page.next_cursor.as_deref(), Some("m2"));
+    }
+
+    #[test]
+    fn an_empty_list_page_sends_no_batch_read() {
+        let mut t = Scripted::default().answer(200, r#"{"results":[]}"#);
+        let page = fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap();
+        assert!(page.records.is_empty() && page.next_cursor.is_none());
+        assert_eq!(t.sent.len(), 1);
+    }
+
+    #[test]
+    fn a_deleted_list_is_list_not_found() {
+        let mut t = Scripted::default().answer(404, r#"{"status":"error","message":"Not found","category":"OBJECT_NOT_FOUND"}"#);
+        let e = fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap_err();
+        assert_eq!(e.category, ErrorCategory::ListNotFound);
+    }
+
+    #[test]
+    fn transport_failures_are_transient_and_denials_are_permission_errors() {
+        let mut t = Scripted::default();
+        t.answers.push_back(Err(TransportError::Failed("connection reset".into())));
+        t.answers.push_back(Err(TransportError::Denied("HttpRequestDenied".into())));
+        let e = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap_err();
+        assert_eq!(e.category, ErrorCategory::Transient);
+        assert!(e.message.contains("GET /crm/v3/objects/contacts did not complete"));
+        let e = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap_err();
+        assert_eq!(e.category, ErrorCategory::PermissionDenied);
+    }
+}

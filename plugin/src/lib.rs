@@ -1,0 +1,27 @@
+//! crmsync's sync logic, built as a WebAssembly component (`wit/sync.wit`).
+//!
+//! The logic is plain Rust over the contract's generated types, so it is unit
+//! tested natively; only [`component`] (the export glue and the `waki` HTTP
+//! client) is specific to `wasm32`.
+
+pub mod errors;
+pub mod hubspot;
+pub mod mapping;
+pub mod matching;
+pub mod transport;
+
+/// The contract's types, generated from `wit/` on every target.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        generate_all,
+        additional_derives: [PartialEq],
+    });
+}
+
+pub use bindings::crmsync::sync::types;
+
+#[cfg(target_arch = "wasm32")]
+mod component;

@@ -1,0 +1,203 @@
+//! Matching a mapped contact to the destination (X1-X5), as Front's HubSpot
+//! sync documents it.
+//!
+//! Order: no handle -> E1; linked by external id -> update (X2); otherwise a
+//! contact sharing a handle -> link it if unlinked (X3), skip if linked to
+//! another source record (X4); nothing -> create (X5).
+//!
+//! A handle belongs to at most one linked contact: an update or link that would
+//! give a linked contact's email or phone to a second linked contact is skipped
+//! with E2/E3 instead, so "email taken" means the same thing on every path.
+
+use crate::errors;
+use crate::types::{DestinationContact, HandleConflict, HandleKind, MappedContact, MatchOutcome};
+
+/// The lookups matching needs (the `directory` import).
+pub trait Directory {
+    fn find_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact>;
+    fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact>;
+}
+
+/// Decides how `contact` lands in the destination.
+pub fn match_contact(directory: &mut impl Directory, contact: &MappedContact) -> MatchOutcome {
+    let id = contact.external_id.as_str();
+    if contact.emails.is_empty() && contact.phones.is_empty() {
+        return MatchOutcome::Skip(errors::missing_handle(id));
+    }
+
+    let linked = directory.find_by_external_id(id);
+    let mut first_unlinked: Option<String> = None;
+    for (kind, handles) in [
+        (HandleKind::Email, &contact.emails),
+        (HandleKind::Phone, &contact.phones),
+    ] {
+        for handle in handles {
+            for holder in directory.find_by_handle(kind, handle) {
+                if linked.as_ref().is_some_and(|l| l.id == holder.id) {
+                    continue;
+                }
+                match holder.external_id {
+                    Some(owner) if owner != id => {
+                        return MatchOutcome::Skip(errors::handle_taken(&HandleConflict {
+                            record_id: id.to_owned(),
+                            kind,
+                            handle: handle.clone(),
+                            owner_external_id: owner,
+                        }));
+                    }
+                    Some(_) => {}
+                    None => {
+                        first_unlinked.get_or_insert(holder.id);
+                    }
+                }
+            }
+        }
+    }
+
+    match (linked, first_unlinked) {
+        (Some(linked), _) => MatchOutcome::Update(linked.id),
+        (None, Some(unlinked)) => MatchOutcome::Link(unlinked),
+        (None, None) => MatchOutcome::Create,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ErrorCategory;
+
+    /// An in-memory destination, as a host would keep it.
+    #[derive(Default)]
+    struct Memory(Vec<DestinationContact>);
+
+    impl Memory {
+        fn with(mut self, id: &str, ext: Option<&str>, emails: &[&str], phones: &[&str]) -> Self {
+            self.0.push(DestinationContact {
+                id: id.into(),
+                external_id: ext.map(Into::into),
+                emails: emails.iter().map(|e| (*e).into()).collect(),
+                phones: phones.iter().map(|p| (*p).into()).collect(),
+            });
+            self
+        }
+    }
+
+    impl Directory for Memory {
+        fn find_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
+            self.0
+                .iter()
+                .find(|c| c.external_id.as_deref() == Some(external_id))
+                .cloned()
+        }
+        fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact> {
+            self.0
+                .iter()
+                .filter(|c| match kind {
+                    HandleKind::Email => c.emails.iter().any(|e| e == handle),
+                    HandleKind::Phone => c.phones.iter().any(|p| p == handle),
+                })
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn contact(ext: &str, emails: &[&str], phones: &[&str]) -> MappedContact {
+        MappedContact {
+            external_id: ext.into(),
+            name: None,
+            emails: emails.iter().map(|e| (*e).into()).collect(),
+            phones: phones.iter().map(|p| (*p).into()).collect(),
+            fields: vec![],
+        }
+    }
+
+    fn category(outcome: MatchOutcome) -> ErrorCategory {
+        match outcome {
+            MatchOutcome::Skip(e) => e.category,
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn e1_no_handle_is_skipped() {
+        let mut d = Memory::default().with("d1", Some("1"), &["a@x.io"], &[]);
+        assert_eq!(category(match_contact(&mut d, &contact("1", &[], &[]))), ErrorCategory::MissingHandle);
+    }
+
+    #[test]
+    fn x2_linked_contact_is_updated_even_when_its_handles_changed() {
+        let mut d = Memory::default().with("d1", Some("1"), &["old@x.io"], &[]);
+        let out = match_contact(&mut d, &contact("1", &["new@x.io"], &[]));
+        assert_eq!(out, MatchOutcome::Update("d1".into()));
+    }
+
+    #[test]
+    fn x3_unlinked_contact_sharing_a_handle_is_linked() {
+        let mut d = Memory::default().with("d7", None, &[], &["+15550100"]);
+        let out = match_contact(&mut d, &contact("2", &["b@x.io"], &["+15550100"]));
+        assert_eq!(out, MatchOutcome::Link("d7".into()));
+    }
+
+    #[test]
+    fn x3_prefers_the_email_match_over_the_phone_match() {
+        let mut d = Memory::default()
+            .with("dp", None, &[], &["+15550100"])
+            .with("de", None, &["b@x.io"], &[]);
+        let out = match_contact(&mut d, &contact("2", &["b@x.io"], &["+15550100"]));
+        assert_eq!(out, MatchOutcome::Link("de".into()));
+    }
+
+    #[test]
+    fn x4_email_owned_by_another_linked_contact_is_e2() {
+        let mut d = Memory::default().with("d1", Some("1"), &["a@x.io"], &[]);
+        let out = match_contact(&mut d, &contact("2", &["a@x.io"], &[]));
+        match out {
+            MatchOutcome::Skip(e) => {
+                assert_eq!(e.category, ErrorCategory::EmailTaken);
+                assert_eq!(e.record_id.as_deref(), Some("2"));
+                assert!(e.message.contains("a@x.io"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn x4_phone_owned_by_another_linked_contact_is_e3() {
+        let mut d = Memory::default().with("d1", Some("1"), &[], &["+15550100"]);
+        let out = match_contact(&mut d, &contact("2", &["new@x.io"], &["+15550100"]));
+        assert_eq!(category(out), ErrorCategory::PhoneTaken);
+    }
+
+    #[test]
+    fn x4_a_taken_handle_blocks_even_when_another_handle_matches_an_unlinked_contact() {
+        let mut d = Memory::default()
+            .with("free", None, &["b@x.io"], &[])
+            .with("d1", Some("1"), &[], &["+15550100"]);
+        let out = match_contact(&mut d, &contact("2", &["b@x.io"], &["+15550100"]));
+        assert_eq!(category(out), ErrorCategory::PhoneTaken);
+    }
+
+    #[test]
+    fn an_update_that_would_steal_a_linked_handle_is_skipped() {
+        let mut d = Memory::default()
+            .with("d1", Some("1"), &["a@x.io"], &[])
+            .with("d2", Some("2"), &["b@x.io"], &[]);
+        let out = match_contact(&mut d, &contact("2", &["a@x.io"], &[]));
+        assert_eq!(category(out), ErrorCategory::EmailTaken);
+    }
+
+    #[test]
+    fn x5_nothing_matched_creates() {
+        let mut d = Memory::default().with("d1", Some("1"), &["a@x.io"], &[]);
+        assert_eq!(match_contact(&mut d, &contact("3", &["c@x.io"], &[])), MatchOutcome::Create);
+    }
+
+    #[test]
+    fn x7_matching_again_after_create_updates_the_same_contact() {
+        let mut d = Memory::default().with("d9", Some("3"), &["c@x.io"], &["+1555"]);
+        assert_eq!(
+            match_contact(&mut d, &contact("3", &["c@x.io"], &["+1555"])),
+            MatchOutcome::Update("d9".into())
+        );
+    }
+}

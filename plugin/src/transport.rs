@@ -1,0 +1,68 @@
+//! The HTTP seam between the sync logic and whatever sends requests.
+//!
+//! The component sends through `wasi:http` (see `component.rs`); unit tests
+//! answer from memory. Credentials never pass through here: the host adds them.
+
+/// An HTTP method the HubSpot client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// A request, fully built: the URL includes the query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: Method,
+    pub url: String,
+    /// JSON body for POST requests.
+    pub body: Option<Vec<u8>>,
+}
+
+/// A response as received; any status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The host refused to send it (the destination is not an allowed host).
+    Denied(String),
+    /// Connect failure, timeout, reset, a body cut short.
+    Failed(String),
+}
+
+/// Something that can send an [`HttpRequest`].
+pub trait Transport {
+    fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// Percent-encodes a query-string or path component (RFC 3986 unreserved set kept).
+pub fn encode_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(encode_component("abc-1.2_~"), "abc-1.2_~");
+        assert_eq!(encode_component("a b/c?d=e&f"), "a%20b%2Fc%3Fd%3De%26f");
+        assert_eq!(encode_component("é"), "%C3%A9");
+    }
+}
