@@ -70,10 +70,12 @@ impl Credentials {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, AuthError> {
         let read = |key: &str, var: &str| {
-            env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| AuthError::MissingVariable {
-                key: key.to_owned(),
-                var: var.to_owned(),
-            })
+            env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| AuthError::MissingVariable {
+                    key: key.to_owned(),
+                    var: var.to_owned(),
+                })
         };
         let (kind, bearer) = match auth {
             AuthConfig::None => {
@@ -82,7 +84,10 @@ impl Credentials {
                     var: "(none configured: set source.token_env or source.oauth)".into(),
                 });
             }
-            AuthConfig::Token { env } => (Kind::Static, Some(read("source.token_env", env)?.trim().to_owned())),
+            AuthConfig::Token { env } => (
+                Kind::Static,
+                Some(read("source.token_env", env)?.trim().to_owned()),
+            ),
             AuthConfig::OAuth(OAuthEnv {
                 client_id_env,
                 client_secret_env,
@@ -146,11 +151,14 @@ impl Credentials {
             ("client_secret", client_secret),
             ("refresh_token", refresh_token),
         ]);
-        let answer = post_form(token_url, form).map_err(|e| AuthError::RefreshFailed(format!("{e:#}")))?;
+        let answer =
+            post_form(token_url, form).map_err(|e| AuthError::RefreshFailed(format!("{e:#}")))?;
         if let Some(new_refresh) = answer.refresh_token.filter(|t| !t.is_empty()) {
             *refresh_token = new_refresh;
         }
-        *expires_at = answer.expires_in.map(|s| Instant::now() + Duration::from_secs(s));
+        *expires_at = answer
+            .expires_in
+            .map(|s| Instant::now() + Duration::from_secs(s));
         *self.bearer.lock().expect("bearer lock") = Some(answer.access_token);
         tracing::info!("refreshed the OAuth access token");
         Ok(())
@@ -159,7 +167,10 @@ impl Credentials {
 
 fn post_form(url: &str, form: String) -> Result<TokenAnswer> {
     let request = http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::from(form)))
         .context("cannot build the token request")?;
@@ -168,7 +179,11 @@ fn post_form(url: &str, form: String) -> Result<TokenAnswer> {
     if !status.is_success() {
         // HubSpot answers BAD_REFRESH_TOKEN / invalid_grant bodies; their text helps the user.
         let text = String::from_utf8_lossy(&body);
-        bail!("POST /oauth/v1/token answered HTTP {}: {}", status.as_u16(), text.chars().take(300).collect::<String>());
+        bail!(
+            "POST /oauth/v1/token answered HTTP {}: {}",
+            status.as_u16(),
+            text.chars().take(300).collect::<String>()
+        );
     }
     serde_json::from_slice(&body).context("the token answer has no access_token")
 }
@@ -178,7 +193,9 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
     let encode = |s: &str| {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                    (b as char).to_string()
+                }
                 b' ' => "+".to_owned(),
                 _ => format!("%{b:02X}"),
             })
@@ -197,20 +214,35 @@ mod tests {
 
     #[test]
     fn form_encoding_escapes_reserved_characters() {
-        assert_eq!(form_encode(&[("a b", "c&d=e/f"), ("t", "x.y-z_*")]), "a+b=c%26d%3De%2Ff&t=x.y-z_*");
+        assert_eq!(
+            form_encode(&[("a b", "c&d=e/f"), ("t", "x.y-z_*")]),
+            "a+b=c%26d%3De%2Ff&t=x.y-z_*"
+        );
     }
 
     #[test]
     fn a_missing_token_variable_names_the_key_and_variable() {
-        let e = Credentials::from_config(&AuthConfig::Token { env: "HS_TOKEN".into() }, "http://x", |_| None)
-            .err()
-            .unwrap();
-        assert_eq!(e.to_string(), "source.token_env: environment variable HS_TOKEN is not set");
+        let e = Credentials::from_config(
+            &AuthConfig::Token {
+                env: "HS_TOKEN".into(),
+            },
+            "http://x",
+            |_| None,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "source.token_env: environment variable HS_TOKEN is not set"
+        );
     }
 
     #[test]
     fn a_static_token_is_the_bearer() {
-        let c = Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| Some(" pat-1 ".into()))
+        let c =
+            Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| {
+                Some(" pat-1 ".into())
+            })
             .unwrap();
         assert_eq!(c.bearer().lock().unwrap().as_deref(), Some("pat-1"));
         assert!(!c.can_refresh());

@@ -100,10 +100,16 @@ impl Cassette {
         }
         for (index, exchange) in cassette.exchanges.iter().enumerate() {
             if http::StatusCode::from_u16(exchange.response.status).is_err() {
-                bail!("cassette {}: exchanges[{index}].response.status is not an HTTP status", path.display());
+                bail!(
+                    "cassette {}: exchanges[{index}].response.status is not an HTTP status",
+                    path.display()
+                );
             }
             if exchange.response.body.is_some() && exchange.response.body_text.is_some() {
-                bail!("cassette {}: exchanges[{index}].response has both body and body_text", path.display());
+                bail!(
+                    "cassette {}: exchanges[{index}].response has both body and body_text",
+                    path.display()
+                );
             }
         }
         cassette.used = vec![false; cassette.exchanges.len()];
@@ -113,7 +119,8 @@ impl Cassette {
     /// Writes the cassette as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("cannot write cassette {}", path.display()))
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write cassette {}", path.display()))
     }
 
     /// Appends a recorded exchange.
@@ -164,18 +171,24 @@ impl Exchange {
         response_body: &[u8],
     ) -> Self {
         let request_body = (!request_body.is_empty()).then(|| {
-            serde_json::from_slice(request_body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(request_body).into_owned()))
+            serde_json::from_slice(request_body).unwrap_or_else(|_| {
+                Value::String(String::from_utf8_lossy(request_body).into_owned())
+            })
         });
         let (body, body_text) = match serde_json::from_slice::<Value>(response_body) {
             Ok(json) => (Some(json), None),
             Err(_) if response_body.is_empty() => (None, None),
-            Err(_) => (None, Some(String::from_utf8_lossy(response_body).into_owned())),
+            Err(_) => (
+                None,
+                Some(String::from_utf8_lossy(response_body).into_owned()),
+            ),
         };
         let headers = headers
             .iter()
             .filter(|(name, _)| !matches!(name.as_str(), "set-cookie" | "cookie" | "authorization"))
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
             .collect();
         Exchange {
             request: RecordedRequest {
@@ -195,7 +208,8 @@ impl Exchange {
     /// The response as the HTTP hooks hand it to the component.
     pub fn response_parts(&self) -> (http::StatusCode, http::HeaderMap, Bytes) {
         let response = &self.response;
-        let status = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http::StatusCode::from_u16(response.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let mut headers = http::HeaderMap::new();
         for (name, value) in &response.headers {
             if let (Ok(name), Ok(value)) = (
@@ -247,9 +261,18 @@ mod tests {
     #[test]
     fn json_request_bodies_compare_as_json() {
         let mut c = cassette(TWO_TRIES);
-        assert!(c.answer("POST", "/b", br#"{ "inputs" : [ {"id":"1"} ] }"#).is_some());
-        assert!(c.answer("POST", "/b", br#"{"inputs":[{"id":"2"}]}"#).is_none());
-        let (status, _, body) = c.answer("POST", "/b", br#"{"inputs":[{"id":"1"}]}"#).unwrap().response_parts();
+        assert!(
+            c.answer("POST", "/b", br#"{ "inputs" : [ {"id":"1"} ] }"#)
+                .is_some()
+        );
+        assert!(
+            c.answer("POST", "/b", br#"{"inputs":[{"id":"2"}]}"#)
+                .is_none()
+        );
+        let (status, _, body) = c
+            .answer("POST", "/b", br#"{"inputs":[{"id":"1"}]}"#)
+            .unwrap()
+            .response_parts();
         assert_eq!(status, 200);
         assert_eq!(&body[..], b"{\"cut");
     }
@@ -259,7 +282,14 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("set-cookie", "session=secret".parse().unwrap());
         headers.insert("x-hubspot-ratelimit-remaining", "99".parse().unwrap());
-        let e = Exchange::new("GET", "/a", b"", http::StatusCode::OK, &headers, b"{\"results\":[]}");
+        let e = Exchange::new(
+            "GET",
+            "/a",
+            b"",
+            http::StatusCode::OK,
+            &headers,
+            b"{\"results\":[]}",
+        );
         let text = serde_json::to_string(&e).unwrap();
         assert!(!text.contains("secret"));
         assert!(text.contains("x-hubspot-ratelimit-remaining"));
@@ -272,10 +302,24 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.json");
         let mut c = Cassette::new(Some("test".into()));
-        c.push(Exchange::new("GET", "/x", b"", http::StatusCode::OK, &http::HeaderMap::new(), b"not json"));
+        c.push(Exchange::new(
+            "GET",
+            "/x",
+            b"",
+            http::StatusCode::OK,
+            &http::HeaderMap::new(),
+            b"not json",
+        ));
         c.save(&path).unwrap();
         let mut back = Cassette::load(&path).unwrap();
-        assert_eq!(back.answer("GET", "/x", b"").unwrap().response.body_text.as_deref(), Some("not json"));
+        assert_eq!(
+            back.answer("GET", "/x", b"")
+                .unwrap()
+                .response
+                .body_text
+                .as_deref(),
+            Some("not json")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

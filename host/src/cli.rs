@@ -4,7 +4,7 @@
 use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget, Property, SourceRecord};
 use crate::cassette::Cassette;
 use crate::config::Config;
-use crate::http::{HttpMode, HttpStats, Hooks};
+use crate::http::{Hooks, HttpMode, HttpStats};
 use crate::runtime::{HostState, Runtime, Sandbox, default_component_path};
 use crate::store::{ContactData, ContactStore};
 use crate::sync::{SyncOptions, SyncReport, run_sync};
@@ -148,17 +148,23 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&errors)?)?;
             } else {
                 for e in &errors {
+                    let subject = match (&e.record_id, &e.field) {
+                        (Some(record), _) => format!("record {record}"),
+                        (None, Some(field)) => format!("field {field}"),
+                        (None, None) => "whole sync".to_owned(),
+                    };
                     writeln!(
                         out,
-                        "[{}] {}{}\n    {}\n    fix: {}",
-                        e.category,
-                        e.record_id.as_deref().map(|r| format!("record {r}: ")).unwrap_or_default(),
-                        e.scope,
-                        e.message,
-                        e.resolution
+                        "[{}] {subject}: {}\n    fix: {}",
+                        e.category, e.message, e.resolution
                     )?;
                 }
-                writeln!(out, "{} errors in run {}", errors.len(), run_id.map_or("-".into(), |id| id.to_string()))?;
+                writeln!(
+                    out,
+                    "{} errors in run {}",
+                    errors.len(),
+                    run_id.map_or("-".into(), |id| id.to_string())
+                )?;
             }
             Ok(Exit::Success)
         }
@@ -182,7 +188,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                         c.updated,
                         c.skipped,
                         c.failed,
-                        r.error.as_deref().map(|e| format!("\n           {e}")).unwrap_or_default()
+                        r.error
+                            .as_deref()
+                            .map(|e| format!("\n           {e}"))
+                            .unwrap_or_default()
                     )?;
                 }
             }
@@ -199,7 +208,10 @@ fn open_store(config: &ConfigArg) -> Result<(Config, ContactStore)> {
 }
 
 fn load_runtime(component: &ComponentArg) -> Result<Runtime> {
-    let path = component.component.clone().unwrap_or_else(default_component_path);
+    let path = component
+        .component
+        .clone()
+        .unwrap_or_else(default_component_path);
     Runtime::load(&path, Sandbox::default())
 }
 
@@ -265,10 +277,18 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
         for (category, count) in &report.errors_by_category {
             writeln!(out, "    {category:<18} {count}")?;
         }
-        writeln!(out, "  details: crmsync errors --config {}", config.display())?;
+        writeln!(
+            out,
+            "  details: crmsync errors --config {}",
+            config.display()
+        )?;
     }
     if let Some(error) = &report.error {
-        writeln!(out, "  stopped: [{}] {}\n  fix: {}", error.category, error.message, error.resolution)?;
+        writeln!(
+            out,
+            "  stopped: [{}] {}\n  fix: {}",
+            error.category, error.message, error.resolution
+        )?;
     }
     Ok(())
 }
@@ -290,7 +310,8 @@ struct ImportedContact {
 /// component's `map-fields`, so they are normalised exactly as synced ones (M3).
 fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
     let config = Config::load(&args.config.config)?;
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let contacts: Vec<ImportedContact> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a JSON array of contacts", args.file.display()))?;
     let runtime = load_runtime(&args.component)?;
@@ -309,17 +330,29 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
         let mapped = instance.map_fields(&record, &mappings)?;
         if mapped.emails.is_empty() && mapped.phones.is_empty() {
             instance.state().store.rollback();
-            bail!("{}: contact #{index} has no email and no phone; nothing could match it", args.file.display());
+            bail!(
+                "{}: contact #{index} has no email and no phone; nothing could match it",
+                args.file.display()
+            );
         }
         instance.state().store.insert_unlinked(&ContactData {
             name: mapped.name,
             emails: mapped.emails,
             phones: mapped.phones,
-            fields: mapped.fields.into_iter().map(|f| (f.name, f.value)).collect(),
+            fields: mapped
+                .fields
+                .into_iter()
+                .map(|f| (f.name, f.value))
+                .collect(),
         })?;
     }
     instance.state().store.commit()?;
-    writeln!(out, "imported {} contacts into {}", contacts.len(), config.store_path.display())?;
+    writeln!(
+        out,
+        "imported {} contacts into {}",
+        contacts.len(),
+        config.store_path.display()
+    )?;
     Ok(Exit::Success)
 }
 
@@ -331,7 +364,10 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
             name: name.clone(),
             value: Some(value.to_owned()),
         });
-        mappings.push(FieldMapping { source: name, target });
+        mappings.push(FieldMapping {
+            source: name,
+            target,
+        });
     };
     if let Some(name) = &contact.name {
         add("name".into(), name, FieldTarget::FullName);
@@ -343,7 +379,11 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
         add(format!("phone{i}"), phone, FieldTarget::Phone);
     }
     for (field, value) in &contact.fields {
-        add(format!("field:{field}"), value, FieldTarget::Custom(field.clone()));
+        add(
+            format!("field:{field}"),
+            value,
+            FieldTarget::Custom(field.clone()),
+        );
     }
     (
         SourceRecord {

@@ -32,8 +32,6 @@ pub struct SourceConfig {
     pub origin: Origin,
     pub auth: AuthConfig,
     pub list_id: Option<String>,
-    /// Properties requested from the source: every mapped source property.
-    pub properties: Vec<String>,
 }
 
 /// How the host authenticates to the source. The values are names of
@@ -108,7 +106,7 @@ impl Config {
 
     /// Parses config text; `default_name` and `dir` stand in for the file's stem and folder.
     pub fn parse(text: &str, default_name: &str, dir: &Path) -> Result<Self> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let raw: RawConfig = parse_toml(text)?;
 
         let name = raw.name.unwrap_or_else(|| default_name.to_owned());
         if name.trim().is_empty() {
@@ -129,8 +127,12 @@ impl Config {
             .to_owned();
         let origin = Origin::parse(&base_url).context("source.base_url")?;
         let auth = match (source.token_env, source.oauth) {
-            (Some(_), Some(_)) => bail!("source: set either source.token_env or source.oauth, not both"),
-            (Some(env), None) if env.trim().is_empty() => bail!("source.token_env: must name an environment variable"),
+            (Some(_), Some(_)) => {
+                bail!("source: set either source.token_env or source.oauth, not both")
+            }
+            (Some(env), None) if env.trim().is_empty() => {
+                bail!("source.token_env: must name an environment variable")
+            }
             (Some(env), None) => AuthConfig::Token { env },
             (None, Some(oauth)) => {
                 for (key, value) in [
@@ -154,12 +156,6 @@ impl Config {
         };
 
         let mappings = effective_mappings(&source.properties, &raw.mapping)?;
-        let mut properties: Vec<String> = Vec::new();
-        for m in &mappings {
-            if !properties.contains(&m.source) {
-                properties.push(m.source.clone());
-            }
-        }
 
         let store_path = raw
             .store
@@ -181,7 +177,6 @@ impl Config {
                 origin,
                 auth,
                 list_id,
-                properties,
             },
             mappings,
             store_path,
@@ -189,10 +184,49 @@ impl Config {
     }
 }
 
+/// The source properties `mappings` read, each once, in mapping order.
+pub fn mapped_properties(mappings: &[FieldMapping]) -> Vec<String> {
+    let mut properties: Vec<String> = Vec::new();
+    for m in mappings {
+        if !properties.contains(&m.source) {
+            properties.push(m.source.clone());
+        }
+    }
+    properties
+}
+
+/// Deserialises TOML, reporting the failing key's path and line.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|span| {
+                format!(
+                    " (line {})",
+                    text[..span.start.min(text.len())].lines().count().max(1)
+                )
+            })
+            .unwrap_or_default();
+        let message = inner.message().trim_end().to_owned();
+        if path == "." {
+            anyhow::anyhow!("{message}{line}")
+        } else {
+            anyhow::anyhow!("{path}: {message}{line}")
+        }
+    })
+}
+
 /// The default HubSpot mappings, then each `source.properties` entry (to a
 /// field of the same name unless it has a default), then `[mapping]`, which
 /// replaces the target of a property already mapped. An empty target drops it.
-fn effective_mappings(properties: &[String], mapping: &BTreeMap<String, String>) -> Result<Vec<FieldMapping>> {
+fn effective_mappings(
+    properties: &[String],
+    mapping: &BTreeMap<String, String>,
+) -> Result<Vec<FieldMapping>> {
     let mut mappings: Vec<FieldMapping> = default_mappings();
     if !properties.is_empty() {
         for (index, property) in properties.iter().enumerate() {
@@ -263,7 +297,9 @@ pub fn default_mappings() -> Vec<FieldMapping> {
 impl Origin {
     /// Parses the origin of an `http://` or `https://` URL.
     pub fn parse(url: &str) -> Result<Self> {
-        let uri: http::Uri = url.parse().with_context(|| format!("{url:?} is not a valid URL"))?;
+        let uri: http::Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a valid URL"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -314,12 +350,31 @@ mod tests {
         let c = parse("[source]\nsystem = \"hubspot\"\ntoken_env = \"HUBSPOT_TOKEN\"\n").unwrap();
         assert_eq!(c.name, "contacts");
         assert_eq!(c.source.base_url, "https://api.hubapi.com");
-        assert_eq!(c.source.origin, Origin { https: true, host: "api.hubapi.com".into(), port: 443 });
-        assert_eq!(c.source.auth, AuthConfig::Token { env: "HUBSPOT_TOKEN".into() });
+        assert_eq!(
+            c.source.origin,
+            Origin {
+                https: true,
+                host: "api.hubapi.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            c.source.auth,
+            AuthConfig::Token {
+                env: "HUBSPOT_TOKEN".into()
+            }
+        );
         assert_eq!(c.store_path, Path::new("/etc/crmsync/contacts.sqlite"));
         assert_eq!(
-            c.source.properties,
-            ["firstname", "lastname", "email", "hs_additional_emails", "phone", "mobilephone"]
+            mapped_properties(&c.mappings),
+            [
+                "firstname",
+                "lastname",
+                "email",
+                "hs_additional_emails",
+                "phone",
+                "mobilephone"
+            ]
         );
     }
 
@@ -334,10 +389,16 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert!(err("[source]\nsystem = \"pipedrive\"\n").contains("source.system"));
-        assert!(err("[source]\nsystem = \"hubspot\"\nbase_url = \"ftp://x\"\n").contains("source.base_url"));
+        assert!(
+            err("[source]\nsystem = \"hubspot\"\nbase_url = \"ftp://x\"\n")
+                .contains("source.base_url")
+        );
         assert!(err("[source]\nsystem = \"hubspot\"\nlist_id = true\n").contains("source.list_id"));
         assert!(err("[source]\nsystem = \"hubspot\"\ntoken_env = \"A\"\n[source.oauth]\nclient_id_env = \"B\"\nclient_secret_env = \"C\"\nrefresh_token_env = \"D\"\n").contains("not both"));
-        assert!(err("[source]\nsystem = \"hubspot\"\n[mapping]\njobtitle = \" \"\n").contains("mapping.jobtitle"));
+        assert!(
+            err("[source]\nsystem = \"hubspot\"\n[mapping]\njobtitle = \" \"\n")
+                .contains("mapping.jobtitle")
+        );
         assert!(err("[source]\n").contains("system"));
     }
 
@@ -349,21 +410,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.source.list_id.as_deref(), Some("42"));
         assert!(!c.mappings.iter().any(|m| m.source == "mobilephone"));
-        assert!(c.mappings.iter().any(|m| m.source == "jobtitle" && m.target == FieldTarget::Custom("title".into())));
-        assert!(c.mappings.iter().any(|m| m.source == "company" && m.target == FieldTarget::FullName));
+        assert!(
+            c.mappings
+                .iter()
+                .any(|m| m.source == "jobtitle" && m.target == FieldTarget::Custom("title".into()))
+        );
+        assert!(
+            c.mappings
+                .iter()
+                .any(|m| m.source == "company" && m.target == FieldTarget::FullName)
+        );
     }
 
     #[test]
     fn an_explicit_property_list_chooses_what_syncs() {
-        let c = parse("[source]\nsystem = \"hubspot\"\nproperties = [\"email\", \"jobtitle\"]\n").unwrap();
-        assert_eq!(c.source.properties, ["email", "jobtitle"]);
+        let c = parse("[source]\nsystem = \"hubspot\"\nproperties = [\"email\", \"jobtitle\"]\n")
+            .unwrap();
+        assert_eq!(mapped_properties(&c.mappings), ["email", "jobtitle"]);
         assert_eq!(c.mappings[1].target, FieldTarget::Custom("jobtitle".into()));
     }
 
     #[test]
     fn origins_match_scheme_host_and_port() {
         let o = Origin::parse("http://127.0.0.1:8080/base").unwrap();
-        assert!(o.allows(&"http://127.0.0.1:8080/crm/v3/objects/contacts".parse().unwrap()));
+        assert!(
+            o.allows(
+                &"http://127.0.0.1:8080/crm/v3/objects/contacts"
+                    .parse()
+                    .unwrap()
+            )
+        );
         assert!(!o.allows(&"http://127.0.0.1:8081/x".parse().unwrap()));
         assert!(!o.allows(&"https://127.0.0.1:8080/x".parse().unwrap()));
         assert!(!o.allows(&"http://evil.example:8080/x".parse().unwrap()));

@@ -68,7 +68,13 @@ pub struct HttpStats {
 }
 
 impl Hooks {
-    pub fn new(origin: Origin, mode: HttpMode, bearer: Bearer, limits: HttpLimits, stats: Arc<HttpStats>) -> Self {
+    pub fn new(
+        origin: Origin,
+        mode: HttpMode,
+        bearer: Bearer,
+        limits: HttpLimits,
+        stats: Arc<HttpStats>,
+    ) -> Self {
         Hooks {
             origin,
             mode,
@@ -132,10 +138,15 @@ impl WasiHttpHooks for Hooks {
                     exchange.response_parts()
                 }
                 HttpMode::Live | HttpMode::Record(_) => {
-                    let mut outgoing = http::Request::from_parts(parts.clone(), Full::new(body.clone()));
+                    let mut outgoing =
+                        http::Request::from_parts(parts.clone(), Full::new(body.clone()));
                     if let Some(token) = &bearer {
-                        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                            .map_err(|_| HttpError::InternalError(Some("the access token is not a valid header value".into())))?;
+                        let mut value =
+                            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                                HttpError::InternalError(Some(
+                                    "the access token is not a valid header value".into(),
+                                ))
+                            })?;
                         value.set_sensitive(true);
                         outgoing.headers_mut().insert(AUTHORIZATION, value);
                     }
@@ -154,10 +165,17 @@ impl WasiHttpHooks for Hooks {
                 }
             };
             let (status, headers, body) = answer;
-            let mut response = http::Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+            let mut response = http::Response::new(
+                Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
             *response.status_mut() = status;
             *response.headers_mut() = headers;
-            Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
@@ -166,14 +184,18 @@ impl WasiHttpHooks for Hooks {
 pub type Answer = (http::StatusCode, http::HeaderMap, Bytes);
 
 /// Sends `request` to the network with `limits` and reads the whole body.
-pub async fn send(request: http::Request<Full<Bytes>>, limits: HttpLimits) -> Result<Answer, HttpError> {
+pub async fn send(
+    request: http::Request<Full<Bytes>>,
+    limits: HttpLimits,
+) -> Result<Answer, HttpError> {
     let request = request.map(|b| b.map_err(|never| match never {}));
     let options = RequestOptions {
         connect_timeout: Some(limits.connect_timeout),
         first_byte_timeout: Some(limits.first_byte_timeout),
         between_bytes_timeout: Some(limits.between_bytes_timeout),
     };
-    let (response, connection) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+    let (response, connection) =
+        wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
     // The connection future drives the socket while the body is read.
     let driver = wasmtime_wasi::runtime::spawn(async move {
         if let Err(e) = connection.await {
@@ -185,7 +207,9 @@ pub async fn send(request: http::Request<Full<Bytes>>, limits: HttpLimits) -> Re
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             if collected.len() + data.len() > limits.max_response_bytes {
-                return Err(HttpError::HttpResponseBodySize(Some(limits.max_response_bytes as u64)));
+                return Err(HttpError::HttpResponseBodySize(Some(
+                    limits.max_response_bytes as u64,
+                )));
             }
             collected.extend_from_slice(&data);
         }
@@ -196,5 +220,6 @@ pub async fn send(request: http::Request<Full<Bytes>>, limits: HttpLimits) -> Re
 
 /// `/path?query` of a URI, as cassettes key requests.
 pub fn path_and_query(uri: &http::Uri) -> String {
-    uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+    uri.path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
 }

@@ -6,8 +6,8 @@ use crate::bindings::Plugin;
 use crate::bindings::PluginPre;
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
-    DestinationContact, FieldMapping, Failure, HandleKind, MappedContact, MatchOutcome, Page, Source,
-    SourceRecord, SyncError,
+    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MatchOutcome, Page,
+    PropertyDefinition, Source, SourceRecord, SyncError,
 };
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
@@ -107,17 +107,30 @@ impl WasiHttpView for HostState {
 impl crate::bindings::crmsync::sync::types::Host for HostState {}
 
 impl directory::Host for HostState {
-    fn find_by_external_id(&mut self, external_id: String) -> wasmtime::Result<Option<DestinationContact>> {
-        let found = self.store.find_by_external_id(&external_id).map_err(to_wasmtime)?;
+    fn find_by_external_id(
+        &mut self,
+        external_id: String,
+    ) -> wasmtime::Result<Option<DestinationContact>> {
+        let found = self
+            .store
+            .find_by_external_id(&external_id)
+            .map_err(to_wasmtime)?;
         Ok(found.map(destination_contact))
     }
 
-    fn find_by_handle(&mut self, kind: HandleKind, handle: String) -> wasmtime::Result<Vec<DestinationContact>> {
+    fn find_by_handle(
+        &mut self,
+        kind: HandleKind,
+        handle: String,
+    ) -> wasmtime::Result<Vec<DestinationContact>> {
         let kind = match kind {
             HandleKind::Email => Handle::Email,
             HandleKind::Phone => Handle::Phone,
         };
-        let found = self.store.find_by_handle(kind, &handle).map_err(to_wasmtime)?;
+        let found = self
+            .store
+            .find_by_handle(kind, &handle)
+            .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
     }
 }
@@ -155,11 +168,17 @@ impl Runtime {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
-        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state).map_err(from_wasmtime)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(from_wasmtime)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(from_wasmtime)
-            .with_context(|| format!("{} does not fit crmsync's host (its imports differ)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} does not fit crmsync's host (its imports differ)",
+                    path.display()
+                )
+            })?;
         let pre = PluginPre::new(pre).map_err(from_wasmtime)?;
         Ok(Runtime {
             engine,
@@ -250,17 +269,40 @@ impl Instance {
     }
 
     /// `fetch-page`. The outer error means the component failed (trap, time or memory limit).
-    pub fn fetch_page(&mut self, source: &Source, cursor: Option<&str>) -> Result<Result<Page, SyncError>> {
-        self.store.set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
+    pub fn fetch_page(
+        &mut self,
+        source: &Source,
+        cursor: Option<&str>,
+    ) -> Result<Result<Page, SyncError>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
         self.plugin
             .crmsync_sync_sync()
             .call_fetch_page(&mut self.store, source, cursor)
             .map_err(|e| component_failed("fetch-page", e))
     }
 
+    /// `list-properties`.
+    pub fn list_properties(
+        &mut self,
+        source: &Source,
+    ) -> Result<Result<Vec<PropertyDefinition>, SyncError>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_list_properties(&mut self.store, source)
+            .map_err(|e| component_failed("list-properties", e))
+    }
+
     /// `map-fields`.
-    pub fn map_fields(&mut self, record: &SourceRecord, mappings: &[FieldMapping]) -> Result<MappedContact> {
-        self.store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+    pub fn map_fields(
+        &mut self,
+        record: &SourceRecord,
+        mappings: &[FieldMapping],
+    ) -> Result<MappedContact> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
         self.plugin
             .crmsync_sync_sync()
             .call_map_fields(&mut self.store, record, mappings)
@@ -269,7 +311,8 @@ impl Instance {
 
     /// `match-contact`.
     pub fn match_contact(&mut self, contact: &MappedContact) -> Result<MatchOutcome> {
-        self.store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
         self.plugin
             .crmsync_sync_sync()
             .call_match_contact(&mut self.store, contact)
@@ -278,7 +321,8 @@ impl Instance {
 
     /// `classify-error`.
     pub fn classify_error(&mut self, failure: &Failure) -> Result<SyncError> {
-        self.store.set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
         self.plugin
             .crmsync_sync_sync()
             .call_classify_error(&mut self.store, failure)
@@ -299,7 +343,9 @@ fn component_failed(call: &str, error: wasmtime::Error) -> anyhow::Error {
 /// running binary's target folder (a checkout's `cargo build`), then the
 /// workspace this binary was built from.
 pub fn default_component_path() -> PathBuf {
-    let relative = Path::new("wasm32-wasip2").join("release").join(COMPONENT_FILE);
+    let relative = Path::new("wasm32-wasip2")
+        .join("release")
+        .join(COMPONENT_FILE);
     if let Ok(exe) = std::env::current_exe() {
         // target/{debug,release}/crmsync -> target/wasm32-wasip2/release/...
         if let Some(target) = exe.parent().and_then(Path::parent) {
@@ -309,5 +355,8 @@ pub fn default_component_path() -> PathBuf {
             }
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join(relative)
 }

@@ -203,7 +203,9 @@ impl ContactStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            bail!("the store was written by a newer crmsync (schema {version}, this one knows {SCHEMA_VERSION})");
+            bail!(
+                "the store was written by a newer crmsync (schema {version}, this one knows {SCHEMA_VERSION})"
+            );
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -270,9 +272,9 @@ impl ContactStore {
     fn handles(&self, id: i64) -> Result<(Vec<(String, bool)>, Vec<(String, bool)>)> {
         let mut emails = Vec::new();
         let mut phones = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT kind, value, from_source FROM handles WHERE contact_id = ?1 ORDER BY position")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, value, from_source FROM handles WHERE contact_id = ?1 ORDER BY position",
+        )?;
         let mut rows = stmt.query([id])?;
         while let Some(row) = rows.next()? {
             let kind: String = row.get(0)?;
@@ -359,7 +361,12 @@ impl ContactStore {
         Ok(id)
     }
 
-    fn write_handles(&self, id: i64, emails: &[(String, bool)], phones: &[(String, bool)]) -> Result<()> {
+    fn write_handles(
+        &self,
+        id: i64,
+        emails: &[(String, bool)],
+        phones: &[(String, bool)],
+    ) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO handles (contact_id, kind, value, position, from_source) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -368,7 +375,13 @@ impl ContactStore {
             .map(|h| (Handle::Email, h))
             .chain(phones.iter().map(|h| (Handle::Phone, h)));
         for (position, (kind, (value, from_source))) in all.enumerate() {
-            stmt.execute(params![id, kind.as_str(), value, position as i64, from_source])?;
+            stmt.execute(params![
+                id,
+                kind.as_str(),
+                value,
+                position as i64,
+                from_source
+            ])?;
         }
         Ok(())
     }
@@ -400,8 +413,10 @@ impl ContactStore {
             })
             .optional()?;
         if let Some(run) = interrupted {
-            self.conn
-                .execute("UPDATE runs SET resumed = resumed + 1 WHERE id = ?1", [run.id])?;
+            self.conn.execute(
+                "UPDATE runs SET resumed = resumed + 1 WHERE id = ?1",
+                [run.id],
+            )?;
             return Ok(run);
         }
         self.conn.execute(
@@ -438,7 +453,11 @@ impl ContactStore {
 
     /// Ends a run: `error` is `None` for a completed run, the fatal message otherwise.
     pub fn finish_run(&self, run_id: i64, error: Option<&str>) -> Result<()> {
-        let status = if error.is_some() { "failed" } else { "completed" };
+        let status = if error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        };
         self.conn.execute(
             &format!("UPDATE runs SET status = ?2, error = ?3, cursor = NULL, ended_at = {NOW} WHERE id = ?1"),
             params![run_id, status, error],
@@ -474,7 +493,16 @@ impl ContactStore {
             .conn
             .prepare("SELECT id, external_id, name, fields, created_at, updated_at FROM contacts ORDER BY id")?;
         let rows: Vec<(i64, Option<String>, Option<String>, String, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         rows.into_iter()
             .map(|(id, external_id, name, fields, created_at, updated_at)| {
@@ -485,8 +513,9 @@ impl ContactStore {
                     name,
                     emails: emails.into_iter().map(|(v, _)| v).collect(),
                     phones: phones.into_iter().map(|(v, _)| v).collect(),
-                    fields: serde_json::from_str(&fields)
-                        .with_context(|| format!("destination contact {id} has unreadable fields"))?,
+                    fields: serde_json::from_str(&fields).with_context(|| {
+                        format!("destination contact {id} has unreadable fields")
+                    })?,
                     created_at,
                     updated_at,
                 })
@@ -576,20 +605,38 @@ mod tests {
     #[test]
     fn created_contacts_are_found_by_external_id_and_handles() {
         let s = ContactStore::open_in_memory().unwrap();
-        let id = s.create("101", &data(Some("Ada"), &["a@x.io"], &["+1555"])).unwrap();
+        let id = s
+            .create("101", &data(Some("Ada"), &["a@x.io"], &["+1555"]))
+            .unwrap();
         let by_ext = s.find_by_external_id("101").unwrap().unwrap();
         assert_eq!(by_ext.id, id);
-        assert_eq!(s.find_by_handle(Handle::Email, "a@x.io").unwrap(), vec![by_ext.clone()]);
-        assert_eq!(s.find_by_handle(Handle::Phone, "+1555").unwrap(), vec![by_ext]);
-        assert!(s.find_by_handle(Handle::Phone, "a@x.io").unwrap().is_empty());
+        assert_eq!(
+            s.find_by_handle(Handle::Email, "a@x.io").unwrap(),
+            vec![by_ext.clone()]
+        );
+        assert_eq!(
+            s.find_by_handle(Handle::Phone, "+1555").unwrap(),
+            vec![by_ext]
+        );
+        assert!(
+            s.find_by_handle(Handle::Phone, "a@x.io")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn an_identical_update_changes_nothing() {
         let s = ContactStore::open_in_memory().unwrap();
-        let id = s.create("101", &data(Some("Ada"), &["a@x.io"], &[])).unwrap();
+        let id = s
+            .create("101", &data(Some("Ada"), &["a@x.io"], &[]))
+            .unwrap();
         let before = s.contacts().unwrap();
-        assert_eq!(s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[])).unwrap(), Change::Unchanged);
+        assert_eq!(
+            s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[]))
+                .unwrap(),
+            Change::Unchanged
+        );
         assert_eq!(s.contacts().unwrap(), before);
     }
 
@@ -597,24 +644,43 @@ mod tests {
     fn an_email_change_replaces_the_synced_email() {
         let s = ContactStore::open_in_memory().unwrap();
         let id = s.create("101", &data(None, &["old@x.io"], &[])).unwrap();
-        assert_eq!(s.update(id, "101", &data(None, &["new@x.io"], &[])).unwrap(), Change::Updated);
+        assert_eq!(
+            s.update(id, "101", &data(None, &["new@x.io"], &[]))
+                .unwrap(),
+            Change::Updated
+        );
         assert_eq!(s.contacts().unwrap()[0].emails, ["new@x.io"]);
-        assert!(s.find_by_handle(Handle::Email, "old@x.io").unwrap().is_empty());
+        assert!(
+            s.find_by_handle(Handle::Email, "old@x.io")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn linking_keeps_the_contacts_own_handles_and_name() {
         let s = ContactStore::open_in_memory().unwrap();
-        let id = s.insert_unlinked(&data(Some("Front Name"), &["own@x.io", "shared@x.io"], &[])).unwrap();
-        assert_eq!(s.update(id, "7", &data(None, &["shared@x.io"], &["+1"])).unwrap(), Change::Updated);
+        let id = s
+            .insert_unlinked(&data(Some("Front Name"), &["own@x.io", "shared@x.io"], &[]))
+            .unwrap();
+        assert_eq!(
+            s.update(id, "7", &data(None, &["shared@x.io"], &["+1"]))
+                .unwrap(),
+            Change::Updated
+        );
         let c = &s.contacts().unwrap()[0];
         assert_eq!(c.external_id.as_deref(), Some("7"));
         assert_eq!(c.name.as_deref(), Some("Front Name"));
         assert_eq!(c.emails, ["shared@x.io", "own@x.io"]);
         assert_eq!(c.phones, ["+1"]);
         // A second identical pass is a no-op, and the own handle survives source changes.
-        assert_eq!(s.update(id, "7", &data(None, &["shared@x.io"], &["+1"])).unwrap(), Change::Unchanged);
-        s.update(id, "7", &data(None, &["moved@x.io"], &[])).unwrap();
+        assert_eq!(
+            s.update(id, "7", &data(None, &["shared@x.io"], &["+1"]))
+                .unwrap(),
+            Change::Unchanged
+        );
+        s.update(id, "7", &data(None, &["moved@x.io"], &[]))
+            .unwrap();
         assert_eq!(s.contacts().unwrap()[0].emails, ["moved@x.io", "own@x.io"]);
     }
 
@@ -623,10 +689,23 @@ mod tests {
         let s = ContactStore::open_in_memory().unwrap();
         let run = s.open_run("demo").unwrap();
         assert!(!run.resumed);
-        let counts = Counts { pages: 1, seen: 100, created: 100, ..Counts::default() };
+        let counts = Counts {
+            pages: 1,
+            seen: 100,
+            created: 100,
+            ..Counts::default()
+        };
         s.checkpoint(run.id, Some("c2"), &counts).unwrap();
         let again = s.open_run("demo").unwrap();
-        assert_eq!((again.id, again.cursor.as_deref(), again.counts, again.resumed), (run.id, Some("c2"), counts, true));
+        assert_eq!(
+            (
+                again.id,
+                again.cursor.as_deref(),
+                again.counts,
+                again.resumed
+            ),
+            (run.id, Some("c2"), counts, true)
+        );
         s.finish_run(run.id, None).unwrap();
         let next = s.open_run("demo").unwrap();
         assert_ne!(next.id, run.id);
@@ -637,7 +716,10 @@ mod tests {
     #[test]
     fn hostile_strings_round_trip() {
         let s = ContactStore::open_in_memory().unwrap();
-        let hostile = format!("O'Brien \"; DROP TABLE contacts;-- \u{200F}\u{0}🙂{}", "x".repeat(5000));
+        let hostile = format!(
+            "O'Brien \"; DROP TABLE contacts;-- \u{200F}\u{0}🙂{}",
+            "x".repeat(5000)
+        );
         let mut d = data(Some(&hostile), &["a@x.io"], &[]);
         d.fields.insert(hostile.clone(), hostile.clone());
         s.create(&hostile, &d).unwrap();

@@ -3,10 +3,11 @@
 
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
-    ErrorCategory, ErrorScope, HubspotScope, HubspotSource, MappedContact, MatchOutcome, Page, Source, SyncError,
+    ErrorCategory, ErrorScope, Failure, FieldMapping, HubspotScope, HubspotSource, MappedContact,
+    MatchOutcome, Page, Source, SyncError,
 };
-use crate::config::Config;
-use crate::http::{HttpLimits, HttpMode, HttpStats, Hooks};
+use crate::config::{Config, mapped_properties};
+use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Change, ContactData, ContactStore, Counts, ErrorRow};
 use anyhow::{Context, Result};
@@ -113,6 +114,7 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
         credentials: &mut credentials,
         run_id: run.id,
         counts: run.counts,
+        mappings: config.mappings.clone(),
     };
     let outcome = pass.run(run.cursor);
     let counts = pass.counts;
@@ -142,7 +144,12 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
     Ok(SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
-        status: if error.is_some() { "failed" } else { "completed" }.to_owned(),
+        status: if error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        }
+        .to_owned(),
         resumed: run.resumed,
         counts,
         errors_by_category,
@@ -173,32 +180,33 @@ struct Pass<'a> {
     credentials: &'a mut Credentials,
     run_id: i64,
     counts: Counts,
+    /// The config's mappings less the properties the source no longer has (E6).
+    mappings: Vec<FieldMapping>,
 }
 
 impl Pass<'_> {
     fn run(&mut self, mut cursor: Option<String>) -> Result<(), Stop> {
-        let source = Source::HubspotContacts(HubspotSource {
-            base_url: self.config.source.base_url.clone(),
-            scope: match &self.config.source.list_id {
-                Some(list) => HubspotScope::ListMembers(list.clone()),
-                None => HubspotScope::All,
-            },
-            properties: self.config.source.properties.clone(),
-        });
+        self.check_properties(&self.source())?;
+        let source = self.source();
         loop {
             let page = self.fetch(&source, cursor.as_deref())?;
             let next = page.next_cursor.clone();
             if next.is_some() && next == cursor {
                 return Err(Stop::Classified(sync_level(
                     ErrorCategory::InvalidResponse,
-                    format!("the source returned the same cursor {:?} again; paging would never end", cursor.unwrap_or_default()),
+                    format!(
+                        "the source returned the same cursor {:?} again; paging would never end",
+                        cursor.unwrap_or_default()
+                    ),
                     "Report this to the source's support; crmsync stopped rather than loop forever.",
                 )));
             }
             if self.counts.seen + page.records.len() as u64 > MAX_RECORDS_PER_SYNC {
                 return Err(Stop::Classified(sync_level(
                     ErrorCategory::Validation,
-                    format!("the source has more than {MAX_RECORDS_PER_SYNC} contacts for this sync"),
+                    format!(
+                        "the source has more than {MAX_RECORDS_PER_SYNC} contacts for this sync"
+                    ),
                     "A sync is limited to 1,000,000 contacts: split it (for example with source.list_id).",
                 )));
             }
@@ -208,6 +216,49 @@ impl Pass<'_> {
                 None => return Ok(()),
             }
         }
+    }
+
+    /// The source as the component reads it, requesting the mapped properties.
+    fn source(&self) -> Source {
+        Source::HubspotContacts(HubspotSource {
+            base_url: self.config.source.base_url.clone(),
+            scope: match &self.config.source.list_id {
+                Some(list) => HubspotScope::ListMembers(list.clone()),
+                None => HubspotScope::All,
+            },
+            properties: mapped_properties(&self.mappings),
+        })
+    }
+
+    /// E6: a mapped property the source does not define stops syncing, once
+    /// reported; the other fields go on. The catalogue is advisory: if it
+    /// cannot be read (older API, missing schema scope), nothing is dropped.
+    fn check_properties(&mut self, source: &Source) -> Result<(), Stop> {
+        let known = match self.instance.list_properties(source)? {
+            Ok(definitions) => definitions,
+            Err(error) => {
+                tracing::warn!("mapped properties not checked: {}", error.message);
+                return Ok(());
+            }
+        };
+        let mut missing: Vec<String> = Vec::new();
+        for mapping in &self.mappings {
+            if !known.iter().any(|d| d.name == mapping.source) && !missing.contains(&mapping.source)
+            {
+                missing.push(mapping.source.clone());
+            }
+        }
+        for property in &missing {
+            let error = self
+                .instance
+                .classify_error(&Failure::FieldNotFound(property.clone()))?;
+            self.instance
+                .state()
+                .store
+                .record_error(self.run_id, &error_row(self.run_id, &error))?;
+        }
+        self.mappings.retain(|m| !missing.contains(&m.source));
+        Ok(())
     }
 
     /// Fetches one page, retrying what can be retried.
@@ -227,7 +278,9 @@ impl Pass<'_> {
                     refreshed = true;
                     self.credentials.refresh().map_err(auth_stop)?;
                 }
-                ErrorCategory::RateLimited if error.retryable && rate_limit_waits < policy.max_rate_limit_waits => {
+                ErrorCategory::RateLimited
+                    if error.retryable && rate_limit_waits < policy.max_rate_limit_waits =>
+                {
                     rate_limit_waits += 1;
                     let delay = error
                         .retry_after_ms
@@ -253,7 +306,7 @@ impl Pass<'_> {
         self.instance.state().store.begin()?;
         for record in &page.records {
             self.counts.seen += 1;
-            let mapped = self.instance.map_fields(record, &self.config.mappings)?;
+            let mapped = self.instance.map_fields(record, &self.mappings)?;
             let outcome = self.instance.match_contact(&mapped)?;
             let store = &self.instance.state().store;
             match outcome {
@@ -262,9 +315,9 @@ impl Pass<'_> {
                     self.counts.created += 1;
                 }
                 MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                    let id: i64 = id
-                        .parse()
-                        .with_context(|| format!("the component named an unknown destination contact {id:?}"))?;
+                    let id: i64 = id.parse().with_context(|| {
+                        format!("the component named an unknown destination contact {id:?}")
+                    })?;
                     match store.update(id, &mapped.external_id, &contact_data(&mapped))? {
                         Change::Updated => self.counts.updated += 1,
                         Change::Unchanged | Change::Created => self.counts.skipped += 1,
@@ -290,7 +343,11 @@ fn contact_data(mapped: &MappedContact) -> ContactData {
         name: mapped.name.clone(),
         emails: mapped.emails.clone(),
         phones: mapped.phones.clone(),
-        fields: mapped.fields.iter().map(|f| (f.name.clone(), f.value.clone())).collect(),
+        fields: mapped
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect(),
     }
 }
 

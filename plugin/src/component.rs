@@ -6,8 +6,8 @@ use crate::bindings::exports::crmsync::sync::sync::Guest;
 use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{
-    DestinationContact, FieldMapping, Failure, HandleKind, MappedContact, MatchOutcome, Page,
-    Source, SourceRecord, SyncError,
+    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MatchOutcome, Page,
+    PropertyDefinition, Source, SourceRecord, SyncError,
 };
 use crate::{errors, hubspot, mapping, matching};
 use std::time::Duration;
@@ -22,6 +22,12 @@ impl Guest for Component {
             Source::HubspotContacts(hubspot) => {
                 hubspot::fetch_page(&mut WasiHttp, hubspot, cursor.as_deref())
             }
+        }
+    }
+
+    fn list_properties(source: Source) -> Result<Vec<PropertyDefinition>, SyncError> {
+        match &source {
+            Source::HubspotContacts(hubspot) => hubspot::list_properties(&mut WasiHttp, hubspot),
         }
     }
 

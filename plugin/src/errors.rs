@@ -47,6 +47,7 @@ pub fn classify(failure: &Failure) -> SyncError {
         Failure::InvalidResponse(detail) => invalid_response(detail),
         Failure::MissingHandle(record_id) => missing_handle(record_id),
         Failure::HandleTaken(conflict) => handle_taken(conflict),
+        Failure::FieldNotFound(property) => field_not_found(property),
     }
 }
 
@@ -206,7 +207,8 @@ fn is_missing_property(body: &HubSpotErrorBody) -> bool {
         .chain(body.message.as_deref());
     error_type == "PROPERTY_DOESNT_EXIST"
         || sub.contains("PROPERTY_DOESNT_EXIST")
-        || messages.any(|m| m.contains("does not exist") && m.to_ascii_lowercase().contains("propert"))
+        || messages
+            .any(|m| m.contains("does not exist") && m.to_ascii_lowercase().contains("propert"))
 }
 
 /// A network, timeout or 5xx failure (E10): retried with backoff by the host.
@@ -240,6 +242,26 @@ pub fn request_denied(detail: &str) -> SyncError {
         format!("the host did not allow this request: {detail}"),
         "The component may only call the configured API host; check source.base_url.",
     )
+}
+
+/// E6: a mapped property the source no longer has. The field stops syncing;
+/// the rest of every record goes on.
+pub fn field_not_found(property: &str) -> SyncError {
+    SyncError {
+        category: ErrorCategory::FieldNotFound,
+        retryable: false,
+        retry_after_ms: None,
+        scope: ErrorScope::Field,
+        record_id: None,
+        field: Some(property.to_owned()),
+        message: format!(
+            "the mapped HubSpot property {property:?} does not exist (deleted or renamed), so it is not synced"
+        ),
+        resolution: format!(
+            "Choose another HubSpot property instead of {property:?} in [mapping] or source.properties; \
+             the other fields keep syncing meanwhile."
+        ),
+    }
 }
 
 /// E1: a record with no email and no phone.
@@ -345,7 +367,10 @@ mod tests {
     fn retry_after_header_wins_over_the_policy_default() {
         let mut f = http(429, "");
         f.retry_after = Some("7".into());
-        assert_eq!(classify_http(&f, Endpoint::Other).retry_after_ms, Some(7_000));
+        assert_eq!(
+            classify_http(&f, Endpoint::Other).retry_after_ms,
+            Some(7_000)
+        );
     }
 
     #[test]
@@ -441,6 +466,15 @@ mod tests {
         assert_eq!(e.category, ErrorCategory::PhoneTaken);
         assert!(e.message.contains("+15550100") && e.message.contains('9'));
         assert_eq!(e.field.as_deref(), Some("phone"));
+    }
+
+    #[test]
+    fn a_missing_property_is_a_field_error_naming_it() {
+        let e = classify(&Failure::FieldNotFound("favourite_colour".into()));
+        assert_eq!(e.category, ErrorCategory::FieldNotFound);
+        assert_eq!(e.scope, ErrorScope::Field);
+        assert_eq!(e.field.as_deref(), Some("favourite_colour"));
+        assert!(!e.retryable);
     }
 
     #[test]

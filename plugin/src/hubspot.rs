@@ -3,8 +3,13 @@
 //! properties, unknown fields, empty pages, no `paging` on the last page).
 
 use crate::errors::{self, Endpoint};
-use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError, encode_component};
-use crate::types::{HttpFailure, HubspotScope, HubspotSource, Page, Property, SourceRecord, SyncError};
+use crate::transport::{
+    HttpRequest, HttpResponse, Method, Transport, TransportError, encode_component,
+};
+use crate::types::{
+    HttpFailure, HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord,
+    SyncError,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -49,6 +54,63 @@ pub fn fetch_page(
     }
 }
 
+/// Reads the contact property catalogue: `GET /crm/v3/properties/contacts`
+/// (one unpaged answer; archived properties are not included by default).
+pub fn list_properties(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+) -> Result<Vec<PropertyDefinition>, SyncError> {
+    let request = HttpRequest {
+        method: Method::Get,
+        url: format!("{}/crm/v3/properties/contacts", base(source)),
+        body: None,
+    };
+    let body = send(transport, &request, Endpoint::Other)?;
+    parse_properties(&body)
+}
+
+#[derive(Deserialize)]
+struct PropertiesAnswer {
+    #[serde(default)]
+    results: Option<Vec<Value>>,
+}
+
+/// Reads a `CollectionResponseProperty`. Entries without a name are skipped;
+/// archived properties are treated as gone.
+pub fn parse_properties(body: &[u8]) -> Result<Vec<PropertyDefinition>, SyncError> {
+    let answer: PropertiesAnswer = parse_json(body, "property list")?;
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    Ok(answer
+        .results
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.get("archived").and_then(Value::as_bool) != Some(true))
+        .filter_map(|p| {
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())?
+                .to_owned();
+            let options = p
+                .get("options")
+                .and_then(Value::as_array)
+                .map(|options| {
+                    options
+                        .iter()
+                        .filter_map(|o| o.get("value").and_then(Value::as_str).map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(PropertyDefinition {
+                label: text(&p, "label"),
+                value_type: text(&p, "type"),
+                name,
+                options,
+            })
+        })
+        .collect())
+}
+
 /// `GET /crm/v3/objects/contacts?limit=100&archived=false&properties=a,b[&after=c]`.
 pub fn list_contacts_request(source: &HubspotSource, cursor: Option<&str>) -> HttpRequest {
     let mut url = format!(
@@ -68,7 +130,11 @@ pub fn list_contacts_request(source: &HubspotSource, cursor: Option<&str>) -> Ht
 }
 
 /// `GET /crm/v3/lists/{listId}/memberships?limit=250[&after=c]`.
-pub fn memberships_request(source: &HubspotSource, list_id: &str, cursor: Option<&str>) -> HttpRequest {
+pub fn memberships_request(
+    source: &HubspotSource,
+    list_id: &str,
+    cursor: Option<&str>,
+) -> HttpRequest {
     let mut url = format!(
         "{}/crm/v3/lists/{}/memberships?limit={MEMBERSHIPS_PAGE_LIMIT}",
         base(source),
@@ -91,7 +157,10 @@ pub fn batch_read_request(source: &HubspotSource, ids: &[String]) -> HttpRequest
     });
     HttpRequest {
         method: Method::Post,
-        url: format!("{}/crm/v3/objects/contacts/batch/read?archived=false", base(source)),
+        url: format!(
+            "{}/crm/v3/objects/contacts/batch/read?archived=false",
+            base(source)
+        ),
         body: Some(body.to_string().into_bytes()),
     }
 }
@@ -117,7 +186,11 @@ fn push_after(url: &mut String, cursor: Option<&str>) {
 }
 
 /// Sends and returns the body of a 2xx response; anything else is classified.
-fn send(transport: &mut impl Transport, request: &HttpRequest, endpoint: Endpoint) -> Result<Vec<u8>, SyncError> {
+fn send(
+    transport: &mut impl Transport,
+    request: &HttpRequest,
+    endpoint: Endpoint,
+) -> Result<Vec<u8>, SyncError> {
     let response = transport.send(request).map_err(|e| match e {
         TransportError::Denied(detail) => errors::request_denied(&detail),
         TransportError::Failed(detail) => errors::transient(format!(
@@ -214,7 +287,9 @@ pub fn parse_memberships(body: &[u8]) -> Result<(Vec<String>, Option<String>), S
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, SyncError> {
     serde_json::from_slice(body).map_err(|e| {
-        errors::invalid_response(&format!("the {what} is not valid JSON of the documented shape ({e})"))
+        errors::invalid_response(&format!(
+            "the {what} is not valid JSON of the documented shape ({e})"
+        ))
     })
 }
 
@@ -242,7 +317,10 @@ fn read_objects(results: Vec<Value>) -> Result<Vec<SourceRecord>, SyncError> {
             Some(Value::Object(map)) => read_properties(map),
             _ => Vec::new(),
         };
-        let updated_at = object.get("updatedAt").and_then(Value::as_str).map(str::to_owned);
+        let updated_at = object
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         records.push(SourceRecord {
             id,
             properties,
@@ -280,10 +358,7 @@ fn id_string(value: &Value) -> Option<String> {
 /// `paging.next.after`; absent `paging`, absent `next` or an empty cursor all
 /// mean this was the last page.
 fn next_after(paging: Option<&Value>) -> Option<String> {
-    paging?
-        .get("next")?
-        .get("after")
-        .and_then(id_string)
+    paging?.get("next")?.get("after").and_then(id_string)
 }
 
 fn truncate(text: &str) -> String {
@@ -325,7 +400,9 @@ mod tests {
     impl Transport for Scripted {
         fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
             self.sent.push(request.clone());
-            self.answers.pop_front().expect("an unexpected request was sent")
+            self.answers
+                .pop_front()
+                .expect("an unexpected request was sent")
         }
     }
 
@@ -360,26 +437,47 @@ mod tests {
         let first = &page.records[0];
         assert_eq!(first.id, "1");
         assert_eq!(first.updated_at.as_deref(), Some("2024-02-01T00:00:00Z"));
-        assert!(first.properties.iter().any(|p| p.name == "firstname" && p.value.is_none()));
+        assert!(
+            first
+                .properties
+                .iter()
+                .any(|p| p.name == "firstname" && p.value.is_none())
+        );
         assert_eq!(page.records[1].id, "2");
         assert_eq!(page.records[1].properties[0].value.as_deref(), Some("5"));
     }
 
     #[test]
     fn empty_and_odd_pages_are_accepted() {
-        assert!(parse_objects_page(br#"{"results":[]}"#).unwrap().records.is_empty());
+        assert!(
+            parse_objects_page(br#"{"results":[]}"#)
+                .unwrap()
+                .records
+                .is_empty()
+        );
         assert!(parse_objects_page(br#"{}"#).unwrap().records.is_empty());
-        let page = parse_objects_page(br#"{"results":[],"paging":{"next":{"after":"","link":"x"}}}"#).unwrap();
+        let page =
+            parse_objects_page(br#"{"results":[],"paging":{"next":{"after":"","link":"x"}}}"#)
+                .unwrap();
         assert_eq!(page.next_cursor, None);
-        let page = parse_objects_page(br#"{"results":[{"id":"9"}],"paging":{"next":{"after":"9"}}}"#).unwrap();
+        let page =
+            parse_objects_page(br#"{"results":[{"id":"9"}],"paging":{"next":{"after":"9"}}}"#)
+                .unwrap();
         assert_eq!(page.next_cursor.as_deref(), Some("9"));
         assert!(page.records[0].properties.is_empty());
     }
 
     #[test]
     fn archived_results_never_come_back_as_live_records() {
-        let page = parse_objects_page(br#"{"results":[{"id":"1","archived":true},{"id":"2"}]}"#).unwrap();
-        assert_eq!(page.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["2"]);
+        let page =
+            parse_objects_page(br#"{"results":[{"id":"1","archived":true},{"id":"2"}]}"#).unwrap();
+        assert_eq!(
+            page.records
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["2"]
+        );
     }
 
     #[test]
@@ -422,13 +520,27 @@ mod tests {
             .answer(200, &memberships.to_string())
             .answer(200, &batch(1..=100))
             .answer(207, &batch(101..=149)); // 150 was deleted: absent from the answer
-        let page = fetch_page(&mut t, &source(HubspotScope::ListMembers("42".into())), Some("m1")).unwrap();
-        assert_eq!(t.sent[0].url, "https://api.hubapi.com/crm/v3/lists/42/memberships?limit=250&after=m1");
+        let page = fetch_page(
+            &mut t,
+            &source(HubspotScope::ListMembers("42".into())),
+            Some("m1"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.sent[0].url,
+            "https://api.hubapi.com/crm/v3/lists/42/memberships?limit=250&after=m1"
+        );
         assert_eq!(t.sent[1].method, Method::Post);
-        assert_eq!(t.sent[1].url, "https://api.hubapi.com/crm/v3/objects/contacts/batch/read?archived=false");
+        assert_eq!(
+            t.sent[1].url,
+            "https://api.hubapi.com/crm/v3/objects/contacts/batch/read?archived=false"
+        );
         let sent: Value = serde_json::from_slice(t.sent[1].body.as_ref().unwrap()).unwrap();
         assert_eq!(sent["inputs"].as_array().unwrap().len(), 100);
-        assert_eq!(sent["properties"], serde_json::json!(["email", "firstname"]));
+        assert_eq!(
+            sent["properties"],
+            serde_json::json!(["email", "firstname"])
+        );
         assert_eq!(page.records.len(), 149);
         assert_eq!(page.records[0].id, "1");
         assert_eq!(page.records[148].id, "149");
@@ -438,26 +550,60 @@ mod tests {
     #[test]
     fn an_empty_list_page_sends_no_batch_read() {
         let mut t = Scripted::default().answer(200, r#"{"results":[]}"#);
-        let page = fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap();
+        let page =
+            fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap();
         assert!(page.records.is_empty() && page.next_cursor.is_none());
         assert_eq!(t.sent.len(), 1);
     }
 
     #[test]
+    fn the_property_catalogue_is_read_with_options() {
+        let mut t = Scripted::default().answer(
+            200,
+            r#"{"results":[
+                {"name":"email","label":"Email","type":"string","fieldType":"text","options":[],"hidden":false},
+                {"name":"lifecyclestage","label":"Lifecycle stage","type":"enumeration","options":[{"label":"Lead","value":"lead"},{"label":"Customer","value":"customer"}]},
+                {"name":"old_prop","label":"Old","type":"string","archived":true},
+                {"label":"nameless"}
+            ]}"#,
+        );
+        let props = list_properties(&mut t, &source(HubspotScope::All)).unwrap();
+        assert_eq!(
+            t.sent[0].url,
+            "https://api.hubapi.com/crm/v3/properties/contacts"
+        );
+        assert_eq!(
+            props.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["email", "lifecyclestage"]
+        );
+        assert_eq!(props[1].options, ["lead", "customer"]);
+        assert_eq!(props[1].value_type, "enumeration");
+    }
+
+    #[test]
     fn a_deleted_list_is_list_not_found() {
-        let mut t = Scripted::default().answer(404, r#"{"status":"error","message":"Not found","category":"OBJECT_NOT_FOUND"}"#);
-        let e = fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap_err();
+        let mut t = Scripted::default().answer(
+            404,
+            r#"{"status":"error","message":"Not found","category":"OBJECT_NOT_FOUND"}"#,
+        );
+        let e =
+            fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap_err();
         assert_eq!(e.category, ErrorCategory::ListNotFound);
     }
 
     #[test]
     fn transport_failures_are_transient_and_denials_are_permission_errors() {
         let mut t = Scripted::default();
-        t.answers.push_back(Err(TransportError::Failed("connection reset".into())));
-        t.answers.push_back(Err(TransportError::Denied("HttpRequestDenied".into())));
+        t.answers
+            .push_back(Err(TransportError::Failed("connection reset".into())));
+        t.answers
+            .push_back(Err(TransportError::Denied("HttpRequestDenied".into())));
         let e = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap_err();
         assert_eq!(e.category, ErrorCategory::Transient);
-        assert!(e.message.contains("GET /crm/v3/objects/contacts did not complete"));
+        assert!(
+            e.message
+                .contains("GET /crm/v3/objects/contacts did not complete")
+        );
         let e = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap_err();
         assert_eq!(e.category, ErrorCategory::PermissionDenied);
     }

@@ -150,9 +150,18 @@ mod tests {
 
     #[test]
     fn one_part_alone_is_the_name_and_none_is_no_name() {
-        assert_eq!(map(&[("lastname", Some("Hopper"))]).name.as_deref(), Some("Hopper"));
-        assert_eq!(map(&[("firstname", Some(" Grace "))]).name.as_deref(), Some("Grace"));
-        assert_eq!(map(&[("firstname", Some("  ")), ("lastname", None)]).name, None);
+        assert_eq!(
+            map(&[("lastname", Some("Hopper"))]).name.as_deref(),
+            Some("Hopper")
+        );
+        assert_eq!(
+            map(&[("firstname", Some(" Grace "))]).name.as_deref(),
+            Some("Grace")
+        );
+        assert_eq!(
+            map(&[("firstname", Some("  ")), ("lastname", None)]).name,
+            None
+        );
         assert_eq!(map(&[]).name, None);
     }
 
@@ -160,9 +169,15 @@ mod tests {
     fn emails_are_trimmed_lowercased_split_and_deduplicated() {
         let c = map(&[
             ("email", Some("  Ada@Example.COM ")),
-            ("hs_additional_emails", Some("ada@example.com; second@Example.com;;third@x.io ")),
+            (
+                "hs_additional_emails",
+                Some("ada@example.com; second@Example.com;;third@x.io "),
+            ),
         ]);
-        assert_eq!(c.emails, ["ada@example.com", "second@example.com", "third@x.io"]);
+        assert_eq!(
+            c.emails,
+            ["ada@example.com", "second@example.com", "third@x.io"]
+        );
     }
 
     #[test]

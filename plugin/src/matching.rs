@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn e1_no_handle_is_skipped() {
         let mut d = Memory::default().with("d1", Some("1"), &["a@x.io"], &[]);
-        assert_eq!(category(match_contact(&mut d, &contact("1", &[], &[]))), ErrorCategory::MissingHandle);
+        assert_eq!(
+            category(match_contact(&mut d, &contact("1", &[], &[]))),
+            ErrorCategory::MissingHandle
+        );
     }
 
     #[test]
@@ -170,9 +173,12 @@ mod tests {
 
     #[test]
     fn x4_a_taken_handle_blocks_even_when_another_handle_matches_an_unlinked_contact() {
-        let mut d = Memory::default()
-            .with("free", None, &["b@x.io"], &[])
-            .with("d1", Some("1"), &[], &["+15550100"]);
+        let mut d = Memory::default().with("free", None, &["b@x.io"], &[]).with(
+            "d1",
+            Some("1"),
+            &[],
+            &["+15550100"],
+        );
         let out = match_contact(&mut d, &contact("2", &["b@x.io"], &["+15550100"]));
         assert_eq!(category(out), ErrorCategory::PhoneTaken);
     }
@@ -189,7 +195,10 @@ mod tests {
     #[test]
     fn x5_nothing_matched_creates() {
         let mut d = Memory::default().with("d1", Some("1"), &["a@x.io"], &[]);
-        assert_eq!(match_contact(&mut d, &contact("3", &["c@x.io"], &[])), MatchOutcome::Create);
+        assert_eq!(
+            match_contact(&mut d, &contact("3", &["c@x.io"], &[])),
+            MatchOutcome::Create
+        );
     }
 
     #[test]

@@ -1,1 +1,149 @@
+//! Test harness: the real component, built once per test binary, and a
+//! loopback HTTP server that speaks HubSpot's documented shapes.
 
+pub mod hubspot_server;
+
+use anyhow::{Context, Result};
+use crmsync_host::config::Config;
+use crmsync_host::runtime::{Runtime, Sandbox};
+use crmsync_host::sync::{RetryPolicy, SyncOptions, SyncReport, run_sync};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the component (release, wasm32-wasip2) into its own target folder
+/// so the build cannot contend with the cargo that runs the tests, and so a
+/// test never runs a stale component.
+pub fn component_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let target_dir = workspace().join("target").join("test-plugin");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace())
+            .args([
+                "build",
+                "-p",
+                "crmsync-plugin",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the component failed");
+        target_dir
+            .join("wasm32-wasip2")
+            .join("release")
+            .join(crmsync_host::runtime::COMPONENT_FILE)
+    })
+}
+
+/// The component loaded once per test binary.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::load(component_path(), Sandbox::default()).expect("the component loads")
+    })
+}
+
+/// Retries that do not slow the tests down.
+pub fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    }
+}
+
+/// Options for a live run against a loopback server, with fast retries.
+pub fn live_options() -> SyncOptions {
+    SyncOptions {
+        retry: fast_retries(),
+        ..SyncOptions::default()
+    }
+}
+
+/// A config file in `dir` with the given TOML body (a `[store]` pointing into `dir` is added).
+pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!("{body}\n[store]\npath = \"{name}.sqlite\"\n");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// A HubSpot config against `base_url` with a private-app token from `token_env`.
+pub fn hubspot_config(
+    dir: &Path,
+    name: &str,
+    base_url: &str,
+    token_env: &str,
+    extra_source: &str,
+    extra: &str,
+) -> Config {
+    let path = write_config(
+        dir,
+        name,
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\ntoken_env = \"{token_env}\"\n{extra_source}\n{extra}"
+        ),
+    );
+    Config::load(&path).expect("config loads")
+}
+
+/// One sync pass with `options`.
+pub fn sync(config: &Config, options: &SyncOptions) -> Result<SyncReport> {
+    run_sync(runtime(), config, options).with_context(|| format!("sync {}", config.name))
+}
+
+/// Runs the `crmsync` command line in-process and returns its output.
+pub fn crmsync(args: &[&str]) -> Result<(crmsync_host::cli::Exit, String)> {
+    use clap::Parser;
+    let mut argv = vec!["crmsync"];
+    argv.extend_from_slice(args);
+    let cli = crmsync_host::cli::Cli::try_parse_from(argv)?;
+    let mut out = Vec::new();
+    let exit = crmsync_host::cli::run(cli, &mut out)?;
+    Ok((exit, String::from_utf8(out)?))
+}
+
+/// The token every loopback server accepts by default.
+pub const TOKEN: &str = "pat-na1-test-token";
+
+/// The environment variable holding [`TOKEN`]; set once per test binary.
+pub fn token_env() -> &'static str {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| set_env("CRMSYNC_TEST_TOKEN", TOKEN));
+    "CRMSYNC_TEST_TOKEN"
+}
+
+/// Sets an environment variable for this test binary. Each test uses its own
+/// variable names, and Rust's env functions serialise access to the environment.
+pub fn set_env(name: &str, value: &str) {
+    // SAFETY: only Rust code (which locks the environment) reads it in these tests.
+    unsafe { std::env::set_var(name, value) };
+}
+
+/// Contacts as `crmsync contacts --json` shows them, keyed by external id.
+pub fn contacts_by_external_id(
+    config: &Config,
+) -> BTreeMap<String, crmsync_host::store::ContactRow> {
+    crmsync_host::store::ContactStore::open(&config.store_path)
+        .expect("store opens")
+        .contacts()
+        .expect("contacts read")
+        .into_iter()
+        .filter_map(|c| Some((c.external_id.clone()?, c)))
+        .collect()
+}

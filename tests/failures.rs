@@ -1,0 +1,265 @@
+//! Failures through the real component: rate limits (E4), transient faults
+//! (E10), deleted fields (E6) and lists (E7), tokens (E8).
+
+use crmsync_host::store::ContactStore;
+use crmsync_tests::hubspot_server::{Contact, Fault, HubSpotServer};
+use crmsync_tests::*;
+use std::time::Instant;
+
+fn server_with_contacts(n: u64) -> HubSpotServer {
+    let server = HubSpotServer::start(TOKEN);
+    server.state().contacts = (1..=n)
+        .map(|i| {
+            Contact::new(
+                i,
+                &[
+                    ("firstname", Some("F")),
+                    ("email", Some(&format!("c{i}@example.com"))),
+                ],
+            )
+        })
+        .collect();
+    server.state().page_size = Some(10);
+    server
+}
+
+const CONTACTS: &str = "/crm/v3/objects/contacts";
+
+#[test]
+fn e4_a_429_waits_for_retry_after_then_the_page_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(25);
+    server
+        .state()
+        .faults
+        .push_back(Fault::rate_limited(CONTACTS, Some("1")));
+    let config = hubspot_config(dir.path(), "e4", &server.base_url, token_env(), "", "");
+
+    let started = Instant::now();
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert!(
+        started.elapsed().as_millis() >= 1000,
+        "waited for Retry-After"
+    );
+    assert_eq!(report.status, "completed");
+    assert_eq!(report.counts.created, 25);
+    assert!(
+        report.errors_by_category.is_empty(),
+        "a 429 is never a per-record failure"
+    );
+    assert_eq!(
+        server.requests_to(CONTACTS).len(),
+        4,
+        "3 pages + 1 rate-limited attempt"
+    );
+}
+
+#[test]
+fn e10_server_errors_and_truncated_bodies_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(25);
+    {
+        let mut state = server.state();
+        state.faults.push_back(Fault::server_error(CONTACTS, 503));
+        state.faults.push_back(Fault::server_error(CONTACTS, 502));
+        state.faults.push_back(Fault::truncated(CONTACTS));
+    }
+    let config = hubspot_config(dir.path(), "e10", &server.base_url, token_env(), "", "");
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.status, "completed");
+    assert_eq!(report.counts.created, 25);
+    assert_eq!(server.requests_to(CONTACTS).len(), 6);
+}
+
+#[test]
+fn e10_persistent_server_errors_stop_the_sync_after_bounded_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(5);
+    for _ in 0..20 {
+        server
+            .state()
+            .faults
+            .push_back(Fault::server_error(CONTACTS, 500));
+    }
+    let config = hubspot_config(dir.path(), "down", &server.base_url, token_env(), "", "");
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.status, "failed");
+    let error = report.error.unwrap();
+    assert_eq!(error.category, "transient");
+    assert_eq!(
+        server.requests_to(CONTACTS).len(),
+        6,
+        "max_attempts, then stop"
+    );
+    let runs = ContactStore::open(&config.store_path)
+        .unwrap()
+        .runs("down")
+        .unwrap();
+    assert_eq!(runs[0].status, "failed");
+}
+
+#[test]
+fn e7_a_deleted_list_stops_the_whole_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(3);
+    let config = hubspot_config(
+        dir.path(),
+        "e7",
+        &server.base_url,
+        token_env(),
+        "list_id = \"404\"",
+        "",
+    );
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.status, "failed");
+    let error = report.error.unwrap();
+    assert_eq!(
+        (error.category.as_str(), error.scope.as_str()),
+        ("list-not-found", "sync")
+    );
+    assert!(error.resolution.contains("source.list_id"));
+    assert_eq!(report.counts.seen, 0);
+    assert_eq!(
+        server.requests_to("/crm/v3/lists/404/memberships").len(),
+        1,
+        "not retried"
+    );
+}
+
+#[test]
+fn e6_a_deleted_property_stops_syncing_once_and_the_other_fields_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(12);
+    server.state().deleted_properties.push("jobtitle".into());
+    let config = hubspot_config(
+        dir.path(),
+        "e6",
+        &server.base_url,
+        token_env(),
+        "",
+        "[mapping]\njobtitle = \"title\"\n",
+    );
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.status, "completed");
+    assert_eq!(report.counts.created, 12);
+    assert_eq!(report.errors_by_category.get("field-not-found"), Some(&1));
+    let errors = ContactStore::open(&config.store_path)
+        .unwrap()
+        .errors(report.run_id)
+        .unwrap();
+    assert_eq!(errors[0].field.as_deref(), Some("jobtitle"));
+    assert_eq!(errors[0].scope, "field");
+    let page = &server.requests_to(CONTACTS)[0];
+    assert!(
+        !page.query["properties"].contains("jobtitle"),
+        "the deleted property is no longer requested"
+    );
+}
+
+#[test]
+fn e8_an_invalid_token_stops_the_sync_with_auth_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(3);
+    set_env("CRMSYNC_TEST_BAD_TOKEN", "revoked-token");
+    let config = hubspot_config(
+        dir.path(),
+        "bad",
+        &server.base_url,
+        "CRMSYNC_TEST_BAD_TOKEN",
+        "",
+        "",
+    );
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    let error = report.error.unwrap();
+    assert_eq!(error.category, "auth-invalid");
+    assert!(error.resolution.contains("Reconnect HubSpot"));
+    assert_eq!(server.requests_to(CONTACTS).len(), 1, "not retried");
+}
+
+fn oauth_config(
+    dir: &std::path::Path,
+    server: &HubSpotServer,
+    name: &str,
+    refresh: &str,
+) -> crmsync_host::config::Config {
+    let prefix = format!("CRMSYNC_TEST_{}", name.to_uppercase());
+    set_env(&format!("{prefix}_ID"), "client-id");
+    set_env(&format!("{prefix}_SECRET"), "client-secret");
+    set_env(&format!("{prefix}_REFRESH"), refresh);
+    let path = write_config(
+        dir,
+        name,
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\n[source.oauth]\nclient_id_env = \"{prefix}_ID\"\nclient_secret_env = \"{prefix}_SECRET\"\nrefresh_token_env = \"{prefix}_REFRESH\"\n",
+            server.base_url
+        ),
+    );
+    crmsync_host::config::Config::load(&path).unwrap()
+}
+
+#[test]
+fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(25);
+    server.state().refresh_token = Some("refresh-1".into());
+    let config = oauth_config(dir.path(), &server, "oauth", "refresh-1");
+
+    // Each access token serves two requests (the property catalogue and page
+    // 1), then expires: the run must refresh mid-way and lose no page.
+    server.state().requests_per_token = Some(2);
+
+    let first = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(first.status, "completed", "{first:?}");
+    assert_eq!(first.counts.created, 25);
+    let refreshes = server.requests_to("/oauth/v1/token");
+    // One at start, one when page 2 met EXPIRED_AUTHENTICATION.
+    assert_eq!(refreshes.len(), 2);
+    assert_eq!(
+        server.requests_to(CONTACTS).len(),
+        4,
+        "3 pages + 1 rejected with EXPIRED_AUTHENTICATION"
+    );
+    assert!(refreshes[0].body.contains("grant_type=refresh_token"));
+    assert!(refreshes[0].body.contains("refresh_token=refresh-1"));
+    let sent_tokens: Vec<_> = server
+        .requests_to(CONTACTS)
+        .iter()
+        .filter_map(|s| s.authorization.clone())
+        .collect();
+    assert!(
+        sent_tokens.iter().all(|t| t.starts_with("Bearer access-")),
+        "{sent_tokens:?}"
+    );
+}
+
+#[test]
+fn e8_a_failed_refresh_stops_with_auth_expired_and_asks_to_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(3);
+    server.state().refresh_token = Some("the-real-one".into());
+    let config = oauth_config(dir.path(), &server, "revoked", "a-revoked-one");
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    let error = report.error.unwrap();
+    assert_eq!(error.category, "auth-expired");
+    assert!(
+        error.message.contains("BAD_REFRESH_TOKEN"),
+        "{}",
+        error.message
+    );
+    assert!(error.resolution.contains("Reconnect HubSpot"));
+    assert!(server.requests_to(CONTACTS).is_empty());
+}

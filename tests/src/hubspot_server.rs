@@ -1,0 +1,518 @@
+//! A loopback server that speaks HubSpot's documented CRM v3 shapes: contacts
+//! listing, list memberships, batch read, the property catalogue and the
+//! OAuth token endpoint, with bearer-token checks, HubSpot's error bodies and
+//! injectable faults. Tests assert on what crossed the wire.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use tiny_http::{Header, Method, Response, Server};
+
+/// The properties every contact has, as HubSpot defines them.
+pub const STANDARD_PROPERTIES: &[&str] = &[
+    "firstname",
+    "lastname",
+    "email",
+    "hs_additional_emails",
+    "phone",
+    "mobilephone",
+    "company",
+    "jobtitle",
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+];
+
+/// A contact held by the server.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub id: u64,
+    pub properties: BTreeMap<String, Option<String>>,
+    pub archived: bool,
+}
+
+impl Contact {
+    /// A contact with the given property values (`None` = null).
+    pub fn new(id: u64, properties: &[(&str, Option<&str>)]) -> Self {
+        Contact {
+            id,
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+                .collect(),
+            archived: false,
+        }
+    }
+}
+
+/// A canned answer served instead of the real one, for the next matching request.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Only requests whose path starts with this are affected.
+    pub path_prefix: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Fault {
+    /// HubSpot's 429 for the ten-secondly burst limit.
+    pub fn rate_limited(path_prefix: &str, retry_after: Option<&str>) -> Self {
+        Fault {
+            path_prefix: path_prefix.into(),
+            status: 429,
+            headers: retry_after.map(|r| ("Retry-After".to_owned(), r.to_owned())).into_iter().collect(),
+            body: json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                         "errorType": "RATE_LIMIT", "correlationId": "00000000-0000-4000-8000-000000000429",
+                         "policyName": "TEN_SECONDLY_ROLLING"})
+            .to_string(),
+        }
+    }
+
+    /// A bare server error, as a gateway would send it.
+    pub fn server_error(path_prefix: &str, status: u16) -> Self {
+        Fault {
+            path_prefix: path_prefix.into(),
+            status,
+            headers: vec![("Content-Type".into(), "text/html".into())],
+            body: "<html><body>upstream unavailable</body></html>".into(),
+        }
+    }
+
+    /// A 200 whose JSON body is cut short.
+    pub fn truncated(path_prefix: &str) -> Self {
+        Fault {
+            path_prefix: path_prefix.into(),
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: "{\"results\":[{\"id\":\"1\",\"proper".into(),
+        }
+    }
+}
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// The server's state; tests change it between runs.
+#[derive(Debug, Default)]
+pub struct State {
+    pub contacts: Vec<Contact>,
+    pub lists: HashMap<String, Vec<u64>>,
+    /// Most results per page the server returns (HubSpot may return fewer than `limit`).
+    pub page_size: Option<usize>,
+    /// Access tokens that are accepted.
+    pub valid_tokens: Vec<String>,
+    /// Access tokens that are answered with `EXPIRED_AUTHENTICATION`.
+    pub expired_tokens: Vec<String>,
+    /// Refresh token accepted by `/oauth/v1/token`, and how long issued tokens live.
+    pub refresh_token: Option<String>,
+    pub expires_in: u64,
+    pub issued: u64,
+    /// Issued OAuth access tokens expire after this many API requests.
+    pub requests_per_token: Option<usize>,
+    token_uses: HashMap<String, usize>,
+    /// Properties deleted from the catalogue (E6).
+    pub deleted_properties: Vec<String>,
+    pub faults: VecDeque<Fault>,
+    pub seen: Vec<Seen>,
+}
+
+/// A running server; stops when dropped.
+pub struct HubSpotServer {
+    pub base_url: String,
+    state: Arc<Mutex<State>>,
+    server: Arc<Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HubSpotServer {
+    /// Starts a server accepting the bearer token `token`.
+    pub fn start(token: &str) -> Self {
+        let server = Arc::new(Server::http("127.0.0.1:0").expect("loopback server binds"));
+        let port = server.server_addr().to_ip().expect("an IP address").port();
+        let state = Arc::new(Mutex::new(State {
+            valid_tokens: vec![token.to_owned()],
+            expires_in: 1800,
+            ..State::default()
+        }));
+        let thread = {
+            let server = server.clone();
+            let state = state.clone();
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    handle(&state, request);
+                }
+            })
+        };
+        HubSpotServer {
+            base_url: format!("http://127.0.0.1:{port}"),
+            state,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    /// The server's state, to arrange or inspect.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("server state")
+    }
+
+    /// Requests received so far whose path starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<Seen> {
+        self.state()
+            .seen
+            .iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for HubSpotServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
+    let mut body = String::new();
+    let _ = request.as_reader().read_to_string(&mut body);
+    let url = request.url().to_owned();
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p.to_owned(), parse_query(q)),
+        None => (url.clone(), HashMap::new()),
+    };
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().to_owned());
+    let method = request.method().clone();
+    let (status, headers, answer) = {
+        let mut state = state.lock().expect("server state");
+        state.seen.push(Seen {
+            method: method.as_str().to_owned(),
+            path: path.clone(),
+            query: query.clone(),
+            authorization: authorization.clone(),
+            body: body.clone(),
+        });
+        let fault_index = state
+            .faults
+            .iter()
+            .position(|f| path.starts_with(&f.path_prefix));
+        match fault_index.and_then(|i| state.faults.remove(i)) {
+            Some(fault) => (fault.status, fault.headers, fault.body),
+            None => {
+                let (status, value) = route(
+                    &mut state,
+                    &method,
+                    &path,
+                    &query,
+                    &body,
+                    authorization.as_deref(),
+                );
+                (
+                    status,
+                    vec![(
+                        "Content-Type".to_owned(),
+                        "application/json;charset=utf-8".to_owned(),
+                    )],
+                    value.to_string(),
+                )
+            }
+        }
+    };
+    let mut response = Response::from_string(answer).with_status_code(status);
+    for (name, value) in headers {
+        response.add_header(
+            Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header"),
+        );
+    }
+    let _ = request.respond(response);
+}
+
+fn route(
+    state: &mut State,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &str,
+    authorization: Option<&str>,
+) -> (u16, Value) {
+    if path == "/oauth/v1/token" && *method == Method::Post {
+        return token(state, body);
+    }
+    let token = authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if let (Some(limit), true) = (state.requests_per_token, token.starts_with("access-")) {
+        let uses = state.token_uses.entry(token.to_owned()).or_insert(0);
+        *uses += 1;
+        if *uses > limit {
+            state.expired_tokens.push(token.to_owned());
+        }
+    }
+    if state.expired_tokens.iter().any(|t| t == token) {
+        return (
+            401,
+            json!({"status": "error", "message": "The OAuth token used to make this call expired 5 second(s) ago.",
+                            "correlationId": "c-expired", "category": "EXPIRED_AUTHENTICATION"}),
+        );
+    }
+    if !state.valid_tokens.iter().any(|t| t == token) {
+        return (
+            401,
+            json!({"status": "error", "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+                            "correlationId": "c-auth", "category": "INVALID_AUTHENTICATION"}),
+        );
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::Get, ["crm", "v3", "objects", "contacts"]) => list_contacts(state, query),
+        (Method::Post, ["crm", "v3", "objects", "contacts", "batch", "read"]) => {
+            batch_read(state, body)
+        }
+        (Method::Get, ["crm", "v3", "lists", list_id, "memberships"]) => {
+            memberships(state, list_id, query)
+        }
+        (Method::Get, ["crm", "v3", "properties", "contacts"]) => properties(state),
+        _ => (
+            404,
+            json!({"status": "error", "message": format!("no route for {path}"), "category": "OBJECT_NOT_FOUND"}),
+        ),
+    }
+}
+
+fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The object shape HubSpot returns: requested properties (null when empty)
+/// plus the ones it always includes.
+fn object(contact: &Contact, requested: &[String]) -> Value {
+    let mut properties = serde_json::Map::new();
+    for name in requested {
+        properties.insert(
+            name.clone(),
+            json!(contact.properties.get(name).cloned().flatten()),
+        );
+    }
+    properties.insert("hs_object_id".into(), json!(contact.id.to_string()));
+    properties.insert("createdate".into(), json!("2024-01-01T00:00:00.000Z"));
+    properties.insert("lastmodifieddate".into(), json!("2024-06-01T00:00:00.000Z"));
+    json!({
+        "id": contact.id.to_string(),
+        "properties": properties,
+        "createdAt": "2024-01-01T00:00:00.000Z",
+        "updatedAt": "2024-06-01T00:00:00.000Z",
+        "archived": contact.archived,
+    })
+}
+
+fn limit(query: &HashMap<String, String>, max: usize) -> Result<usize, (u16, Value)> {
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10);
+    if limit == 0 || limit > max {
+        return Err((
+            400,
+            json!({"status": "error", "message": format!("limit must be between 1 and {max}"), "category": "VALIDATION_ERROR"}),
+        ));
+    }
+    Ok(limit)
+}
+
+fn list_contacts(state: &State, query: &HashMap<String, String>) -> (u16, Value) {
+    let limit = match limit(query, 100) {
+        Ok(l) => l.min(state.page_size.unwrap_or(usize::MAX)),
+        Err(e) => return e,
+    };
+    let requested: Vec<String> = query
+        .get("properties")
+        .map(|p| p.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let archived = query.get("archived").map(String::as_str) == Some("true");
+    let after: u64 = query
+        .get("after")
+        .and_then(|a| a.strip_prefix("cur-"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let mut live: Vec<&Contact> = state
+        .contacts
+        .iter()
+        .filter(|c| c.archived == archived && c.id > after)
+        .collect();
+    live.sort_by_key(|c| c.id);
+    let page: Vec<&Contact> = live.iter().take(limit).copied().collect();
+    let mut answer =
+        json!({ "results": page.iter().map(|c| object(c, &requested)).collect::<Vec<_>>() });
+    if live.len() > limit {
+        let next = format!("cur-{}", page.last().expect("a full page").id);
+        answer["paging"] = json!({"next": {"after": next, "link": format!("/crm/v3/objects/contacts?after={next}")}});
+    }
+    (200, answer)
+}
+
+fn memberships(state: &State, list_id: &str, query: &HashMap<String, String>) -> (u16, Value) {
+    let limit = match limit(query, 250) {
+        Ok(l) => l.min(state.page_size.unwrap_or(usize::MAX)),
+        Err(e) => return e,
+    };
+    let Some(members) = state.lists.get(list_id) else {
+        return (
+            404,
+            json!({"status": "error", "message": format!("List does not exist with ID {list_id}."),
+                            "correlationId": "c-list", "category": "OBJECT_NOT_FOUND", "subCategory": "ILS.LIST_NOT_FOUND"}),
+        );
+    };
+    let offset: usize = query
+        .get("after")
+        .and_then(|a| a.strip_prefix("m-"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = members
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|id| json!({"recordId": id.to_string(), "membershipTimestamp": "2024-05-01T00:00:00.000Z"}))
+        .collect();
+    let mut answer = json!({ "results": page });
+    if offset + limit < members.len() {
+        answer["paging"] = json!({"next": {"after": format!("m-{}", offset + limit)}});
+    }
+    (200, answer)
+}
+
+fn batch_read(state: &State, body: &str) -> (u16, Value) {
+    let Ok(request) = serde_json::from_str::<Value>(body) else {
+        return (
+            400,
+            json!({"status": "error", "message": "Invalid input JSON", "category": "VALIDATION_ERROR"}),
+        );
+    };
+    let inputs = request["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.is_empty() || inputs.len() > 100 {
+        return (
+            400,
+            json!({"status": "error", "message": "inputs must hold 1 to 100 ids", "category": "VALIDATION_ERROR"}),
+        );
+    }
+    let requested: Vec<String> = request["properties"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for input in &inputs {
+        let id = input["id"].as_str().unwrap_or("");
+        match state
+            .contacts
+            .iter()
+            .find(|c| c.id.to_string() == id && !c.archived)
+        {
+            Some(c) => results.push(object(c, &requested)),
+            None => missing.push(id.to_owned()),
+        }
+    }
+    let mut answer = json!({"status": "COMPLETE", "results": results,
+                            "startedAt": "2024-06-01T00:00:00.000Z", "completedAt": "2024-06-01T00:00:00.010Z"});
+    if missing.is_empty() {
+        (200, answer)
+    } else {
+        answer["numErrors"] = json!(1);
+        answer["errors"] = json!([{"status": "error", "category": "OBJECT_NOT_FOUND",
+                                   "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+                                   "context": {"ids": missing}}]);
+        (207, answer)
+    }
+}
+
+fn properties(state: &State) -> (u16, Value) {
+    let results: Vec<Value> = STANDARD_PROPERTIES
+        .iter()
+        .filter(|p| !state.deleted_properties.iter().any(|d| d == *p))
+        .map(|p| json!({"name": p, "label": p, "type": "string", "fieldType": "text", "groupName": "contactinformation",
+                        "options": [], "hidden": false, "hubspotDefined": true}))
+        .collect();
+    (200, json!({ "results": results }))
+}
+
+fn token(state: &mut State, body: &str) -> (u16, Value) {
+    let form = parse_query(body);
+    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && state.refresh_token.is_some()
+        && form.get("refresh_token") == state.refresh_token.as_ref()
+        && form.get("client_id").is_some_and(|v| !v.is_empty())
+        && form.get("client_secret").is_some_and(|v| !v.is_empty());
+    if !ok {
+        return (
+            400,
+            json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
+                            "correlationId": "c-refresh"}),
+        );
+    }
+    state.issued += 1;
+    let access = format!("access-{}", state.issued);
+    state.valid_tokens.push(access.clone());
+    (
+        200,
+        json!({"token_type": "bearer", "refresh_token": state.refresh_token, "access_token": access,
+                 "expires_in": state.expires_in}),
+    )
+}
