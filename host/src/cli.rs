@@ -124,10 +124,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                         out,
                         "{:>6}  {:<14} {:<30} {:<40} {}",
                         c.id,
-                        c.external_id.as_deref().unwrap_or("(unlinked)"),
-                        c.name.as_deref().unwrap_or("-"),
-                        c.emails.join(", "),
-                        c.phones.join(", ")
+                        terminal_safe(c.external_id.as_deref().unwrap_or("(unlinked)")),
+                        terminal_safe(c.name.as_deref().unwrap_or("-")),
+                        terminal_safe(&c.emails.join(", ")),
+                        terminal_safe(&c.phones.join(", "))
                     )?;
                 }
                 writeln!(out, "{} contacts", contacts.len())?;
@@ -199,6 +199,22 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         }
         Command::Import(args) => import(args, out),
     }
+}
+
+/// Source data is untrusted: in human output, control characters and
+/// bidirectional overrides are shown escaped so they cannot rearrange or
+/// corrupt the terminal. `--json` output keeps every value verbatim.
+pub fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn open_store(config: &ConfigArg) -> Result<(Config, ContactStore)> {
@@ -393,4 +409,17 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
         },
         mappings,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn human_output_escapes_control_and_bidi_characters() {
+        assert_eq!(
+            terminal_safe("a\u{0}b\u{202E}c\u{1b}[31m ok 🙂"),
+            "a\\u{0}b\\u{202e}c\\u{1b}[31m ok 🙂"
+        );
+    }
 }

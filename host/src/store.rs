@@ -84,6 +84,9 @@ impl Handle {
     }
 }
 
+/// A stored handle value and whether the sync brought it (`from_source`).
+type FlaggedHandle = (String, bool);
+
 /// What the matcher sees of a destination contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryEntry {
@@ -267,9 +270,8 @@ impl ContactStore {
         })
     }
 
-    /// A contact's handles in order, each with its `from_source` flag.
-    #[allow(clippy::type_complexity)]
-    fn handles(&self, id: i64) -> Result<(Vec<(String, bool)>, Vec<(String, bool)>)> {
+    /// A contact's emails and phones in order, each with its `from_source` flag.
+    fn handles(&self, id: i64) -> Result<(Vec<FlaggedHandle>, Vec<FlaggedHandle>)> {
         let mut emails = Vec::new();
         let mut phones = Vec::new();
         let mut stmt = self.conn.prepare_cached(
@@ -492,33 +494,32 @@ impl ContactStore {
         let mut stmt = self
             .conn
             .prepare("SELECT id, external_id, name, fields, created_at, updated_at FROM contacts ORDER BY id")?;
-        let rows: Vec<(i64, Option<String>, Option<String>, String, String, String)> = stmt
+        let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
+                    ContactRow {
+                        id: r.get(0)?,
+                        external_id: r.get(1)?,
+                        name: r.get(2)?,
+                        emails: Vec::new(),
+                        phones: Vec::new(),
+                        fields: BTreeMap::new(),
+                        created_at: r.get(4)?,
+                        updated_at: r.get(5)?,
+                    },
+                    r.get::<_, String>(3)?,
                 ))
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
-            .map(|(id, external_id, name, fields, created_at, updated_at)| {
-                let (emails, phones) = self.handles(id)?;
-                Ok(ContactRow {
-                    id,
-                    external_id,
-                    name,
-                    emails: emails.into_iter().map(|(v, _)| v).collect(),
-                    phones: phones.into_iter().map(|(v, _)| v).collect(),
-                    fields: serde_json::from_str(&fields).with_context(|| {
-                        format!("destination contact {id} has unreadable fields")
-                    })?,
-                    created_at,
-                    updated_at,
-                })
+            .map(|(mut contact, fields)| {
+                let (emails, phones) = self.handles(contact.id)?;
+                contact.emails = emails.into_iter().map(|(v, _)| v).collect();
+                contact.phones = phones.into_iter().map(|(v, _)| v).collect();
+                contact.fields = serde_json::from_str(&fields).with_context(|| {
+                    format!("destination contact {} has unreadable fields", contact.id)
+                })?;
+                Ok(contact)
             })
             .collect()
     }
@@ -579,8 +580,8 @@ impl ContactStore {
 
 /// The sync's new handles first, then the contact's own handles (those the
 /// sync did not bring) that the source does not also have.
-fn merge_handles(from_source: &[String], old: &[(String, bool)]) -> Vec<(String, bool)> {
-    let mut merged: Vec<(String, bool)> = from_source.iter().map(|h| (h.clone(), true)).collect();
+fn merge_handles(from_source: &[String], old: &[FlaggedHandle]) -> Vec<FlaggedHandle> {
+    let mut merged: Vec<FlaggedHandle> = from_source.iter().map(|h| (h.clone(), true)).collect();
     for (value, old_from_source) in old {
         if !old_from_source && !from_source.contains(value) {
             merged.push((value.clone(), false));

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's first command: build the component and the runner, then sync
+# the bundled HubSpot cassette into a fresh SQLite store, twice (the second
+# pass shows that an unchanged source changes nothing), and show the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+cargo build --quiet -p crmsync-plugin --target wasm32-wasip2 --release
+# The debug build shares its artefacts with the test command (a release
+# build of wasmtime adds minutes); the component itself is always a release build.
+cargo build --quiet -p crmsync-host
+
+crmsync=target/debug/crmsync
+config=examples/demo.toml
+rm -rf target/demo
+
+echo "== first pass: replaying fixtures/hubspot/contacts.json into target/demo/demo.sqlite"
+"$crmsync" sync --config "$config" --replay fixtures/hubspot/contacts.json
+echo
+echo "== second pass over the same data"
+"$crmsync" sync --config "$config" --replay fixtures/hubspot/contacts.json
+echo
+echo "== destination contacts"
+"$crmsync" contacts --config "$config"
+echo
+echo "== errors of the last run"
+"$crmsync" errors --config "$config"
