@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
-cargo build --quiet -p crmsync-plugin --target wasm32-wasip2 --release
+# The integration tests build the component themselves (tests/src/lib.rs),
+# into target/test-plugin, so they never run a stale one.
 cargo test --workspace --locked

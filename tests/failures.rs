@@ -137,7 +137,12 @@ fn e7_a_deleted_list_stops_the_whole_sync() {
 fn e6_a_deleted_property_stops_syncing_once_and_the_other_fields_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_contacts(12);
-    server.state().deleted_properties.push("jobtitle".into());
+    // jobtitle was deleted; a server whose catalogue also lacks a HubSpot-
+    // defined default (mobilephone) does not make the default an E6 error.
+    server
+        .state()
+        .deleted_properties
+        .extend(["jobtitle".into(), "mobilephone".into()]);
     let config = hubspot_config(
         dir.path(),
         "e6",
@@ -151,7 +156,15 @@ fn e6_a_deleted_property_stops_syncing_once_and_the_other_fields_go_on() {
 
     assert_eq!(report.status, "completed");
     assert_eq!(report.counts.created, 12);
-    assert_eq!(report.errors_by_category.get("field-not-found"), Some(&1));
+    assert_eq!(
+        report.errors_by_category.get("field-not-found"),
+        Some(&1),
+        "{:?}",
+        ContactStore::open(&config.store_path)
+            .unwrap()
+            .errors(report.run_id)
+            .unwrap()
+    );
     let errors = ContactStore::open(&config.store_path)
         .unwrap()
         .errors(report.run_id)
@@ -262,4 +275,30 @@ fn e8_a_failed_refresh_stops_with_auth_expired_and_asks_to_reconnect() {
     );
     assert!(error.resolution.contains("Reconnect HubSpot"));
     assert!(server.requests_to(CONTACTS).is_empty());
+}
+
+#[test]
+fn without_configured_credentials_requests_carry_none_and_a_401_is_auth_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(3);
+    let path = write_config(
+        dir.path(),
+        "anon",
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\n",
+            server.base_url
+        ),
+    );
+    let config = crmsync_host::config::Config::load(&path).unwrap();
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.error.unwrap().category, "auth-invalid");
+    assert!(
+        server
+            .state()
+            .seen
+            .iter()
+            .all(|s| s.authorization.is_none())
+    );
 }

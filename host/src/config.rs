@@ -21,6 +21,10 @@ pub struct Config {
     pub source: SourceConfig,
     /// Effective mappings: HubSpot defaults, then `source.properties`, then `[mapping]`.
     pub mappings: Vec<FieldMapping>,
+    /// The properties the user named (`source.properties`, `[mapping]` keys).
+    /// Only these are checked against the source's catalogue (E6): the
+    /// default ones are HubSpot-defined and cannot be deleted.
+    pub chosen_properties: Vec<String>,
     pub store_path: PathBuf,
 }
 
@@ -42,7 +46,8 @@ pub enum AuthConfig {
     Token { env: String },
     /// OAuth 2 refresh-token grant.
     OAuth(OAuthEnv),
-    /// Neither configured: only replaying a cassette works.
+    /// Neither configured: requests go out without credentials (a local
+    /// test server); HubSpot itself answers 401, reported as `auth-invalid`.
     None,
 }
 
@@ -156,6 +161,14 @@ impl Config {
         };
 
         let mappings = effective_mappings(&source.properties, &raw.mapping)?;
+        let mut chosen_properties: Vec<String> = Vec::new();
+        for property in source.properties.iter().chain(raw.mapping.keys()) {
+            if mappings.iter().any(|m| &m.source == property)
+                && !chosen_properties.contains(property)
+            {
+                chosen_properties.push(property.clone());
+            }
+        }
 
         let store_path = raw
             .store
@@ -179,6 +192,7 @@ impl Config {
                 list_id,
             },
             mappings,
+            chosen_properties,
             store_path,
         })
     }

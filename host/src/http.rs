@@ -63,8 +63,8 @@ pub struct Hooks {
 /// Counters of what crossed the seam.
 #[derive(Debug, Default)]
 pub struct HttpStats {
+    /// Requests let through (to the network or the cassette).
     pub sent: AtomicU64,
-    pub denied: AtomicU64,
 }
 
 impl Hooks {
@@ -110,7 +110,6 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
         if !self.origin.allows(request.uri()) {
-            self.stats.denied.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(uri = %request.uri(), "denied a request to a host that is not configured");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }

@@ -105,10 +105,9 @@ pub struct ContactData {
     pub fields: BTreeMap<String, String>,
 }
 
-/// What applying a record did.
+/// What updating a contact did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    Created,
     Updated,
     Unchanged,
 }

@@ -241,13 +241,13 @@ impl Pass<'_> {
                 return Ok(());
             }
         };
-        let mut missing: Vec<String> = Vec::new();
-        for mapping in &self.mappings {
-            if !known.iter().any(|d| d.name == mapping.source) && !missing.contains(&mapping.source)
-            {
-                missing.push(mapping.source.clone());
-            }
-        }
+        let missing: Vec<String> = self
+            .config
+            .chosen_properties
+            .iter()
+            .filter(|p| !known.iter().any(|d| &d.name == *p))
+            .cloned()
+            .collect();
         for property in &missing {
             let error = self
                 .instance
@@ -320,7 +320,7 @@ impl Pass<'_> {
                     })?;
                     match store.update(id, &mapped.external_id, &contact_data(&mapped))? {
                         Change::Updated => self.counts.updated += 1,
-                        Change::Unchanged | Change::Created => self.counts.skipped += 1,
+                        Change::Unchanged => self.counts.skipped += 1,
                     }
                 }
                 MatchOutcome::Skip(error) => {
