@@ -138,6 +138,21 @@ pub struct Counts {
     pub failed: u64,
 }
 
+impl Counts {
+    /// The columns `pages, seen, created, updated, skipped, failed` of a `runs`
+    /// row, starting at column `first`.
+    fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Counts {
+            pages: row.get(first)?,
+            seen: row.get(first + 1)?,
+            created: row.get(first + 2)?,
+            updated: row.get(first + 3)?,
+            skipped: row.get(first + 4)?,
+            failed: row.get(first + 5)?,
+        })
+    }
+}
+
 /// A run as `crmsync runs --json` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunRow {
@@ -401,14 +416,7 @@ impl ContactStore {
                 Ok(OpenRun {
                     id: r.get(0)?,
                     cursor: r.get(1)?,
-                    counts: Counts {
-                        pages: r.get(2)?,
-                        seen: r.get(3)?,
-                        created: r.get(4)?,
-                        updated: r.get(5)?,
-                        skipped: r.get(6)?,
-                        failed: r.get(7)?,
-                    },
+                    counts: Counts::from_row(r, 2)?,
                     resumed: true,
                 })
             })
@@ -537,14 +545,7 @@ impl ContactStore {
                     started_at: r.get(2)?,
                     ended_at: r.get(3)?,
                     status: r.get(4)?,
-                    counts: Counts {
-                        pages: r.get(5)?,
-                        seen: r.get(6)?,
-                        created: r.get(7)?,
-                        updated: r.get(8)?,
-                        skipped: r.get(9)?,
-                        failed: r.get(10)?,
-                    },
+                    counts: Counts::from_row(r, 5)?,
                     resumed: r.get(11)?,
                     error: r.get(12)?,
                 })
