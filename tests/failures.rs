@@ -302,3 +302,55 @@ fn without_configured_credentials_requests_carry_none_and_a_401_is_auth_invalid(
             .all(|s| s.authorization.is_none())
     );
 }
+
+#[test]
+fn r5_requests_are_spaced_to_the_limit_instead_of_meeting_429s() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(500); // 50 pages of 10
+    server.state().enforce_limit = Some((10, std::time::Duration::from_secs(1)));
+    let config = hubspot_config(
+        dir.path(),
+        "r5",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"10/1s\"",
+        "",
+    );
+
+    let started = Instant::now();
+    let report = sync(&config, &live_options()).unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+
+    assert_eq!(report.status, "completed");
+    assert_eq!(report.counts.created, 500);
+    // 51 requests (the catalogue and 50 pages) at 10 per second: the last may
+    // go at 5 s. No 429, and within 10% of that minimum.
+    assert_eq!(server.state().refused, 0, "429s met");
+    assert_eq!(report.requests, 51);
+    assert!((5.0..5.5).contains(&elapsed), "took {elapsed:.2} s");
+}
+
+#[test]
+fn e4_without_a_limiter_the_same_server_answers_429s_and_the_sync_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(300); // 30 pages of 10
+    server.state().enforce_limit = Some((10, std::time::Duration::from_secs(1)));
+    let config = hubspot_config(
+        dir.path(),
+        "nolimit",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"none\"",
+        "",
+    );
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.status, "completed");
+    assert_eq!(report.counts.created, 300);
+    assert!(
+        report.errors_by_category.is_empty(),
+        "429s are never record errors"
+    );
+    assert!(server.state().refused > 0, "the server enforces its limit");
+}

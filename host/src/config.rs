@@ -5,6 +5,7 @@
 //! a refusal.
 
 use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget};
+use crate::rate_limit::{HUBSPOT_DEFAULT, RateLimit};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub struct SourceConfig {
     pub origin: Origin,
     pub auth: AuthConfig,
     pub list_id: Option<String>,
+    /// The account's request budget (`None`: unlimited, for local servers).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// How the host authenticates to the source. The values are names of
@@ -86,6 +89,7 @@ struct RawSource {
     token_env: Option<String>,
     oauth: Option<OAuthEnv>,
     list_id: Option<toml::Value>,
+    rate_limit: Option<String>,
     #[serde(default)]
     properties: Vec<String>,
 }
@@ -153,6 +157,10 @@ impl Config {
             }
             (None, None) => AuthConfig::None,
         };
+        let rate_limit = match &source.rate_limit {
+            Some(text) => RateLimit::parse(text).context("source.rate_limit")?,
+            None => Some(HUBSPOT_DEFAULT),
+        };
         let list_id = match source.list_id {
             None => None,
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -190,6 +198,7 @@ impl Config {
                 origin,
                 auth,
                 list_id,
+                rate_limit,
             },
             mappings,
             chosen_properties,
@@ -379,6 +388,7 @@ mod tests {
             }
         );
         assert_eq!(c.store_path, Path::new("/etc/crmsync/contacts.sqlite"));
+        assert_eq!(c.source.rate_limit, Some(HUBSPOT_DEFAULT));
         assert_eq!(
             mapped_properties(&c.mappings),
             [
@@ -414,6 +424,10 @@ mod tests {
                 .contains("mapping.jobtitle")
         );
         assert!(err("[source]\n").contains("system"));
+        assert!(
+            err("[source]\nsystem = \"hubspot\"\nrate_limit = \"fast\"\n")
+                .contains("source.rate_limit")
+        );
     }
 
     #[test]

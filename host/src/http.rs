@@ -4,13 +4,14 @@
 
 use crate::cassette::{Cassette, Exchange};
 use crate::config::Origin;
+use crate::rate_limit::Limiter;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks,
 };
@@ -55,9 +56,18 @@ pub type Bearer = Arc<Mutex<Option<String>>>;
 pub struct Hooks {
     origin: Origin,
     mode: HttpMode,
+    limiter: Option<Arc<Limiter>>,
     bearer: Bearer,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
+}
+
+impl Hooks {
+    /// Spaces live requests through `limiter` and feeds it the API's rate-limit headers.
+    pub fn with_limiter(mut self, limiter: Option<Arc<Limiter>>) -> Self {
+        self.limiter = limiter;
+        self
+    }
 }
 
 /// Counters of what crossed the seam.
@@ -68,6 +78,7 @@ pub struct HttpStats {
 }
 
 impl Hooks {
+    /// Requests pass the `limiter` (when there is one) before they go out.
     pub fn new(
         origin: Origin,
         mode: HttpMode,
@@ -78,6 +89,7 @@ impl Hooks {
         Hooks {
             origin,
             mode,
+            limiter: None,
             bearer,
             limits,
             stats,
@@ -117,6 +129,7 @@ impl WasiHttpHooks for Hooks {
         let mode = self.mode.clone();
         let bearer = self.bearer.lock().expect("bearer lock").clone();
         let limits = self.limits;
+        let limiter = self.limiter.clone();
         Box::new(async move {
             let (parts, body) = request.into_parts();
             let body = body.collect().await?.to_bytes();
@@ -149,7 +162,20 @@ impl WasiHttpHooks for Hooks {
                         value.set_sensitive(true);
                         outgoing.headers_mut().insert(AUTHORIZATION, value);
                     }
+                    if let Some(limiter) = &limiter {
+                        let wait = limiter.reserve(Instant::now());
+                        if !wait.is_zero() {
+                            tracing::debug!(
+                                ?wait,
+                                "spacing requests to stay within the rate limit"
+                            );
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     let answer = send(outgoing, limits).await?;
+                    if let Some(limiter) = &limiter {
+                        observe_rate_limit(limiter, &answer.1);
+                    }
                     if let HttpMode::Record(cassette) = &mode {
                         cassette.lock().expect("cassette lock").push(Exchange::new(
                             parts.method.as_str(),
@@ -176,6 +202,17 @@ impl WasiHttpHooks for Hooks {
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+/// Feeds HubSpot's `X-HubSpot-RateLimit-*` headers to the limiter.
+fn observe_rate_limit(limiter: &Limiter, headers: &http::HeaderMap) {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+    let max = number("x-hubspot-ratelimit-max").map(|n| n as u32);
+    let remaining = number("x-hubspot-ratelimit-remaining").map(|n| n as u32);
+    let interval = number("x-hubspot-ratelimit-interval-milliseconds").map(Duration::from_millis);
+    if max.is_some() || remaining.is_some() {
+        limiter.observe(Instant::now(), max, remaining, interval);
     }
 }
 

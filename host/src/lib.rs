@@ -7,6 +7,7 @@ pub mod cassette;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod rate_limit;
 pub mod runtime;
 pub mod store;
 pub mod sync;

@@ -8,6 +8,7 @@ use crate::bindings::crmsync::sync::types::{
 };
 use crate::config::{Config, mapped_properties};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crate::rate_limit::Limiter;
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Change, ContactData, ContactStore, Counts, ErrorRow};
 use anyhow::{Context, Result};
@@ -100,6 +101,12 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
         credentials.bearer(),
         options.http_limits,
         stats.clone(),
+    )
+    .with_limiter(
+        config
+            .source
+            .rate_limit
+            .map(|limit| Arc::new(Limiter::new(limit))),
     );
     let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
     let run = instance.state().store.open_run(&config.name)?;

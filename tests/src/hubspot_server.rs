@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Response, Server};
 
 /// The properties every contact has, as HubSpot defines them.
@@ -123,6 +124,12 @@ pub struct State {
     pub deleted_properties: Vec<String>,
     pub faults: VecDeque<Fault>,
     pub seen: Vec<Seen>,
+    /// Enforce HubSpot's rolling-window limit: at most this many API
+    /// requests per window, 429 beyond, `X-HubSpot-RateLimit-*` headers on answers.
+    pub enforce_limit: Option<(usize, Duration)>,
+    arrivals: VecDeque<Instant>,
+    /// How many requests the enforced limit refused.
+    pub refused: usize,
 }
 
 /// A running server; stops when dropped.
@@ -208,6 +215,21 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
             authorization: authorization.clone(),
             body: body.clone(),
         });
+        let limit_headers = match enforce(&mut state) {
+            Ok(headers) => headers,
+            Err(refused) => {
+                state.refused += 1;
+                let fault = Fault::rate_limited("", None);
+                let response = Response::from_string(fault.body)
+                    .with_status_code(refused)
+                    .with_header(
+                        Header::from_bytes("Content-Type", "application/json").expect("header"),
+                    );
+                drop(state);
+                let _ = request.respond(response);
+                return;
+            }
+        };
         let fault_index = state
             .faults
             .iter()
@@ -223,14 +245,12 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
                     &body,
                     authorization.as_deref(),
                 );
-                (
-                    status,
-                    vec![(
-                        "Content-Type".to_owned(),
-                        "application/json;charset=utf-8".to_owned(),
-                    )],
-                    value.to_string(),
-                )
+                let mut headers = vec![(
+                    "Content-Type".to_owned(),
+                    "application/json;charset=utf-8".to_owned(),
+                )];
+                headers.extend(limit_headers);
+                (status, headers, value.to_string())
             }
         }
     };
@@ -241,6 +261,36 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
         );
     }
     let _ = request.respond(response);
+}
+
+/// Counts the request against the enforced limit: its rate-limit headers, or the refusal status.
+fn enforce(state: &mut State) -> Result<Vec<(String, String)>, u16> {
+    let Some((limit, window)) = state.enforce_limit else {
+        return Ok(Vec::new());
+    };
+    let now = Instant::now();
+    while state
+        .arrivals
+        .front()
+        .is_some_and(|&t| now.duration_since(t) >= window)
+    {
+        state.arrivals.pop_front();
+    }
+    if state.arrivals.len() >= limit {
+        return Err(429);
+    }
+    state.arrivals.push_back(now);
+    Ok(vec![
+        ("X-HubSpot-RateLimit-Max".into(), limit.to_string()),
+        (
+            "X-HubSpot-RateLimit-Remaining".into(),
+            (limit - state.arrivals.len()).to_string(),
+        ),
+        (
+            "X-HubSpot-RateLimit-Interval-Milliseconds".into(),
+            window.as_millis().to_string(),
+        ),
+    ])
 }
 
 fn route(
