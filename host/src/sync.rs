@@ -127,10 +127,7 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
     let counts = pass.counts;
     let store = &instance.state().store;
     let error = match outcome {
-        Ok(()) => {
-            store.finish_run(run.id, None)?;
-            None
-        }
+        Ok(()) => None,
         Err(Stop::Classified(error)) => {
             store.rollback();
             let row = error_row(run.id, &error);
@@ -340,6 +337,11 @@ impl Pass<'_> {
         self.counts.pages += 1;
         let store = &self.instance.state().store;
         store.checkpoint(self.run_id, next, &self.counts)?;
+        if next.is_none() {
+            // Completing the run with its last page's writes: a crash between the
+            // two would otherwise leave a finished run looking unstarted.
+            store.finish_run(self.run_id, None)?;
+        }
         store.commit()?;
         Ok(())
     }

@@ -1,0 +1,172 @@
+//! R3: a run killed (SIGKILL) at random points resumes from its last
+//! checkpoint; the final store equals an uninterrupted run's, with no
+//! duplicate and at most one page fetched again per kill.
+//!
+//! The runs that get killed are this test binary re-executed as a child
+//! (`CRMSYNC_CRASH_CHILD` set), so the child runs the very same library code
+//! the `crmsync` binary does.
+
+use crmsync_host::config::Config;
+use crmsync_host::runtime::{Runtime, Sandbox};
+use crmsync_host::store::ContactStore;
+use crmsync_host::sync::run_sync;
+use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
+use crmsync_tests::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD: &str = "CRMSYNC_CRASH_CHILD";
+const CONTACTS: u64 = 20_000;
+
+/// In a child process: one sync pass of the config named by the environment.
+#[test]
+fn crash_child() {
+    let Ok(config) = std::env::var(CHILD) else {
+        return; // not a child: nothing to do
+    };
+    let component = std::env::var("CRMSYNC_CRASH_COMPONENT").expect("component path");
+    let runtime =
+        Runtime::load(Path::new(&component), Sandbox::default()).expect("component loads");
+    let config = Config::load(Path::new(&config)).expect("config loads");
+    run_sync(&runtime, &config, &live_options()).expect("sync runs");
+}
+
+type Snapshot = BTreeMap<
+    String,
+    (
+        Option<String>,
+        Vec<String>,
+        Vec<String>,
+        BTreeMap<String, String>,
+    ),
+>;
+
+fn snapshot(config: &Config) -> (usize, Snapshot) {
+    let contacts = ContactStore::open(&config.store_path)
+        .unwrap()
+        .contacts()
+        .unwrap();
+    let total = contacts.len();
+    let map = contacts
+        .into_iter()
+        .map(|c| {
+            (
+                c.external_id.unwrap(),
+                (c.name, c.emails, c.phones, c.fields),
+            )
+        })
+        .collect();
+    (total, map)
+}
+
+#[test]
+fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HubSpotServer::start(TOKEN);
+    server.state().contacts = (1..=CONTACTS)
+        .map(|i| {
+            let email = format!("person{i}@example.com");
+            let phone = format!("+1 555 {:07}", i);
+            // Every 50th contact repeats an earlier email: E2 must be reported, not duplicated.
+            let email = if i % 50 == 0 {
+                format!("PERSON{}@example.com ", i - 1)
+            } else {
+                email
+            };
+            Contact::new(
+                i,
+                &[
+                    ("firstname", Some("P")),
+                    ("lastname", Some(&i.to_string())),
+                    ("email", Some(&email)),
+                    ("phone", Some(&phone)),
+                ],
+            )
+        })
+        .collect();
+    let reference = hubspot_config(
+        dir.path(),
+        "reference",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"none\"",
+        "",
+    );
+    let crashed = hubspot_config(
+        dir.path(),
+        "crashed",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"none\"",
+        "",
+    );
+
+    let uninterrupted = sync(&reference, &live_options()).unwrap();
+    assert_eq!(uninterrupted.status, "completed");
+    let pages = uninterrupted.counts.pages;
+    let full_run = uninterrupted.elapsed_ms.max(200);
+
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let page_requests_before = server.requests_to("/crm/v3/objects/contacts").len();
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 12 && started.elapsed() < Duration::from_secs(300) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path().join("crashed.toml"))
+            .env("CRMSYNC_CRASH_COMPONENT", component_path())
+            .env(token_env(), TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Anywhere from start-up to a tenth of a full run, so a dozen kills
+        // land before the work is done.
+        std::thread::sleep(Duration::from_millis(rng.u64(20..full_run / 10 + 21)));
+        match child.try_wait().unwrap() {
+            Some(_) => break, // it finished before the kill
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 10, "only {kills} kills landed (seed {seed})");
+    let last = sync(&crashed, &live_options()).unwrap();
+    assert_eq!(last.status, "completed");
+
+    let (total, crashed_contacts) = snapshot(&crashed);
+    let (_, reference_contacts) = snapshot(&reference);
+    assert_eq!(
+        total,
+        crashed_contacts.len(),
+        "a duplicate contact (seed {seed})"
+    );
+    assert_eq!(
+        crashed_contacts, reference_contacts,
+        "the stores differ (seed {seed})"
+    );
+    let runs = ContactStore::open(&crashed.store_path)
+        .unwrap()
+        .runs("crashed")
+        .unwrap();
+    let run = runs.iter().find(|r| r.status == "completed").unwrap();
+    assert_eq!(
+        run.counts.seen, CONTACTS,
+        "every record seen once across the resumed run (seed {seed})"
+    );
+    assert_eq!(run.counts.failed, uninterrupted.counts.failed);
+    let page_requests = server.requests_to("/crm/v3/objects/contacts").len() - page_requests_before;
+    assert!(
+        page_requests as u64 <= pages + kills,
+        "{page_requests} page requests for {pages} pages and {kills} kills (seed {seed})"
+    );
+    eprintln!(
+        "uninterrupted run {full_run} ms; {kills} kills, {page_requests} page requests for {pages} pages, {} resumes (seed {seed})",
+        run.resumed
+    );
+}
