@@ -279,7 +279,7 @@ impl Instance {
         self.plugin
             .crmsync_sync_sync()
             .call_fetch_page(&mut self.store, source, cursor)
-            .map_err(|e| component_failed("fetch-page", e))
+            .map_err(|e| component_failed("fetch-page", &self.sandbox, e))
     }
 
     /// `list-properties`.
@@ -292,7 +292,7 @@ impl Instance {
         self.plugin
             .crmsync_sync_sync()
             .call_list_properties(&mut self.store, source)
-            .map_err(|e| component_failed("list-properties", e))
+            .map_err(|e| component_failed("list-properties", &self.sandbox, e))
     }
 
     /// `map-fields`.
@@ -306,7 +306,7 @@ impl Instance {
         self.plugin
             .crmsync_sync_sync()
             .call_map_fields(&mut self.store, record, mappings)
-            .map_err(|e| component_failed("map-fields", e))
+            .map_err(|e| component_failed("map-fields", &self.sandbox, e))
     }
 
     /// `match-contact`.
@@ -316,7 +316,7 @@ impl Instance {
         self.plugin
             .crmsync_sync_sync()
             .call_match_contact(&mut self.store, contact)
-            .map_err(|e| component_failed("match-contact", e))
+            .map_err(|e| component_failed("match-contact", &self.sandbox, e))
     }
 
     /// `classify-error`.
@@ -326,15 +326,21 @@ impl Instance {
         self.plugin
             .crmsync_sync_sync()
             .call_classify_error(&mut self.store, failure)
-            .map_err(|e| component_failed("classify-error", e))
+            .map_err(|e| component_failed("classify-error", &self.sandbox, e))
     }
 }
 
-fn component_failed(call: &str, error: wasmtime::Error) -> anyhow::Error {
+fn component_failed(call: &str, sandbox: &Sandbox, error: wasmtime::Error) -> anyhow::Error {
+    let root = error.root_cause().to_string();
     let reason = match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "it ran past its time limit and was stopped".to_owned(),
+        _ if root.contains("growing memory") => format!(
+            "it exceeded its memory limit of {} MiB and was stopped",
+            sandbox.max_memory_bytes / (1024 * 1024)
+        ),
         Some(trap) => format!("it trapped ({trap})"),
-        None => format!("{error:?}"),
+        // Host errors raised inside the call (e.g. a store failure in an import) keep their text.
+        None => root,
     };
     anyhow!("the sync component failed in {call}: {reason}")
 }

@@ -23,31 +23,36 @@ pub fn workspace() -> PathBuf {
 /// test never runs a stale component.
 pub fn component_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let target_dir = workspace().join("target").join("test-plugin");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace())
-            .args([
-                "build",
-                "-p",
-                "crmsync-plugin",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the component failed");
-        target_dir
-            .join("wasm32-wasip2")
-            .join("release")
-            .join(crmsync_host::runtime::COMPONENT_FILE)
-    })
+    PATH.get_or_init(|| build_guest("crmsync-plugin", crmsync_host::runtime::COMPONENT_FILE))
+}
+
+/// The deliberately hostile component of the sandbox tests (`tests/misbehaving`).
+pub fn misbehaving_component_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| build_guest("crmsync-misbehaving", "crmsync_misbehaving.wasm"))
+}
+
+fn build_guest(package: &str, file: &str) -> PathBuf {
+    let target_dir = workspace().join("target").join("test-plugin");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "-p",
+            package,
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {package} failed");
+    target_dir.join("wasm32-wasip2").join("release").join(file)
 }
 
 /// The component loaded once per test binary.

@@ -1,0 +1,97 @@
+//! A component that implements crmsync's world and tries everything the
+//! sandbox must stop: spinning forever, allocating without bound, reading
+//! the environment and the filesystem, calling hosts it was not given and
+//! sending its own `Authorization` header. Each attempt reports what it saw.
+
+wit_bindgen::generate!({ world: "plugin", path: "../../wit", generate_all });
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use super::crmsync::sync::types::{
+        ErrorCategory, ErrorScope, Failure, FieldMapping, MappedContact, MatchOutcome, Page,
+        PropertyDefinition, Source, SourceRecord, SyncError,
+    };
+    use super::exports::crmsync::sync::sync::Guest;
+
+    struct Misbehaving;
+    super::export!(Misbehaving with_types_in super);
+
+    fn report(message: String) -> SyncError {
+        SyncError {
+            category: ErrorCategory::Validation,
+            retryable: false,
+            retry_after_ms: None,
+            scope: ErrorScope::Sync,
+            record_id: None,
+            field: None,
+            message,
+            resolution: String::new(),
+        }
+    }
+
+    fn base_url(source: &Source) -> String {
+        match source {
+            Source::HubspotContacts(s) => s.base_url.clone(),
+        }
+    }
+
+    /// `GET url`, optionally with its own Authorization header: what happened, as text.
+    fn attempt(url: &str, authorization: bool) -> String {
+        let mut request = waki::Client::new().get(url);
+        if authorization {
+            request = request.header(http::header::AUTHORIZATION, "Bearer stolen");
+        }
+        match request.send() {
+            Ok(response) => format!("status {}", response.status_code()),
+            Err(error) => match error.downcast_ref::<waki::ErrorCode>() {
+                Some(code) => format!("denied: {code:?}"),
+                None => format!("failed: {error}"),
+            },
+        }
+    }
+
+    impl Guest for Misbehaving {
+        /// Reports the environment, the filesystem and three HTTP attempts.
+        fn fetch_page(source: Source, _cursor: Option<String>) -> Result<Page, SyncError> {
+            let base = base_url(&source);
+            let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+            let fs = match std::fs::read_dir("/") {
+                Ok(entries) => format!("fs: {} entries", entries.count()),
+                Err(e) => format!("fs: {e}"),
+            };
+            let allowed = attempt(&format!("{base}/echo"), false);
+            let other_host = attempt("http://127.0.0.2:9/elsewhere", false);
+            let own_auth = attempt(&format!("{base}/echo"), true);
+            Err(report(format!(
+                "env: {env:?}\n{fs}\nallowed: {allowed}\nother host: {other_host}\nown authorization: {own_auth}"
+            )))
+        }
+
+        /// Spins forever.
+        fn list_properties(_source: Source) -> Result<Vec<PropertyDefinition>, SyncError> {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+
+        /// Allocates until something stops it.
+        fn map_fields(_record: SourceRecord, _mappings: Vec<FieldMapping>) -> MappedContact {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+
+        /// Panics (a trap).
+        fn match_contact(_contact: MappedContact) -> MatchOutcome {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Behaves, so a test can show an instance still works between failures.
+        fn classify_error(_failure: Failure) -> SyncError {
+            report("classified".into())
+        }
+    }
+}
