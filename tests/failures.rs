@@ -354,3 +354,81 @@ fn e4_without_a_limiter_the_same_server_answers_429s_and_the_sync_still_complete
     );
     assert!(server.state().refused > 0, "the server enforces its limit");
 }
+
+#[test]
+fn e10_a_server_faulting_on_a_third_of_requests_still_syncs_every_record() {
+    use crmsync_tests::hubspot_server::RandomFaults;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(400); // 40 pages of 10
+    server.state().random_faults = Some(RandomFaults {
+        rate: 0.10,
+        stall: std::time::Duration::from_millis(400),
+        rng: fastrand::Rng::with_seed(7),
+    });
+    let config = hubspot_config(
+        dir.path(),
+        "faulty",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"none\"",
+        "",
+    );
+    let mut options = live_options();
+    options.retry.max_attempts = 15;
+    options.http_limits.first_byte_timeout = std::time::Duration::from_millis(200);
+
+    let report = sync(&config, &options).unwrap();
+
+    assert_eq!(report.status, "completed", "{:?}", report.error);
+    assert_eq!(report.counts.created, 400);
+    assert!(report.errors_by_category.is_empty());
+    let served = server.state().faults_served.clone();
+    for kind in [
+        "server error",
+        "truncated body",
+        "malformed body",
+        "stall past the timeout",
+    ] {
+        assert!(
+            served.get(kind).copied().unwrap_or(0) >= 1,
+            "no {kind} injected: {served:?}"
+        );
+    }
+    let requests = server.requests_to("/crm/").len();
+    let faults: usize = served.values().sum();
+    eprintln!("{faults} faults in {requests} requests ({served:?}); 400 of 400 records synced");
+    assert!(
+        faults * 100 / requests >= 30,
+        "{faults} faults in {requests} requests"
+    );
+}
+
+#[test]
+fn an_oversized_answer_is_refused_once_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(3);
+    server.state().faults.push_back(Fault {
+        path_prefix: CONTACTS.into(),
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: format!(
+            "{{\"results\":[],\"padding\":\"{}\"}}",
+            "x".repeat(2 * 1024 * 1024)
+        ),
+    });
+    let config = hubspot_config(
+        dir.path(),
+        "big",
+        &server.base_url,
+        token_env(),
+        "max_response_mb = 1",
+        "",
+    );
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    let error = report.error.unwrap();
+    assert_eq!(error.category, "invalid-response");
+    assert!(error.message.contains("size limit"), "{}", error.message);
+    assert_eq!(server.requests_to(CONTACTS).len(), 1);
+}

@@ -11,6 +11,10 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Default cap on one API answer: a HubSpot page of 100 contacts with many
+/// properties is well under 1 MiB.
+pub const DEFAULT_MAX_RESPONSE_MB: u32 = 32;
+
 /// HubSpot's public API root.
 pub const DEFAULT_HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
 
@@ -39,6 +43,8 @@ pub struct SourceConfig {
     pub list_id: Option<String>,
     /// The account's request budget (`None`: unlimited, for local servers).
     pub rate_limit: Option<RateLimit>,
+    /// Larger answers fail the request instead of filling memory.
+    pub max_response_bytes: usize,
 }
 
 /// How the host authenticates to the source. The values are names of
@@ -90,6 +96,7 @@ struct RawSource {
     oauth: Option<OAuthEnv>,
     list_id: Option<toml::Value>,
     rate_limit: Option<String>,
+    max_response_mb: Option<u32>,
     #[serde(default)]
     properties: Vec<String>,
 }
@@ -161,6 +168,11 @@ impl Config {
             Some(text) => RateLimit::parse(text).context("source.rate_limit")?,
             None => Some(HUBSPOT_DEFAULT),
         };
+        let max_response_bytes = match source.max_response_mb {
+            None => DEFAULT_MAX_RESPONSE_MB as usize * 1024 * 1024,
+            Some(0) => bail!("source.max_response_mb: must be at least 1"),
+            Some(mb) => mb as usize * 1024 * 1024,
+        };
         let list_id = match source.list_id {
             None => None,
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -199,6 +211,7 @@ impl Config {
                 auth,
                 list_id,
                 rate_limit,
+                max_response_bytes,
             },
             mappings,
             chosen_properties,

@@ -32,8 +32,7 @@ impl Default for HttpLimits {
             connect_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(60),
             between_bytes_timeout: Duration::from_secs(30),
-            // A HubSpot page of 100 contacts with many properties is well under 1 MiB.
-            max_response_bytes: 32 * 1024 * 1024,
+            max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_MB as usize * 1024 * 1024,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct RetryPolicy {
     pub max_rate_limit_waits: u32,
     /// The longest advertised rate-limit delay honoured as is.
     pub max_rate_limit_delay: Duration,
+    /// Retrying one page stops once this much time has passed since its first attempt.
+    pub max_total: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -43,6 +45,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_rate_limit_waits: 30,
             max_rate_limit_delay: Duration::from_secs(60),
+            max_total: Duration::from_secs(600),
         }
     }
 }
@@ -99,7 +102,10 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
         config.source.origin.clone(),
         options.http_mode.clone(),
         credentials.bearer(),
-        options.http_limits,
+        HttpLimits {
+            max_response_bytes: config.source.max_response_bytes,
+            ..options.http_limits
+        },
         stats.clone(),
     )
     .with_limiter(
@@ -271,12 +277,20 @@ impl Pass<'_> {
         let mut attempts = 0;
         let mut rate_limit_waits = 0;
         let mut refreshed = false;
+        let started = Instant::now();
         loop {
             self.credentials.ensure_fresh().map_err(auth_stop)?;
             let error = match self.instance.fetch_page(source, cursor)? {
                 Ok(page) => return Ok(page),
                 Err(error) => error,
             };
+            if started.elapsed() >= policy.max_total {
+                tracing::warn!(
+                    "giving up on the page after {:?} of retries",
+                    started.elapsed()
+                );
+                return Err(Stop::Classified(error));
+            }
             match error.category {
                 ErrorCategory::AuthExpired if self.credentials.can_refresh() && !refreshed => {
                     refreshed = true;

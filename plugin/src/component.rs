@@ -99,6 +99,9 @@ fn transport_error(error: anyhow::Error) -> TransportError {
         Some(waki::ErrorCode::HttpRequestDenied) => {
             TransportError::Denied("the host denied the request (not an allowed host)".into())
         }
+        Some(code @ waki::ErrorCode::HttpResponseBodySize(_)) => {
+            TransportError::TooLarge(format!("{code:?}"))
+        }
         Some(code) => TransportError::Failed(format!("{code:?}")),
         None => TransportError::Failed(format!("{error:#}")),
     }

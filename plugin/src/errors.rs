@@ -234,6 +234,17 @@ pub fn invalid_response(detail: &str) -> SyncError {
     )
 }
 
+/// The answer was larger than the host accepts: retrying gets the same answer.
+pub fn response_too_large(detail: &str) -> SyncError {
+    sync_error(
+        ErrorCategory::InvalidResponse,
+        false,
+        format!("the API's answer exceeded the host's size limit ({detail})"),
+        "Raise source.max_response_mb if the API really sends pages this large, or check that \
+         source.base_url points at the HubSpot API.",
+    )
+}
+
 /// The host refused the request: the URL is not one of the configured API hosts.
 pub fn request_denied(detail: &str) -> SyncError {
     sync_error(

@@ -193,6 +193,11 @@ fn send(
 ) -> Result<Vec<u8>, SyncError> {
     let response = transport.send(request).map_err(|e| match e {
         TransportError::Denied(detail) => errors::request_denied(&detail),
+        TransportError::TooLarge(detail) => errors::response_too_large(&format!(
+            "{} {}: {detail}",
+            method_name(request.method),
+            path_of(&request.url)
+        )),
         TransportError::Failed(detail) => errors::transient(format!(
             "{} {} did not complete: {detail}",
             method_name(request.method),

@@ -34,6 +34,8 @@ pub enum TransportError {
     Denied(String),
     /// Connect failure, timeout, reset, a body cut short.
     Failed(String),
+    /// The response was larger than the host accepts.
+    TooLarge(String),
 }
 
 /// Something that can send an [`HttpRequest`].

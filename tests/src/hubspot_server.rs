@@ -130,6 +130,19 @@ pub struct State {
     arrivals: VecDeque<Instant>,
     /// How many requests the enforced limit refused.
     pub refused: usize,
+    /// Random faults on API requests: each kind with this probability.
+    pub random_faults: Option<RandomFaults>,
+    /// Faults served so far, by kind.
+    pub faults_served: BTreeMap<&'static str, usize>,
+}
+
+/// Each of server error, truncated body, malformed body and a stall past the
+/// client's timeout, on `rate` of API requests each, from a seeded generator.
+#[derive(Debug)]
+pub struct RandomFaults {
+    pub rate: f64,
+    pub stall: Duration,
+    pub rng: fastrand::Rng,
 }
 
 /// A running server; stops when dropped.
@@ -230,6 +243,26 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
                 return;
             }
         };
+        if let Some(kind) = random_fault(&mut state, &path) {
+            *state.faults_served.entry(kind.name()).or_insert(0) += 1;
+            let stall = match &kind {
+                RandomFault::Stall(stall) => Some(*stall),
+                _ => None,
+            };
+            drop(state);
+            if let Some(stall) = stall {
+                std::thread::sleep(stall);
+            }
+            let fault = kind.fault();
+            let mut response = Response::from_string(fault.body).with_status_code(fault.status);
+            for (name, value) in fault.headers {
+                response.add_header(
+                    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header"),
+                );
+            }
+            let _ = request.respond(response);
+            return;
+        }
         let fault_index = state
             .faults
             .iter()
@@ -261,6 +294,59 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
         );
     }
     let _ = request.respond(response);
+}
+
+enum RandomFault {
+    ServerError,
+    Truncated,
+    Malformed,
+    Stall(Duration),
+}
+
+impl RandomFault {
+    fn name(&self) -> &'static str {
+        match self {
+            RandomFault::ServerError => "server error",
+            RandomFault::Truncated => "truncated body",
+            RandomFault::Malformed => "malformed body",
+            RandomFault::Stall(_) => "stall past the timeout",
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        match self {
+            RandomFault::ServerError => Fault::server_error("", 503),
+            RandomFault::Truncated => Fault::truncated(""),
+            RandomFault::Malformed => Fault {
+                path_prefix: String::new(),
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: r#"{"results": "not a list", "paging": 7}"#.into(),
+            },
+            // Whatever comes after the stall, the client has given up.
+            RandomFault::Stall(_) => Fault::server_error("", 504),
+        }
+    }
+}
+
+fn random_fault(state: &mut State, path: &str) -> Option<RandomFault> {
+    if !path.starts_with("/crm/") {
+        return None;
+    }
+    let faults = state.random_faults.as_mut()?;
+    let roll = faults.rng.f64();
+    let rate = faults.rate;
+    Some(if roll < rate {
+        RandomFault::ServerError
+    } else if roll < 2.0 * rate {
+        RandomFault::Truncated
+    } else if roll < 3.0 * rate {
+        RandomFault::Malformed
+    } else if roll < 4.0 * rate {
+        RandomFault::Stall(faults.stall)
+    } else {
+        return None;
+    })
 }
 
 /// Counts the request against the enforced limit: its rate-limit headers, or the refusal status.
