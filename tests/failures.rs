@@ -247,9 +247,9 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
     assert!(refreshes[0].body.contains("grant_type=refresh_token"));
     assert!(refreshes[0].body.contains("refresh_token=refresh-1"));
     let sent_tokens: Vec<_> = server
-        .requests_to(CONTACTS)
+        .requests_to("/crm/")
         .iter()
-        .filter_map(|s| s.authorization.clone())
+        .map(|s| s.authorization.clone().unwrap_or_default())
         .collect();
     assert!(
         sent_tokens.iter().all(|t| t.starts_with("Bearer access-")),
@@ -431,4 +431,24 @@ fn an_oversized_answer_is_refused_once_not_retried() {
     assert_eq!(error.category, "invalid-response");
     assert!(error.message.contains("size limit"), "{}", error.message);
     assert_eq!(server.requests_to(CONTACTS).len(), 1);
+}
+
+#[test]
+fn e8_a_token_close_to_expiry_is_refreshed_before_it_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_contacts(25);
+    {
+        let mut state = server.state();
+        state.refresh_token = Some("refresh-2".into());
+        // Inside the one-minute margin: every request needs a fresh token.
+        state.expires_in = 30;
+    }
+    let config = oauth_config(dir.path(), &server, "shortlived", "refresh-2");
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.status, "completed");
+    // The catalogue and three pages, each after its own refresh; no 401 met.
+    assert_eq!(server.requests_to("/oauth/v1/token").len(), 4);
+    assert_eq!(server.requests_to(CONTACTS).len(), 3);
 }

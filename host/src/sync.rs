@@ -244,6 +244,7 @@ impl Pass<'_> {
     /// reported; the other fields go on. The catalogue is advisory: if it
     /// cannot be read (older API, missing schema scope), nothing is dropped.
     fn check_properties(&mut self, source: &Source) -> Result<(), Stop> {
+        self.credentials.ensure_fresh().map_err(auth_stop)?;
         let known = match self.instance.list_properties(source)? {
             Ok(definitions) => definitions,
             Err(error) => {
