@@ -5,13 +5,11 @@
 use crmsync_host::bindings::crmsync::sync::types::{
     Failure, FieldMapping, HubspotScope, HubspotSource, MappedContact, Source, SourceRecord,
 };
-use crmsync_host::config::Origin;
-use crmsync_host::http::{Hooks, HttpLimits, HttpMode, HttpStats};
-use crmsync_host::runtime::{HostState, Instance, Runtime, Sandbox};
+use crmsync_host::http::HttpMode;
+use crmsync_host::runtime::{Instance, Runtime, Sandbox};
 use crmsync_host::store::ContactStore;
 use crmsync_tests::hubspot_server::HubSpotServer;
 use crmsync_tests::*;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "secret-token-the-guest-must-not-see";
@@ -25,19 +23,13 @@ fn sandbox() -> Sandbox {
 }
 
 fn instance(runtime: &Runtime, server: &HubSpotServer) -> Instance {
-    let hooks = Hooks::new(
-        Origin::parse(&server.base_url).unwrap(),
+    instance_with(
+        runtime,
+        &server.base_url,
         HttpMode::Live,
-        Arc::new(Mutex::new(Some(SECRET.to_owned()))),
-        HttpLimits::default(),
-        Arc::new(HttpStats::default()),
-    );
-    let state = HostState::new(
-        hooks,
+        Some(SECRET),
         ContactStore::open_in_memory().unwrap(),
-        runtime.sandbox(),
-    );
-    runtime.instantiate(state).unwrap()
+    )
 }
 
 fn source(server: &HubSpotServer) -> Source {

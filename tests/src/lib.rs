@@ -152,3 +152,26 @@ pub fn contacts_by_external_id(
         .filter_map(|c| Some((c.external_id.clone()?, c)))
         .collect()
 }
+
+/// A fresh instance of `runtime` whose HTTP may reach `base_url`'s origin
+/// (through `mode`, with `bearer` added) and whose directory is `store`.
+pub fn instance_with(
+    runtime: &Runtime,
+    base_url: &str,
+    mode: crmsync_host::http::HttpMode,
+    bearer: Option<&str>,
+    store: crmsync_host::store::ContactStore,
+) -> crmsync_host::runtime::Instance {
+    use crmsync_host::http::{Hooks, HttpLimits, HttpStats};
+    let hooks = Hooks::new(
+        crmsync_host::config::Origin::parse(base_url).expect("a valid base URL"),
+        mode,
+        std::sync::Arc::new(std::sync::Mutex::new(bearer.map(str::to_owned))),
+        HttpLimits::default(),
+        std::sync::Arc::new(HttpStats::default()),
+    );
+    let state = crmsync_host::runtime::HostState::new(hooks, store, runtime.sandbox());
+    runtime
+        .instantiate(state)
+        .expect("the component instantiates")
+}

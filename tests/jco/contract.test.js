@@ -1,0 +1,114 @@
+// The contract's shared expectations (fixtures/expectations/) through jco:
+// the same files tests/contract.rs runs through wasmtime.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { sync } from './out/crmsync_plugin.js';
+import { setDirectory } from './directory.js';
+
+const root = new URL('../../', import.meta.url);
+const cases = (file) => JSON.parse(readFileSync(new URL(`fixtures/expectations/${file}`, root), 'utf8'));
+const opt = (value) => (value == null ? undefined : value);
+
+function target(value) {
+  return typeof value === 'string' ? { tag: value } : { tag: 'custom', val: value.custom };
+}
+
+function errorJson(error) {
+  return {
+    category: error.category,
+    retryable: error.retryable,
+    retry_after_ms: error.retryAfterMs === undefined ? null : Number(error.retryAfterMs),
+    scope: error.scope,
+  };
+}
+
+test('map-fields meets the shared expectations', () => {
+  for (const c of cases('map-fields.json')) {
+    const record = {
+      id: c.record.id,
+      properties: Object.entries(c.record.properties).map(([name, value]) => ({ name, value: opt(value) })),
+    };
+    const mappings = c.mappings.map(([source, t]) => ({ source, target: target(t) }));
+    const mapped = sync.mapFields(record, mappings);
+    assert.deepEqual(
+      {
+        external_id: mapped.externalId,
+        name: mapped.name ?? null,
+        emails: mapped.emails,
+        phones: mapped.phones,
+        fields: Object.fromEntries(mapped.fields.map((f) => [f.name, f.value])),
+      },
+      c.expect,
+      c.name,
+    );
+  }
+});
+
+test('match-contact meets the shared expectations', () => {
+  for (const c of cases('match-contact.json')) {
+    setDirectory(c.directory.map((d) => ({ id: d.id, externalId: opt(d.external_id), emails: d.emails, phones: d.phones })));
+    const outcome = sync.matchContact({
+      externalId: c.contact.external_id,
+      name: undefined,
+      emails: c.contact.emails,
+      phones: c.contact.phones,
+      fields: [],
+    });
+    const got = outcome.tag === 'skip'
+      ? { outcome: 'skip', category: outcome.val.category }
+      : outcome.tag === 'create'
+        ? { outcome: 'create' }
+        : { outcome: outcome.tag, id: outcome.val };
+    assert.deepEqual(got, c.expect, c.name);
+  }
+});
+
+test('classify-error meets the shared expectations', () => {
+  for (const c of cases('classify-error.json')) {
+    const [kind, value] = Object.entries(c.failure)[0];
+    const failure = kind === 'http'
+      ? { tag: 'http', val: { status: value.status, retryAfter: opt(value.retry_after), body: value.body } }
+      : kind === 'handle_taken'
+        ? { tag: 'handle-taken', val: { recordId: value.record_id, kind: value.kind, handle: value.handle, ownerExternalId: value.owner_external_id } }
+        : { tag: kind.replaceAll('_', '-'), val: value };
+    const error = sync.classifyError(failure);
+    assert.deepEqual(errorJson(error), c.expect, c.name);
+    assert.ok(error.message && error.resolution, c.name);
+  }
+});
+
+async function replayServer(cassette) {
+  const child = spawn(process.execPath, [new URL('replay-server.mjs', import.meta.url).pathname,
+    new URL(`fixtures/hubspot/${cassette}`, root).pathname], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [chunk] = await once(child.stdout, 'data');
+  return { child, baseUrl: `http://127.0.0.1:${String(chunk).trim()}` };
+}
+
+test('fetch-page meets the shared expectations', async () => {
+  for (const c of cases('fetch-page.json')) {
+    const { child, baseUrl } = await replayServer(c.cassette);
+    try {
+      const source = {
+        tag: 'hubspot-contacts',
+        val: {
+          baseUrl,
+          scope: c.source.list_id == null ? { tag: 'all' } : { tag: 'list-members', val: c.source.list_id },
+          properties: c.source.properties,
+        },
+      };
+      let got;
+      try {
+        const page = sync.fetchPage(source, opt(c.cursor));
+        got = { ids: page.records.map((r) => r.id), next_cursor: page.nextCursor ?? null };
+      } catch (e) {
+        got = { error: e.payload.category };
+      }
+      assert.deepEqual(got, c.expect, c.name);
+    } finally {
+      child.kill();
+    }
+  }
+});
