@@ -1,0 +1,134 @@
+//! The embedding guide's wasmtime example (docs/embedding.md), kept honest by
+//! running it: a minimal Rust host for the crmsync component that uses only
+//! wasmtime's crates, not crmsync's runner. Its directory is a `Vec`, and it
+//! needs no HTTP for map-fields, match-contact and classify-error.
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
+
+use crmsync::sync::types::{
+    DestinationContact, FieldMapping, FieldTarget, HandleKind, MatchOutcome, Property, SourceRecord,
+};
+
+/// The embedder's state: WASI, HTTP, and its own contact directory.
+struct Host {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DefaultHooks,
+    table: ResourceTable,
+    contacts: Vec<DestinationContact>,
+}
+
+/// wasmtime-wasi-http's default behaviour (real requests); a platform would
+/// restrict hosts and add credentials here.
+struct DefaultHooks;
+impl wasmtime_wasi_http::WasiHttpHooks for DefaultHooks {}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl crmsync::sync::types::Host for Host {}
+
+/// The directory contract: handles are compared normalised (the component
+/// normalises what it asks for), and every write applied so far is visible.
+impl crmsync::sync::directory::Host for Host {
+    fn find_by_external_id(&mut self, external_id: String) -> Option<DestinationContact> {
+        self.contacts
+            .iter()
+            .find(|c| c.external_id.as_deref() == Some(&external_id))
+            .cloned()
+    }
+
+    fn find_by_handle(&mut self, kind: HandleKind, handle: String) -> Vec<DestinationContact> {
+        self.contacts
+            .iter()
+            .filter(|c| match kind {
+                HandleKind::Email => c.emails.contains(&handle),
+                HandleKind::Phone => c.phones.contains(&handle),
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
+    let engine = Engine::default();
+    let component = Component::from_file(&engine, crmsync_tests::component_path())?;
+    let mut linker: Linker<Host> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+    Plugin::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host)?;
+
+    let host = Host {
+        wasi: WasiCtx::builder().build(),
+        http: WasiHttpCtx::new(),
+        hooks: DefaultHooks,
+        table: ResourceTable::new(),
+        contacts: vec![DestinationContact {
+            id: "front-7".into(),
+            external_id: None,
+            emails: vec!["ada@example.com".into()],
+            phones: vec![],
+        }],
+    };
+    let mut store = Store::new(&engine, host);
+    let plugin = Plugin::instantiate(&mut store, &component, &linker)?;
+    let sync = plugin.crmsync_sync_sync();
+
+    // A HubSpot record, mapped with the standard targets.
+    let record = SourceRecord {
+        id: "101".into(),
+        properties: vec![
+            Property {
+                name: "firstname".into(),
+                value: Some("Ada".into()),
+            },
+            Property {
+                name: "email".into(),
+                value: Some(" ADA@example.com".into()),
+            },
+        ],
+        updated_at: None,
+    };
+    let mappings = [
+        FieldMapping {
+            source: "firstname".into(),
+            target: FieldTarget::FirstName,
+        },
+        FieldMapping {
+            source: "email".into(),
+            target: FieldTarget::Email,
+        },
+    ];
+    let mapped = sync.call_map_fields(&mut store, &record, &mappings)?;
+    assert_eq!(mapped.emails, ["ada@example.com"]);
+
+    // It shares a handle with an unlinked destination contact: link it (X3).
+    let outcome = sync.call_match_contact(&mut store, &mapped)?;
+    assert!(
+        matches!(&outcome, MatchOutcome::Link(id) if id == "front-7"),
+        "{outcome:?}"
+    );
+    Ok(())
+}
