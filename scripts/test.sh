@@ -13,6 +13,11 @@ cargo test --workspace --locked
 # The same component in a second host: jco under Node, against the same
 # expectations (fixtures/expectations/) as the wasmtime tests above, which
 # built target/test-plugin/wasm32-wasip2/release/crmsync_plugin.wasm.
+# `npm install` (not `npm ci`) because npm 11 leaves other platforms'
+# optional native bindings out of the lockfile it writes, and `npm ci` then
+# refuses the lockfile as out of sync (npm/cli#4828). With a lockfile present,
+# `npm install` installs exactly the locked versions and leaves it unchanged.
 cd tests/jco
-npm ci --no-audit --no-fund --loglevel=error
+npm install --no-audit --no-fund --loglevel=error
+git diff --exit-code -- package-lock.json
 npm test
