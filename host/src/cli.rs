@@ -4,6 +4,7 @@
 use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget, Property, SourceRecord};
 use crate::cassette::Cassette;
 use crate::config::Config;
+use crate::daemon::{self, run_daemon};
 use crate::http::{Hooks, HttpMode, HttpStats};
 use crate::runtime::{HostState, Runtime, Sandbox, default_component_path};
 use crate::store::{ContactData, ContactStore};
@@ -37,6 +38,16 @@ pub enum Command {
     Errors(ErrorsArgs),
     /// Show the sync's run history, newest first.
     Runs(ReadArgs),
+    /// Run every sync on its schedule until SIGTERM or Ctrl-C.
+    Daemon(DaemonArgs),
+    /// Ask a running daemon to run the sync now.
+    Trigger(ConfigArg),
+    /// Stop scheduled runs of the sync until `resume`.
+    Pause(ConfigArg),
+    /// Restart scheduled runs of a paused sync.
+    Resume(ConfigArg),
+    /// Show the sync's state, last and next run, records and open errors.
+    Status(ReadArgs),
     /// Add contacts the destination already has (unlinked) from a JSON file:
     /// `[{"name": "...", "emails": [...], "phones": [...], "fields": {...}}]`.
     Import(ImportArgs),
@@ -89,6 +100,15 @@ pub struct ErrorsArgs {
     /// Show this run's errors instead of the last run's.
     #[arg(long, value_name = "ID")]
     pub run: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// A sync's TOML config, or a folder of them; repeatable.
+    #[arg(long, value_name = "FILE|DIR", required = true)]
+    pub config: Vec<PathBuf>,
+    #[command(flatten)]
+    pub component: ComponentArg,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +218,72 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Import(args) => import(args, out),
+        Command::Daemon(args) => {
+            let runtime = load_runtime(&args.component)?;
+            let options = SyncOptions::default();
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, options.stop.clone())?;
+            }
+            run_daemon(&runtime, &args.config, &options, out)?;
+            Ok(Exit::Success)
+        }
+        Command::Trigger(args) => control(
+            &args,
+            out,
+            |store, sync| store.request_trigger(sync),
+            "triggered: a running daemon starts it within a second",
+        ),
+        Command::Pause(args) => control(
+            &args,
+            out,
+            |store, sync| store.set_paused(sync, true),
+            "paused: no scheduled or triggered run starts until `crmsync resume`",
+        ),
+        Command::Resume(args) => control(
+            &args,
+            out,
+            |store, sync| store.set_paused(sync, false),
+            "resumed",
+        ),
+        Command::Status(args) => {
+            let config = Config::load(&args.config.config)?;
+            let status = daemon::status(&config)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+            } else {
+                writeln!(out, "sync {:?}: {}", status.sync, status.state)?;
+                match &status.last_run {
+                    Some(run) => writeln!(
+                        out,
+                        "  last run {} {} at {}: seen {} created {} updated {} skipped {} failed {}",
+                        run.id,
+                        run.status,
+                        run.started_at,
+                        run.counts.seen,
+                        run.counts.created,
+                        run.counts.updated,
+                        run.counts.skipped,
+                        run.counts.failed
+                    )?,
+                    None => writeln!(out, "  never run")?,
+                }
+                if let Some(next) = &status.next_run_at {
+                    writeln!(out, "  next run: {next}")?;
+                }
+                writeln!(
+                    out,
+                    "  records at the source: {}; synced: {}",
+                    status
+                        .records_at_source
+                        .map_or("unknown".into(), |n| n.to_string()),
+                    status.records_synced
+                )?;
+                for (category, count) in &status.open_errors {
+                    writeln!(out, "  open errors: {category} {count}")?;
+                }
+            }
+            Ok(Exit::Success)
+        }
     }
 }
 
@@ -215,6 +301,18 @@ pub fn terminal_safe(text: &str) -> String {
             }
         })
         .collect()
+}
+
+fn control(
+    args: &ConfigArg,
+    out: &mut dyn Write,
+    change: impl Fn(&ContactStore, &str) -> Result<()>,
+    done: &str,
+) -> Result<Exit> {
+    let (config, store) = open_store(args)?;
+    change(&store, &config.name)?;
+    writeln!(out, "sync {:?} {done}", config.name)?;
+    Ok(Exit::Success)
 }
 
 fn open_store(config: &ConfigArg) -> Result<(Config, ContactStore)> {

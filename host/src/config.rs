@@ -6,6 +6,7 @@
 
 use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget};
 use crate::rate_limit::{HUBSPOT_DEFAULT, RateLimit};
+use crate::schedule::{DEFAULT_SCHEDULE, Schedule};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub struct Config {
     /// default ones are HubSpot-defined and cannot be deleted.
     pub chosen_properties: Vec<String>,
     pub store_path: PathBuf,
+    /// When the daemon runs the sync by itself (R1).
+    pub schedule: Schedule,
 }
 
 /// Where records come from and how to authenticate.
@@ -81,6 +84,7 @@ pub struct Origin {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     name: Option<String>,
+    schedule: Option<String>,
     source: RawSource,
     #[serde(default)]
     mapping: BTreeMap<String, String>,
@@ -128,6 +132,9 @@ impl Config {
         if name.trim().is_empty() {
             bail!("name: must not be empty");
         }
+
+        let schedule = Schedule::parse(raw.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE))
+            .context("schedule")?;
 
         let source = raw.source;
         if source.system != "hubspot" {
@@ -216,6 +223,7 @@ impl Config {
             mappings,
             chosen_properties,
             store_path,
+            schedule,
         })
     }
 }
@@ -437,6 +445,9 @@ mod tests {
                 .contains("mapping.jobtitle")
         );
         assert!(err("[source]\n").contains("system"));
+        assert!(
+            err("schedule = \"sometimes\"\n[source]\nsystem = \"hubspot\"\n").contains("schedule")
+        );
         assert!(
             err("[source]\nsystem = \"hubspot\"\nrate_limit = \"fast\"\n")
                 .contains("source.rate_limit")

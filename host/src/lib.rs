@@ -6,9 +6,11 @@ pub mod auth;
 pub mod cassette;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod rate_limit;
 pub mod runtime;
+pub mod schedule;
 pub mod store;
 pub mod sync;
 

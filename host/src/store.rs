@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Bumped with every schema change; `open` refuses a newer store.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `sync_control` (pause, trigger, lease).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -64,6 +65,13 @@ CREATE TABLE IF NOT EXISTS record_errors (
     resolution  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS record_errors_by_run ON record_errors (run_id);
+CREATE TABLE IF NOT EXISTS sync_control (
+    sync        TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    triggered   INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until INTEGER
+);
 ";
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -180,6 +188,17 @@ pub struct ErrorRow {
     pub retryable: bool,
     pub message: String,
     pub resolution: String,
+}
+
+/// A sync's control state, shared by every process using the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Control {
+    pub paused: bool,
+    /// A `crmsync trigger` is waiting for the daemon.
+    pub triggered: bool,
+    /// Who is running the sync now, and until when (unix ms) the lease holds.
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
 }
 
 /// A run that is under way, fresh or resumed.
@@ -494,6 +513,119 @@ impl ContactStore {
         Ok(())
     }
 
+    // ----- control: pause, trigger, lease --------------------------------------------
+
+    /// The sync's control state (defaults when it never had any).
+    pub fn control(&self, sync: &str) -> Result<Control> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT paused, triggered, lease_owner, lease_until FROM sync_control WHERE sync = ?1")?
+            .query_row([sync], |r| {
+                Ok(Control {
+                    paused: r.get(0)?,
+                    triggered: r.get(1)?,
+                    lease_owner: r.get(2)?,
+                    lease_until: r.get(3)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    fn ensure_control(&self, sync: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO sync_control (sync) VALUES (?1)")?
+            .execute([sync])?;
+        Ok(())
+    }
+
+    /// Pauses or resumes the sync's scheduled runs.
+    pub fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
+        self.ensure_control(sync)?;
+        self.conn.execute(
+            "UPDATE sync_control SET paused = ?2 WHERE sync = ?1",
+            params![sync, paused],
+        )?;
+        Ok(())
+    }
+
+    /// Asks the daemon to run the sync now.
+    pub fn request_trigger(&self, sync: &str) -> Result<()> {
+        self.ensure_control(sync)?;
+        self.conn.execute(
+            "UPDATE sync_control SET triggered = 1 WHERE sync = ?1",
+            [sync],
+        )?;
+        Ok(())
+    }
+
+    /// Consumes a pending trigger: whether there was one.
+    pub fn take_trigger(&self, sync: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE sync_control SET triggered = 0 WHERE sync = ?1 AND triggered = 1",
+            [sync],
+        )? == 1)
+    }
+
+    /// Takes (or renews) the lease that lets one process run the sync, until
+    /// `now_ms + ttl_ms`. A lease whose holder `is_gone` (or that expired) is
+    /// taken over. Returns the holder when someone else has it.
+    pub fn acquire_lease(
+        &self,
+        sync: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        is_gone: impl Fn(&str) -> bool,
+    ) -> Result<Result<(), String>> {
+        self.ensure_control(sync)?;
+        let current = self.control(sync)?;
+        let free = match (&current.lease_owner, current.lease_until) {
+            (None, _) => true,
+            (Some(holder), _) if holder == owner => true,
+            (Some(_), Some(until)) if until < now_ms => true,
+            (Some(holder), _) => is_gone(holder),
+        };
+        if !free {
+            return Ok(Err(current.lease_owner.unwrap_or_default()));
+        }
+        // Compare-and-set on the state read above, so two processes cannot both win.
+        let changed = self.conn.execute(
+            "UPDATE sync_control SET lease_owner = ?2, lease_until = ?3
+             WHERE sync = ?1 AND lease_owner IS ?4 AND lease_until IS ?5",
+            params![
+                sync,
+                owner,
+                now_ms + ttl_ms,
+                current.lease_owner,
+                current.lease_until
+            ],
+        )?;
+        Ok(if changed == 1 {
+            Ok(())
+        } else {
+            Err(self.control(sync)?.lease_owner.unwrap_or_default())
+        })
+    }
+
+    /// Gives the lease back, if `owner` holds it.
+    pub fn release_lease(&self, sync: &str, owner: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_control SET lease_owner = NULL, lease_until = NULL WHERE sync = ?1 AND lease_owner = ?2",
+            params![sync, owner],
+        )?;
+        Ok(())
+    }
+
+    /// Destination contacts linked to a source record.
+    pub fn linked_contacts(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM contacts WHERE external_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     // ----- reading ---------------------------------------------------------------
 
     /// Every destination contact, in creation order.
@@ -712,6 +844,50 @@ mod tests {
         assert_ne!(next.id, run.id);
         assert_eq!(next.cursor, None);
         assert_eq!(s.runs("demo").unwrap()[1].resumed, 1);
+    }
+
+    #[test]
+    fn one_process_at_a_time_holds_a_syncs_lease() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let alive = |_: &str| false;
+        assert_eq!(
+            s.acquire_lease("demo", "a", 1_000, 60_000, alive).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            s.acquire_lease("demo", "b", 2_000, 60_000, alive).unwrap(),
+            Err("a".into())
+        );
+        assert_eq!(
+            s.acquire_lease("demo", "a", 3_000, 60_000, alive).unwrap(),
+            Ok(()),
+            "renewal"
+        );
+        assert_eq!(
+            s.acquire_lease("demo", "b", 70_000, 60_000, alive).unwrap(),
+            Ok(()),
+            "expired"
+        );
+        assert_eq!(
+            s.acquire_lease("demo", "c", 71_000, 60_000, |holder| holder == "b")
+                .unwrap(),
+            Ok(()),
+            "holder gone"
+        );
+        s.release_lease("demo", "c").unwrap();
+        assert_eq!(s.control("demo").unwrap().lease_owner, None);
+    }
+
+    #[test]
+    fn pause_and_trigger_are_stored_per_sync() {
+        let s = ContactStore::open_in_memory().unwrap();
+        assert_eq!(s.control("demo").unwrap(), Control::default());
+        s.set_paused("demo", true).unwrap();
+        s.request_trigger("demo").unwrap();
+        assert!(s.control("demo").unwrap().paused);
+        assert!(s.take_trigger("demo").unwrap());
+        assert!(!s.take_trigger("demo").unwrap());
+        assert!(!s.control("other").unwrap().paused);
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crate::store::{Change, ContactData, ContactStore, Counts, ErrorRow};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// S5: a sync stops, rather than silently truncating, past this many records.
@@ -56,6 +57,10 @@ pub struct SyncOptions {
     pub http_mode: HttpMode,
     pub http_limits: HttpLimits,
     pub retry: RetryPolicy,
+    /// Set to stop after the current page; the run stays resumable.
+    pub stop: Arc<AtomicBool>,
+    /// Who holds the sync's lease while this pass runs (see [`lease_owner`]).
+    pub lease_owner: String,
 }
 
 impl Default for SyncOptions {
@@ -64,8 +69,52 @@ impl Default for SyncOptions {
             http_mode: HttpMode::Live,
             http_limits: HttpLimits::default(),
             retry: RetryPolicy::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            lease_owner: lease_owner(),
         }
     }
+}
+
+/// A lease outlives a crashed holder by at most this long; a live holder
+/// renews it with every page and every retry.
+const LEASE_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// This process, as a lease holder: `host:pid`.
+pub fn lease_owner() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether the lease holder is a process of this machine that no longer
+/// exists (its lease can be taken at once instead of waiting for expiry).
+fn holder_is_gone(holder: &str) -> bool {
+    match holder.rsplit_once(':') {
+        Some((host, pid)) if host == hostname() && pid.parse::<u32>().is_ok() => {
+            Path::new("/proc").is_dir() && !Path::new("/proc").join(pid).exists()
+        }
+        _ => false,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Another process is running the sync.
+#[derive(Debug, thiserror::Error)]
+#[error("sync {sync:?} is already running (lease held by {holder}); wait for that run or stop it")]
+pub struct Busy {
+    pub sync: String,
+    pub holder: String,
 }
 
 /// What a pass did.
@@ -90,13 +139,39 @@ pub struct SyncReport {
 /// Runs one pass of `config`'s sync.
 pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
     let started = Instant::now();
-    let mut credentials = match options.http_mode {
+    let credentials = match options.http_mode {
         HttpMode::Replay(_) => Credentials::none(),
         _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
             std::env::var(var).ok()
         })?,
     };
     let store = ContactStore::open(&config.store_path)?;
+    if let Err(holder) = store.acquire_lease(
+        &config.name,
+        &options.lease_owner,
+        now_ms(),
+        LEASE_TTL_MS,
+        holder_is_gone,
+    )? {
+        return Err(Busy {
+            sync: config.name.clone(),
+            holder,
+        }
+        .into());
+    }
+    let report = run_leased(runtime, config, options, credentials, store, started);
+    ContactStore::open(&config.store_path)?.release_lease(&config.name, &options.lease_owner)?;
+    report
+}
+
+fn run_leased(
+    runtime: &Runtime,
+    config: &Config,
+    options: &SyncOptions,
+    mut credentials: Credentials,
+    store: ContactStore,
+    started: Instant,
+) -> Result<SyncReport> {
     let stats = Arc::new(HttpStats::default());
     let hooks = Hooks::new(
         config.source.origin.clone(),
@@ -132,8 +207,14 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
     let outcome = pass.run(run.cursor);
     let counts = pass.counts;
     let store = &instance.state().store;
+    let mut status = "completed";
     let error = match outcome {
         Ok(()) => None,
+        Err(Stop::Interrupted) => {
+            // The last page is committed with its cursor: the next pass resumes here.
+            status = "interrupted";
+            None
+        }
         Err(Stop::Classified(error)) => {
             store.rollback();
             let row = error_row(run.id, &error);
@@ -154,12 +235,7 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
     Ok(SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
-        status: if error.is_some() {
-            "failed"
-        } else {
-            "completed"
-        }
-        .to_owned(),
+        status: if error.is_some() { "failed" } else { status }.to_owned(),
         resumed: run.resumed,
         counts,
         errors_by_category,
@@ -171,6 +247,8 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
 
 /// Why a pass stopped early.
 enum Stop {
+    /// Asked to stop (a daemon shutting down); the run stays resumable.
+    Interrupted,
     /// A classified, sync-level error: recorded for the user.
     Classified(SyncError),
     /// The host or the component itself failed.
@@ -199,6 +277,9 @@ impl Pass<'_> {
         self.check_properties(&self.source())?;
         let source = self.source();
         loop {
+            if self.options.stop.load(Ordering::Relaxed) {
+                return Err(Stop::Interrupted);
+            }
             let page = self.fetch(&source, cursor.as_deref())?;
             let next = page.next_cursor.clone();
             if next.is_some() && next == cursor {
@@ -280,6 +361,7 @@ impl Pass<'_> {
         let mut refreshed = false;
         let started = Instant::now();
         loop {
+            self.renew_lease()?;
             self.credentials.ensure_fresh().map_err(auth_stop)?;
             let error = match self.instance.fetch_page(source, cursor)? {
                 Ok(page) => return Ok(page),
@@ -317,6 +399,25 @@ impl Pass<'_> {
                 }
                 _ => return Err(Stop::Classified(error)),
             }
+        }
+    }
+
+    /// Keeps this process's lease on the sync; losing it (a run so slow the
+    /// lease expired and another process took over) stops this pass.
+    fn renew_lease(&mut self) -> Result<(), Stop> {
+        let store = &self.instance.state().store;
+        let owner = &self.options.lease_owner;
+        match store.acquire_lease(
+            &self.config.name,
+            owner,
+            now_ms(),
+            LEASE_TTL_MS,
+            holder_is_gone,
+        )? {
+            Ok(()) => Ok(()),
+            Err(holder) => Err(Stop::Internal(anyhow::anyhow!(
+                "lost the sync's lease to {holder}; stopping so two processes never write one sync"
+            ))),
         }
     }
 
