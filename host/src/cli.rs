@@ -355,6 +355,7 @@ fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
         cassette.lock().expect("cassette lock").save(path)?;
     }
     let report = report?;
+    config.notify.after_run(&report);
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {

@@ -5,6 +5,7 @@
 //! a refusal.
 
 use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget};
+use crate::notify::NotifyConfig;
 use crate::rate_limit::{HUBSPOT_DEFAULT, RateLimit};
 use crate::schedule::{DEFAULT_SCHEDULE, Schedule};
 use anyhow::{Context, Result, bail};
@@ -34,6 +35,8 @@ pub struct Config {
     pub store_path: PathBuf,
     /// When the daemon runs the sync by itself (R1).
     pub schedule: Schedule,
+    /// Who hears about runs that need attention.
+    pub notify: NotifyConfig,
 }
 
 /// Where records come from and how to authenticate.
@@ -89,6 +92,8 @@ struct RawConfig {
     #[serde(default)]
     mapping: BTreeMap<String, String>,
     store: Option<RawStore>,
+    #[serde(default)]
+    notify: NotifyConfig,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +140,18 @@ impl Config {
 
         let schedule = Schedule::parse(raw.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE))
             .context("schedule")?;
+
+        if let Some(url) = &raw.notify.webhook {
+            Origin::parse(url).context("notify.webhook")?;
+        }
+        if raw
+            .notify
+            .command
+            .first()
+            .is_some_and(|program| program.trim().is_empty())
+        {
+            bail!("notify.command: the first element must name a program");
+        }
 
         let source = raw.source;
         if source.system != "hubspot" {
@@ -224,6 +241,7 @@ impl Config {
             chosen_properties,
             store_path,
             schedule,
+            notify: raw.notify,
         })
     }
 }

@@ -101,6 +101,7 @@ fn run_if_due(
     match run_sync(runtime, &config, options) {
         Ok(report) => {
             crate::cli::write_summary(out, &report, file)?;
+            config.notify.after_run(&report);
             Ok(())
         }
         // Another process runs it (a manual `sync`, another daemon): its turn.

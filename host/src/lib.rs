@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod notify;
 pub mod rate_limit;
 pub mod runtime;
 pub mod schedule;
