@@ -11,9 +11,10 @@ use crate::store::{ContactData, ContactStore};
 use crate::sync::{SyncOptions, SyncReport, run_sync};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -349,7 +350,33 @@ fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
         }
         (None, None) => None,
     };
+    // A live progress line for people at a terminal; nothing of it in JSON,
+    // pipes or logs.
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("a valid progress template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar.set_message(format!("sync {:?}: starting", config.name));
+        bar
+    });
+    if let Some(bar) = &bar {
+        let bar = bar.clone();
+        let started = std::time::Instant::now();
+        options.progress = Some(Arc::new(move |c: &crate::store::Counts| {
+            let rate = c.seen as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!(
+                "{} pages, {} records ({} created, {} updated, {} failed), {rate:.0} records/s",
+                c.pages, c.seen, c.created, c.updated, c.failed
+            ));
+        }));
+    }
     let report = run_sync(&runtime, &config, &options);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     if let Some((path, cassette)) = recording {
         // Saved even when the run failed: the failing exchange is what a bug report needs.
         cassette.lock().expect("cassette lock").save(path)?;

@@ -61,6 +61,8 @@ pub struct SyncOptions {
     pub stop: Arc<AtomicBool>,
     /// Who holds the sync's lease while this pass runs (see [`lease_owner`]).
     pub lease_owner: String,
+    /// Called with the run's counters after every committed page.
+    pub progress: Option<Arc<dyn Fn(&Counts) + Send + Sync>>,
 }
 
 impl Default for SyncOptions {
@@ -71,6 +73,7 @@ impl Default for SyncOptions {
             retry: RetryPolicy::default(),
             stop: Arc::new(AtomicBool::new(false)),
             lease_owner: lease_owner(),
+            progress: None,
         }
     }
 }
@@ -459,6 +462,9 @@ impl Pass<'_> {
             store.finish_run(self.run_id, None)?;
         }
         store.commit()?;
+        if let Some(progress) = &self.options.progress {
+            progress(&self.counts);
+        }
         Ok(())
     }
 }
