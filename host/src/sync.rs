@@ -62,8 +62,11 @@ pub struct SyncOptions {
     /// Who holds the sync's lease while this pass runs (see [`lease_owner`]).
     pub lease_owner: String,
     /// Called with the run's counters after every committed page.
-    pub progress: Option<Arc<dyn Fn(&Counts) + Send + Sync>>,
+    pub progress: Option<Progress>,
 }
+
+/// A progress callback (see [`SyncOptions::progress`]).
+pub type Progress = Arc<dyn Fn(&Counts) + Send + Sync>;
 
 impl Default for SyncOptions {
     fn default() -> Self {
