@@ -49,7 +49,7 @@ fn e4_a_429_waits_for_retry_after_then_the_page_succeeds() {
         "a 429 is never a per-record failure"
     );
     assert_eq!(
-        server.requests_to(CONTACTS).len(),
+        server.live_pages().len(),
         4,
         "3 pages + 1 rate-limited attempt"
     );
@@ -71,7 +71,7 @@ fn e10_server_errors_and_truncated_bodies_are_retried() {
 
     assert_eq!(report.status, "completed");
     assert_eq!(report.counts.created, 25);
-    assert_eq!(server.requests_to(CONTACTS).len(), 6);
+    assert_eq!(server.live_pages().len(), 6);
 }
 
 #[test]
@@ -91,11 +91,7 @@ fn e10_persistent_server_errors_stop_the_sync_after_bounded_retries() {
     assert_eq!(report.status, "failed");
     let error = report.error.unwrap();
     assert_eq!(error.category, "transient");
-    assert_eq!(
-        server.requests_to(CONTACTS).len(),
-        6,
-        "max_attempts, then stop"
-    );
+    assert_eq!(server.live_pages().len(), 6, "max_attempts, then stop");
     let runs = ContactStore::open(&config.store_path)
         .unwrap()
         .runs("down")
@@ -171,7 +167,7 @@ fn e6_a_deleted_property_stops_syncing_once_and_the_other_fields_go_on() {
         .unwrap();
     assert_eq!(errors[0].field.as_deref(), Some("jobtitle"));
     assert_eq!(errors[0].scope, "field");
-    let page = &server.requests_to(CONTACTS)[0];
+    let page = &server.live_pages()[0];
     assert!(
         !page.query["properties"].contains("jobtitle"),
         "the deleted property is no longer requested"
@@ -197,7 +193,7 @@ fn e8_an_invalid_token_stops_the_sync_with_auth_invalid() {
     let error = report.error.unwrap();
     assert_eq!(error.category, "auth-invalid");
     assert!(error.resolution.contains("Reconnect HubSpot"));
-    assert_eq!(server.requests_to(CONTACTS).len(), 1, "not retried");
+    assert_eq!(server.live_pages().len(), 1, "not retried");
 }
 
 fn oauth_config(
@@ -237,10 +233,11 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
     assert_eq!(first.status, "completed", "{first:?}");
     assert_eq!(first.counts.created, 25);
     let refreshes = server.requests_to("/oauth/v1/token");
-    // One at start, one when page 2 met EXPIRED_AUTHENTICATION.
-    assert_eq!(refreshes.len(), 2);
+    // One at start, one when page 2 met EXPIRED_AUTHENTICATION, one when the
+    // archived listing (the token's third request) did.
+    assert_eq!(refreshes.len(), 3);
     assert_eq!(
-        server.requests_to(CONTACTS).len(),
+        server.live_pages().len(),
         4,
         "3 pages + 1 rejected with EXPIRED_AUTHENTICATION"
     );
@@ -274,7 +271,7 @@ fn e8_a_failed_refresh_stops_with_auth_expired_and_asks_to_reconnect() {
         error.message
     );
     assert!(error.resolution.contains("Reconnect HubSpot"));
-    assert!(server.requests_to(CONTACTS).is_empty());
+    assert!(server.live_pages().is_empty());
 }
 
 #[test]
@@ -323,10 +320,10 @@ fn r5_requests_are_spaced_to_the_limit_instead_of_meeting_429s() {
 
     assert_eq!(report.status, "completed");
     assert_eq!(report.counts.created, 500);
-    // 51 requests (the catalogue and 50 pages) at 10 per second: the last may
-    // go at 5 s. No 429, and within 10% of that minimum.
+    // 52 requests (the catalogue, 50 pages, the archived listing) at 10 per
+    // second: the last may go at 5 s. No 429, and within 10% of that minimum.
     assert_eq!(server.state().refused, 0, "429s met");
-    assert_eq!(report.requests, 51);
+    assert_eq!(report.requests, 52);
     assert!((5.0..5.5).contains(&elapsed), "took {elapsed:.2} s");
 }
 
@@ -430,7 +427,7 @@ fn an_oversized_answer_is_refused_once_not_retried() {
     let error = report.error.unwrap();
     assert_eq!(error.category, "invalid-response");
     assert!(error.message.contains("size limit"), "{}", error.message);
-    assert_eq!(server.requests_to(CONTACTS).len(), 1);
+    assert_eq!(server.live_pages().len(), 1);
 }
 
 #[test]
@@ -448,7 +445,8 @@ fn e8_a_token_close_to_expiry_is_refreshed_before_it_is_used() {
     let report = sync(&config, &live_options()).unwrap();
 
     assert_eq!(report.status, "completed");
-    // The catalogue and three pages, each after its own refresh; no 401 met.
-    assert_eq!(server.requests_to("/oauth/v1/token").len(), 4);
-    assert_eq!(server.requests_to(CONTACTS).len(), 3);
+    // The catalogue, three pages and the archived listing, each after its own
+    // refresh; no 401 met.
+    assert_eq!(server.requests_to("/oauth/v1/token").len(), 5);
+    assert_eq!(server.live_pages().len(), 3);
 }

@@ -50,7 +50,7 @@ fn a_full_sync_reads_every_page_and_creates_linked_contacts() {
         ),
         (3, 250, 250)
     );
-    let pages = server.requests_to("/crm/v3/objects/contacts");
+    let pages = server.live_pages();
     assert_eq!(pages.len(), 3);
     assert_eq!(pages[0].query.get("limit").map(String::as_str), Some("100"));
     assert_eq!(pages[0].query.get("after"), None);
@@ -150,7 +150,8 @@ fn a_list_source_reads_memberships_then_batch_reads_their_properties() {
             .state()
             .seen
             .iter()
-            .all(|s| s.path != "/crm/v3/objects/contacts"),
+            .all(|s| s.path != "/crm/v3/objects/contacts"
+                || s.query.get("archived").map(String::as_str) == Some("true")),
         "no listing of all contacts"
     );
     let stored = contacts_by_external_id(&config);
@@ -381,4 +382,39 @@ fn hostile_strings_are_stored_and_read_back_verbatim() {
         .find(|c| c["external_id"] == "43")
         .unwrap();
     assert_eq!(nul["fields"]["title"], "nul\u{0}inside");
+}
+
+#[test]
+fn x6_a_contact_archived_at_the_source_stops_syncing_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        (1..=5)
+            .map(|i| person(i, "A", Some(&format!("a{i}@example.com")), None))
+            .collect(),
+    );
+    let config = hubspot_config(dir.path(), "x6", &server.base_url, token_env(), "", "");
+    sync(&config, &live_options()).unwrap();
+
+    server.state().contacts[2].archived = true;
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.stopped_syncing, 1);
+    assert_eq!(report.counts.seen, 4);
+    let stored = contacts_by_external_id(&config);
+    assert_eq!(stored.len(), 5, "never deleted");
+    assert!(!stored["3"].syncing);
+    assert!(stored["1"].syncing);
+    let archived_listing = server.requests_to("/crm/v3/objects/contacts");
+    assert!(
+        archived_listing
+            .iter()
+            .any(|r| r.query.get("archived").map(String::as_str) == Some("true"))
+    );
+
+    // Idempotent, and a contact restored at the source syncs again.
+    assert_eq!(sync(&config, &live_options()).unwrap().stopped_syncing, 0);
+    server.state().contacts[2].archived = false;
+    let restored = sync(&config, &live_options()).unwrap();
+    assert_eq!(restored.counts.updated, 1);
+    assert!(contacts_by_external_id(&config)["3"].syncing);
 }

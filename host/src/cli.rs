@@ -414,6 +414,13 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
         "  seen {}  created {}  updated {}  skipped {}  failed {}",
         c.seen, c.created, c.updated, c.skipped, c.failed
     )?;
+    if report.stopped_syncing > 0 {
+        writeln!(
+            out,
+            "  {} contacts archived at the source: kept, no longer syncing",
+            report.stopped_syncing
+        )?;
+    }
     if !report.errors_by_category.is_empty() {
         writeln!(out, "  errors by category:")?;
         for (category, count) in &report.errors_by_category {

@@ -161,8 +161,12 @@ impl WasiHttpHooks for Hooks {
                         value.set_sensitive(true);
                         outgoing.headers_mut().insert(AUTHORIZATION, value);
                     }
-                    if let Some(limiter) = &limiter {
-                        let wait = limiter.reserve(Instant::now());
+                    let booked = limiter.as_ref().map(|limiter| {
+                        let now = Instant::now();
+                        now + limiter.reserve(now)
+                    });
+                    if let Some(at) = booked {
+                        let wait = at.saturating_duration_since(Instant::now());
                         if !wait.is_zero() {
                             tracing::debug!(
                                 ?wait,
@@ -171,10 +175,14 @@ impl WasiHttpHooks for Hooks {
                             tokio::time::sleep(wait).await;
                         }
                     }
-                    let answer = send(outgoing, limits).await?;
-                    if let Some(limiter) = &limiter {
-                        observe_rate_limit(limiter, &answer.1);
+                    let answer = send(outgoing, limits).await;
+                    if let (Some(limiter), Some(at)) = (&limiter, booked) {
+                        limiter.answered(at, Instant::now());
+                        if let Ok(answer) = &answer {
+                            observe_rate_limit(limiter, &answer.1);
+                        }
                     }
+                    let answer = answer?;
                     if let HttpMode::Record(cassette) = &mode {
                         cassette.lock().expect("cassette lock").push(Exchange::new(
                             parts.method.as_str(),

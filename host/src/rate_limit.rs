@@ -120,6 +120,18 @@ impl Limiter {
         at.saturating_duration_since(now)
     }
 
+    /// Moves the request booked at `booked` to `answered`, when its answer
+    /// came: the API counted it somewhere in between, so spacing later
+    /// requests from the answer is what guarantees the API never sees more
+    /// than the limit, whatever the network and scheduling delays.
+    pub fn answered(&self, booked: Instant, answered: Instant) {
+        let mut w = self.state.lock().expect("limiter lock");
+        if let Some(entry) = w.sent.iter_mut().find(|t| **t == booked) {
+            *entry = answered.max(booked);
+        }
+        w.sent.make_contiguous().sort();
+    }
+
     /// Adjusts to what the API reported on an answer received at `now`.
     pub fn observe(
         &self,
@@ -242,6 +254,22 @@ mod tests {
         // And it is not slower than it must be: 95 requests at 10/s take about 9 s.
         let elapsed = *sent.last().unwrap() - t0;
         assert!(elapsed < Duration::from_millis(9_400), "{elapsed:?}");
+    }
+
+    #[test]
+    fn a_slow_answer_pushes_the_next_window_back() {
+        let limiter = Limiter::new(RateLimit {
+            requests: 1,
+            window: Duration::from_secs(1),
+        });
+        let t0 = Instant::now();
+        assert_eq!(limiter.reserve(t0), Duration::ZERO);
+        // The answer took 300 ms: the API may have counted the request as late as that.
+        limiter.answered(t0, t0 + Duration::from_millis(300));
+        assert_eq!(
+            limiter.reserve(t0 + Duration::from_millis(400)),
+            Duration::from_millis(910)
+        );
     }
 
     #[test]

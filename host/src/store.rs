@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Bumped with every schema change; `open` refuses a newer store.
-/// 2: `sync_control` (pause, trigger, lease).
-const SCHEMA_VERSION: i64 = 2;
+/// 2: `sync_control` (pause, trigger, lease). 3: `contacts.syncing`.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS contacts (
     name        TEXT,
     fields      TEXT NOT NULL DEFAULT '{}',
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    syncing     INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS handles (
     contact_id  INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
@@ -129,6 +130,8 @@ pub struct ContactRow {
     pub emails: Vec<String>,
     pub phones: Vec<String>,
     pub fields: BTreeMap<String, String>,
+    /// `false` once the linked source record was archived (X6): kept, no longer synced.
+    pub syncing: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -244,6 +247,12 @@ impl ContactStore {
             );
         }
         conn.execute_batch(SCHEMA)?;
+        if version < 3 && version > 0 {
+            // Stores written before X6 have no `syncing` column: every contact was syncing.
+            conn.execute_batch(
+                "ALTER TABLE contacts ADD COLUMN syncing INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(ContactStore { conn })
     }
@@ -345,10 +354,17 @@ impl ContactStore {
     /// contact's own handles stay. Empty source values never erase a
     /// destination value. Nothing is written when nothing changes (X7).
     pub fn update(&self, id: i64, external_id: &str, data: &ContactData) -> Result<Change> {
-        let (old_external, old_name, old_fields): (Option<String>, Option<String>, String) = self
+        let (old_external, old_name, old_fields, syncing): (
+            Option<String>,
+            Option<String>,
+            String,
+            bool,
+        ) = self
             .conn
-            .prepare_cached("SELECT external_id, name, fields FROM contacts WHERE id = ?1")?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT external_id, name, fields, syncing FROM contacts WHERE id = ?1",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .with_context(|| format!("destination contact {id} disappeared during the run"))?;
         let old_fields: BTreeMap<String, String> = serde_json::from_str(&old_fields)
             .with_context(|| format!("destination contact {id} has unreadable fields"))?;
@@ -361,6 +377,7 @@ impl ContactStore {
         let phones = merge_handles(&data.phones, &old_phones);
 
         if old_external.as_deref() == Some(external_id)
+            && syncing
             && name == old_name
             && fields == old_fields
             && emails == old_emails
@@ -370,7 +387,7 @@ impl ContactStore {
         }
         self.conn
             .prepare_cached(&format!(
-                "UPDATE contacts SET external_id = ?2, name = ?3, fields = ?4, updated_at = {NOW} WHERE id = ?1"
+                "UPDATE contacts SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = {NOW} WHERE id = ?1"
             ))?
             .execute(params![id, external_id, name, serde_json::to_string(&fields)?])?;
         self.conn
@@ -378,6 +395,18 @@ impl ContactStore {
             .execute([id])?;
         self.write_handles(id, &emails, &phones)?;
         Ok(Change::Updated)
+    }
+
+    /// X6: the source record linked to this contact was archived. The contact
+    /// stays, marked as no longer syncing. Whether anything changed.
+    pub fn stop_syncing(&self, external_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE contacts SET syncing = 0, updated_at = {NOW} WHERE external_id = ?1 AND syncing = 1"
+            ))?
+            .execute([external_id])?
+            == 1)
     }
 
     /// Adds a contact the destination already had, not linked to any source
@@ -632,7 +661,7 @@ impl ContactStore {
     pub fn contacts(&self) -> Result<Vec<ContactRow>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, external_id, name, fields, created_at, updated_at FROM contacts ORDER BY id")?;
+            .prepare("SELECT id, external_id, name, fields, created_at, updated_at, syncing FROM contacts ORDER BY id")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -645,6 +674,7 @@ impl ContactStore {
                         fields: BTreeMap::new(),
                         created_at: r.get(4)?,
                         updated_at: r.get(5)?,
+                        syncing: r.get(6)?,
                     },
                     r.get::<_, String>(3)?,
                 ))
@@ -815,6 +845,25 @@ mod tests {
         s.update(id, "7", &data(None, &["moved@x.io"], &[]))
             .unwrap();
         assert_eq!(s.contacts().unwrap()[0].emails, ["moved@x.io", "own@x.io"]);
+    }
+
+    #[test]
+    fn an_archived_source_record_stops_its_contact_syncing_until_it_returns() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let id = s
+            .create("101", &data(Some("Ada"), &["a@x.io"], &[]))
+            .unwrap();
+        assert!(s.stop_syncing("101").unwrap());
+        assert!(!s.stop_syncing("101").unwrap(), "already stopped");
+        assert!(!s.stop_syncing("999").unwrap(), "not linked here");
+        assert!(!s.contacts().unwrap()[0].syncing);
+        // Restored at the source: the next update syncs it again.
+        assert_eq!(
+            s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[]))
+                .unwrap(),
+            Change::Updated
+        );
+        assert!(s.contacts().unwrap()[0].syncing);
     }
 
     #[test]

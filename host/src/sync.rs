@@ -138,6 +138,8 @@ pub struct SyncReport {
     /// HTTP requests the component sent (retries included).
     pub requests: u64,
     pub elapsed_ms: u64,
+    /// Destination contacts whose source record was archived, marked no longer syncing (X6).
+    pub stopped_syncing: u64,
     /// The error that stopped the sync, if one did.
     pub error: Option<ErrorRow>,
 }
@@ -211,6 +213,10 @@ fn run_leased(
         mappings: config.mappings.clone(),
     };
     let outcome = pass.run(run.cursor);
+    let stopped_syncing = match outcome {
+        Ok(()) => pass.stop_syncing_archived()?,
+        Err(_) => 0,
+    };
     let counts = pass.counts;
     let store = &instance.state().store;
     let mut status = "completed";
@@ -247,6 +253,7 @@ fn run_leased(
         errors_by_category,
         requests: stats.sent.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        stopped_syncing,
         error,
     })
 }
@@ -404,6 +411,40 @@ impl Pass<'_> {
                     std::thread::sleep(delay);
                 }
                 _ => return Err(Stop::Classified(error)),
+            }
+        }
+    }
+
+    /// X6: reads the source's archived contacts and marks the destination
+    /// contacts linked to them as no longer syncing (never deleted). Best
+    /// effort: a source that cannot list archived records only delays this.
+    fn stop_syncing_archived(&mut self) -> Result<u64> {
+        let source = Source::HubspotContacts(HubspotSource {
+            base_url: self.config.source.base_url.clone(),
+            scope: HubspotScope::Archived,
+            properties: Vec::new(),
+        });
+        let mut cursor: Option<String> = None;
+        let mut stopped = 0;
+        loop {
+            let page = match self.fetch(&source, cursor.as_deref()) {
+                Ok(page) => page,
+                Err(Stop::Classified(error)) => {
+                    tracing::warn!("archived contacts not checked: {}", error.message);
+                    return Ok(stopped);
+                }
+                Err(Stop::Interrupted) => return Ok(stopped),
+                Err(Stop::Internal(error)) => return Err(error),
+            };
+            let store = &self.instance.state().store;
+            store.begin()?;
+            for record in &page.records {
+                stopped += u64::from(store.stop_syncing(&record.id)?);
+            }
+            store.commit()?;
+            match page.next_cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(stopped),
             }
         }
     }

@@ -28,9 +28,18 @@ pub fn fetch_page(
 ) -> Result<Page, SyncError> {
     match &source.scope {
         HubspotScope::All => {
-            let request = list_contacts_request(source, cursor);
+            let request = list_contacts_request(source, cursor, Listing::Live);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_objects_page(&body)
+        }
+        HubspotScope::Archived => {
+            let request = list_contacts_request(source, cursor, Listing::Archived);
+            let body = send(transport, &request, Endpoint::Other)?;
+            let page: ObjectsPage = parse_json(&body, "archived contacts page")?;
+            Ok(Page {
+                records: read_objects(page.results.unwrap_or_default(), Listing::Archived)?,
+                next_cursor: next_after(page.paging.as_ref()),
+            })
         }
         HubspotScope::ListMembers(list_id) => {
             let request = memberships_request(source, list_id, cursor);
@@ -112,10 +121,15 @@ pub fn parse_properties(body: &[u8]) -> Result<Vec<PropertyDefinition>, SyncErro
 }
 
 /// `GET /crm/v3/objects/contacts?limit=100&archived=false&properties=a,b[&after=c]`.
-pub fn list_contacts_request(source: &HubspotSource, cursor: Option<&str>) -> HttpRequest {
+pub fn list_contacts_request(
+    source: &HubspotSource,
+    cursor: Option<&str>,
+    listing: Listing,
+) -> HttpRequest {
     let mut url = format!(
-        "{}/crm/v3/objects/contacts?limit={CONTACTS_PAGE_LIMIT}&archived=false",
-        base(source)
+        "{}/crm/v3/objects/contacts?limit={CONTACTS_PAGE_LIMIT}&archived={}",
+        base(source),
+        listing == Listing::Archived
     );
     if !source.properties.is_empty() {
         url.push_str("&properties=");
@@ -127,6 +141,17 @@ pub fn list_contacts_request(source: &HubspotSource, cursor: Option<&str>) -> Ht
         url,
         body: None,
     }
+}
+
+/// Which records a contacts listing asks for and keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Live records; archived ones are dropped even if a server sends them.
+    Live,
+    /// Archived records only; anything not marked `"archived": true` is
+    /// dropped, so a server that ignores `archived=true` cannot make live
+    /// contacts look deleted.
+    Archived,
 }
 
 /// `GET /crm/v3/lists/{listId}/memberships?limit=250[&after=c]`.
@@ -247,7 +272,7 @@ struct ObjectsPage {
 /// Reads a `CollectionResponse` of contacts.
 pub fn parse_objects_page(body: &[u8]) -> Result<Page, SyncError> {
     let page: ObjectsPage = parse_json(body, "contacts page")?;
-    let records = read_objects(page.results.unwrap_or_default())?;
+    let records = read_objects(page.results.unwrap_or_default(), Listing::Live)?;
     Ok(Page {
         records,
         next_cursor: next_after(page.paging.as_ref()),
@@ -257,7 +282,7 @@ pub fn parse_objects_page(body: &[u8]) -> Result<Page, SyncError> {
 /// Reads a batch read answer (`BatchResponseSimplePublicObject`, HTTP 200 or 207).
 pub fn parse_batch_read(body: &[u8]) -> Result<Vec<SourceRecord>, SyncError> {
     let page: ObjectsPage = parse_json(body, "batch read answer")?;
-    read_objects(page.results.unwrap_or_default())
+    read_objects(page.results.unwrap_or_default(), Listing::Live)
 }
 
 #[derive(Deserialize)]
@@ -298,7 +323,7 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, S
     })
 }
 
-fn read_objects(results: Vec<Value>) -> Result<Vec<SourceRecord>, SyncError> {
+fn read_objects(results: Vec<Value>, listing: Listing) -> Result<Vec<SourceRecord>, SyncError> {
     let mut records = Vec::with_capacity(results.len());
     for (index, result) in results.into_iter().enumerate() {
         let Value::Object(mut object) = result else {
@@ -313,9 +338,10 @@ fn read_objects(results: Vec<Value>) -> Result<Vec<SourceRecord>, SyncError> {
                 truncate(&Value::Object(object).to_string())
             )));
         };
-        // The listing is asked for live records only; this guards against a
-        // server that sends archived ones anyway (X6: they never sync as live).
-        if object.get("archived").and_then(Value::as_bool) == Some(true) {
+        // Guards against a server that ignores the `archived` parameter
+        // (X6: archived records never sync as live, live ones never look deleted).
+        let archived = object.get("archived").and_then(Value::as_bool) == Some(true);
+        if archived != (listing == Listing::Archived) {
             continue;
         }
         let properties = match object.remove("properties") {
@@ -421,7 +447,7 @@ mod tests {
 
     #[test]
     fn contacts_request_uses_the_documented_parameters() {
-        let r = list_contacts_request(&source(HubspotScope::All), Some("abc=="));
+        let r = list_contacts_request(&source(HubspotScope::All), Some("abc=="), Listing::Live);
         assert_eq!(r.method, Method::Get);
         assert_eq!(
             r.url,
@@ -482,6 +508,23 @@ mod tests {
                 .map(|r| r.id.as_str())
                 .collect::<Vec<_>>(),
             ["2"]
+        );
+    }
+
+    #[test]
+    fn the_archived_listing_keeps_only_records_marked_archived() {
+        let mut t = Scripted::default().answer(
+            200,
+            r#"{"results":[{"id":"7","archived":true,"archivedAt":"2024-06-01T00:00:00Z"},{"id":"8"},{"id":"9","archived":false}]}"#,
+        );
+        let page = fetch_page(&mut t, &source(HubspotScope::Archived), None).unwrap();
+        assert!(t.sent[0].url.contains("archived=true"));
+        assert_eq!(
+            page.records
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["7"]
         );
     }
 

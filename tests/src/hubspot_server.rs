@@ -185,6 +185,17 @@ impl HubSpotServer {
         self.state.lock().expect("server state")
     }
 
+    /// Pages of the live contacts listing requested so far (not the archived listing).
+    pub fn live_pages(&self) -> Vec<Seen> {
+        self.requests_to("/crm/v3/objects/contacts")
+            .into_iter()
+            .filter(|s| {
+                s.path == "/crm/v3/objects/contacts"
+                    && s.query.get("archived").map(String::as_str) != Some("true")
+            })
+            .collect()
+    }
+
     /// Requests received so far whose path starts with `prefix`.
     pub fn requests_to(&self, prefix: &str) -> Vec<Seen> {
         self.state()
