@@ -52,11 +52,12 @@ impl NotifyConfig {
         self.webhook.is_some() || !self.command.is_empty()
     }
 
-    /// Notifies about `report` if it calls for it. Errors are reported, never fatal.
-    pub fn after_run(&self, report: &SyncReport) -> Vec<String> {
+    /// Notifies about `report` if it calls for it. A failed notification is
+    /// logged, never fatal: the run itself is already recorded.
+    pub fn after_run(&self, report: &SyncReport) {
         let problems = report.error.is_some() || !report.errors_by_category.is_empty();
         if !self.is_set() || (self.on == NotifyOn::Problems && !problems) {
-            return Vec::new();
+            return;
         }
         let event = if report.error.is_some() {
             "sync.failed"
@@ -67,23 +68,18 @@ impl NotifyConfig {
         };
         let body = match serde_json::to_vec(&Notification { event, report }) {
             Ok(body) => body,
-            Err(e) => return vec![format!("cannot encode the notification: {e}")],
+            Err(e) => return tracing::warn!("cannot encode the notification: {e}"),
         };
-        let mut failures = Vec::new();
         if let Some(url) = &self.webhook
             && let Err(e) = post_with_retries(url, &body)
         {
-            failures.push(format!("webhook {url}: {e:#}"));
+            tracing::warn!("notification to webhook {url} failed: {e:#}");
         }
         if !self.command.is_empty()
             && let Err(e) = run_command(&self.command, &body)
         {
-            failures.push(format!("notify command {:?}: {e:#}", self.command[0]));
+            tracing::warn!("notify command {:?} failed: {e:#}", self.command[0]);
         }
-        for failure in &failures {
-            tracing::warn!("notification failed: {failure}");
-        }
-        failures
     }
 }
 
