@@ -418,3 +418,37 @@ fn x6_a_contact_archived_at_the_source_stops_syncing_and_is_kept() {
     assert_eq!(restored.counts.updated, 1);
     assert!(contacts_by_external_id(&config)["3"].syncing);
 }
+
+#[test]
+fn x6_a_contact_that_left_the_list_stops_syncing_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        (1..=5)
+            .map(|i| person(i, "L", Some(&format!("l{i}@example.com")), None))
+            .collect(),
+    );
+    server.state().lists.insert("9".into(), vec![1, 2, 3, 4, 5]);
+    let config = hubspot_config(
+        dir.path(),
+        "left",
+        &server.base_url,
+        token_env(),
+        "list_id = \"9\"",
+        "",
+    );
+    sync(&config, &live_options()).unwrap();
+
+    server.state().lists.insert("9".into(), vec![1, 2, 4, 5]);
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.stopped_syncing, 1);
+    let stored = contacts_by_external_id(&config);
+    assert_eq!(stored.len(), 5, "never deleted");
+    assert!(!stored["3"].syncing && stored["2"].syncing);
+
+    // Back in the list: it syncs again.
+    server.state().lists.insert("9".into(), vec![1, 2, 3, 4, 5]);
+    let back = sync(&config, &live_options()).unwrap();
+    assert_eq!((back.counts.updated, back.stopped_syncing), (1, 0));
+    assert!(contacts_by_external_id(&config)["3"].syncing);
+}

@@ -16,7 +16,8 @@ use std::path::Path;
 
 /// Bumped with every schema change; `open` refuses a newer store.
 /// 2: `sync_control` (pause, trigger, lease). 3: `contacts.syncing`.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: `contacts.seen_sync`, `contacts.seen_run`.
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -26,7 +27,9 @@ CREATE TABLE IF NOT EXISTS contacts (
     fields      TEXT NOT NULL DEFAULT '{}',
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
-    syncing     INTEGER NOT NULL DEFAULT 1
+    syncing     INTEGER NOT NULL DEFAULT 1,
+    seen_sync   TEXT,
+    seen_run    INTEGER
 );
 CREATE TABLE IF NOT EXISTS handles (
     contact_id  INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
@@ -407,6 +410,30 @@ impl ContactStore {
             ))?
             .execute([external_id])?
             == 1)
+    }
+
+    /// Records that run `run_id` of `sync` read the source record linked to
+    /// `external_id` (whatever became of it), for `stop_syncing_unseen`.
+    pub fn mark_seen(&self, external_id: &str, sync: &str, run_id: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE contacts SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1",
+            )?
+            .execute(params![external_id, sync, run_id])?;
+        Ok(())
+    }
+
+    /// At the end of a complete pass: contacts this sync linked earlier whose
+    /// record the pass no longer read (it left the list, or was deleted) stop
+    /// syncing (X6). They are kept. Returns how many.
+    pub fn stop_syncing_unseen(&self, sync: &str, run_id: i64) -> Result<u64> {
+        Ok(self.conn.execute(
+            &format!(
+                "UPDATE contacts SET syncing = 0, updated_at = {NOW}
+                 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
+            ),
+            params![sync, run_id],
+        )? as u64)
     }
 
     /// Adds a contact the destination already had, not linked to any source
@@ -864,6 +891,30 @@ mod tests {
             Change::Updated
         );
         assert!(s.contacts().unwrap()[0].syncing);
+    }
+
+    #[test]
+    fn contacts_a_complete_pass_did_not_read_stop_syncing() {
+        let s = ContactStore::open_in_memory().unwrap();
+        for ext in ["1", "2"] {
+            s.create(ext, &data(None, &[&format!("{ext}@x.io")], &[]))
+                .unwrap();
+            s.mark_seen(ext, "list", 1).unwrap();
+        }
+        s.insert_unlinked(&data(None, &["own@x.io"], &[])).unwrap();
+        s.mark_seen("1", "list", 2).unwrap();
+        assert_eq!(
+            s.stop_syncing_unseen("other", 2).unwrap(),
+            0,
+            "another sync's contacts are not touched"
+        );
+        assert_eq!(s.stop_syncing_unseen("list", 2).unwrap(), 1);
+        let syncing: Vec<bool> = s.contacts().unwrap().iter().map(|c| c.syncing).collect();
+        assert_eq!(
+            syncing,
+            [true, false, true],
+            "unlinked contacts are never swept"
+        );
     }
 
     #[test]

@@ -211,12 +211,14 @@ fn run_leased(
         run_id: run.id,
         counts: run.counts,
         mappings: config.mappings.clone(),
+        stopped_syncing: 0,
     };
     let outcome = pass.run(run.cursor);
-    let stopped_syncing = match outcome {
-        Ok(()) => pass.stop_syncing_archived()?,
-        Err(_) => 0,
-    };
+    if outcome.is_ok() {
+        let archived = pass.stop_syncing_archived()?;
+        pass.stopped_syncing += archived;
+    }
+    let stopped_syncing = pass.stopped_syncing;
     let counts = pass.counts;
     let store = &instance.state().store;
     let mut status = "completed";
@@ -283,6 +285,8 @@ struct Pass<'a> {
     counts: Counts,
     /// The config's mappings less the properties the source no longer has (E6).
     mappings: Vec<FieldMapping>,
+    /// Contacts marked no longer syncing by this pass (X6).
+    stopped_syncing: u64,
 }
 
 impl Pass<'_> {
@@ -496,11 +500,15 @@ impl Pass<'_> {
                     self.counts.failed += 1;
                 }
             }
+            // Even a skipped record is still at the source: its contact (if
+            // linked) must not be swept as gone.
+            store.mark_seen(&record.id, &self.config.name, self.run_id)?;
         }
         self.counts.pages += 1;
         let store = &self.instance.state().store;
         store.checkpoint(self.run_id, next, &self.counts)?;
         if next.is_none() {
+            self.stopped_syncing += store.stop_syncing_unseen(&self.config.name, self.run_id)?;
             // Completing the run with its last page's writes: a crash between the
             // two would otherwise leave a finished run looking unstarted.
             store.finish_run(self.run_id, None)?;
