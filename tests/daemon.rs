@@ -270,3 +270,41 @@ fn sigterm_stops_the_daemon_promptly_with_exit_0() {
     assert!(status.success(), "exit status {status:?}");
     eprintln!("stopped {:?} after SIGTERM", sent.elapsed());
 }
+
+#[test]
+fn syncs_of_one_account_share_its_rate_limit_in_a_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(80);
+    {
+        let mut state = server.state();
+        state.page_size = Some(10);
+        state.enforce_limit = Some((10, Duration::from_secs(5)));
+    }
+    // Two syncs of one account, each allowed 10 requests per 5 s; each makes
+    // 10 (the catalogue, 8 pages, the archived listing): the first uses up the
+    // window, so the second must wait before its first request, which only a
+    // shared limiter knows (its own would learn from the headers too late).
+    for name in ["first", "second"] {
+        write_config(
+            dir.path(),
+            name,
+            &format!(
+                "schedule = \"1h\"\n[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nrate_limit = \"10/5s\"\n",
+                server.base_url,
+                token_env()
+            ),
+        );
+    }
+    let stop = daemon(dir.path());
+    wait_for("both syncs", Duration::from_secs(20), || {
+        completed_runs(&dir.path().join("first.toml"), "first") == 1
+            && completed_runs(&dir.path().join("second.toml"), "second") == 1
+    });
+    stop();
+
+    assert_eq!(
+        server.state().refused,
+        0,
+        "the account's budget was exceeded"
+    );
+}

@@ -4,15 +4,17 @@
 //! take effect at the next run.
 
 use crate::config::Config;
+use crate::rate_limit::Limiter;
 use crate::runtime::Runtime;
 use crate::store::{ContactStore, Control, RunRow};
 use crate::sync::{Busy, SyncOptions, run_sync};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -56,12 +58,13 @@ pub fn run_daemon(
         "crmsync daemon: {} sync(s); stop with SIGTERM or Ctrl-C",
         files.len()
     )?;
+    let mut limiters = Limiters::default();
     while !options.stop.load(Ordering::Relaxed) {
         for file in &files {
             if options.stop.load(Ordering::Relaxed) {
                 break;
             }
-            if let Err(error) = run_if_due(runtime, file, options, out) {
+            if let Err(error) = run_if_due(runtime, file, options, &mut limiters, out) {
                 tracing::error!(config = %file.display(), "{error:#}");
                 writeln!(out, "{}: {error:#}", file.display())?;
             }
@@ -76,10 +79,29 @@ pub fn run_daemon(
     Ok(())
 }
 
+/// One rate limiter per source account (API origin and credentials), shared
+/// by every sync of the daemon that uses it (R5: the budget is the account's).
+#[derive(Default)]
+struct Limiters(HashMap<String, Arc<Limiter>>);
+
+impl Limiters {
+    fn for_config(&mut self, config: &Config) -> Option<Arc<Limiter>> {
+        let limit = config.source.rate_limit?;
+        let account = format!("{} {:?}", config.source.base_url, config.source.auth);
+        Some(
+            self.0
+                .entry(account)
+                .or_insert_with(|| Arc::new(Limiter::new(limit)))
+                .clone(),
+        )
+    }
+}
+
 fn run_if_due(
     runtime: &Runtime,
     file: &Path,
     options: &SyncOptions,
+    limiters: &mut Limiters,
     out: &mut dyn Write,
 ) -> Result<()> {
     let config = Config::load(file)?;
@@ -98,7 +120,11 @@ fn run_if_due(
         return Ok(());
     }
     drop(store);
-    match run_sync(runtime, &config, options) {
+    let options = SyncOptions {
+        limiter: limiters.for_config(&config),
+        ..options.clone()
+    };
+    match run_sync(runtime, &config, &options) {
         Ok(report) => {
             crate::cli::write_summary(out, &report, file)?;
             config.notify.after_run(&report);

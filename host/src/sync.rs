@@ -63,6 +63,9 @@ pub struct SyncOptions {
     pub lease_owner: String,
     /// Called with the run's counters after every committed page.
     pub progress: Option<Progress>,
+    /// The source account's limiter, when several syncs share the account
+    /// (the daemon); otherwise each pass makes one from `source.rate_limit`.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// A progress callback (see [`SyncOptions::progress`]).
@@ -77,6 +80,7 @@ impl Default for SyncOptions {
             stop: Arc::new(AtomicBool::new(false)),
             lease_owner: lease_owner(),
             progress: None,
+            limiter: None,
         }
     }
 }
@@ -191,12 +195,12 @@ fn run_leased(
         },
         stats.clone(),
     )
-    .with_limiter(
+    .with_limiter(options.limiter.clone().or_else(|| {
         config
             .source
             .rate_limit
-            .map(|limit| Arc::new(Limiter::new(limit))),
-    );
+            .map(|limit| Arc::new(Limiter::new(limit)))
+    }));
     let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
     let run = instance.state().store.open_run(&config.name)?;
     if run.resumed {
