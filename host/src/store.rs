@@ -240,7 +240,12 @@ impl ContactStore {
 
     fn init(conn: Connection) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Opening an up-to-date store writes nothing, so readers (`status`,
+        // `contacts`) never wait on a running sync.
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -249,15 +254,45 @@ impl ContactStore {
                 "the store was written by a newer crmsync (schema {version}, this one knows {SCHEMA_VERSION})"
             );
         }
-        conn.execute_batch(SCHEMA)?;
-        if version < 3 && version > 0 {
-            // Stores written before X6 have no `syncing` column: every contact was syncing.
-            conn.execute_batch(
-                "ALTER TABLE contacts ADD COLUMN syncing INTEGER NOT NULL DEFAULT 1",
-            )?;
+        if version < SCHEMA_VERSION {
+            Self::migrate(&conn)?;
         }
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(ContactStore { conn })
+    }
+
+    /// Creates or upgrades the schema, in one write transaction so two
+    /// processes opening an old store cannot both migrate it.
+    fn migrate(conn: &Connection) -> Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> Result<()> {
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version >= SCHEMA_VERSION {
+                return Ok(());
+            }
+            conn.execute_batch(SCHEMA)?;
+            if (1..3).contains(&version) {
+                // Stores written before X6 have no `syncing` column: every contact was syncing.
+                conn.execute_batch(
+                    "ALTER TABLE contacts ADD COLUMN syncing INTEGER NOT NULL DEFAULT 1",
+                )?;
+            }
+            if (1..4).contains(&version) {
+                // Contacts no run has seen yet are never swept (see `stop_syncing_unseen`).
+                conn.execute_batch(
+                    "ALTER TABLE contacts ADD COLUMN seen_sync TEXT; ALTER TABLE contacts ADD COLUMN seen_run INTEGER;",
+                )?;
+            }
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(error) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// Starts a transaction; the matcher's lookups see its writes.
@@ -915,6 +950,31 @@ mod tests {
             [true, false, true],
             "unlinked contacts are never swept"
         );
+    }
+
+    #[test]
+    fn a_schema_1_store_is_upgraded_in_place() {
+        let dir = std::env::temp_dir().join(format!("crmsync-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.sqlite");
+        let _ = std::fs::remove_file(&path);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE contacts (id INTEGER PRIMARY KEY, external_id TEXT UNIQUE, name TEXT,
+                     fields TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+                 INSERT INTO contacts (external_id, name, created_at, updated_at) VALUES ('7', 'Old', 'x', 'x');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let s = ContactStore::open(&path).unwrap();
+        let c = &s.contacts().unwrap()[0];
+        assert!(c.syncing && c.name.as_deref() == Some("Old"));
+        s.mark_seen("7", "demo", 1).unwrap();
+        drop(s);
+        ContactStore::open(&path).unwrap(); // already current: opens without migrating
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
