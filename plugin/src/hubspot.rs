@@ -27,19 +27,15 @@ pub fn fetch_page(
     cursor: Option<&str>,
 ) -> Result<Page, SyncError> {
     match &source.scope {
-        HubspotScope::All => {
-            let request = list_contacts_request(source, cursor, Listing::Live);
+        HubspotScope::All | HubspotScope::Archived => {
+            let listing = if matches!(source.scope, HubspotScope::Archived) {
+                Listing::Archived
+            } else {
+                Listing::Live
+            };
+            let request = list_contacts_request(source, cursor, listing);
             let body = send(transport, &request, Endpoint::Other)?;
-            parse_objects_page(&body)
-        }
-        HubspotScope::Archived => {
-            let request = list_contacts_request(source, cursor, Listing::Archived);
-            let body = send(transport, &request, Endpoint::Other)?;
-            let page: ObjectsPage = parse_json(&body, "archived contacts page")?;
-            Ok(Page {
-                records: read_objects(page.results.unwrap_or_default(), Listing::Archived)?,
-                next_cursor: next_after(page.paging.as_ref()),
-            })
+            parse_objects_page(&body, listing)
         }
         HubspotScope::ListMembers(list_id) => {
             let request = memberships_request(source, list_id, cursor);
@@ -270,9 +266,9 @@ struct ObjectsPage {
 }
 
 /// Reads a `CollectionResponse` of contacts.
-pub fn parse_objects_page(body: &[u8]) -> Result<Page, SyncError> {
+pub fn parse_objects_page(body: &[u8], listing: Listing) -> Result<Page, SyncError> {
     let page: ObjectsPage = parse_json(body, "contacts page")?;
-    let records = read_objects(page.results.unwrap_or_default(), Listing::Live)?;
+    let records = read_objects(page.results.unwrap_or_default(), listing)?;
     Ok(Page {
         records,
         next_cursor: next_after(page.paging.as_ref()),
@@ -462,7 +458,7 @@ mod tests {
              "createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-02-01T00:00:00Z","archived":false,"extra":{"x":1}},
             {"id":2,"properties":{"lastmodifieddate":5}}
         ],"total":2}"#;
-        let page = parse_objects_page(body).unwrap();
+        let page = parse_objects_page(body, Listing::Live).unwrap();
         assert_eq!(page.next_cursor, None);
         assert_eq!(page.records.len(), 2);
         let first = &page.records[0];
@@ -481,27 +477,39 @@ mod tests {
     #[test]
     fn empty_and_odd_pages_are_accepted() {
         assert!(
-            parse_objects_page(br#"{"results":[]}"#)
+            parse_objects_page(br#"{"results":[]}"#, Listing::Live)
                 .unwrap()
                 .records
                 .is_empty()
         );
-        assert!(parse_objects_page(br#"{}"#).unwrap().records.is_empty());
-        let page =
-            parse_objects_page(br#"{"results":[],"paging":{"next":{"after":"","link":"x"}}}"#)
-                .unwrap();
+        assert!(
+            parse_objects_page(br#"{}"#, Listing::Live)
+                .unwrap()
+                .records
+                .is_empty()
+        );
+        let page = parse_objects_page(
+            br#"{"results":[],"paging":{"next":{"after":"","link":"x"}}}"#,
+            Listing::Live,
+        )
+        .unwrap();
         assert_eq!(page.next_cursor, None);
-        let page =
-            parse_objects_page(br#"{"results":[{"id":"9"}],"paging":{"next":{"after":"9"}}}"#)
-                .unwrap();
+        let page = parse_objects_page(
+            br#"{"results":[{"id":"9"}],"paging":{"next":{"after":"9"}}}"#,
+            Listing::Live,
+        )
+        .unwrap();
         assert_eq!(page.next_cursor.as_deref(), Some("9"));
         assert!(page.records[0].properties.is_empty());
     }
 
     #[test]
     fn archived_results_never_come_back_as_live_records() {
-        let page =
-            parse_objects_page(br#"{"results":[{"id":"1","archived":true},{"id":"2"}]}"#).unwrap();
+        let page = parse_objects_page(
+            br#"{"results":[{"id":"1","archived":true},{"id":"2"}]}"#,
+            Listing::Live,
+        )
+        .unwrap();
         assert_eq!(
             page.records
                 .iter()
@@ -530,12 +538,13 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_invalid_responses_naming_the_problem() {
-        let e = parse_objects_page(b"{\"results\":[{\"id\":\"1\"").unwrap_err();
+        let e = parse_objects_page(b"{\"results\":[{\"id\":\"1\"", Listing::Live).unwrap_err();
         assert_eq!(e.category, ErrorCategory::InvalidResponse);
         assert!(e.retryable);
-        let e = parse_objects_page(br#"{"results":[{"properties":{}}]}"#).unwrap_err();
+        let e =
+            parse_objects_page(br#"{"results":[{"properties":{}}]}"#, Listing::Live).unwrap_err();
         assert!(e.message.contains("result #0 has no id"), "{}", e.message);
-        let e = parse_objects_page(br#"{"results":"nope"}"#).unwrap_err();
+        let e = parse_objects_page(br#"{"results":"nope"}"#, Listing::Live).unwrap_err();
         assert_eq!(e.category, ErrorCategory::InvalidResponse);
     }
 

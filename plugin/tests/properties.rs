@@ -4,7 +4,7 @@
 //! mapping keeps its invariants. Seeded, bounded, deterministic.
 
 use crmsync_plugin::hubspot::{
-    parse_batch_read, parse_memberships, parse_objects_page, parse_properties,
+    Listing, parse_batch_read, parse_memberships, parse_objects_page, parse_properties,
 };
 use crmsync_plugin::mapping::map_fields;
 use crmsync_plugin::types::{ErrorCategory, FieldMapping, FieldTarget, Property, SourceRecord};
@@ -41,7 +41,7 @@ fn mutate(rng: &mut fastrand::Rng, input: &[u8]) -> Vec<u8> {
 fn check(body: &[u8]) {
     // Each parser answers Ok or a classified invalid-response; a panic fails the test.
     for result in [
-        parse_objects_page(body).map(|_| ()),
+        parse_objects_page(body, Listing::Live).map(|_| ()),
         parse_batch_read(body).map(|_| ()),
         parse_memberships(body).map(|_| ()),
         parse_properties(body).map(|_| ()),
