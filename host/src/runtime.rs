@@ -52,7 +52,6 @@ pub struct Runtime {
     engine: Engine,
     pre: PluginPre<HostState>,
     sandbox: Sandbox,
-    path: PathBuf,
 }
 
 /// Everything the component's imports reach, one per instance.
@@ -184,18 +183,12 @@ impl Runtime {
             engine,
             pre,
             sandbox,
-            path: path.to_owned(),
         })
     }
 
     /// The limits each instance runs under.
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
-    }
-
-    /// Where the component was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// A fresh instance with its own state.
