@@ -94,7 +94,8 @@ fn map_fields_meets_the_shared_expectations() {
                     value: opt_text(value),
                 })
                 .collect(),
-            updated_at: None,
+            modified_at: None,
+            merged_ids: Vec::new(),
         };
         let mappings: Vec<FieldMapping> = case["mappings"]
             .as_array()
@@ -300,9 +301,9 @@ fn the_built_component_implements_exactly_the_published_wit() {
     assert_eq!(
         expected.keys().collect::<Vec<_>>(),
         [
-            "export crmsync:sync/sync@0.1.0",
-            "import crmsync:sync/directory@0.1.0",
-            "import crmsync:sync/types@0.1.0"
+            "export crmsync:sync/sync@0.2.0",
+            "import crmsync:sync/directory@0.2.0",
+            "import crmsync:sync/types@0.2.0"
         ]
     );
     assert_eq!(

@@ -123,13 +123,13 @@ fn a_daemon_on_a_two_second_schedule_runs_repeatedly_and_picks_up_source_edits()
     wait_for("the first run", Duration::from_secs(20), || {
         completed_runs(&path, "every2s") >= 1
     });
-    server.state().contacts[0] = Contact::new(
+    server.state().put(Contact::new(
         1,
         &[
             ("firstname", Some("Edited")),
             ("email", Some("d1@example.com")),
         ],
-    );
+    ));
     wait_for("two more runs", Duration::from_secs(20), || {
         completed_runs(&path, "every2s") >= 3
     });

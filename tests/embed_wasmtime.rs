@@ -109,7 +109,8 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
                 value: Some(" ADA@example.com".into()),
             },
         ],
-        updated_at: None,
+        modified_at: None,
+        merged_ids: Vec::new(),
     };
     let mappings = [
         FieldMapping {

@@ -110,7 +110,8 @@ fn a_component_that_allocates_without_bound_hits_its_memory_cap() {
     let record = SourceRecord {
         id: "1".into(),
         properties: vec![],
-        updated_at: None,
+        modified_at: None,
+        merged_ids: Vec::new(),
     };
 
     let error = instance(&runtime, &server)

@@ -83,6 +83,9 @@ pub struct SyncArgs {
     /// Print the run summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Read every record, not only those changed since the last run.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]
@@ -333,7 +336,10 @@ fn load_runtime(component: &ComponentArg) -> Result<Runtime> {
 fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
     let config = Config::load(&args.config.config)?;
     let runtime = load_runtime(&args.component)?;
-    let mut options = SyncOptions::default();
+    let mut options = SyncOptions {
+        full: args.full,
+        ..SyncOptions::default()
+    };
     let recording = match (&args.replay, &args.record) {
         (Some(path), _) => {
             options.http_mode = HttpMode::Replay(Arc::new(Mutex::new(Cassette::load(path)?)));
@@ -400,8 +406,9 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
     let c = &report.counts;
     writeln!(
         out,
-        "sync {:?}: run {} {}{} in {:.2} s ({} pages, {} requests)",
+        "sync {:?}: {} run {} {}{} in {:.2} s ({} pages, {} requests)",
         report.sync,
+        report.mode,
         report.run_id,
         report.status,
         if report.resumed { " (resumed)" } else { "" },
@@ -419,6 +426,13 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
             out,
             "  {} contacts archived at the source: kept, no longer syncing",
             report.stopped_syncing
+        )?;
+    }
+    if report.merged > 0 {
+        writeln!(
+            out,
+            "  {} contacts merged at the source: one contact each, linked to the survivor",
+            report.merged
         )?;
     }
     if !report.errors_by_category.is_empty() {
@@ -538,7 +552,8 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
         SourceRecord {
             id: format!("import-{index}"),
             properties,
-            updated_at: None,
+            modified_at: None,
+            merged_ids: Vec::new(),
         },
         mappings,
     )

@@ -6,8 +6,8 @@
 
 use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget};
 use crate::notify::NotifyConfig;
-use crate::rate_limit::{HUBSPOT_DEFAULT, RateLimit};
-use crate::schedule::{DEFAULT_SCHEDULE, Schedule};
+use crate::rate_limit::{HUBSPOT_DEFAULT, HUBSPOT_SEARCH_DEFAULT, RateLimit};
+use crate::schedule::{DEFAULT_SCHEDULE, Schedule, parse_duration};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 /// Default cap on one API answer: a HubSpot page of 100 contacts with many
 /// properties is well under 1 MiB.
 pub const DEFAULT_MAX_RESPONSE_MB: u32 = 32;
+
+/// How far before the last run's newest change an incremental run starts
+/// reading (R4): HubSpot's search index lags writes by seconds, and the
+/// clocks of this host and HubSpot may differ.
+pub const DEFAULT_LOOKBACK: &str = "5m";
 
 /// HubSpot's public API root.
 pub const DEFAULT_HUBSPOT_BASE_URL: &str = "https://api.hubapi.com";
@@ -49,6 +54,10 @@ pub struct SourceConfig {
     pub list_id: Option<String>,
     /// The account's request budget (`None`: unlimited, for local servers).
     pub rate_limit: Option<RateLimit>,
+    /// The search API's own budget, used by incremental runs.
+    pub search_rate_limit: Option<RateLimit>,
+    /// Incremental runs re-read changes this far before the bookmark.
+    pub lookback: std::time::Duration,
     /// Larger answers fail the request instead of filling memory.
     pub max_response_bytes: usize,
 }
@@ -105,6 +114,8 @@ struct RawSource {
     oauth: Option<OAuthEnv>,
     list_id: Option<toml::Value>,
     rate_limit: Option<String>,
+    search_rate_limit: Option<String>,
+    lookback: Option<String>,
     max_response_mb: Option<u32>,
     #[serde(default)]
     properties: Vec<String>,
@@ -192,6 +203,12 @@ impl Config {
             Some(text) => RateLimit::parse(text).context("source.rate_limit")?,
             None => Some(HUBSPOT_DEFAULT),
         };
+        let search_rate_limit = match &source.search_rate_limit {
+            Some(text) => RateLimit::parse(text).context("source.search_rate_limit")?,
+            None => Some(HUBSPOT_SEARCH_DEFAULT),
+        };
+        let lookback = parse_duration(source.lookback.as_deref().unwrap_or(DEFAULT_LOOKBACK))
+            .context("source.lookback")?;
         let max_response_bytes = match source.max_response_mb {
             None => DEFAULT_MAX_RESPONSE_MB as usize * 1024 * 1024,
             Some(0) => bail!("source.max_response_mb: must be at least 1"),
@@ -235,6 +252,8 @@ impl Config {
                 auth,
                 list_id,
                 rate_limit,
+                search_rate_limit,
+                lookback,
                 max_response_bytes,
             },
             mappings,

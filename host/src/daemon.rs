@@ -4,7 +4,7 @@
 //! take effect at the next run.
 
 use crate::config::Config;
-use crate::rate_limit::Limiter;
+use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
 use crate::store::{ContactStore, Control, RunRow};
 use crate::sync::{Busy, SyncOptions, run_sync};
@@ -14,7 +14,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -82,18 +81,17 @@ pub fn run_daemon(
 /// One rate limiter per source account (API origin and credentials), shared
 /// by every sync of the daemon that uses it (R5: the budget is the account's).
 #[derive(Default)]
-struct Limiters(HashMap<String, Arc<Limiter>>);
+struct Limiters(HashMap<String, AccountLimiters>);
 
 impl Limiters {
-    fn for_config(&mut self, config: &Config) -> Option<Arc<Limiter>> {
-        let limit = config.source.rate_limit?;
+    fn for_config(&mut self, config: &Config) -> AccountLimiters {
         let account = format!("{} {:?}", config.source.base_url, config.source.auth);
-        Some(
-            self.0
-                .entry(account)
-                .or_insert_with(|| Arc::new(Limiter::new(limit)))
-                .clone(),
-        )
+        self.0
+            .entry(account)
+            .or_insert_with(|| {
+                AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
+            })
+            .clone()
     }
 }
 
@@ -121,7 +119,7 @@ fn run_if_due(
     }
     drop(store);
     let options = SyncOptions {
-        limiter: limiters.for_config(&config),
+        limiters: Some(limiters.for_config(&config)),
         ..options.clone()
     };
     match run_sync(runtime, &config, &options) {

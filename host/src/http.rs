@@ -4,7 +4,7 @@
 
 use crate::cassette::{Cassette, Exchange};
 use crate::config::Origin;
-use crate::rate_limit::Limiter;
+use crate::rate_limit::{AccountLimiters, Limiter};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderValue};
 use http_body_util::{BodyExt, Full};
@@ -55,16 +55,18 @@ pub type Bearer = Arc<Mutex<Option<String>>>;
 pub struct Hooks {
     origin: Origin,
     mode: HttpMode,
-    limiter: Option<Arc<Limiter>>,
+    limiters: AccountLimiters,
     bearer: Bearer,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
 }
 
 impl Hooks {
-    /// Spaces live requests through `limiter` and feeds it the API's rate-limit headers.
-    pub fn with_limiter(mut self, limiter: Option<Arc<Limiter>>) -> Self {
-        self.limiter = limiter;
+    /// Spaces live requests through the account's limiters (search requests
+    /// through the search API's too) and feeds the API's rate-limit headers
+    /// to the general one.
+    pub fn with_limiters(mut self, limiters: AccountLimiters) -> Self {
+        self.limiters = limiters;
         self
     }
 }
@@ -88,7 +90,7 @@ impl Hooks {
         Hooks {
             origin,
             mode,
-            limiter: None,
+            limiters: AccountLimiters::default(),
             bearer,
             limits,
             stats,
@@ -128,7 +130,12 @@ impl WasiHttpHooks for Hooks {
         let mode = self.mode.clone();
         let bearer = self.bearer.lock().expect("bearer lock").clone();
         let limits = self.limits;
-        let limiter = self.limiter.clone();
+        let limiter = self.limiters.api.clone();
+        let search_limiter = self
+            .limiters
+            .search
+            .clone()
+            .filter(|_| request.uri().path().ends_with("/search"));
         Box::new(async move {
             let (parts, body) = request.into_parts();
             let body = body.collect().await?.to_bytes();
@@ -161,11 +168,13 @@ impl WasiHttpHooks for Hooks {
                         value.set_sensitive(true);
                         outgoing.headers_mut().insert(AUTHORIZATION, value);
                     }
-                    let booked = limiter.as_ref().map(|limiter| {
+                    let book = |limiter: &Limiter| {
                         let now = Instant::now();
                         now + limiter.reserve(now)
-                    });
-                    if let Some(at) = booked {
+                    };
+                    let booked = limiter.as_deref().map(book);
+                    let search_booked = search_limiter.as_deref().map(book);
+                    if let Some(at) = booked.max(search_booked) {
                         let wait = at.saturating_duration_since(Instant::now());
                         if !wait.is_zero() {
                             tracing::debug!(
@@ -176,6 +185,9 @@ impl WasiHttpHooks for Hooks {
                         }
                     }
                     let answer = send(outgoing, limits).await;
+                    if let (Some(limiter), Some(at)) = (&search_limiter, search_booked) {
+                        limiter.answered(at, Instant::now());
+                    }
                     if let (Some(limiter), Some(at)) = (&limiter, booked) {
                         limiter.answered(at, Instant::now());
                         if let Ok(answer) = &answer {

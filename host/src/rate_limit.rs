@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `requests` per `window`.
@@ -25,6 +25,31 @@ pub const HUBSPOT_DEFAULT: RateLimit = RateLimit {
     requests: 100,
     window: Duration::from_secs(10),
 };
+
+/// HubSpot's search endpoints have their own budget: five requests per
+/// second per account, on top of the general one.
+pub const HUBSPOT_SEARCH_DEFAULT: RateLimit = RateLimit {
+    requests: 5,
+    window: Duration::from_secs(1),
+};
+
+/// The limiters of one source account: its general budget, and the search
+/// API's own (search requests book on both).
+#[derive(Debug, Clone, Default)]
+pub struct AccountLimiters {
+    pub api: Option<Arc<Limiter>>,
+    pub search: Option<Arc<Limiter>>,
+}
+
+impl AccountLimiters {
+    /// Fresh limiters for the given budgets (`None`: unlimited).
+    pub fn new(api: Option<RateLimit>, search: Option<RateLimit>) -> Self {
+        AccountLimiters {
+            api: api.map(|limit| Arc::new(Limiter::new(limit))),
+            search: search.map(|limit| Arc::new(Limiter::new(limit))),
+        }
+    }
+}
 
 impl RateLimit {
     /// Parses `"190/10s"`, `"5/1s"`, `"100/500ms"`, `"600/1m"`; `"none"` is no limit.

@@ -18,9 +18,30 @@ pub enum Schedule {
     Cron(Box<croner::Cron>),
 }
 
+/// Parses a duration written as a number and a unit: `s`, `m`, `h` or `d`
+/// (`"90s"`, `"15m"`, `"24h"`).
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration such as \"15m\""))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => bail!("{text:?}: a duration needs a unit: s, m, h or d"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 impl Schedule {
-    /// Parses an interval (a number and a unit: `s`, `m`, `h`, `d`) or a cron
-    /// expression (five or six fields).
+    /// Parses an interval (see [`parse_duration`]) or a cron expression
+    /// (five or six fields).
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
         if text.contains(char::is_whitespace) {
@@ -28,24 +49,13 @@ impl Schedule {
                 .with_context(|| format!("{text:?} is not a cron expression"))?;
             return Ok(Schedule::Cron(Box::new(cron)));
         }
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number.parse().with_context(|| {
+        let interval = parse_duration(text).with_context(|| {
             format!("{text:?} is neither an interval such as \"15m\" nor a cron expression")
         })?;
-        let seconds = match unit {
-            "s" => number,
-            "m" => number * 60,
-            "h" => number * 3600,
-            "d" => number * 86_400,
-            _ => bail!("{text:?}: an interval needs a unit: s, m, h or d"),
-        };
-        if seconds == 0 {
+        if interval.is_zero() {
             bail!("{text:?}: the interval must be longer than zero");
         }
-        Ok(Schedule::Every(Duration::from_secs(seconds)))
+        Ok(Schedule::Every(interval))
     }
 
     /// When the next run is due: `previous_start` is when the last run

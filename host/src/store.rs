@@ -16,8 +16,9 @@ use std::path::Path;
 
 /// Bumped with every schema change; `open` refuses a newer store.
 /// 2: `sync_control` (pause, trigger, lease). 3: `contacts.syncing`.
-/// 4: `contacts.seen_sync`, `contacts.seen_run`.
-const SCHEMA_VERSION: i64 = 4;
+/// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
+/// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -54,7 +55,11 @@ CREATE TABLE IF NOT EXISTS runs (
     skipped     INTEGER NOT NULL DEFAULT 0,
     failed      INTEGER NOT NULL DEFAULT 0,
     resumed     INTEGER NOT NULL DEFAULT 0,
-    error       TEXT
+    error       TEXT,
+    mode         TEXT NOT NULL DEFAULT 'full',
+    window_since INTEGER,
+    window_until INTEGER,
+    newest_ms    INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
 CREATE TABLE IF NOT EXISTS record_errors (
@@ -74,9 +79,28 @@ CREATE TABLE IF NOT EXISTS sync_control (
     paused      INTEGER NOT NULL DEFAULT 0,
     triggered   INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until INTEGER
+    lease_until INTEGER,
+    bookmark_ms INTEGER,
+    fingerprint TEXT
 );
 ";
+
+/// Columns added after a table's first version: `(table, column, declaration)`.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Before X6 every contact was syncing.
+    ("contacts", "syncing", "INTEGER NOT NULL DEFAULT 1"),
+    // Contacts no run has seen yet are never swept (see `stop_syncing_unseen`).
+    ("contacts", "seen_sync", "TEXT"),
+    ("contacts", "seen_run", "INTEGER"),
+    // Runs before R4 were all full runs.
+    ("runs", "mode", "TEXT NOT NULL DEFAULT 'full'"),
+    ("runs", "window_since", "INTEGER"),
+    ("runs", "window_until", "INTEGER"),
+    ("runs", "newest_ms", "INTEGER"),
+    // No bookmark: the next run is a full one.
+    ("sync_control", "bookmark_ms", "INTEGER"),
+    ("sync_control", "fingerprint", "TEXT"),
+];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
@@ -207,6 +231,15 @@ pub struct Control {
     pub lease_until: Option<i64>,
 }
 
+/// How a run reads the source (R4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Every record in scope; contacts it does not read stop syncing (X6).
+    Full,
+    /// Records modified from `since_ms` up to the run's start.
+    Incremental { since_ms: i64 },
+}
+
 /// A run that is under way, fresh or resumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRun {
@@ -214,6 +247,21 @@ pub struct OpenRun {
     pub cursor: Option<String>,
     pub counts: Counts,
     pub resumed: bool,
+    pub mode: RunMode,
+    /// When the run started (unix ms): the upper end of an incremental window.
+    pub started_ms: i64,
+    /// The newest source modification the run has read so far.
+    pub newest_ms: Option<i64>,
+}
+
+/// Where the next incremental run starts, left by the last completed run (R4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bookmark {
+    /// Source modifications from this time (unix ms, less the lookback) are read next.
+    pub modified_ms: i64,
+    /// What the sync read (scope and mappings) when the bookmark was set; a
+    /// different one needs a full run.
+    pub fingerprint: String,
 }
 
 /// The SQLite file behind one or more syncs.
@@ -270,17 +318,21 @@ impl ContactStore {
                 return Ok(());
             }
             conn.execute_batch(SCHEMA)?;
-            if (1..3).contains(&version) {
-                // Stores written before X6 have no `syncing` column: every contact was syncing.
-                conn.execute_batch(
-                    "ALTER TABLE contacts ADD COLUMN syncing INTEGER NOT NULL DEFAULT 1",
+            // Tables an older schema created lack the later columns; the
+            // defaults say what older rows meant.
+            for (table, column, declaration) in ADDED_COLUMNS {
+                let exists: bool = conn.query_row(
+                    &format!(
+                        "SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"
+                    ),
+                    [column],
+                    |r| r.get(0),
                 )?;
-            }
-            if (1..4).contains(&version) {
-                // Contacts no run has seen yet are never swept (see `stop_syncing_unseen`).
-                conn.execute_batch(
-                    "ALTER TABLE contacts ADD COLUMN seen_sync TEXT; ALTER TABLE contacts ADD COLUMN seen_run INTEGER;",
-                )?;
+                if !exists {
+                    conn.execute_batch(&format!(
+                        "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                    ))?;
+                }
             }
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             Ok(())
@@ -447,6 +499,86 @@ impl ContactStore {
             == 1)
     }
 
+    /// A merge at the source (X6): the records `merged_ids` were merged into
+    /// `survivor`. Their destination contacts become one contact linked to
+    /// `survivor`: the survivor's own contact if it has one (the others are
+    /// folded into it and removed), else the first of theirs, relinked.
+    /// Returns how many destination contacts were folded or relinked.
+    pub fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64> {
+        let linked = |external_id: &str| -> Result<Option<i64>> {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT id FROM contacts WHERE external_id = ?1")?
+                .query_row([external_id], |r| r.get(0))
+                .optional()?)
+        };
+        let mut keep = linked(survivor)?;
+        let mut changed = 0;
+        for merged in merged_ids.iter().filter(|m| *m != survivor) {
+            let Some(absorbed) = linked(merged)? else {
+                continue;
+            };
+            match keep {
+                None => {
+                    self.conn
+                        .prepare_cached(&format!(
+                            "UPDATE contacts SET external_id = ?2, updated_at = {NOW} WHERE id = ?1"
+                        ))?
+                        .execute(params![absorbed, survivor])?;
+                    keep = Some(absorbed);
+                }
+                Some(into) => self.fold_into(absorbed, into)?,
+            }
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    /// Moves what contact `from` had of its own (handles the sync did not
+    /// bring, fields and a name `into` lacks) to `into`, then removes `from`.
+    /// The sync's handles are not moved: the survivor's record brings them.
+    fn fold_into(&self, from: i64, into: i64) -> Result<()> {
+        let read = |id: i64| -> Result<(Option<String>, BTreeMap<String, String>)> {
+            let (name, fields): (Option<String>, String) = self
+                .conn
+                .prepare_cached("SELECT name, fields FROM contacts WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let fields = serde_json::from_str(&fields)
+                .with_context(|| format!("destination contact {id} has unreadable fields"))?;
+            Ok((name, fields))
+        };
+        let (from_name, from_fields) = read(from)?;
+        let (into_name, mut fields) = read(into)?;
+        for (key, value) in from_fields {
+            fields.entry(key).or_insert(value);
+        }
+        let (from_emails, from_phones) = self.handles(from)?;
+        let (mut emails, mut phones) = self.handles(into)?;
+        for (own, all) in [(from_emails, &mut emails), (from_phones, &mut phones)] {
+            for (value, from_source) in own {
+                if !from_source && !all.iter().any(|(v, _)| *v == value) {
+                    all.push((value, false));
+                }
+            }
+        }
+        self.conn
+            .prepare_cached("DELETE FROM contacts WHERE id = ?1")?
+            .execute([from])?;
+        self.conn
+            .prepare_cached(&format!(
+                "UPDATE contacts SET name = ?2, fields = ?3, updated_at = {NOW} WHERE id = ?1"
+            ))?
+            .execute(params![
+                into,
+                into_name.or(from_name),
+                serde_json::to_string(&fields)?
+            ])?;
+        self.conn
+            .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
+            .execute([into])?;
+        self.write_handles(into, &emails, &phones)
+    }
+
     /// Records that run `run_id` of `sync` read the source record linked to
     /// `external_id` (whatever became of it), for `stop_syncing_unseen`.
     pub fn mark_seen(&self, external_id: &str, sync: &str, run_id: i64) -> Result<()> {
@@ -514,47 +646,80 @@ impl ContactStore {
 
     // ----- runs, checkpoints and errors ----------------------------------------------
 
-    /// Resumes the sync's interrupted run, or starts a new one.
-    pub fn open_run(&self, sync: &str) -> Result<OpenRun> {
-        let interrupted = self
+    /// The sync's interrupted run, if it has one, as it was checkpointed.
+    pub fn interrupted_run(&self, sync: &str) -> Result<Option<OpenRun>> {
+        Ok(self
             .conn
             .prepare_cached(
-                "SELECT id, cursor, pages, seen, created, updated, skipped, failed FROM runs
-                 WHERE sync = ?1 AND status = 'running' ORDER BY id DESC LIMIT 1",
+                "SELECT id, cursor, pages, seen, created, updated, skipped, failed, mode, window_since,
+                        COALESCE(window_until, CAST(strftime('%s', started_at) AS INTEGER) * 1000), newest_ms
+                 FROM runs WHERE sync = ?1 AND status = 'running' ORDER BY id DESC LIMIT 1",
             )?
             .query_row([sync], |r| {
+                let mode: String = r.get(8)?;
+                let since: Option<i64> = r.get(9)?;
                 Ok(OpenRun {
                     id: r.get(0)?,
                     cursor: r.get(1)?,
                     counts: Counts::from_row(r, 2)?,
                     resumed: true,
+                    mode: match (mode.as_str(), since) {
+                        ("incremental", Some(since_ms)) => RunMode::Incremental { since_ms },
+                        _ => RunMode::Full,
+                    },
+                    started_ms: r.get(10)?,
+                    newest_ms: r.get(11)?,
                 })
             })
-            .optional()?;
-        if let Some(run) = interrupted {
-            self.conn.execute(
-                "UPDATE runs SET resumed = resumed + 1 WHERE id = ?1",
-                [run.id],
-            )?;
-            return Ok(run);
-        }
+            .optional()?)
+    }
+
+    /// Counts one more resumption of an interrupted run.
+    pub fn resume_run(&self, run_id: i64) -> Result<()> {
         self.conn.execute(
-            &format!("INSERT INTO runs (sync, started_at, status) VALUES (?1, {NOW}, 'running')"),
-            [sync],
+            "UPDATE runs SET resumed = resumed + 1 WHERE id = ?1",
+            [run_id],
+        )?;
+        Ok(())
+    }
+
+    /// Starts a new run of `sync`, begun at `started_ms`.
+    pub fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun> {
+        let (mode_name, since) = match mode {
+            RunMode::Full => ("full", None),
+            RunMode::Incremental { since_ms } => ("incremental", Some(since_ms)),
+        };
+        self.conn.execute(
+            &format!(
+                "INSERT INTO runs (sync, started_at, status, mode, window_since, window_until)
+                 VALUES (?1, {NOW}, 'running', ?2, ?3, ?4)"
+            ),
+            params![sync, mode_name, since, started_ms],
         )?;
         Ok(OpenRun {
             id: self.conn.last_insert_rowid(),
             cursor: None,
             counts: Counts::default(),
             resumed: false,
+            mode,
+            started_ms,
+            newest_ms: None,
         })
     }
 
-    /// Records the run's progress and its next cursor; call inside the page's transaction.
-    pub fn checkpoint(&self, run_id: i64, cursor: Option<&str>, counts: &Counts) -> Result<()> {
+    /// Records the run's progress, its next cursor and the newest source
+    /// modification read so far; call inside the page's transaction.
+    pub fn checkpoint(
+        &self,
+        run_id: i64,
+        cursor: Option<&str>,
+        counts: &Counts,
+        newest_ms: Option<i64>,
+    ) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE runs SET cursor = ?2, pages = ?3, seen = ?4, created = ?5, updated = ?6, skipped = ?7, failed = ?8
+                "UPDATE runs SET cursor = ?2, pages = ?3, seen = ?4, created = ?5, updated = ?6, skipped = ?7, failed = ?8,
+                        newest_ms = ?9
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -565,9 +730,38 @@ impl ContactStore {
                 counts.created,
                 counts.updated,
                 counts.skipped,
-                counts.failed
+                counts.failed,
+                newest_ms
             ])?;
         Ok(())
+    }
+
+    /// The bookmark the sync's last completed run left, if any.
+    pub fn bookmark(&self, sync: &str) -> Result<Option<Bookmark>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT bookmark_ms, fingerprint FROM sync_control
+                 WHERE sync = ?1 AND bookmark_ms IS NOT NULL AND fingerprint IS NOT NULL",
+            )?
+            .query_row([sync], |r| {
+                Ok(Bookmark {
+                    modified_ms: r.get(0)?,
+                    fingerprint: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Completes a run and stores where the next incremental run starts; call
+    /// inside the last page's transaction.
+    pub fn complete_run(&self, run_id: i64, sync: &str, bookmark: &Bookmark) -> Result<()> {
+        self.ensure_control(sync)?;
+        self.conn.execute(
+            "UPDATE sync_control SET bookmark_ms = ?2, fingerprint = ?3 WHERE sync = ?1",
+            params![sync, bookmark.modified_ms, bookmark.fingerprint],
+        )?;
+        self.finish_run(run_id, None)
     }
 
     /// Ends a run: `error` is `None` for a completed run, the fatal message otherwise.
@@ -978,9 +1172,45 @@ mod tests {
     }
 
     #[test]
+    fn merged_records_leave_one_contact_linked_to_the_survivor() {
+        let s = ContactStore::open_in_memory().unwrap();
+        // Only a merged-away record had a contact: it is relinked.
+        let a = s.create("1", &data(Some("Ada"), &["a@x.io"], &[])).unwrap();
+        assert_eq!(s.absorb_merged("9", &["1".into(), "5".into()]).unwrap(), 1);
+        assert_eq!(s.find_by_external_id("9").unwrap().unwrap().id, a);
+        assert_eq!(s.find_by_external_id("1").unwrap(), None);
+
+        // Both had one: the absorbed one's own handles and fields move over.
+        let b = s.create("2", &data(None, &["b@x.io"], &["+1555"])).unwrap();
+        let mut own = data(None, &["own@x.io"], &[]);
+        own.fields.insert("note".into(), "vip".into());
+        let extra = s.insert_unlinked(&own).unwrap();
+        s.update(extra, "3", &data(None, &["c@x.io"], &[])).unwrap();
+        assert_eq!(s.absorb_merged("2", &["3".into()]).unwrap(), 1);
+        let contacts = s.contacts().unwrap();
+        assert_eq!(contacts.len(), 2, "{contacts:?}");
+        let survivor = contacts.iter().find(|c| c.id == b).unwrap();
+        assert_eq!(survivor.external_id.as_deref(), Some("2"));
+        assert_eq!(survivor.emails, ["b@x.io", "own@x.io"]);
+        assert_eq!(survivor.fields["note"], "vip");
+        assert!(
+            s.find_by_handle(Handle::Email, "c@x.io")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.absorb_merged("2", &["3".into()]).unwrap(),
+            0,
+            "idempotent"
+        );
+    }
+
+    #[test]
     fn runs_resume_from_their_checkpoint() {
         let s = ContactStore::open_in_memory().unwrap();
-        let run = s.open_run("demo").unwrap();
+        assert_eq!(s.interrupted_run("demo").unwrap(), None);
+        let mode = RunMode::Incremental { since_ms: 1_000 };
+        let run = s.start_run("demo", mode, 5_000).unwrap();
         assert!(!run.resumed);
         let counts = Counts {
             pages: 1,
@@ -988,22 +1218,32 @@ mod tests {
             created: 100,
             ..Counts::default()
         };
-        s.checkpoint(run.id, Some("c2"), &counts).unwrap();
-        let again = s.open_run("demo").unwrap();
+        s.checkpoint(run.id, Some("c2"), &counts, Some(4_000))
+            .unwrap();
+        let again = s.interrupted_run("demo").unwrap().unwrap();
+        s.resume_run(again.id).unwrap();
         assert_eq!(
-            (
-                again.id,
-                again.cursor.as_deref(),
-                again.counts,
-                again.resumed
-            ),
-            (run.id, Some("c2"), counts, true)
+            again,
+            OpenRun {
+                id: run.id,
+                cursor: Some("c2".into()),
+                counts,
+                resumed: true,
+                mode,
+                started_ms: 5_000,
+                newest_ms: Some(4_000),
+            }
         );
-        s.finish_run(run.id, None).unwrap();
-        let next = s.open_run("demo").unwrap();
-        assert_ne!(next.id, run.id);
-        assert_eq!(next.cursor, None);
-        assert_eq!(s.runs("demo").unwrap()[1].resumed, 1);
+        assert_eq!(s.bookmark("demo").unwrap(), None);
+        let bookmark = Bookmark {
+            modified_ms: 4_000,
+            fingerprint: "all".into(),
+        };
+        s.complete_run(run.id, "demo", &bookmark).unwrap();
+        assert_eq!(s.interrupted_run("demo").unwrap(), None);
+        assert_eq!(s.bookmark("demo").unwrap(), Some(bookmark));
+        assert_eq!(s.runs("demo").unwrap()[0].resumed, 1);
+        assert_eq!(s.runs("demo").unwrap()[0].status, "completed");
     }
 
     #[test]

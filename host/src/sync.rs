@@ -3,14 +3,16 @@
 
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
-    ErrorCategory, ErrorScope, Failure, FieldMapping, HubspotScope, HubspotSource, MappedContact,
-    MatchOutcome, Page, Source, SyncError,
+    ErrorCategory, ErrorScope, Failure, FieldMapping, FieldTarget, HubspotScope, HubspotSource,
+    MappedContact, MatchOutcome, Page, Source, SyncError, TimeWindow,
 };
 use crate::config::{Config, mapped_properties};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
-use crate::rate_limit::Limiter;
+use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
-use crate::store::{Change, ContactData, ContactStore, Counts, ErrorRow};
+use crate::store::{
+    Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, RunMode,
+};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -63,9 +65,11 @@ pub struct SyncOptions {
     pub lease_owner: String,
     /// Called with the run's counters after every committed page.
     pub progress: Option<Progress>,
-    /// The source account's limiter, when several syncs share the account
-    /// (the daemon); otherwise each pass makes one from `source.rate_limit`.
-    pub limiter: Option<Arc<Limiter>>,
+    /// The source account's limiters, when several syncs share the account
+    /// (the daemon); otherwise each pass makes its own from the config.
+    pub limiters: Option<AccountLimiters>,
+    /// Read every record even when an incremental run would do (`sync --full`).
+    pub full: bool,
 }
 
 /// A progress callback (see [`SyncOptions::progress`]).
@@ -80,7 +84,8 @@ impl Default for SyncOptions {
             stop: Arc::new(AtomicBool::new(false)),
             lease_owner: lease_owner(),
             progress: None,
-            limiter: None,
+            limiters: None,
+            full: false,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct SyncReport {
     pub status: String,
     /// Whether this pass continued a run that had been interrupted.
     pub resumed: bool,
+    /// `full` (every record in scope) or `incremental` (changes since the last run, R4).
+    pub mode: String,
     #[serde(flatten)]
     pub counts: Counts,
     pub errors_by_category: BTreeMap<String, u64>,
@@ -144,6 +151,8 @@ pub struct SyncReport {
     pub elapsed_ms: u64,
     /// Destination contacts whose source record was archived, marked no longer syncing (X6).
     pub stopped_syncing: u64,
+    /// Destination contacts folded into, or relinked to, a merge's surviving record (X6).
+    pub merged: u64,
     /// The error that stopped the sync, if one did.
     pub error: Option<ErrorRow>,
 }
@@ -195,17 +204,17 @@ fn run_leased(
         },
         stats.clone(),
     )
-    .with_limiter(options.limiter.clone().or_else(|| {
-        config
-            .source
-            .rate_limit
-            .map(|limit| Arc::new(Limiter::new(limit)))
+    .with_limiters(options.limiters.clone().unwrap_or_else(|| {
+        AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
     }));
     let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
-    let run = instance.state().store.open_run(&config.name)?;
+    // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
+    let full = options.full || matches!(options.http_mode, HttpMode::Replay(_));
+    let run = open_run(&instance.state().store, config, full)?;
     if run.resumed {
         tracing::info!(run = run.id, cursor = ?run.cursor, "resuming an interrupted run");
     }
+    tracing::info!(run = run.id, mode = ?run.mode, "sync {:?}", config.name);
 
     let mut pass = Pass {
         instance: &mut instance,
@@ -216,6 +225,10 @@ fn run_leased(
         counts: run.counts,
         mappings: config.mappings.clone(),
         stopped_syncing: 0,
+        merged: 0,
+        mode: run.mode,
+        started_ms: run.started_ms,
+        newest_ms: run.newest_ms,
     };
     let outcome = pass.run(run.cursor);
     if outcome.is_ok() {
@@ -223,6 +236,7 @@ fn run_leased(
         pass.stopped_syncing += archived;
     }
     let stopped_syncing = pass.stopped_syncing;
+    let merged = pass.merged;
     let counts = pass.counts;
     let store = &instance.state().store;
     let mut status = "completed";
@@ -255,13 +269,77 @@ fn run_leased(
         run_id: run.id,
         status: if error.is_some() { "failed" } else { status }.to_owned(),
         resumed: run.resumed,
+        mode: match run.mode {
+            RunMode::Full => "full",
+            RunMode::Incremental { .. } => "incremental",
+        }
+        .to_owned(),
         counts,
         errors_by_category,
         requests: stats.sent.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
         stopped_syncing,
+        merged,
         error,
     })
+}
+
+/// Resumes the sync's interrupted run, or starts a new one: incremental when
+/// the last completed run left a bookmark for the same scope and mappings
+/// (R4), full otherwise. List-sourced syncs always run full: the search API
+/// cannot filter by list membership, and membership itself must be re-read
+/// (a contact that left the list stops syncing).
+fn open_run(store: &ContactStore, config: &Config, full: bool) -> Result<OpenRun> {
+    let since_ms = store
+        .bookmark(&config.name)?
+        .filter(|b| {
+            !full && config.source.list_id.is_none() && b.fingerprint == fingerprint(config)
+        })
+        .map(|b| (b.modified_ms - config.source.lookback.as_millis() as i64).max(0));
+    if let Some(run) = store.interrupted_run(&config.name)? {
+        let superseded = matches!(run.mode, RunMode::Incremental { .. }) && since_ms.is_none();
+        if !superseded {
+            store.resume_run(run.id)?;
+            return Ok(run);
+        }
+        // Its bookmark never advanced, so nothing is lost by not finishing it.
+        store.finish_run(
+            run.id,
+            Some("superseded by a full run (sync --full, or the scope or mappings changed)"),
+        )?;
+    }
+    let mode = match since_ms {
+        Some(since_ms) => RunMode::Incremental { since_ms },
+        None => RunMode::Full,
+    };
+    store.start_run(&config.name, mode, now_ms())
+}
+
+/// What a sync reads: its source account, scope and mappings. A bookmark
+/// left under another fingerprint is not used (the next run is full), so a
+/// newly mapped property is filled in for records that did not change.
+fn fingerprint(config: &Config) -> String {
+    let mappings: Vec<String> = config
+        .mappings
+        .iter()
+        .map(|m| {
+            let target = match &m.target {
+                FieldTarget::FirstName => "first-name".to_owned(),
+                FieldTarget::LastName => "last-name".to_owned(),
+                FieldTarget::FullName => "full-name".to_owned(),
+                FieldTarget::Email => "email".to_owned(),
+                FieldTarget::Phone => "phone".to_owned(),
+                FieldTarget::Custom(name) => format!("custom:{name}"),
+            };
+            format!("{}>{target}", m.source)
+        })
+        .collect();
+    format!(
+        "{} list={} {}",
+        config.source.base_url,
+        config.source.list_id.as_deref().unwrap_or("*"),
+        mappings.join(",")
+    )
 }
 
 /// Why a pass stopped early.
@@ -291,6 +369,13 @@ struct Pass<'a> {
     mappings: Vec<FieldMapping>,
     /// Contacts marked no longer syncing by this pass (X6).
     stopped_syncing: u64,
+    /// Contacts folded or relinked by source merges (X6).
+    merged: u64,
+    mode: RunMode,
+    /// When the run started (unix ms): the end of an incremental window.
+    started_ms: i64,
+    /// The newest source modification read so far (for the next bookmark).
+    newest_ms: Option<i64>,
 }
 
 impl Pass<'_> {
@@ -332,12 +417,17 @@ impl Pass<'_> {
 
     /// The source as the component reads it, requesting the mapped properties.
     fn source(&self) -> Source {
+        let scope = match (self.mode, &self.config.source.list_id) {
+            (RunMode::Incremental { since_ms }, _) => HubspotScope::Modified(TimeWindow {
+                since: since_ms.max(0) as u64,
+                until: self.started_ms.max(0) as u64,
+            }),
+            (RunMode::Full, Some(list)) => HubspotScope::ListMembers(list.clone()),
+            (RunMode::Full, None) => HubspotScope::All,
+        };
         Source::HubspotContacts(HubspotSource {
             base_url: self.config.source.base_url.clone(),
-            scope: match &self.config.source.list_id {
-                Some(list) => HubspotScope::ListMembers(list.clone()),
-                None => HubspotScope::All,
-            },
+            scope,
             properties: mapped_properties(&self.mappings),
         })
     }
@@ -476,11 +566,39 @@ impl Pass<'_> {
         }
     }
 
+    /// Where the next incremental run starts (R4): the newest modification
+    /// read, but never after this run's start, so changes made while it ran
+    /// are read again. A window that held nothing keeps the old bookmark.
+    fn next_bookmark(&mut self) -> Result<i64> {
+        Ok(match (self.newest_ms, self.mode) {
+            (Some(newest), _) => newest.min(self.started_ms),
+            (None, RunMode::Full) => self.started_ms,
+            (None, RunMode::Incremental { since_ms }) => self
+                .instance
+                .state()
+                .store
+                .bookmark(&self.config.name)?
+                .map_or(since_ms, |b| b.modified_ms),
+        })
+    }
+
     /// Applies a page and checkpoints it in one transaction (R3).
     fn apply_page(&mut self, page: Page, next: Option<&str>) -> Result<(), Stop> {
         self.instance.state().store.begin()?;
         for record in &page.records {
             self.counts.seen += 1;
+            if let Some(modified) = record.modified_at {
+                let modified = i64::try_from(modified).unwrap_or(i64::MAX);
+                self.newest_ms = Some(self.newest_ms.map_or(modified, |n| n.max(modified)));
+            }
+            if !record.merged_ids.is_empty() {
+                let store = &self.instance.state().store;
+                let absorbed = store.absorb_merged(&record.id, &record.merged_ids)?;
+                if absorbed > 0 {
+                    tracing::info!(survivor = %record.id, merged = ?record.merged_ids, "merged at the source");
+                }
+                self.merged += absorbed;
+            }
             let mapped = self.instance.map_fields(record, &self.mappings)?;
             let outcome = self.instance.match_contact(&mapped)?;
             let store = &self.instance.state().store;
@@ -509,13 +627,24 @@ impl Pass<'_> {
             store.mark_seen(&record.id, &self.config.name, self.run_id)?;
         }
         self.counts.pages += 1;
+        let bookmark = match next {
+            Some(_) => None,
+            None => Some(Bookmark {
+                modified_ms: self.next_bookmark()?,
+                fingerprint: fingerprint(self.config),
+            }),
+        };
         let store = &self.instance.state().store;
-        store.checkpoint(self.run_id, next, &self.counts)?;
-        if next.is_none() {
-            self.stopped_syncing += store.stop_syncing_unseen(&self.config.name, self.run_id)?;
+        store.checkpoint(self.run_id, next, &self.counts, self.newest_ms)?;
+        if let Some(bookmark) = bookmark {
+            if self.mode == RunMode::Full {
+                // Only a complete pass knows what the source no longer has.
+                self.stopped_syncing +=
+                    store.stop_syncing_unseen(&self.config.name, self.run_id)?;
+            }
             // Completing the run with its last page's writes: a crash between the
             // two would otherwise leave a finished run looking unstarted.
-            store.finish_run(self.run_id, None)?;
+            store.complete_run(self.run_id, &self.config.name, &bookmark)?;
         }
         store.commit()?;
         if let Some(progress) = &self.options.progress {

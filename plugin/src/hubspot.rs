@@ -8,10 +8,10 @@ use crate::transport::{
 };
 use crate::types::{
     HttpFailure, HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord,
-    SyncError,
+    SyncError, TimeWindow,
 };
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 /// `GET /crm/v3/objects/contacts` page size: the API's maximum.
 pub const CONTACTS_PAGE_LIMIT: usize = 100;
@@ -19,6 +19,15 @@ pub const CONTACTS_PAGE_LIMIT: usize = 100;
 pub const MEMBERSHIPS_PAGE_LIMIT: usize = 250;
 /// `POST /crm/v3/objects/contacts/batch/read` inputs per call: the API's maximum.
 pub const BATCH_READ_LIMIT: usize = 100;
+/// `POST /crm/v3/objects/contacts/search` page size: the API's maximum.
+pub const SEARCH_PAGE_LIMIT: usize = 200;
+
+/// The contact property holding the last modification time; the search API
+/// filters and sorts contacts by it.
+pub const MODIFIED_PROPERTY: &str = "lastmodifieddate";
+/// On a merge's surviving contact, the ids merged into it (`;`-separated).
+pub const MERGED_PROPERTY: &str = "hs_merged_object_ids";
+const ID_PROPERTY: &str = "hs_object_id";
 
 /// Reads one page of `source` starting at `cursor`.
 pub fn fetch_page(
@@ -36,6 +45,23 @@ pub fn fetch_page(
             let request = list_contacts_request(source, cursor, listing);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_objects_page(&body, listing)
+        }
+        HubspotScope::Modified(window) => {
+            let position = match cursor {
+                None => SearchCursor::Range {
+                    from: window.since,
+                    seen: Vec::new(),
+                },
+                Some(text) => serde_json::from_str(text).map_err(|e| {
+                    errors::invalid_response(&format!(
+                        "the incremental cursor {} is not one this component wrote ({e})",
+                        truncate(text)
+                    ))
+                })?,
+            };
+            let request = search_request(source, window, &position);
+            let body = send(transport, &request, Endpoint::Other)?;
+            parse_search_page(&body, &position)
         }
         HubspotScope::ListMembers(list_id) => {
             let request = memberships_request(source, list_id, cursor);
@@ -116,6 +142,159 @@ pub fn parse_properties(body: &[u8]) -> Result<Vec<PropertyDefinition>, SyncErro
         .collect())
 }
 
+/// Where an incremental read stands (R4), as the opaque page cursor.
+///
+/// HubSpot's search takes one sort and pages by offset, capped at 10,000
+/// results, and an offset shifts under records modified mid-run. So every page
+/// is a fresh query from the newest modification time read so far; the ids
+/// already returned at exactly that time are remembered and skipped. When a
+/// whole page shares one timestamp, the records at that time are drained in
+/// `hs_object_id` order (an exact key) before moving past it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SearchCursor {
+    /// Records modified at or after `from`, less the `seen` ones at exactly `from`.
+    Range { from: u64, seen: Vec<String> },
+    /// Records modified exactly at `at` with an id above `after`, less the
+    /// `seen` ones; then everything after `at`.
+    Ties {
+        at: u64,
+        after: Option<String>,
+        seen: Vec<String>,
+    },
+}
+
+/// `POST /crm/v3/objects/contacts/search` for the next page after `position`.
+/// Dates are epoch milliseconds as strings, as the API documents.
+pub fn search_request(
+    source: &HubspotSource,
+    window: &TimeWindow,
+    position: &SearchCursor,
+) -> HttpRequest {
+    let filter = |property: &str, operator: &str, value: String| json!({ "propertyName": property, "operator": operator, "value": value });
+    let (filters, sort_by) = match position {
+        SearchCursor::Range { from, .. } => (
+            vec![
+                filter(MODIFIED_PROPERTY, "GTE", from.to_string()),
+                filter(MODIFIED_PROPERTY, "LTE", window.until.to_string()),
+            ],
+            MODIFIED_PROPERTY,
+        ),
+        SearchCursor::Ties { at, after, .. } => {
+            let mut filters = vec![filter(MODIFIED_PROPERTY, "EQ", at.to_string())];
+            if let Some(after) = after {
+                filters.push(filter(ID_PROPERTY, "GT", after.clone()));
+            }
+            (filters, ID_PROPERTY)
+        }
+    };
+    let mut properties = requested_properties(source);
+    if !properties.iter().any(|p| p == MODIFIED_PROPERTY) {
+        properties.push(MODIFIED_PROPERTY.to_owned());
+    }
+    let body = json!({
+        "filterGroups": [{ "filters": filters }],
+        "sorts": [{ "propertyName": sort_by, "direction": "ASCENDING" }],
+        "properties": properties,
+        "limit": SEARCH_PAGE_LIMIT,
+    });
+    HttpRequest {
+        method: Method::Post,
+        url: format!("{}/crm/v3/objects/contacts/search", base(source)),
+        body: Some(body.to_string().into_bytes()),
+    }
+}
+
+/// Reads a search answer (`CollectionResponseWithTotal`) read from `position`:
+/// the records not returned before, and where the next page starts.
+pub fn parse_search_page(body: &[u8], position: &SearchCursor) -> Result<Page, SyncError> {
+    let page: ObjectsPage = parse_json(body, "search page")?;
+    let more = next_after(page.paging.as_ref()).is_some();
+    let results = read_objects(page.results.unwrap_or_default(), Listing::Live)?;
+    let stamped: Vec<(u64, SourceRecord)> = results
+        .into_iter()
+        .map(|r| {
+            // A record without a time cannot be placed; reading it at the
+            // current position returns it once and never loops.
+            let at = r.modified_at.unwrap_or(match position {
+                SearchCursor::Range { from, .. } => *from,
+                SearchCursor::Ties { at, .. } => *at,
+            });
+            (at, r)
+        })
+        .collect();
+    let next = if !more || stamped.is_empty() {
+        None
+    } else {
+        Some(match position {
+            SearchCursor::Range { from, seen } => {
+                let newest = stamped.iter().map(|(at, _)| *at).max().unwrap_or(*from);
+                let mut at_newest: Vec<String> = stamped
+                    .iter()
+                    .filter(|(at, _)| *at == newest)
+                    .map(|(_, r)| r.id.clone())
+                    .collect();
+                if newest == *from {
+                    at_newest.extend(seen.iter().cloned());
+                    at_newest.sort();
+                    at_newest.dedup();
+                }
+                if at_newest.len() >= stamped.len() {
+                    // The whole page is one timestamp: more may share it.
+                    SearchCursor::Ties {
+                        at: newest,
+                        after: None,
+                        seen: at_newest,
+                    }
+                } else {
+                    SearchCursor::Range {
+                        from: newest,
+                        seen: at_newest,
+                    }
+                }
+            }
+            SearchCursor::Ties { at, seen, .. } => SearchCursor::Ties {
+                at: *at,
+                after: stamped
+                    .iter()
+                    .map(|(_, r)| r.id.as_str())
+                    .max_by_key(|id| (id.len(), *id))
+                    .map(str::to_owned),
+                seen: seen.clone(),
+            },
+        })
+    };
+    let next = match (next, position) {
+        // The drain of one timestamp is over: go on strictly after it.
+        (None, SearchCursor::Ties { at, .. }) => Some(SearchCursor::Range {
+            from: at + 1,
+            seen: Vec::new(),
+        }),
+        (next, _) => next,
+    };
+    let records = stamped
+        .into_iter()
+        .filter(|(at, r)| match position {
+            SearchCursor::Range { from, seen } => !(*at == *from && seen.contains(&r.id)),
+            SearchCursor::Ties { seen, .. } => !seen.contains(&r.id),
+        })
+        .map(|(_, r)| r)
+        .collect();
+    Ok(Page {
+        records,
+        next_cursor: next.map(|c| serde_json::to_string(&c).expect("a cursor serialises")),
+    })
+}
+
+/// The mapped properties plus the one every read needs for merges (X6).
+fn requested_properties(source: &HubspotSource) -> Vec<String> {
+    let mut properties = source.properties.clone();
+    if !properties.iter().any(|p| p == MERGED_PROPERTY) {
+        properties.push(MERGED_PROPERTY.to_owned());
+    }
+    properties
+}
+
 /// `GET /crm/v3/objects/contacts?limit=100&archived=false&properties=a,b[&after=c]`.
 pub fn list_contacts_request(
     source: &HubspotSource,
@@ -127,9 +306,14 @@ pub fn list_contacts_request(
         base(source),
         listing == Listing::Archived
     );
-    if !source.properties.is_empty() {
+    // The archived listing only needs ids (X6).
+    let properties = match listing {
+        Listing::Live => requested_properties(source),
+        Listing::Archived => source.properties.clone(),
+    };
+    if !properties.is_empty() {
         url.push_str("&properties=");
-        url.push_str(&properties_param(&source.properties));
+        url.push_str(&properties_param(&properties));
     }
     push_after(&mut url, cursor);
     HttpRequest {
@@ -172,7 +356,7 @@ pub fn memberships_request(
 /// `POST /crm/v3/objects/contacts/batch/read?archived=false` for up to 100 ids.
 pub fn batch_read_request(source: &HubspotSource, ids: &[String]) -> HttpRequest {
     let body = serde_json::json!({
-        "properties": source.properties,
+        "properties": requested_properties(source),
         "propertiesWithHistory": [],
         "inputs": ids.iter().map(|id| serde_json::json!({ "id": id })).collect::<Vec<_>>(),
     });
@@ -344,14 +528,35 @@ fn read_objects(results: Vec<Value>, listing: Listing) -> Result<Vec<SourceRecor
             Some(Value::Object(map)) => read_properties(map),
             _ => Vec::new(),
         };
-        let updated_at = object
-            .get("updatedAt")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let property = |name: &str| {
+            properties
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.value.as_deref())
+        };
+        let modified_at = property(MODIFIED_PROPERTY)
+            .and_then(epoch_millis)
+            .or_else(|| {
+                object
+                    .get("updatedAt")
+                    .and_then(Value::as_str)
+                    .and_then(epoch_millis)
+            });
+        let mut merged_ids: Vec<String> = Vec::new();
+        for merged in property(MERGED_PROPERTY)
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+        {
+            if !merged.is_empty() && merged != id && !merged_ids.iter().any(|m| m == merged) {
+                merged_ids.push(merged.to_owned());
+            }
+        }
         records.push(SourceRecord {
             id,
             properties,
-            updated_at,
+            modified_at,
+            merged_ids,
         });
     }
     Ok(records)
@@ -371,6 +576,17 @@ fn read_properties(map: Map<String, Value>) -> Vec<Property> {
             Property { name, value }
         })
         .collect()
+}
+
+/// A HubSpot time: RFC 3339 (`2024-06-01T12:00:00.000Z`), or epoch
+/// milliseconds as older endpoints send them.
+pub fn epoch_millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    u64::try_from(time.timestamp_millis()).ok()
 }
 
 /// Ids are strings in v3, but numbers are accepted too.
@@ -447,8 +663,194 @@ mod tests {
         assert_eq!(r.method, Method::Get);
         assert_eq!(
             r.url,
-            "https://api.hubapi.com/crm/v3/objects/contacts?limit=100&archived=false&properties=email,firstname&after=abc%3D%3D"
+            "https://api.hubapi.com/crm/v3/objects/contacts?limit=100&archived=false&properties=email,firstname,hs_merged_object_ids&after=abc%3D%3D"
         );
+    }
+
+    fn window() -> TimeWindow {
+        TimeWindow {
+            since: 1_000,
+            until: 9_000,
+        }
+    }
+
+    /// A search answer: `(id, lastmodifieddate ms)` records, `more` = a next page.
+    fn search_answer(records: &[(u64, u64)], more: bool) -> String {
+        let results: Vec<Value> = records
+            .iter()
+            .map(|(id, at)| {
+                json!({"id": id.to_string(), "archived": false,
+                       "properties": {"hs_object_id": id.to_string(), "lastmodifieddate": at.to_string(), "email": format!("{id}@x.io")}})
+            })
+            .collect();
+        let mut answer = json!({"total": 99_999, "results": results});
+        if more {
+            answer["paging"] = json!({"next": {"after": "200", "link": "?after=200"}});
+        }
+        answer.to_string()
+    }
+
+    fn ids(page: &Page) -> Vec<&str> {
+        page.records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    fn cursor(page: &Page) -> SearchCursor {
+        serde_json::from_str(page.next_cursor.as_deref().expect("a next page")).unwrap()
+    }
+
+    #[test]
+    fn the_search_request_is_the_documented_body() {
+        let source = source(HubspotScope::Modified(window()));
+        let r = search_request(
+            &source,
+            &window(),
+            &SearchCursor::Range {
+                from: 1_000,
+                seen: vec![],
+            },
+        );
+        assert_eq!(r.method, Method::Post);
+        assert_eq!(
+            r.url,
+            "https://api.hubapi.com/crm/v3/objects/contacts/search"
+        );
+        let body: Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": "lastmodifieddate", "operator": "GTE", "value": "1000"},
+                    {"propertyName": "lastmodifieddate", "operator": "LTE", "value": "9000"}]}],
+                "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+                "properties": ["email", "firstname", "hs_merged_object_ids", "lastmodifieddate"],
+                "limit": 200
+            })
+        );
+        let r = search_request(
+            &source,
+            &window(),
+            &SearchCursor::Ties {
+                at: 5_000,
+                after: Some("77".into()),
+                seen: vec![],
+            },
+        );
+        let body: Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body["filterGroups"],
+            json!([{"filters": [
+                {"propertyName": "lastmodifieddate", "operator": "EQ", "value": "5000"},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": "77"}]}])
+        );
+        assert_eq!(
+            body["sorts"],
+            json!([{"propertyName": "hs_object_id", "direction": "ASCENDING"}])
+        );
+    }
+
+    #[test]
+    fn a_search_page_continues_from_its_newest_time_skipping_what_it_returned() {
+        let start = SearchCursor::Range {
+            from: 1_000,
+            seen: vec![],
+        };
+        let page = parse_search_page(
+            search_answer(&[(1, 1_000), (2, 2_000), (3, 3_000), (4, 3_000)], true).as_bytes(),
+            &start,
+        )
+        .unwrap();
+        assert_eq!(ids(&page), ["1", "2", "3", "4"]);
+        let next = cursor(&page);
+        assert_eq!(
+            next,
+            SearchCursor::Range {
+                from: 3_000,
+                seen: vec!["3".into(), "4".into()]
+            }
+        );
+        // The next query starts at 3,000 again: 3 and 4 come back and are
+        // dropped, 5 (same time, past the old page) is new.
+        let page = parse_search_page(
+            search_answer(&[(4, 3_000), (3, 3_000), (5, 3_000), (6, 4_000)], false).as_bytes(),
+            &next,
+        )
+        .unwrap();
+        assert_eq!(ids(&page), ["5", "6"]);
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[test]
+    fn a_page_sharing_one_timestamp_is_drained_in_id_order() {
+        let start = SearchCursor::Range {
+            from: 1_000,
+            seen: vec![],
+        };
+        let page = parse_search_page(
+            search_answer(&[(9, 2_000), (4, 2_000)], true).as_bytes(),
+            &start,
+        )
+        .unwrap();
+        let ties = cursor(&page);
+        assert_eq!(
+            ties,
+            SearchCursor::Ties {
+                at: 2_000,
+                after: None,
+                seen: vec!["9".into(), "4".into()]
+            }
+        );
+        let page = parse_search_page(
+            search_answer(&[(4, 2_000), (7, 2_000), (9, 2_000), (12, 2_000)], true).as_bytes(),
+            &ties,
+        )
+        .unwrap();
+        assert_eq!(ids(&page), ["7", "12"]);
+        let SearchCursor::Ties { after, .. } = cursor(&page) else {
+            panic!("still draining")
+        };
+        assert_eq!(after.as_deref(), Some("12"));
+        let page = parse_search_page(search_answer(&[], false).as_bytes(), &cursor(&page)).unwrap();
+        assert!(page.records.is_empty());
+        assert_eq!(
+            cursor(&page),
+            SearchCursor::Range {
+                from: 2_001,
+                seen: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn merged_ids_and_modification_times_are_read() {
+        let page = parse_objects_page(
+            br#"{"results":[
+                {"id":"5","properties":{"hs_merged_object_ids":"3; 4;;5;3","lastmodifieddate":"2024-06-01T00:00:00.250Z"}},
+                {"id":"6","properties":{"hs_merged_object_ids":null},"updatedAt":"1970-01-01T00:00:01+00:00"},
+                {"id":"7","properties":{"lastmodifieddate":"1717200000000"}},
+                {"id":"8","properties":{"lastmodifieddate":"yesterday"}}
+            ]}"#,
+            Listing::Live,
+        )
+        .unwrap();
+        assert_eq!(page.records[0].merged_ids, ["3", "4"]);
+        assert_eq!(page.records[0].modified_at, Some(1_717_200_000_250));
+        assert!(page.records[1].merged_ids.is_empty());
+        assert_eq!(page.records[1].modified_at, Some(1_000));
+        assert_eq!(page.records[2].modified_at, Some(1_717_200_000_000));
+        assert_eq!(page.records[3].modified_at, None);
+    }
+
+    #[test]
+    fn a_cursor_this_component_did_not_write_is_an_invalid_response() {
+        let mut t = Scripted::default();
+        let e = fetch_page(
+            &mut t,
+            &source(HubspotScope::Modified(window())),
+            Some("cur-7"),
+        )
+        .unwrap_err();
+        assert_eq!(e.category, ErrorCategory::InvalidResponse);
+        assert!(t.sent.is_empty());
     }
 
     #[test]
@@ -463,7 +865,7 @@ mod tests {
         assert_eq!(page.records.len(), 2);
         let first = &page.records[0];
         assert_eq!(first.id, "1");
-        assert_eq!(first.updated_at.as_deref(), Some("2024-02-01T00:00:00Z"));
+        assert_eq!(first.modified_at, Some(1_706_745_600_000));
         assert!(
             first
                 .properties
@@ -596,7 +998,7 @@ mod tests {
         assert_eq!(sent["inputs"].as_array().unwrap().len(), 100);
         assert_eq!(
             sent["properties"],
-            serde_json::json!(["email", "firstname"])
+            serde_json::json!(["email", "firstname", "hs_merged_object_ids"])
         );
         assert_eq!(page.records.len(), 149);
         assert_eq!(page.records[0].id, "1");

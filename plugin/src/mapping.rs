@@ -115,7 +115,8 @@ mod tests {
                     value: v.map(Into::into),
                 })
                 .collect(),
-            updated_at: None,
+            modified_at: None,
+            merged_ids: Vec::new(),
         }
     }
 

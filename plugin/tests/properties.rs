@@ -133,7 +133,8 @@ fn mapping_keeps_its_invariants_for_any_values() {
         let record = SourceRecord {
             id: "r".into(),
             properties,
-            updated_at: None,
+            modified_at: None,
+            merged_ids: Vec::new(),
         };
         let mapped = map_fields(&record, &mappings);
 

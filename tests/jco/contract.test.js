@@ -30,6 +30,7 @@ test('map-fields meets the shared expectations', () => {
     const record = {
       id: c.record.id,
       properties: Object.entries(c.record.properties).map(([name, value]) => ({ name, value: opt(value) })),
+      mergedIds: [],
     };
     const mappings = c.mappings.map(([source, t]) => ({ source, target: target(t) }));
     const mapped = sync.mapFields(record, mappings);

@@ -1,6 +1,6 @@
 // The embedding guide's jco example (docs/embedding.md), kept honest by
 // running it. Transpile once:
-//   jco transpile crmsync_plugin.wasm -o out --map 'crmsync:sync/directory@0.1.0=../directory.js'
+//   jco transpile crmsync_plugin.wasm -o out --map 'crmsync:sync/directory@0.2.0=../directory.js'
 // then import the `sync` export; `directory.js` answers the component's lookups.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ test('a minimal jco host embeds the component', () => {
   setDirectory([{ id: 'front-7', externalId: undefined, emails: ['ada@example.com'], phones: [] }]);
 
   const mapped = sync.mapFields(
-    { id: '101', properties: [{ name: 'firstname', value: 'Ada' }, { name: 'email', value: ' ADA@example.com' }] },
+    { id: '101', properties: [{ name: 'firstname', value: 'Ada' }, { name: 'email', value: ' ADA@example.com' }], mergedIds: [] },
     [
       { source: 'firstname', target: { tag: 'first-name' } },
       { source: 'email', target: { tag: 'email' } },

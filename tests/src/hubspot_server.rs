@@ -1,7 +1,7 @@
 //! A loopback server that speaks HubSpot's documented CRM v3 shapes: contacts
-//! listing, list memberships, batch read, the property catalogue and the
-//! OAuth token endpoint, with bearer-token checks, HubSpot's error bodies and
-//! injectable faults. Tests assert on what crossed the wire.
+//! listing, search, list memberships, batch read, the property catalogue and
+//! the OAuth token endpoint, with bearer-token checks, HubSpot's error bodies
+//! and injectable faults. Tests assert on what crossed the wire.
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -25,16 +25,25 @@ pub const STANDARD_PROPERTIES: &[&str] = &[
     "lastmodifieddate",
 ];
 
+/// When contacts made with [`Contact::new`] were last modified: 2024-06-01T00:00:00Z.
+pub const OLD_MODIFICATION_MS: u64 = 1_717_200_000_000;
+
 /// A contact held by the server.
 #[derive(Debug, Clone)]
 pub struct Contact {
     pub id: u64,
     pub properties: BTreeMap<String, Option<String>>,
     pub archived: bool,
+    /// `lastmodifieddate`, epoch ms.
+    pub modified: u64,
+    /// Whether the search index has caught up with the contact's last change
+    /// (HubSpot's search is eventually consistent).
+    pub indexed: bool,
 }
 
 impl Contact {
-    /// A contact with the given property values (`None` = null).
+    /// A contact with the given property values (`None` = null), last
+    /// modified at [`OLD_MODIFICATION_MS`].
     pub fn new(id: u64, properties: &[(&str, Option<&str>)]) -> Self {
         Contact {
             id,
@@ -43,8 +52,24 @@ impl Contact {
                 .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
                 .collect(),
             archived: false,
+            modified: OLD_MODIFICATION_MS,
+            indexed: true,
         }
     }
+
+    /// The same contact, last modified at `ms`.
+    pub fn modified_at(mut self, ms: u64) -> Self {
+        self.modified = ms;
+        self
+    }
+}
+
+/// The server's clock, epoch ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
 }
 
 /// A canned answer served instead of the real one, for the next matching request.
@@ -100,6 +125,7 @@ pub struct Seen {
     pub query: HashMap<String, String>,
     pub authorization: Option<String>,
     pub body: String,
+    pub at: Instant,
 }
 
 /// The server's state; tests change it between runs.
@@ -134,6 +160,29 @@ pub struct State {
     pub random_faults: Option<RandomFaults>,
     /// Faults served so far, by kind.
     pub faults_served: BTreeMap<&'static str, usize>,
+}
+
+impl State {
+    /// Creates or replaces the contact with `contact.id`, modified now, as an
+    /// edit in HubSpot bumps `lastmodifieddate`.
+    pub fn put(&mut self, contact: Contact) {
+        let contact = contact.modified_at(now_ms());
+        match self.contacts.iter_mut().find(|c| c.id == contact.id) {
+            Some(existing) => *existing = contact,
+            None => self.contacts.push(contact),
+        }
+    }
+
+    /// Archives (deletes) or restores a contact, modified now.
+    pub fn set_archived(&mut self, id: u64, archived: bool) {
+        let contact = self
+            .contacts
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("a known contact");
+        contact.archived = archived;
+        contact.modified = now_ms();
+    }
 }
 
 /// Each of server error, truncated body, malformed body and a stall past the
@@ -238,6 +287,7 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
             query: query.clone(),
             authorization: authorization.clone(),
             body: body.clone(),
+            at: Instant::now(),
         });
         let limit_headers = match enforce(&mut state) {
             Ok(headers) => headers,
@@ -431,6 +481,7 @@ fn route(
         (Method::Post, ["crm", "v3", "objects", "contacts", "batch", "read"]) => {
             batch_read(state, body)
         }
+        (Method::Post, ["crm", "v3", "objects", "contacts", "search"]) => search(state, body),
         (Method::Get, ["crm", "v3", "lists", list_id, "memberships"]) => {
             memberships(state, list_id, query)
         }
@@ -495,16 +546,152 @@ fn object(contact: &Contact, requested: &[String]) -> Value {
             json!(contact.properties.get(name).cloned().flatten()),
         );
     }
+    let modified = chrono::DateTime::from_timestamp_millis(contact.modified as i64)
+        .expect("a representable time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     properties.insert("hs_object_id".into(), json!(contact.id.to_string()));
     properties.insert("createdate".into(), json!("2024-01-01T00:00:00.000Z"));
-    properties.insert("lastmodifieddate".into(), json!("2024-06-01T00:00:00.000Z"));
+    properties.insert("lastmodifieddate".into(), json!(modified));
     json!({
         "id": contact.id.to_string(),
         "properties": properties,
         "createdAt": "2024-01-01T00:00:00.000Z",
-        "updatedAt": "2024-06-01T00:00:00.000Z",
+        "updatedAt": modified,
         "archived": contact.archived,
     })
+}
+
+fn validation_error(message: &str) -> (u16, Value) {
+    (
+        400,
+        json!({"status": "error", "message": message, "correlationId": "c-validation",
+               "category": "VALIDATION_ERROR"}),
+    )
+}
+
+/// `POST /crm/v3/objects/contacts/search` as documented: filter groups ORed,
+/// filters ANDed, one sort at most, `limit` up to 200, `after` an offset, and
+/// no paging past 10,000 results. Dates compare as epoch ms. Records sharing a
+/// sort value come back in an order of the server's own (not by id).
+fn search(state: &State, body: &str) -> (u16, Value) {
+    let Ok(request) = serde_json::from_str::<Value>(body) else {
+        return validation_error("Invalid input JSON on line 1");
+    };
+    let limit = request["limit"].as_u64().unwrap_or(10) as usize;
+    if limit == 0 || limit > 200 {
+        return validation_error("limit must be between 1 and 200");
+    }
+    let after: usize = match &request["after"] {
+        Value::Null => 0,
+        Value::String(a) => match a.parse() {
+            Ok(a) => a,
+            Err(_) => return validation_error("after must be an integer"),
+        },
+        Value::Number(n) => n.as_u64().unwrap_or(0) as usize,
+        _ => return validation_error("after must be an integer"),
+    };
+    if after + limit > 10_000 {
+        return validation_error(
+            "The search endpoints are limited to 10,000 total results for any given query.",
+        );
+    }
+    let sorts = request["sorts"].as_array().cloned().unwrap_or_default();
+    if sorts.len() > 1 {
+        return validation_error("Only one sorting rule can be applied to any search.");
+    }
+    let groups = request["filterGroups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if groups.len() > 5 {
+        return validation_error("Too many filter groups (at most 5)");
+    }
+    let value_of = |contact: &Contact, property: &str| -> Option<String> {
+        match property {
+            "lastmodifieddate" => Some(contact.modified.to_string()),
+            "hs_object_id" => Some(contact.id.to_string()),
+            other => contact.properties.get(other).cloned().flatten(),
+        }
+    };
+    let numeric = |p: &str| matches!(p, "lastmodifieddate" | "hs_object_id");
+    let passes = |contact: &Contact, filter: &Value| -> bool {
+        let property = filter["propertyName"].as_str().unwrap_or("");
+        let wanted = filter["value"].as_str().unwrap_or("");
+        let actual = value_of(contact, property);
+        let order = match (&actual, numeric(property)) {
+            (Some(a), true) => a
+                .parse::<u64>()
+                .ok()
+                .zip(wanted.parse::<u64>().ok())
+                .map(|(a, w)| a.cmp(&w)),
+            (Some(a), false) => Some(a.as_str().cmp(wanted)),
+            (None, _) => None,
+        };
+        use std::cmp::Ordering::*;
+        match (filter["operator"].as_str().unwrap_or(""), order) {
+            ("EQ", Some(o)) => o == Equal,
+            ("NEQ", o) => o != Some(Equal),
+            ("GT", Some(o)) => o == Greater,
+            ("GTE", Some(o)) => o != Less,
+            ("LT", Some(o)) => o == Less,
+            ("LTE", Some(o)) => o != Greater,
+            ("HAS_PROPERTY", _) => actual.is_some(),
+            ("NOT_HAS_PROPERTY", _) => actual.is_none(),
+            _ => false,
+        }
+    };
+    let mut hits: Vec<&Contact> = state
+        .contacts
+        .iter()
+        .filter(|c| !c.archived && c.indexed)
+        .filter(|c| {
+            groups.is_empty()
+                || groups.iter().any(|g| {
+                    g["filters"]
+                        .as_array()
+                        .is_some_and(|fs| fs.iter().all(|f| passes(c, f)))
+                })
+        })
+        .collect();
+    // The server's own tie order: by a scramble of the id.
+    hits.sort_by_key(|c| c.id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17));
+    if let Some(sort) = sorts.first() {
+        let property = sort["propertyName"].as_str().unwrap_or("");
+        let key = |c: &&Contact| {
+            let v = value_of(c, property).unwrap_or_default();
+            if numeric(property) {
+                (v.parse::<u64>().unwrap_or(0), String::new())
+            } else {
+                (0, v)
+            }
+        };
+        hits.sort_by_key(key);
+        if sort["direction"].as_str() == Some("DESCENDING") {
+            hits.reverse();
+        }
+    } else {
+        hits.sort_by_key(|c| c.id);
+    }
+    let requested: Vec<String> = request["properties"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["email".into(), "firstname".into(), "lastname".into()]);
+    let page: Vec<Value> = hits
+        .iter()
+        .skip(after)
+        .take(limit.min(state.page_size.unwrap_or(usize::MAX)))
+        .map(|c| object(c, &requested))
+        .collect();
+    let served = after + page.len();
+    let mut answer = json!({"total": hits.len(), "results": page});
+    if served < hits.len() {
+        answer["paging"] = json!({"next": {"after": served.to_string(), "link": "?after=".to_owned() + &served.to_string()}});
+    }
+    (200, answer)
 }
 
 fn limit(query: &HashMap<String, String>, max: usize) -> Result<usize, (u16, Value)> {
