@@ -160,6 +160,12 @@ fn a_daemon_on_a_two_second_schedule_runs_repeatedly_and_picks_up_source_edits()
             "{starts:?}"
         );
     }
+    // Only the first run listed every contact; the later ones read changes (R4).
+    let modes: Vec<&str> = runs.iter().rev().map(|r| r.mode.as_str()).collect();
+    assert_eq!(modes[0], "full");
+    assert!(modes[1..].iter().all(|m| *m == "incremental"), "{modes:?}");
+    assert_eq!(server.live_pages().len(), 1);
+    assert!(server.requests_to("/crm/v3/objects/contacts/search").len() >= 2);
 }
 
 #[test]

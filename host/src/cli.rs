@@ -202,9 +202,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                     let c = &r.counts;
                     writeln!(
                         out,
-                        "run {:>4}  {:<9}  {} -> {}  seen {} created {} updated {} skipped {} failed {}{}",
+                        "run {:>4}  {:<9}  {:<11}  {} -> {}  seen {} created {} updated {} skipped {} failed {}{}",
                         r.id,
                         r.status,
+                        r.mode,
                         r.started_at,
                         r.ended_at.as_deref().unwrap_or("…"),
                         c.seen,
@@ -277,9 +278,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 writeln!(
                     out,
                     "  records at the source: {}; synced: {}",
-                    status
-                        .records_at_source
-                        .map_or("unknown".into(), |n| n.to_string()),
+                    match (status.records_at_source, status.records_at_source_run) {
+                        (Some(n), Some(run)) => format!("{n} (at full run {run})"),
+                        _ => "unknown".into(),
+                    },
                     status.records_synced
                 )?;
                 for (category, count) in &status.open_errors {

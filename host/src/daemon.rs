@@ -155,8 +155,11 @@ pub struct Status {
     pub state: String,
     pub last_run: Option<RunRow>,
     pub next_run_at: Option<String>,
-    /// Records the source had at the last completed run.
+    /// Records the source had at the last completed full run (incremental
+    /// runs read changes only, so they cannot count the source).
     pub records_at_source: Option<u64>,
+    /// That full run.
+    pub records_at_source_run: Option<i64>,
     /// Destination contacts linked to a source record.
     pub records_synced: u64,
     /// The last run's errors by category.
@@ -182,6 +185,9 @@ pub fn status(config: &Config) -> Result<Status> {
     } else {
         "idle"
     };
+    let last_full = runs
+        .iter()
+        .find(|r| r.status == "completed" && r.mode == "full");
     let mut open_errors = BTreeMap::new();
     if let Some(run) = &last {
         for error in store.errors(run.id)? {
@@ -194,10 +200,8 @@ pub fn status(config: &Config) -> Result<Status> {
         next_run_at: (!control.paused).then(|| {
             next_run(config, last.as_ref()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         }),
-        records_at_source: runs
-            .iter()
-            .find(|r| r.status == "completed")
-            .map(|r| r.counts.seen),
+        records_at_source: last_full.map(|r| r.counts.seen),
+        records_at_source_run: last_full.map(|r| r.id),
         records_synced: store.linked_contacts()?,
         open_errors,
         last_run: last,

@@ -199,6 +199,8 @@ pub struct RunRow {
     pub started_at: String,
     pub ended_at: Option<String>,
     pub status: String,
+    /// `full` or `incremental` (R4).
+    pub mode: String,
     #[serde(flatten)]
     pub counts: Counts,
     /// How many times the run was resumed after an interruption.
@@ -952,7 +954,7 @@ impl ContactStore {
     /// The sync's runs, newest first.
     pub fn runs(&self, sync: &str) -> Result<Vec<RunRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, sync, started_at, ended_at, status, pages, seen, created, updated, skipped, failed, resumed, error
+            "SELECT id, sync, started_at, ended_at, status, pages, seen, created, updated, skipped, failed, resumed, error, mode
              FROM runs WHERE sync = ?1 ORDER BY id DESC",
         )?;
         let rows = stmt
@@ -966,6 +968,7 @@ impl ContactStore {
                     counts: Counts::from_row(r, 5)?,
                     resumed: r.get(11)?,
                     error: r.get(12)?,
+                    mode: r.get(13)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
