@@ -109,6 +109,8 @@ fn an_incremental_run_fetches_only_the_changed_records() {
         dir.path().join("changes.toml").to_str().unwrap(),
         "--full",
         "--json",
+        "--component",
+        component_path().to_str().unwrap(),
     ])
     .unwrap();
     let full: Value = serde_json::from_str(&out).unwrap();
