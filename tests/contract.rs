@@ -131,7 +131,7 @@ fn match_contact_meets_the_shared_expectations() {
                 fields: BTreeMap::new(),
             };
             let id = match opt_text(&entry["external_id"]) {
-                Some(external_id) => store.create(&external_id, &data).unwrap(),
+                Some(external_id) => store.create(&external_id, &data, None).unwrap(),
                 None => store.insert_unlinked(&data).unwrap(),
             };
             names.insert(id.to_string(), text(&entry["id"]));

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS handles (
     position    INTEGER NOT NULL,
     from_source INTEGER NOT NULL,
     PRIMARY KEY (contact_id, kind, value)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS handles_by_value ON handles (kind, value);
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY,
@@ -103,6 +103,20 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// The time as `NOW` writes it, computed here: the per-record writes bind it
+/// rather than have SQLite compute a date for every row.
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The run that read a record, recorded with the write that applies it
+/// (see [`ContactStore::stop_syncing_unseen`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SeenBy<'a> {
+    pub sync: &'a str,
+    pub run_id: i64,
+}
 
 /// A handle kind, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +311,9 @@ impl ContactStore {
             conn.pragma_update(None, "journal_mode", "WAL")?;
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 16 MiB of page cache (the default is 2): the handle index of a large
+        // destination stays in memory while a run looks handles up.
+        conn.pragma_update(None, "cache_size", -16_384)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
@@ -427,13 +444,26 @@ impl ContactStore {
     // ----- applying match outcomes -------------------------------------------------
 
     /// Creates a contact linked to `external_id` (X5).
-    pub fn create(&self, external_id: &str, data: &ContactData) -> Result<i64> {
+    pub fn create(
+        &self,
+        external_id: &str,
+        data: &ContactData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64> {
         let fields = serde_json::to_string(&data.fields)?;
         self.conn
-            .prepare_cached(&format!(
-                "INSERT INTO contacts (external_id, name, fields, created_at, updated_at) VALUES (?1, ?2, ?3, {NOW}, {NOW})"
-            ))?
-            .execute(params![external_id, data.name, fields])?;
+            .prepare_cached(
+                "INSERT INTO contacts (external_id, name, fields, created_at, updated_at, seen_sync, seen_run)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                external_id,
+                data.name,
+                fields,
+                now_text(),
+                seen.map(|s| s.sync),
+                seen.map(|s| s.run_id)
+            ])?;
         let id = self.conn.last_insert_rowid();
         let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), true)).collect();
         let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), true)).collect();
@@ -444,8 +474,15 @@ impl ContactStore {
     /// Updates contact `id` from the source and links it to `external_id`
     /// (X2, X3). The source's handles replace the ones it brought before; the
     /// contact's own handles stay. Empty source values never erase a
-    /// destination value. Nothing is written when nothing changes (X7).
-    pub fn update(&self, id: i64, external_id: &str, data: &ContactData) -> Result<Change> {
+    /// destination value. Nothing is written when nothing changes (X7),
+    /// except that `seen` is recorded.
+    pub fn update(
+        &self,
+        id: i64,
+        external_id: &str,
+        data: &ContactData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Change> {
         let (old_external, old_name, old_fields, syncing): (
             Option<String>,
             Option<String>,
@@ -475,13 +512,30 @@ impl ContactStore {
             && emails == old_emails
             && phones == old_phones
         {
+            if let Some(seen) = seen {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE contacts SET seen_sync = ?2, seen_run = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![id, seen.sync, seen.run_id])?;
+            }
             return Ok(Change::Unchanged);
         }
         self.conn
-            .prepare_cached(&format!(
-                "UPDATE contacts SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = {NOW} WHERE id = ?1"
-            ))?
-            .execute(params![id, external_id, name, serde_json::to_string(&fields)?])?;
+            .prepare_cached(
+                "UPDATE contacts SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = ?5,
+                        seen_sync = COALESCE(?6, seen_sync), seen_run = COALESCE(?7, seen_run)
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                external_id,
+                name,
+                serde_json::to_string(&fields)?,
+                now_text(),
+                seen.map(|s| s.sync),
+                seen.map(|s| s.run_id)
+            ])?;
         self.conn
             .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
             .execute([id])?;
@@ -1028,7 +1082,7 @@ mod tests {
     fn created_contacts_are_found_by_external_id_and_handles() {
         let s = ContactStore::open_in_memory().unwrap();
         let id = s
-            .create("101", &data(Some("Ada"), &["a@x.io"], &["+1555"]))
+            .create("101", &data(Some("Ada"), &["a@x.io"], &["+1555"]), None)
             .unwrap();
         let by_ext = s.find_by_external_id("101").unwrap().unwrap();
         assert_eq!(by_ext.id, id);
@@ -1051,11 +1105,11 @@ mod tests {
     fn an_identical_update_changes_nothing() {
         let s = ContactStore::open_in_memory().unwrap();
         let id = s
-            .create("101", &data(Some("Ada"), &["a@x.io"], &[]))
+            .create("101", &data(Some("Ada"), &["a@x.io"], &[]), None)
             .unwrap();
         let before = s.contacts().unwrap();
         assert_eq!(
-            s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[]))
+            s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[]), None)
                 .unwrap(),
             Change::Unchanged
         );
@@ -1065,9 +1119,11 @@ mod tests {
     #[test]
     fn an_email_change_replaces_the_synced_email() {
         let s = ContactStore::open_in_memory().unwrap();
-        let id = s.create("101", &data(None, &["old@x.io"], &[])).unwrap();
+        let id = s
+            .create("101", &data(None, &["old@x.io"], &[]), None)
+            .unwrap();
         assert_eq!(
-            s.update(id, "101", &data(None, &["new@x.io"], &[]))
+            s.update(id, "101", &data(None, &["new@x.io"], &[]), None)
                 .unwrap(),
             Change::Updated
         );
@@ -1086,7 +1142,7 @@ mod tests {
             .insert_unlinked(&data(Some("Front Name"), &["own@x.io", "shared@x.io"], &[]))
             .unwrap();
         assert_eq!(
-            s.update(id, "7", &data(None, &["shared@x.io"], &["+1"]))
+            s.update(id, "7", &data(None, &["shared@x.io"], &["+1"]), None)
                 .unwrap(),
             Change::Updated
         );
@@ -1097,11 +1153,11 @@ mod tests {
         assert_eq!(c.phones, ["+1"]);
         // A second identical pass is a no-op, and the own handle survives source changes.
         assert_eq!(
-            s.update(id, "7", &data(None, &["shared@x.io"], &["+1"]))
+            s.update(id, "7", &data(None, &["shared@x.io"], &["+1"]), None)
                 .unwrap(),
             Change::Unchanged
         );
-        s.update(id, "7", &data(None, &["moved@x.io"], &[]))
+        s.update(id, "7", &data(None, &["moved@x.io"], &[]), None)
             .unwrap();
         assert_eq!(s.contacts().unwrap()[0].emails, ["moved@x.io", "own@x.io"]);
     }
@@ -1110,7 +1166,7 @@ mod tests {
     fn an_archived_source_record_stops_its_contact_syncing_until_it_returns() {
         let s = ContactStore::open_in_memory().unwrap();
         let id = s
-            .create("101", &data(Some("Ada"), &["a@x.io"], &[]))
+            .create("101", &data(Some("Ada"), &["a@x.io"], &[]), None)
             .unwrap();
         assert!(s.stop_syncing("101").unwrap());
         assert!(!s.stop_syncing("101").unwrap(), "already stopped");
@@ -1118,7 +1174,7 @@ mod tests {
         assert!(!s.contacts().unwrap()[0].syncing);
         // Restored at the source: the next update syncs it again.
         assert_eq!(
-            s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[]))
+            s.update(id, "101", &data(Some("Ada"), &["a@x.io"], &[]), None)
                 .unwrap(),
             Change::Updated
         );
@@ -1129,7 +1185,7 @@ mod tests {
     fn contacts_a_complete_pass_did_not_read_stop_syncing() {
         let s = ContactStore::open_in_memory().unwrap();
         for ext in ["1", "2"] {
-            s.create(ext, &data(None, &[&format!("{ext}@x.io")], &[]))
+            s.create(ext, &data(None, &[&format!("{ext}@x.io")], &[]), None)
                 .unwrap();
             s.mark_seen(ext, "list", 1).unwrap();
         }
@@ -1178,17 +1234,22 @@ mod tests {
     fn merged_records_leave_one_contact_linked_to_the_survivor() {
         let s = ContactStore::open_in_memory().unwrap();
         // Only a merged-away record had a contact: it is relinked.
-        let a = s.create("1", &data(Some("Ada"), &["a@x.io"], &[])).unwrap();
+        let a = s
+            .create("1", &data(Some("Ada"), &["a@x.io"], &[]), None)
+            .unwrap();
         assert_eq!(s.absorb_merged("9", &["1".into(), "5".into()]).unwrap(), 1);
         assert_eq!(s.find_by_external_id("9").unwrap().unwrap().id, a);
         assert_eq!(s.find_by_external_id("1").unwrap(), None);
 
         // Both had one: the absorbed one's own handles and fields move over.
-        let b = s.create("2", &data(None, &["b@x.io"], &["+1555"])).unwrap();
+        let b = s
+            .create("2", &data(None, &["b@x.io"], &["+1555"]), None)
+            .unwrap();
         let mut own = data(None, &["own@x.io"], &[]);
         own.fields.insert("note".into(), "vip".into());
         let extra = s.insert_unlinked(&own).unwrap();
-        s.update(extra, "3", &data(None, &["c@x.io"], &[])).unwrap();
+        s.update(extra, "3", &data(None, &["c@x.io"], &[]), None)
+            .unwrap();
         assert_eq!(s.absorb_merged("2", &["3".into()]).unwrap(), 1);
         let contacts = s.contacts().unwrap();
         assert_eq!(contacts.len(), 2, "{contacts:?}");
@@ -1302,7 +1363,7 @@ mod tests {
         );
         let mut d = data(Some(&hostile), &["a@x.io"], &[]);
         d.fields.insert(hostile.clone(), hostile.clone());
-        s.create(&hostile, &d).unwrap();
+        s.create(&hostile, &d, None).unwrap();
         let c = &s.contacts().unwrap()[0];
         assert_eq!(c.name.as_deref(), Some(hostile.as_str()));
         assert_eq!(c.external_id.as_deref(), Some(hostile.as_str()));

@@ -11,7 +11,7 @@ use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{
-    Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, RunMode,
+    Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, RunMode, SeenBy,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -602,16 +602,21 @@ impl Pass<'_> {
             let mapped = self.instance.map_fields(record, &self.mappings)?;
             let outcome = self.instance.match_contact(&mapped)?;
             let store = &self.instance.state().store;
+            // Recorded with the write, so the sweep (X6) knows the record is still there.
+            let seen = Some(SeenBy {
+                sync: &self.config.name,
+                run_id: self.run_id,
+            });
             match outcome {
                 MatchOutcome::Create => {
-                    store.create(&mapped.external_id, &contact_data(&mapped))?;
+                    store.create(&mapped.external_id, &contact_data(&mapped), seen)?;
                     self.counts.created += 1;
                 }
                 MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
                     let id: i64 = id.parse().with_context(|| {
                         format!("the component named an unknown destination contact {id:?}")
                     })?;
-                    match store.update(id, &mapped.external_id, &contact_data(&mapped))? {
+                    match store.update(id, &mapped.external_id, &contact_data(&mapped), seen)? {
                         Change::Updated => self.counts.updated += 1,
                         Change::Unchanged => self.counts.skipped += 1,
                     }
@@ -620,11 +625,11 @@ impl Pass<'_> {
                     tracing::debug!(record = %record.id, "{}", error.message);
                     store.record_error(self.run_id, &error_row(self.run_id, &error))?;
                     self.counts.failed += 1;
+                    // Even a skipped record is still at the source: its contact
+                    // (if linked) must not be swept as gone.
+                    store.mark_seen(&record.id, &self.config.name, self.run_id)?;
                 }
             }
-            // Even a skipped record is still at the source: its contact (if
-            // linked) must not be swept as gone.
-            store.mark_seen(&record.id, &self.config.name, self.run_id)?;
         }
         self.counts.pages += 1;
         let bookmark = match next {

@@ -1,0 +1,590 @@
+//! crmsync's benchmarks: figures, and the ratios and targets they are judged
+//! by. Run with `bash scripts/bench.sh` (release builds, the Python baseline's
+//! virtualenv), or `cargo run -p crmsync-bench --release -- --help`.
+//!
+//! Every figure is measured here, on this machine, in this run: end-to-end
+//! syncs in a child `crmsync` process (its peak RSS from `wait4`), the
+//! component path in wasmtime against the same logic built natively, start-up
+//! from a cold and a warm compiled-code cache, a run against a server that
+//! enforces 190 requests per 10 s, and HubSpot's official Python client
+//! paging the same server.
+
+mod native;
+mod server;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use crmsync_host::config::{Config, Origin, mapped_properties};
+use crmsync_host::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crmsync_host::runtime::{HostState, Runtime, Sandbox, default_component_path};
+use crmsync_host::store::ContactStore;
+use server::{BenchServer, Setup};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// crmsync's benchmark suite.
+#[derive(Debug, Parser)]
+struct Args {
+    /// End-to-end sync sizes (contacts).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    sizes: Vec<u64>,
+    /// Records for the wasm vs native component path.
+    #[arg(long, default_value_t = 100_000)]
+    path_records: u64,
+    /// Contacts for the run under a 190 requests / 10 s limit.
+    #[arg(long, default_value_t = 60_000)]
+    throttled_contacts: u64,
+    /// A Python with `hubspot-api-client` installed, for the baseline.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Contacts the Python baseline pages through (also synced by crmsync for the ratio).
+    #[arg(long, default_value_t = 100_000)]
+    python_contacts: u64,
+    /// The `crmsync` binary (default: beside this one).
+    #[arg(long)]
+    crmsync: Option<PathBuf>,
+    /// Only these sections: e2e, path, startup, throttled, python.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// A figure with its target, for the closing table.
+struct Figure {
+    name: String,
+    value: String,
+    target: String,
+    met: Option<bool>,
+}
+
+struct Report(Vec<Figure>);
+
+impl Report {
+    fn add(&mut self, name: &str, value: String, target: &str, met: Option<bool>) {
+        println!(
+            "  {name}: {value}{}",
+            if target.is_empty() {
+                String::new()
+            } else {
+                format!("  (target {target})")
+            }
+        );
+        self.0.push(Figure {
+            name: name.to_owned(),
+            value,
+            target: target.to_owned(),
+            met,
+        });
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let wants = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+    let work = std::env::temp_dir().join(format!("crmsync-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    // The in-process runtime starts with an empty compiled-code cache (the cold figure).
+    let cache = work.join("cache");
+    // SAFETY: set before any thread that reads the environment is started.
+    unsafe { std::env::set_var("CRMSYNC_CACHE_DIR", &cache) };
+    let crmsync = args.crmsync.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("the bench's own path")
+            .with_file_name("crmsync")
+    });
+    let component = default_component_path();
+    if !crmsync.is_file() || !component.is_file() {
+        bail!(
+            "build first: cargo build --release -p crmsync-host && cargo build --release -p crmsync-plugin --target wasm32-wasip2 (looked for {} and {})",
+            crmsync.display(),
+            component.display()
+        );
+    }
+    println!(
+        "crmsync benchmarks: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    let mut report = Report(Vec::new());
+
+    if wants("startup") {
+        startup(&component, &mut report)?;
+    }
+    if wants("path") {
+        component_path(args.path_records, &mut report)?;
+    }
+    let child = Child {
+        crmsync: &crmsync,
+        component: &component,
+        cache: &cache,
+        work: &work,
+    };
+    let mut e2e_rates = Vec::new();
+    if wants("e2e") {
+        child.warm_up()?;
+        for &n in &args.sizes {
+            e2e_rates.push((n, end_to_end(&child, n, &mut report)?));
+        }
+    }
+    if wants("throttled") {
+        child.warm_up()?;
+        throttled(&child, args.throttled_contacts, &mut report)?;
+    }
+    if wants("python") {
+        match &args.python {
+            Some(python) => {
+                child.warm_up()?;
+                let ours = match e2e_rates.iter().find(|(n, _)| *n == args.python_contacts) {
+                    Some((_, rate)) => *rate,
+                    None => end_to_end(&child, args.python_contacts, &mut report)?,
+                };
+                python_baseline(python, args.python_contacts, ours, &work, &mut report)?;
+            }
+            None => {
+                println!("python baseline skipped: pass --python (scripts/bench.sh sets one up)")
+            }
+        }
+    }
+
+    println!("\nsummary");
+    for f in &report.0 {
+        let verdict = match f.met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "",
+        };
+        println!(
+            "  {:<48} {:>22}  {:<22} {verdict}",
+            f.name, f.value, f.target
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Component start-up: compiling on a cold cache, then loading from it.
+fn startup(component: &Path, report: &mut Report) -> Result<()> {
+    println!("\nstart-up ({})", component.display());
+    let started = Instant::now();
+    let runtime = Runtime::load(component, Sandbox::default())?;
+    let cold = started.elapsed();
+    report.add("start-up, cold (compile + cache write)", ms(cold), "", None);
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let runtime = Runtime::load(component, Sandbox::default())?;
+        warm.push(started.elapsed());
+        drop(runtime);
+    }
+    let warm = median(&mut warm);
+    report.add(
+        "start-up, from the cache (load)",
+        ms(warm),
+        "<= 5 ms",
+        Some(warm <= Duration::from_millis(5)),
+    );
+    let mut instantiate = Vec::new();
+    for _ in 0..20 {
+        let hooks = Hooks::new(
+            Origin::parse("http://127.0.0.1:9")?,
+            HttpMode::Live,
+            Default::default(),
+            HttpLimits::default(),
+            Arc::new(HttpStats::default()),
+        );
+        let state = HostState::new(hooks, ContactStore::open_in_memory()?, runtime.sandbox());
+        let started = Instant::now();
+        let instance = runtime.instantiate(state)?;
+        instantiate.push(started.elapsed());
+        drop(instance);
+    }
+    report.add(
+        "instantiation (per run)",
+        ms(median(&mut instantiate)),
+        "",
+        None,
+    );
+    report.add(
+        "cold / cached",
+        format!("{:.0}x", cold.as_secs_f64() / warm.as_secs_f64()),
+        "",
+        None,
+    );
+    Ok(())
+}
+
+/// Parse -> map -> match of `records` records, in wasmtime and natively,
+/// against the same server through the same HTTP client.
+fn component_path(records: u64, report: &mut Report) -> Result<()> {
+    use crmsync_host::bindings::crmsync::sync::types as host;
+    use crmsync_plugin::types as guest;
+    println!("\ncomponent path: fetch-page -> map-fields -> match-contact, {records} records");
+    let server = BenchServer::start(Setup {
+        contacts: records,
+        limit: None,
+    });
+    let config = Config::parse(
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\n",
+            server.base_url
+        ),
+        "path",
+        Path::new("."),
+    )?;
+    let properties = mapped_properties(&config.mappings);
+
+    // In wasmtime, through the runner's hooks and an in-memory store.
+    let runtime = Runtime::load(&default_component_path(), Sandbox::default())?;
+    let hooks = Hooks::new(
+        config.source.origin.clone(),
+        HttpMode::Live,
+        Default::default(),
+        HttpLimits::default(),
+        Arc::new(HttpStats::default()),
+    );
+    let mut instance = runtime.instantiate(HostState::new(
+        hooks,
+        ContactStore::open_in_memory()?,
+        runtime.sandbox(),
+    ))?;
+    let source = host::Source::HubspotContacts(host::HubspotSource {
+        base_url: server.base_url.clone(),
+        scope: host::HubspotScope::All,
+        properties: properties.clone(),
+    });
+    let mut cursor: Option<String> = None;
+    let mut seen = 0u64;
+    let mut in_calls = Duration::ZERO;
+    let started = Instant::now();
+    loop {
+        let page = instance
+            .fetch_page(&source, cursor.as_deref())?
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let calls = Instant::now();
+        for record in &page.records {
+            let mapped = instance.map_fields(record, &config.mappings)?;
+            instance.match_contact(&mapped)?;
+            seen += 1;
+        }
+        in_calls += calls.elapsed();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let wasm = started.elapsed();
+    anyhow::ensure!(seen == records, "wasm path saw {seen} of {records}");
+
+    // Natively: the same crate's code, the same client and store.
+    let mappings: Vec<guest::FieldMapping> = config
+        .mappings
+        .iter()
+        .map(|m| guest::FieldMapping {
+            source: m.source.clone(),
+            target: match &m.target {
+                host::FieldTarget::FirstName => guest::FieldTarget::FirstName,
+                host::FieldTarget::LastName => guest::FieldTarget::LastName,
+                host::FieldTarget::FullName => guest::FieldTarget::FullName,
+                host::FieldTarget::Email => guest::FieldTarget::Email,
+                host::FieldTarget::Phone => guest::FieldTarget::Phone,
+                host::FieldTarget::Custom(name) => guest::FieldTarget::Custom(name.clone()),
+            },
+        })
+        .collect();
+    let source = guest::HubspotSource {
+        base_url: server.base_url.clone(),
+        scope: guest::HubspotScope::All,
+        properties,
+    };
+    let store = ContactStore::open_in_memory()?;
+    let mut directory = native::StoreDirectory(&store);
+    let mut transport = native::HyperTransport;
+    let mut cursor: Option<String> = None;
+    let mut seen = 0u64;
+    let mut native_calls = Duration::ZERO;
+    let started = Instant::now();
+    loop {
+        let page = crmsync_plugin::hubspot::fetch_page(&mut transport, &source, cursor.as_deref())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let calls = Instant::now();
+        for record in &page.records {
+            let mapped = crmsync_plugin::mapping::map_fields(record, &mappings);
+            std::hint::black_box(crmsync_plugin::matching::match_contact(
+                &mut directory,
+                &mapped,
+            ));
+            seen += 1;
+        }
+        native_calls += calls.elapsed();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let native = started.elapsed();
+    anyhow::ensure!(seen == records, "native path saw {seen} of {records}");
+
+    let rate = |d: Duration| format!("{:.0} records/s", records as f64 / d.as_secs_f64());
+    report.add("component path in wasmtime", rate(wasm), "", None);
+    report.add("component path native", rate(native), "", None);
+    let ratio = wasm.as_secs_f64() / native.as_secs_f64();
+    report.add(
+        "component path wasm / native",
+        format!("{ratio:.2}"),
+        "<= 1.3",
+        Some(ratio <= 1.3),
+    );
+    report.add(
+        "map + match only, wasm / native",
+        format!(
+            "{:.2} ({:.2} vs {:.2} us/record)",
+            in_calls.as_secs_f64() / native_calls.as_secs_f64(),
+            in_calls.as_secs_f64() * 1e6 / records as f64,
+            native_calls.as_secs_f64() * 1e6 / records as f64
+        ),
+        "",
+        None,
+    );
+    Ok(())
+}
+
+/// How to run the `crmsync` binary as a user would.
+struct Child<'a> {
+    crmsync: &'a Path,
+    component: &'a Path,
+    cache: &'a Path,
+    work: &'a Path,
+}
+
+/// What one `crmsync sync` child did.
+struct Run {
+    wall: Duration,
+    peak_rss_kib: u64,
+    report: serde_json::Value,
+}
+
+impl Child<'_> {
+    /// One tiny sync, so timed runs load the component from the cache.
+    fn warm_up(&self) -> Result<()> {
+        let server = BenchServer::start(Setup {
+            contacts: 10,
+            limit: None,
+        });
+        let run = self.sync(&server.base_url, "none", "warmup")?;
+        println!(
+            "\nprocess start to finish, 10 contacts, cached component: {}",
+            ms(run.wall)
+        );
+        Ok(())
+    }
+
+    fn sync(&self, base_url: &str, rate_limit: &str, name: &str) -> Result<Run> {
+        let dir = self.work.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("sync.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{name}\"\n[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\nrate_limit = \"{rate_limit}\"\n[store]\npath = \"bench.sqlite\"\n"
+            ),
+        )?;
+        let started = Instant::now();
+        let mut child = Command::new(self.crmsync)
+            .args(["sync", "--json", "--config"])
+            .arg(&config)
+            .arg("--component")
+            .arg(self.component)
+            .env("CRMSYNC_CACHE_DIR", self.cache)
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.crmsync.display()))?;
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .expect("piped stdout")
+            .read_to_string(&mut out)?;
+        let (status, usage) = wait4(child.id())?;
+        let wall = started.elapsed();
+        if status != 0 {
+            bail!("crmsync sync exited with status {status}: {out}");
+        }
+        Ok(Run {
+            wall,
+            peak_rss_kib: usage.ru_maxrss as u64,
+            report: serde_json::from_str(&out).context("crmsync's JSON report")?,
+        })
+    }
+}
+
+/// Reaps the child, with its resource usage (peak RSS in KiB on Linux).
+fn wait4(pid: u32) -> Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: plain FFI into wait4 with valid pointers; the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    if reaped != pid as i32 {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    Ok((libc::WEXITSTATUS(status), usage))
+}
+
+/// `crmsync sync` of `n` contacts from the fast server into a fresh store.
+fn end_to_end(child: &Child<'_>, n: u64, report: &mut Report) -> Result<f64> {
+    println!("\nend to end: crmsync sync of {n} contacts into a fresh SQLite store");
+    let server = BenchServer::start(Setup {
+        contacts: n,
+        limit: None,
+    });
+    let run = child.sync(&server.base_url, "none", &format!("e2e-{n}"))?;
+    let seen = run.report["seen"].as_u64().unwrap_or(0);
+    let created = run.report["created"].as_u64().unwrap_or(0);
+    anyhow::ensure!(
+        seen == n && created == n,
+        "synced {created} of {n}: {}",
+        run.report
+    );
+    let rate = n as f64 / run.wall.as_secs_f64();
+    let busy = Duration::from_nanos(server.stats.busy_ns.load(Ordering::Relaxed));
+    report.add(
+        &format!("e2e {n} contacts"),
+        format!("{rate:.0} contacts/s"),
+        ">= 50000 contacts/s",
+        Some(rate >= 50_000.0),
+    );
+    report.add(
+        &format!("e2e {n} contacts, peak RSS"),
+        format!("{:.1} MiB", run.peak_rss_kib as f64 / 1024.0),
+        if n >= 1_000_000 { "<= 128 MiB" } else { "" },
+        (n >= 1_000_000).then_some(run.peak_rss_kib <= 128 * 1024),
+    );
+    report.add(
+        &format!("e2e {n} contacts, server busy"),
+        format!(
+            "{:.1}% of the run ({} requests, {})",
+            100.0 * busy.as_secs_f64() / run.wall.as_secs_f64(),
+            server.stats.requests.load(Ordering::Relaxed),
+            ms(run.wall)
+        ),
+        "",
+        None,
+    );
+    Ok(rate)
+}
+
+/// A run against a server enforcing 190 requests per rolling 10 s.
+fn throttled(child: &Child<'_>, n: u64, report: &mut Report) -> Result<()> {
+    const LIMIT: usize = 190;
+    const WINDOW: Duration = Duration::from_secs(10);
+    println!("\nthrottled: {n} contacts, the server enforcing {LIMIT} requests / 10 s");
+    let server = BenchServer::start(Setup {
+        contacts: n,
+        limit: Some((LIMIT, WINDOW)),
+    });
+    let run = child.sync(&server.base_url, "190/10s", "throttled")?;
+    anyhow::ensure!(run.report["seen"].as_u64() == Some(n), "{}", run.report);
+    let requests = server.stats.requests.load(Ordering::Relaxed);
+    let refused = server.stats.refused.load(Ordering::Relaxed);
+    // The fastest any client could be: its requests in consecutive windows of 190.
+    let minimum = WINDOW * ((requests - refused).saturating_sub(1) / LIMIT as u64) as u32;
+    let achieved = minimum.as_secs_f64() / run.wall.as_secs_f64();
+    let bound = LIMIT as f64 * 100.0 / WINDOW.as_secs_f64();
+    report.add(
+        "throttled, contacts/s (bound 1900/s steady)",
+        format!(
+            "{:.0} ({} in {}, minimum {})",
+            n as f64 / run.wall.as_secs_f64(),
+            requests - refused,
+            ms(run.wall),
+            ms(minimum)
+        ),
+        "",
+        None,
+    );
+    report.add(
+        "throttled, share of the bound",
+        format!("{:.1}%", achieved * 100.0),
+        ">= 95%",
+        Some(achieved >= 0.95),
+    );
+    let share = refused as f64 / requests as f64;
+    report.add(
+        "throttled, 429s",
+        format!("{refused} of {requests} ({:.2}%)", share * 100.0),
+        "<= 1%",
+        Some(share <= 0.01),
+    );
+    let _ = bound;
+    Ok(())
+}
+
+/// HubSpot's official Python client paging the same server into a file.
+fn python_baseline(
+    python: &Path,
+    n: u64,
+    ours: f64,
+    work: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    println!("\nbaseline: hubspot-api-client (Python) paging {n} contacts into a file");
+    let server = BenchServer::start(Setup {
+        contacts: n,
+        limit: None,
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hubspot_client.py");
+    let out = work.join("python-contacts.jsonl");
+    let started = Instant::now();
+    let status = Command::new(python)
+        .arg(&script)
+        .arg(&server.base_url)
+        .arg(&out)
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let wall = started.elapsed();
+    anyhow::ensure!(status.success(), "the Python baseline failed: {status}");
+    let lines = std::fs::read_to_string(&out)?.lines().count() as u64;
+    anyhow::ensure!(lines == n, "the Python baseline wrote {lines} of {n}");
+    let theirs = n as f64 / wall.as_secs_f64();
+    report.add(
+        "python hubspot-api-client",
+        format!("{theirs:.0} contacts/s"),
+        "",
+        None,
+    );
+    report.add(
+        "crmsync / python client",
+        format!("{:.1}x", ours / theirs),
+        ">= 10x",
+        Some(ours / theirs >= 10.0),
+    );
+    Ok(())
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    if d >= Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+}

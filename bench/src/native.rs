@@ -1,0 +1,73 @@
+//! The component's logic built natively, for the wasm/native ratio: the same
+//! `crmsync-plugin` code (parse a page, map, match), the same HTTP client as
+//! the runner's hooks (hyper, through `wasmtime-wasi-http`'s sender), and the
+//! same SQLite directory.
+
+use bytes::Bytes;
+use crmsync_host::http::{HttpLimits, send};
+use crmsync_host::store::{ContactStore, Handle};
+use crmsync_plugin::matching::Directory;
+use crmsync_plugin::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
+use crmsync_plugin::types::{DestinationContact, HandleKind};
+use http_body_util::Full;
+
+/// Sends through the runner's HTTP stack.
+pub struct HyperTransport;
+
+impl Transport for HyperTransport {
+    fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        let method = match request.method {
+            Method::Get => http::Method::GET,
+            Method::Post => http::Method::POST,
+        };
+        let body = Bytes::from(request.body.clone().unwrap_or_default());
+        let outgoing = http::Request::builder()
+            .method(method)
+            .uri(&request.url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| TransportError::Failed(e.to_string()))?;
+        let (status, _headers, body) =
+            wasmtime_wasi::runtime::in_tokio(send(outgoing, HttpLimits::default()))
+                .map_err(|e| TransportError::Failed(e.to_string()))?;
+        Ok(HttpResponse {
+            status: status.as_u16(),
+            retry_after: None,
+            body: body.to_vec(),
+        })
+    }
+}
+
+/// The runner's SQLite directory, seen through the plugin's `Directory` trait.
+pub struct StoreDirectory<'a>(pub &'a ContactStore);
+
+impl Directory for StoreDirectory<'_> {
+    fn find_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
+        self.0
+            .find_by_external_id(external_id)
+            .expect("a lookup")
+            .map(convert)
+    }
+
+    fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact> {
+        let kind = match kind {
+            HandleKind::Email => Handle::Email,
+            HandleKind::Phone => Handle::Phone,
+        };
+        self.0
+            .find_by_handle(kind, handle)
+            .expect("a lookup")
+            .into_iter()
+            .map(convert)
+            .collect()
+    }
+}
+
+fn convert(entry: crmsync_host::store::DirectoryEntry) -> DestinationContact {
+    DestinationContact {
+        id: entry.id.to_string(),
+        external_id: entry.external_id,
+        emails: entry.emails,
+        phones: entry.phones,
+    }
+}
