@@ -233,7 +233,7 @@ fn startup(component: &Path, report: &mut Report) -> Result<()> {
 fn component_path(records: u64, report: &mut Report) -> Result<()> {
     use crmsync_host::bindings::crmsync::sync::types as host;
     use crmsync_plugin::types as guest;
-    println!("\ncomponent path: fetch-page -> map-fields -> match-contact, {records} records");
+    println!("\ncomponent path: fetch-mapped-page -> match-contact, {records} records");
     let server = BenchServer::start(Setup {
         contacts: records,
         limit: None,
@@ -273,12 +273,11 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     let started = Instant::now();
     loop {
         let page = instance
-            .fetch_page(&source, cursor.as_deref())?
+            .fetch_mapped_page(&source, cursor.as_deref(), &config.mappings)?
             .map_err(|e| anyhow::anyhow!(e.message))?;
         let calls = Instant::now();
         for record in &page.records {
-            let mapped = instance.map_fields(record, &config.mappings)?;
-            instance.match_contact(&mapped)?;
+            instance.match_contact(&record.contact)?;
             seen += 1;
         }
         in_calls += calls.elapsed();
@@ -321,12 +320,12 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     loop {
         let page = crmsync_plugin::hubspot::fetch_page(&mut transport, &source, cursor.as_deref())
             .map_err(|e| anyhow::anyhow!(e.message))?;
+        let page = crmsync_plugin::mapping::map_page(page, &mappings);
         let calls = Instant::now();
         for record in &page.records {
-            let mapped = crmsync_plugin::mapping::map_fields(record, &mappings);
             std::hint::black_box(crmsync_plugin::matching::match_contact(
                 &mut directory,
-                &mapped,
+                &record.contact,
             ));
             seen += 1;
         }
@@ -350,7 +349,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         Some(ratio <= 1.3),
     );
     report.add(
-        "map + match only, wasm / native",
+        "match-contact only, wasm / native",
         format!(
             "{:.2} ({:.2} vs {:.2} us/record)",
             in_calls.as_secs_f64() / native_calls.as_secs_f64(),

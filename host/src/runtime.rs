@@ -6,8 +6,8 @@ use crate::bindings::Plugin;
 use crate::bindings::PluginPre;
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
-    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MatchOutcome, Page,
-    PropertyDefinition, Source, SourceRecord, SyncError,
+    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MatchOutcome,
+    Page, PropertyDefinition, Source, SourceRecord, SyncError,
 };
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
@@ -273,6 +273,21 @@ impl Instance {
             .crmsync_sync_sync()
             .call_fetch_page(&mut self.store, source, cursor)
             .map_err(|e| component_failed("fetch-page", &self.sandbox, e))
+    }
+
+    /// `fetch-mapped-page`. The outer error means the component failed.
+    pub fn fetch_mapped_page(
+        &mut self,
+        source: &Source,
+        cursor: Option<&str>,
+        mappings: &[FieldMapping],
+    ) -> Result<Result<MappedPage, SyncError>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_fetch_mapped_page(&mut self.store, source, cursor, mappings)
+            .map_err(|e| component_failed("fetch-mapped-page", &self.sandbox, e))
     }
 
     /// `list-properties`.

@@ -4,7 +4,7 @@
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
     ErrorCategory, ErrorScope, Failure, FieldMapping, FieldTarget, HubspotScope, HubspotSource,
-    MappedContact, MatchOutcome, Page, Source, SyncError, TimeWindow,
+    MappedContact, MappedPage, MatchOutcome, Source, SyncError, TimeWindow,
 };
 use crate::config::{Config, mapped_properties};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
@@ -382,11 +382,12 @@ impl Pass<'_> {
     fn run(&mut self, mut cursor: Option<String>) -> Result<(), Stop> {
         self.check_properties(&self.source())?;
         let source = self.source();
+        let mappings = self.mappings.clone();
         loop {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
-            let page = self.fetch(&source, cursor.as_deref())?;
+            let page = self.fetch(&source, cursor.as_deref(), &mappings)?;
             let next = page.next_cursor.clone();
             if next.is_some() && next == cursor {
                 return Err(Stop::Classified(sync_level(
@@ -464,8 +465,13 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Fetches one page, retrying what can be retried.
-    fn fetch(&mut self, source: &Source, cursor: Option<&str>) -> Result<Page, Stop> {
+    /// Fetches and maps one page, retrying what can be retried.
+    fn fetch(
+        &mut self,
+        source: &Source,
+        cursor: Option<&str>,
+        mappings: &[FieldMapping],
+    ) -> Result<MappedPage, Stop> {
         let policy = self.options.retry;
         let mut attempts = 0;
         let mut rate_limit_waits = 0;
@@ -474,7 +480,7 @@ impl Pass<'_> {
         loop {
             self.renew_lease()?;
             self.credentials.ensure_fresh().map_err(auth_stop)?;
-            let error = match self.instance.fetch_page(source, cursor)? {
+            let error = match self.instance.fetch_mapped_page(source, cursor, mappings)? {
                 Ok(page) => return Ok(page),
                 Err(error) => error,
             };
@@ -525,7 +531,7 @@ impl Pass<'_> {
         let mut cursor: Option<String> = None;
         let mut stopped = 0;
         loop {
-            let page = match self.fetch(&source, cursor.as_deref()) {
+            let page = match self.fetch(&source, cursor.as_deref(), &[]) {
                 Ok(page) => page,
                 Err(Stop::Classified(error)) => {
                     tracing::warn!("archived contacts not checked: {}", error.message);
@@ -537,7 +543,7 @@ impl Pass<'_> {
             let store = &self.instance.state().store;
             store.begin()?;
             for record in &page.records {
-                stopped += u64::from(store.stop_syncing(&record.id)?);
+                stopped += u64::from(store.stop_syncing(&record.contact.external_id)?);
             }
             store.commit()?;
             match page.next_cursor {
@@ -583,7 +589,7 @@ impl Pass<'_> {
     }
 
     /// Applies a page and checkpoints it in one transaction (R3).
-    fn apply_page(&mut self, page: Page, next: Option<&str>) -> Result<(), Stop> {
+    fn apply_page(&mut self, page: MappedPage, next: Option<&str>) -> Result<(), Stop> {
         self.instance.state().store.begin()?;
         for record in &page.records {
             self.counts.seen += 1;
@@ -591,16 +597,16 @@ impl Pass<'_> {
                 let modified = i64::try_from(modified).unwrap_or(i64::MAX);
                 self.newest_ms = Some(self.newest_ms.map_or(modified, |n| n.max(modified)));
             }
+            let mapped = &record.contact;
             if !record.merged_ids.is_empty() {
                 let store = &self.instance.state().store;
-                let absorbed = store.absorb_merged(&record.id, &record.merged_ids)?;
+                let absorbed = store.absorb_merged(&mapped.external_id, &record.merged_ids)?;
                 if absorbed > 0 {
-                    tracing::info!(survivor = %record.id, merged = ?record.merged_ids, "merged at the source");
+                    tracing::info!(survivor = %mapped.external_id, merged = ?record.merged_ids, "merged at the source");
                 }
                 self.merged += absorbed;
             }
-            let mapped = self.instance.map_fields(record, &self.mappings)?;
-            let outcome = self.instance.match_contact(&mapped)?;
+            let outcome = self.instance.match_contact(mapped)?;
             let store = &self.instance.state().store;
             // Recorded with the write, so the sweep (X6) knows the record is still there.
             let seen = Some(SeenBy {
@@ -609,25 +615,25 @@ impl Pass<'_> {
             });
             match outcome {
                 MatchOutcome::Create => {
-                    store.create(&mapped.external_id, &contact_data(&mapped), seen)?;
+                    store.create(&mapped.external_id, &contact_data(mapped), seen)?;
                     self.counts.created += 1;
                 }
                 MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
                     let id: i64 = id.parse().with_context(|| {
                         format!("the component named an unknown destination contact {id:?}")
                     })?;
-                    match store.update(id, &mapped.external_id, &contact_data(&mapped), seen)? {
+                    match store.update(id, &mapped.external_id, &contact_data(mapped), seen)? {
                         Change::Updated => self.counts.updated += 1,
                         Change::Unchanged => self.counts.skipped += 1,
                     }
                 }
                 MatchOutcome::Skip(error) => {
-                    tracing::debug!(record = %record.id, "{}", error.message);
+                    tracing::debug!(record = %mapped.external_id, "{}", error.message);
                     store.record_error(self.run_id, &error_row(self.run_id, &error))?;
                     self.counts.failed += 1;
                     // Even a skipped record is still at the source: its contact
                     // (if linked) must not be swept as gone.
-                    store.mark_seen(&record.id, &self.config.name, self.run_id)?;
+                    store.mark_seen(&mapped.external_id, &self.config.name, self.run_id)?;
                 }
             }
         }

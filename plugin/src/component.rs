@@ -6,8 +6,8 @@ use crate::bindings::exports::crmsync::sync::sync::Guest;
 use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{
-    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MatchOutcome, Page,
-    PropertyDefinition, Source, SourceRecord, SyncError,
+    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MatchOutcome,
+    Page, PropertyDefinition, Source, SourceRecord, SyncError,
 };
 use crate::{errors, hubspot, mapping, matching};
 use std::time::Duration;
@@ -23,6 +23,15 @@ impl Guest for Component {
                 hubspot::fetch_page(&mut WasiHttp, hubspot, cursor.as_deref())
             }
         }
+    }
+
+    fn fetch_mapped_page(
+        source: Source,
+        cursor: Option<String>,
+        mappings: Vec<FieldMapping>,
+    ) -> Result<MappedPage, SyncError> {
+        let page = Self::fetch_page(source, cursor)?;
+        Ok(mapping::map_page(page, &mappings))
     }
 
     fn list_properties(source: Source) -> Result<Vec<PropertyDefinition>, SyncError> {

@@ -1,6 +1,25 @@
 //! Field mapping (M1-M3): source properties to a destination contact.
 
-use crate::types::{FieldMapping, FieldTarget, FieldValue, MappedContact, SourceRecord};
+use crate::types::{
+    FieldMapping, FieldTarget, FieldValue, MappedContact, MappedPage, MappedRecord, Page,
+    SourceRecord,
+};
+
+/// Maps every record of a page (see `fetch-mapped-page`).
+pub fn map_page(page: Page, mappings: &[FieldMapping]) -> MappedPage {
+    MappedPage {
+        records: page
+            .records
+            .into_iter()
+            .map(|record| MappedRecord {
+                contact: map_fields(&record, mappings),
+                modified_at: record.modified_at,
+                merged_ids: record.merged_ids,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    }
+}
 
 /// Maps one record. Handles are normalised and de-duplicated (M3), the name is
 /// merged (M2), plain fields keep their value verbatim.

@@ -8,8 +8,8 @@ wit_bindgen::generate!({ world: "plugin", path: "../../wit", generate_all });
 #[cfg(target_arch = "wasm32")]
 mod component {
     use super::crmsync::sync::types::{
-        ErrorCategory, ErrorScope, Failure, FieldMapping, MappedContact, MatchOutcome, Page,
-        PropertyDefinition, Source, SourceRecord, SyncError,
+        ErrorCategory, ErrorScope, Failure, FieldMapping, MappedContact, MappedPage, MatchOutcome,
+        Page, PropertyDefinition, Source, SourceRecord, SyncError,
     };
     use super::exports::crmsync::sync::sync::Guest;
 
@@ -65,6 +65,22 @@ mod component {
             Err(report(format!(
                 "env: {env:?}\n{fs}\nallowed: {allowed}\nother host: {other_host}\nown authorization: {own_auth}"
             )))
+        }
+
+        /// Allocates without bound, like `map-fields`.
+        fn fetch_mapped_page(
+            _source: Source,
+            _cursor: Option<String>,
+            mappings: Vec<FieldMapping>,
+        ) -> Result<MappedPage, SyncError> {
+            let record = SourceRecord {
+                id: String::new(),
+                properties: Vec::new(),
+                modified_at: None,
+                merged_ids: Vec::new(),
+            };
+            Self::map_fields(record, mappings);
+            unreachable!("map-fields never returns")
         }
 
         /// Spins forever.
