@@ -228,12 +228,18 @@ fn startup(component: &Path, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Parse -> map -> match of `records` records, in wasmtime and natively,
-/// against the same server through the same HTTP client.
+/// Rounds of the component-path comparison; the median is reported (single
+/// rounds vary by 20% on a shared 2-core machine).
+const PATH_ROUNDS: usize = 5;
+
+/// Fetch -> map -> match of `records` records, in wasmtime and natively,
+/// against the same server through the same HTTP client, in alternating rounds.
 fn component_path(records: u64, report: &mut Report) -> Result<()> {
     use crmsync_host::bindings::crmsync::sync::types as host;
     use crmsync_plugin::types as guest;
-    println!("\ncomponent path: fetch-mapped-page -> match-contact, {records} records");
+    println!(
+        "\ncomponent path: fetch-mapped-page -> match-contact, {records} records, median of {PATH_ROUNDS} rounds"
+    );
     let server = BenchServer::start(Setup {
         contacts: records,
         limit: None,
@@ -247,50 +253,13 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         Path::new("."),
     )?;
     let properties = mapped_properties(&config.mappings);
-
-    // In wasmtime, through the runner's hooks and an in-memory store.
     let runtime = Runtime::load(&default_component_path(), Sandbox::default())?;
-    let hooks = Hooks::new(
-        config.source.origin.clone(),
-        HttpMode::Live,
-        Default::default(),
-        HttpLimits::default(),
-        Arc::new(HttpStats::default()),
-    );
-    let mut instance = runtime.instantiate(HostState::new(
-        hooks,
-        ContactStore::open_in_memory()?,
-        runtime.sandbox(),
-    ))?;
-    let source = host::Source::HubspotContacts(host::HubspotSource {
+    let wasm_source = host::Source::HubspotContacts(host::HubspotSource {
         base_url: server.base_url.clone(),
         scope: host::HubspotScope::All,
         properties: properties.clone(),
     });
-    let mut cursor: Option<String> = None;
-    let mut seen = 0u64;
-    let mut in_calls = Duration::ZERO;
-    let started = Instant::now();
-    loop {
-        let page = instance
-            .fetch_mapped_page(&source, cursor.as_deref(), &config.mappings)?
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        let calls = Instant::now();
-        for record in &page.records {
-            instance.match_contact(&record.contact)?;
-            seen += 1;
-        }
-        in_calls += calls.elapsed();
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let wasm = started.elapsed();
-    anyhow::ensure!(seen == records, "wasm path saw {seen} of {records}");
-
-    // Natively: the same crate's code, the same client and store.
-    let mappings: Vec<guest::FieldMapping> = config
+    let native_mappings: Vec<guest::FieldMapping> = config
         .mappings
         .iter()
         .map(|m| guest::FieldMapping {
@@ -305,46 +274,113 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
             },
         })
         .collect();
-    let source = guest::HubspotSource {
+    let native_source = guest::HubspotSource {
         base_url: server.base_url.clone(),
         scope: guest::HubspotScope::All,
         properties,
     };
-    let store = ContactStore::open_in_memory()?;
-    let mut directory = native::StoreDirectory(&store);
-    let mut transport = native::HyperTransport;
-    let mut cursor: Option<String> = None;
-    let mut seen = 0u64;
-    let mut native_calls = Duration::ZERO;
-    let started = Instant::now();
-    loop {
-        let page = crmsync_plugin::hubspot::fetch_page(&mut transport, &source, cursor.as_deref())
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        let page = crmsync_plugin::mapping::map_page(page, &mappings);
-        let calls = Instant::now();
-        for record in &page.records {
-            std::hint::black_box(crmsync_plugin::matching::match_contact(
-                &mut directory,
-                &record.contact,
-            ));
-            seen += 1;
-        }
-        native_calls += calls.elapsed();
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let native = started.elapsed();
-    anyhow::ensure!(seen == records, "native path saw {seen} of {records}");
 
+    // In wasmtime, through the runner's hooks and an in-memory store.
+    let wasm_round = || -> Result<(Duration, Duration)> {
+        let hooks = Hooks::new(
+            config.source.origin.clone(),
+            HttpMode::Live,
+            Default::default(),
+            HttpLimits::default(),
+            Arc::new(HttpStats::default()),
+        );
+        let mut instance = runtime.instantiate(HostState::new(
+            hooks,
+            ContactStore::open_in_memory()?,
+            runtime.sandbox(),
+        ))?;
+        let mut cursor: Option<String> = None;
+        let (mut seen, mut in_match) = (0u64, Duration::ZERO);
+        let started = Instant::now();
+        loop {
+            let page = instance
+                .fetch_mapped_page(&wasm_source, cursor.as_deref(), &config.mappings)?
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let calls = Instant::now();
+            for record in &page.records {
+                instance.match_contact(&record.contact)?;
+                seen += 1;
+            }
+            in_match += calls.elapsed();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        anyhow::ensure!(seen == records, "wasm path saw {seen} of {records}");
+        Ok((started.elapsed(), in_match))
+    };
+    // Natively: the same crate's code, the same client and store.
+    let native_round = || -> Result<(Duration, Duration)> {
+        let store = ContactStore::open_in_memory()?;
+        let mut directory = native::StoreDirectory(&store);
+        let mut transport = native::HyperTransport;
+        let mut cursor: Option<String> = None;
+        let (mut seen, mut in_match) = (0u64, Duration::ZERO);
+        let started = Instant::now();
+        loop {
+            let page = crmsync_plugin::hubspot::fetch_page(
+                &mut transport,
+                &native_source,
+                cursor.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+            let page = crmsync_plugin::mapping::map_page(page, &native_mappings);
+            let calls = Instant::now();
+            for record in &page.records {
+                std::hint::black_box(crmsync_plugin::matching::match_contact(
+                    &mut directory,
+                    &record.contact,
+                ));
+                seen += 1;
+            }
+            in_match += calls.elapsed();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        anyhow::ensure!(seen == records, "native path saw {seen} of {records}");
+        Ok((started.elapsed(), in_match))
+    };
+    let (mut wasm, mut native, mut ratios, mut match_ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut wasm_match, mut native_match) = (Vec::new(), Vec::new());
+    for _ in 0..PATH_ROUNDS {
+        let (w, wm) = wasm_round()?;
+        let (n, nm) = native_round()?;
+        ratios.push(w.as_secs_f64() / n.as_secs_f64());
+        match_ratios.push(wm.as_secs_f64() / nm.as_secs_f64());
+        wasm.push(w);
+        native.push(n);
+        wasm_match.push(wm);
+        native_match.push(nm);
+    }
+    let median_f = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let rate = |d: Duration| format!("{:.0} records/s", records as f64 / d.as_secs_f64());
-    report.add("component path in wasmtime", rate(wasm), "", None);
-    report.add("component path native", rate(native), "", None);
-    let ratio = wasm.as_secs_f64() / native.as_secs_f64();
+    report.add(
+        "component path in wasmtime",
+        rate(median(&mut wasm)),
+        "",
+        None,
+    );
+    report.add("component path native", rate(median(&mut native)), "", None);
+    let ratio = median_f(&mut ratios);
     report.add(
         "component path wasm / native",
-        format!("{ratio:.2}"),
+        format!(
+            "{ratio:.2} (rounds {:.2}-{:.2})",
+            ratios[0],
+            ratios[ratios.len() - 1]
+        ),
         "<= 1.3",
         Some(ratio <= 1.3),
     );
@@ -352,9 +388,9 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         "match-contact only, wasm / native",
         format!(
             "{:.2} ({:.2} vs {:.2} us/record)",
-            in_calls.as_secs_f64() / native_calls.as_secs_f64(),
-            in_calls.as_secs_f64() * 1e6 / records as f64,
-            native_calls.as_secs_f64() * 1e6 / records as f64
+            median_f(&mut match_ratios),
+            median(&mut wasm_match).as_secs_f64() * 1e6 / records as f64,
+            median(&mut native_match).as_secs_f64() * 1e6 / records as f64
         ),
         "",
         None,

@@ -11,7 +11,7 @@ use crate::types::{
     SyncError, TimeWindow,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// `GET /crm/v3/objects/contacts` page size: the API's maximum.
 pub const CONTACTS_PAGE_LIMIT: usize = 100;
@@ -444,7 +444,7 @@ fn path_of(url: &str) -> &str {
 #[derive(Deserialize)]
 struct ObjectsPage {
     #[serde(default)]
-    results: Option<Vec<Value>>,
+    results: Option<Vec<RawResult>>,
     #[serde(default)]
     paging: Option<Value>,
 }
@@ -503,31 +503,38 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, S
     })
 }
 
-fn read_objects(results: Vec<Value>, listing: Listing) -> Result<Vec<SourceRecord>, SyncError> {
+fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceRecord>, SyncError> {
     let mut records = Vec::with_capacity(results.len());
     for (index, result) in results.into_iter().enumerate() {
-        let Value::Object(mut object) = result else {
-            return Err(errors::invalid_response(&format!(
-                "result #{index} is not an object: {}",
-                truncate(&result.to_string())
-            )));
+        let object = match result {
+            RawResult::Object(object) => object,
+            RawResult::Other(text) => {
+                return Err(errors::invalid_response(&format!(
+                    "result #{index} is not an object: {}",
+                    truncate(&text)
+                )));
+            }
         };
-        let Some(id) = object.get("id").and_then(id_string) else {
+        let Some(id) = object.id.as_ref().and_then(id_string) else {
             return Err(errors::invalid_response(&format!(
-                "result #{index} has no id: {}",
-                truncate(&Value::Object(object).to_string())
+                "result #{index} has no id (properties: {})",
+                truncate(
+                    &object
+                        .properties
+                        .iter()
+                        .map(|p| format!("{}={}", p.name, p.value.as_deref().unwrap_or("null")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             )));
         };
         // Guards against a server that ignores the `archived` parameter
         // (X6: archived records never sync as live, live ones never look deleted).
-        let archived = object.get("archived").and_then(Value::as_bool) == Some(true);
+        let archived = object.archived.as_ref().and_then(Value::as_bool) == Some(true);
         if archived != (listing == Listing::Archived) {
             continue;
         }
-        let properties = match object.remove("properties") {
-            Some(Value::Object(map)) => read_properties(map),
-            _ => Vec::new(),
-        };
+        let properties = object.properties;
         let property = |name: &str| {
             properties
                 .iter()
@@ -538,7 +545,8 @@ fn read_objects(results: Vec<Value>, listing: Listing) -> Result<Vec<SourceRecor
             .and_then(epoch_millis)
             .or_else(|| {
                 object
-                    .get("updatedAt")
+                    .updated_at
+                    .as_ref()
                     .and_then(Value::as_str)
                     .and_then(epoch_millis)
             });
@@ -562,20 +570,184 @@ fn read_objects(results: Vec<Value>, listing: Listing) -> Result<Vec<SourceRecor
     Ok(records)
 }
 
+/// One entry of `results`: read field by field into its parts (the
+/// properties straight into [`Property`] values, no JSON tree in between),
+/// anything that is not an object kept as text for the error.
+enum RawResult {
+    Object(RawObject),
+    Other(String),
+}
+
+/// The fields of a CRM object the sync reads; the rest are skipped unread.
+#[derive(Default)]
+struct RawObject {
+    id: Option<Value>,
+    properties: Vec<Property>,
+    updated_at: Option<Value>,
+    archived: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for RawResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ResultVisitor;
+        impl<'de> serde::de::Visitor<'de> for ResultVisitor {
+            type Value = RawResult;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a CRM object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawResult, A::Error> {
+                let mut object = RawObject::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "id" => object.id = Some(map.next_value()?),
+                        "properties" => object.properties = map.next_value::<RawProperties>()?.0,
+                        "updatedAt" => object.updated_at = Some(map.next_value()?),
+                        "archived" => object.archived = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(RawResult::Object(object))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<RawResult, A::Error> {
+                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(RawResult::Other(value.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawResult, E> {
+                Ok(RawResult::Other(Value::from(v).to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawResult, E> {
+                Ok(RawResult::Other(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawResult, E> {
+                Ok(RawResult::Other(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawResult, E> {
+                Ok(RawResult::Other(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawResult, E> {
+                Ok(RawResult::Other(v.to_string()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawResult, E> {
+                Ok(RawResult::Other("null".into()))
+            }
+        }
+        deserializer.deserialize_any(ResultVisitor)
+    }
+}
+
+/// An object's `properties`; anything but an object reads as none.
+struct RawProperties(Vec<Property>);
+
+impl<'de> Deserialize<'de> for RawProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PropertiesVisitor;
+        impl<'de> serde::de::Visitor<'de> for PropertiesVisitor {
+            type Value = RawProperties;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of properties")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawProperties, A::Error> {
+                let mut properties = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(name) = map.next_key::<String>()? {
+                    let value = map.next_value::<PropertyValue>()?.0;
+                    properties.push(Property { name, value });
+                }
+                Ok(RawProperties(properties))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawProperties, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(RawProperties(Vec::new()))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<RawProperties, E> {
+                Ok(RawProperties(Vec::new()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<RawProperties, E> {
+                Ok(RawProperties(Vec::new()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<RawProperties, E> {
+                Ok(RawProperties(Vec::new()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<RawProperties, E> {
+                Ok(RawProperties(Vec::new()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<RawProperties, E> {
+                Ok(RawProperties(Vec::new()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawProperties, E> {
+                Ok(RawProperties(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(PropertiesVisitor)
+    }
+}
+
 /// HubSpot sends every property value as a string or null; other JSON types
-/// are read as their text rather than failing the page.
-fn read_properties(map: Map<String, Value>) -> Vec<Property> {
-    map.into_iter()
-        .map(|(name, value)| {
-            let value = match value {
-                Value::Null => None,
-                Value::String(s) if s.is_empty() => None,
-                Value::String(s) => Some(s),
-                other => Some(other.to_string()),
-            };
-            Property { name, value }
-        })
-        .collect()
+/// are read as their text rather than failing the page. Empty means none.
+struct PropertyValue(Option<String>);
+
+impl<'de> Deserialize<'de> for PropertyValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+            type Value = PropertyValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a property value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PropertyValue, E> {
+                Ok(PropertyValue((!v.is_empty()).then(|| v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<PropertyValue, E> {
+                Ok(PropertyValue((!v.is_empty()).then_some(v)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(None))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(None))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(Some(v.to_string())))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(Some(v.to_string())))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(Some(v.to_string())))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PropertyValue, E> {
+                Ok(PropertyValue(Some(Value::from(v).to_string())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PropertyValue, A::Error> {
+                let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PropertyValue(Some(value.to_string())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<PropertyValue, A::Error> {
+                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(PropertyValue(Some(value.to_string())))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
 }
 
 /// A HubSpot time: RFC 3339 (`2024-06-01T12:00:00.000Z`), or epoch
