@@ -116,6 +116,9 @@ fn main() -> Result<()> {
     if wants("path") {
         component_path(args.path_records, &mut report)?;
     }
+    if wants("store") {
+        store_writes(args.path_records, &work, &mut report)?;
+    }
     let child = Child {
         crmsync: &crmsync,
         component: &component,
@@ -391,6 +394,56 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
             median_f(&mut match_ratios),
             median(&mut wasm_match).as_secs_f64() * 1e6 / records as f64,
             median(&mut native_match).as_secs_f64() * 1e6 / records as f64
+        ),
+        "",
+        None,
+    );
+    Ok(())
+}
+
+/// The runner's destination writes alone: what applying `create` outcomes
+/// costs in a file-backed store, a page per transaction, as a sync does.
+fn store_writes(records: u64, work: &Path, report: &mut Report) -> Result<()> {
+    use crmsync_host::store::{ContactData, SeenBy};
+    println!("\nstore: {records} lookups + creates, 100 per transaction");
+    let path = work.join("store-bench.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let store = ContactStore::open(&path)?;
+    let started = Instant::now();
+    let mut lookups = Duration::ZERO;
+    for page in 0..records.div_ceil(100) {
+        store.begin()?;
+        for i in page * 100 + 1..=((page + 1) * 100).min(records) {
+            let data = ContactData {
+                name: Some(format!("First{i} Last{i}")),
+                emails: vec![format!("c{i}@example.com")],
+                phones: vec![format!("+1555{i:07}")],
+                fields: Default::default(),
+            };
+            let looked = Instant::now();
+            store.find_by_external_id(&i.to_string())?;
+            store.find_by_handle(crmsync_host::store::Handle::Email, &data.emails[0])?;
+            store.find_by_handle(crmsync_host::store::Handle::Phone, &data.phones[0])?;
+            lookups += looked.elapsed();
+            store.create(
+                &i.to_string(),
+                &data,
+                Some(SeenBy {
+                    sync: "bench",
+                    run_id: 1,
+                }),
+            )?;
+        }
+        store.commit()?;
+    }
+    let elapsed = started.elapsed();
+    report.add(
+        "store lookups + creates",
+        format!(
+            "{:.0} records/s ({:.1} us lookups + {:.1} us writes per record)",
+            records as f64 / elapsed.as_secs_f64(),
+            lookups.as_secs_f64() * 1e6 / records as f64,
+            (elapsed - lookups).as_secs_f64() * 1e6 / records as f64
         ),
         "",
         None,
