@@ -161,8 +161,10 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
     );
     assert_eq!(run.counts.failed, uninterrupted.counts.failed);
     let page_requests = server.live_pages().len() - page_requests_before;
+    // A kill loses the page being applied, the one waiting for the applier
+    // and the one being read ahead: at most three pages fetched again.
     assert!(
-        page_requests as u64 <= pages + kills,
+        page_requests as u64 <= pages + 3 * kills,
         "{page_requests} page requests for {pages} pages and {kills} kills (seed {seed})"
     );
     eprintln!(

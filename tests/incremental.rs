@@ -273,7 +273,7 @@ fn the_bookmark_is_never_after_the_run_start() {
 fn an_interrupted_incremental_run_resumes_its_window_or_yields_to_a_full_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_history(300);
-    server.state().page_size = Some(50);
+    server.state().page_size = Some(10);
     let config = config(dir.path(), "resume", &server, "");
     sync(&config, &live_options()).unwrap();
     let changed_at = now_ms() - 60_000;
@@ -297,7 +297,12 @@ fn an_interrupted_incremental_run_resumes_its_window_or_yields_to_a_full_run() {
         (interrupted.status.as_str(), interrupted.mode.as_str()),
         ("interrupted", "incremental")
     );
-    assert_eq!(interrupted.counts.pages, 1);
+    // Stopped after the page being applied and the ones already read ahead.
+    assert!(
+        (1..=3).contains(&interrupted.counts.pages),
+        "{}",
+        interrupted.counts.pages
+    );
     // Time passes and more changes arrive; the resumed run keeps its window.
     server.state().put(person(250, "After"));
     let resumed = sync(&config, &live_options()).unwrap();

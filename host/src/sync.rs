@@ -194,20 +194,31 @@ fn run_leased(
     started: Instant,
 ) -> Result<SyncReport> {
     let stats = Arc::new(HttpStats::default());
-    let hooks = Hooks::new(
-        config.source.origin.clone(),
-        options.http_mode.clone(),
-        credentials.bearer(),
-        HttpLimits {
-            max_response_bytes: config.source.max_response_bytes,
-            ..options.http_limits
-        },
-        stats.clone(),
-    )
-    .with_limiters(options.limiters.clone().unwrap_or_else(|| {
+    let limiters = options.limiters.clone().unwrap_or_else(|| {
         AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
-    }));
-    let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
+    });
+    let hooks = || {
+        Hooks::new(
+            config.source.origin.clone(),
+            options.http_mode.clone(),
+            credentials.bearer(),
+            HttpLimits {
+                max_response_bytes: config.source.max_response_bytes,
+                ..options.http_limits
+            },
+            stats.clone(),
+        )
+        .with_limiters(limiters.clone())
+    };
+    // Two instances, so reading the next page overlaps applying this one: the
+    // reader fetches and maps; the applier matches and writes, on its own
+    // connection to the store (see `Pass::run`).
+    let mut instance = runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?;
+    let applier_instance = runtime.instantiate(HostState::new(
+        hooks(),
+        ContactStore::open(&config.store_path)?,
+        runtime.sandbox(),
+    ))?;
     // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
     let full = options.full || matches!(options.http_mode, HttpMode::Replay(_));
     let run = open_run(&instance.state().store, config, full)?;
@@ -216,28 +227,37 @@ fn run_leased(
     }
     tracing::info!(run = run.id, mode = ?run.mode, "sync {:?}", config.name);
 
-    let mut pass = Pass {
-        instance: &mut instance,
+    let applier = Applier {
+        instance: applier_instance,
         config,
         options,
-        credentials: &mut credentials,
         run_id: run.id,
         counts: run.counts,
-        mappings: config.mappings.clone(),
         stopped_syncing: 0,
         merged: 0,
         mode: run.mode,
         started_ms: run.started_ms,
         newest_ms: run.newest_ms,
     };
-    let outcome = pass.run(run.cursor);
+    let mut pass = Pass {
+        instance: &mut instance,
+        config,
+        options,
+        credentials: &mut credentials,
+        run_id: run.id,
+        read: run.counts.seen,
+        lease_renewed: None,
+        mappings: config.mappings.clone(),
+        mode: run.mode,
+        started_ms: run.started_ms,
+    };
+    let (outcome, applier) = pass.run(run.cursor, applier);
+    let mut stopped_syncing = applier.stopped_syncing;
     if outcome.is_ok() {
-        let archived = pass.stop_syncing_archived()?;
-        pass.stopped_syncing += archived;
+        stopped_syncing += pass.stop_syncing_archived()?;
     }
-    let stopped_syncing = pass.stopped_syncing;
-    let merged = pass.merged;
-    let counts = pass.counts;
+    let merged = applier.merged;
+    let counts = applier.counts;
     let store = &instance.state().store;
     let mut status = "completed";
     let error = match outcome {
@@ -358,29 +378,68 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
+/// The reading side of a pass: fetches and maps pages through its own
+/// instance, retries, keeps the lease and the credentials.
 struct Pass<'a> {
     instance: &'a mut Instance,
     config: &'a Config,
     options: &'a SyncOptions,
     credentials: &'a mut Credentials,
     run_id: i64,
-    counts: Counts,
+    /// Records read so far in the run (S5's limit).
+    read: u64,
+    /// When this pass last renewed its lease.
+    lease_renewed: Option<Instant>,
     /// The config's mappings less the properties the source no longer has (E6).
     mappings: Vec<FieldMapping>,
-    /// Contacts marked no longer syncing by this pass (X6).
-    stopped_syncing: u64,
-    /// Contacts folded or relinked by source merges (X6).
-    merged: u64,
     mode: RunMode,
     /// When the run started (unix ms): the end of an incremental window.
     started_ms: i64,
-    /// The newest source modification read so far (for the next bookmark).
-    newest_ms: Option<i64>,
 }
 
+/// Pages read but not yet applied: one being applied, one waiting. The
+/// reader stays at most this far ahead, so memory stays flat.
+const PAGES_AHEAD: usize = 1;
+
 impl Pass<'_> {
-    fn run(&mut self, mut cursor: Option<String>) -> Result<(), Stop> {
-        self.check_properties(&self.source())?;
+    /// Reads pages from `cursor` to the end while `applier` applies them on
+    /// another thread: fetching and mapping page N+1 overlaps matching and
+    /// writing page N. Checkpoints are the applier's, so a stop or a crash
+    /// resumes after the last applied page, as without the overlap.
+    fn run<'b>(
+        &mut self,
+        cursor: Option<String>,
+        mut applier: Applier<'b>,
+    ) -> (Result<(), Stop>, Applier<'b>) {
+        if let Err(stop) = self.check_properties(&self.source()) {
+            return (Err(stop), applier);
+        }
+        let (pages, received) =
+            std::sync::mpsc::sync_channel::<(MappedPage, Option<String>)>(PAGES_AHEAD);
+        std::thread::scope(|scope| {
+            let applying = scope.spawn(move || {
+                for (page, next) in received {
+                    if let Err(stop) = applier.apply_page(page, next.as_deref()) {
+                        return (Err(stop), applier);
+                    }
+                }
+                (Ok(()), applier)
+            });
+            let read = self.read_pages(cursor, &pages);
+            drop(pages);
+            let (applied, applier) = applying.join().expect("the applier thread panicked");
+            // The applier's failure explains a reader that stopped for it.
+            (applied.and(read), applier)
+        })
+    }
+
+    /// Fetches pages and hands them to the applier until the last one, a
+    /// stop, or an applier that stopped taking them.
+    fn read_pages(
+        &mut self,
+        mut cursor: Option<String>,
+        pages: &std::sync::mpsc::SyncSender<(MappedPage, Option<String>)>,
+    ) -> Result<(), Stop> {
         let source = self.source();
         let mappings = self.mappings.clone();
         loop {
@@ -399,7 +458,8 @@ impl Pass<'_> {
                     "Report this to the source's support; crmsync stopped rather than loop forever.",
                 )));
             }
-            if self.counts.seen + page.records.len() as u64 > MAX_RECORDS_PER_SYNC {
+            self.read += page.records.len() as u64;
+            if self.read > MAX_RECORDS_PER_SYNC {
                 return Err(Stop::Classified(sync_level(
                     ErrorCategory::Validation,
                     format!(
@@ -408,7 +468,10 @@ impl Pass<'_> {
                     "A sync is limited to 1,000,000 contacts: split it (for example with source.list_id).",
                 )));
             }
-            self.apply_page(page, next.as_deref())?;
+            if pages.send((page, next.clone())).is_err() {
+                // The applier stopped; its error is the run's.
+                return Ok(());
+            }
             match next {
                 Some(next) => cursor = Some(next),
                 None => return Ok(()),
@@ -556,6 +619,15 @@ impl Pass<'_> {
     /// Keeps this process's lease on the sync; losing it (a run so slow the
     /// lease expired and another process took over) stops this pass.
     fn renew_lease(&mut self) -> Result<(), Stop> {
+        // A write: while the applier holds the store, renewing at every page
+        // would wait on it. A tenth of the lease's life between renewals is plenty.
+        if self
+            .lease_renewed
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(LEASE_TTL_MS as u64 / 10))
+        {
+            return Ok(());
+        }
+        self.lease_renewed = Some(Instant::now());
         let store = &self.instance.state().store;
         let owner = &self.options.lease_owner;
         match store.acquire_lease(
@@ -571,7 +643,29 @@ impl Pass<'_> {
             ))),
         }
     }
+}
 
+/// The writing side of a pass: matches each mapped record through its own
+/// instance (whose directory is its own connection to the store) and applies
+/// the outcome, a page per transaction with its checkpoint.
+struct Applier<'a> {
+    instance: Instance,
+    config: &'a Config,
+    options: &'a SyncOptions,
+    run_id: i64,
+    counts: Counts,
+    /// Contacts marked no longer syncing by this pass (X6).
+    stopped_syncing: u64,
+    /// Contacts folded or relinked by source merges (X6).
+    merged: u64,
+    mode: RunMode,
+    /// When the run started (unix ms).
+    started_ms: i64,
+    /// The newest source modification read so far (for the next bookmark).
+    newest_ms: Option<i64>,
+}
+
+impl Applier<'_> {
     /// Where the next incremental run starts (R4): the newest modification
     /// read, but never after this run's start, so changes made while it ran
     /// are read again. A window that held nothing keeps the old bookmark.
@@ -591,6 +685,14 @@ impl Pass<'_> {
     /// Applies a page and checkpoints it in one transaction (R3).
     fn apply_page(&mut self, page: MappedPage, next: Option<&str>) -> Result<(), Stop> {
         self.instance.state().store.begin()?;
+        let applied = self.apply_records(&page, next);
+        if applied.is_err() {
+            self.instance.state().store.rollback();
+        }
+        applied
+    }
+
+    fn apply_records(&mut self, page: &MappedPage, next: Option<&str>) -> Result<(), Stop> {
         for record in &page.records {
             self.counts.seen += 1;
             if let Some(modified) = record.modified_at {
