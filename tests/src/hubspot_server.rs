@@ -672,13 +672,7 @@ fn search(state: &State, body: &str) -> (u16, Value) {
     } else {
         hits.sort_by_key(|c| c.id);
     }
-    let requested: Vec<String> = request["properties"]
-        .as_array()
-        .map(|p| {
-            p.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+    let requested = requested_properties(&request)
         .unwrap_or_else(|| vec!["email".into(), "firstname".into(), "lastname".into()]);
     let page: Vec<Value> = hits
         .iter()
@@ -783,14 +777,7 @@ fn batch_read(state: &State, body: &str) -> (u16, Value) {
             json!({"status": "error", "message": "inputs must hold 1 to 100 ids", "category": "VALIDATION_ERROR"}),
         );
     }
-    let requested: Vec<String> = request["properties"]
-        .as_array()
-        .map(|p| {
-            p.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let requested = requested_properties(&request).unwrap_or_default();
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for input in &inputs {
@@ -815,6 +802,15 @@ fn batch_read(state: &State, body: &str) -> (u16, Value) {
                                    "context": {"ids": missing}}]);
         (207, answer)
     }
+}
+
+/// The `properties` array of a JSON request body, if it has one.
+fn requested_properties(request: &Value) -> Option<Vec<String>> {
+    request["properties"].as_array().map(|p| {
+        p.iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    })
 }
 
 fn properties(state: &State) -> (u16, Value) {
