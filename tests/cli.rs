@@ -326,3 +326,53 @@ fn a_sync_stopped_by_a_sync_level_error_exits_non_zero() {
     assert_eq!(errors[0]["category"], "list-not-found");
     assert_eq!(errors[0]["record_id"], Value::Null);
 }
+
+#[test]
+fn fields_lists_the_source_catalogue_with_the_current_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HubSpotServer::start(TOKEN);
+    server.state().deleted_properties.push("company".into());
+    let config = write_config(
+        dir.path(),
+        "fields",
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nproperties = [\"firstname\", \"email\", \"jobtitle\", \"company\"]\n[mapping]\njobtitle = \"title\"\n",
+            server.base_url,
+            token_env()
+        ),
+    );
+    let component = component_path().display().to_string();
+    let fields = run_json(&[
+        "fields",
+        "--config",
+        config.to_str().unwrap(),
+        "--component",
+        &component,
+        "--json",
+    ]);
+
+    let field = |name: &str| {
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {fields}"))
+            .clone()
+    };
+    assert_eq!(field("email")["mapped_to"], "email");
+    assert_eq!(field("firstname")["mapped_to"], "first_name");
+    assert_eq!(field("jobtitle")["mapped_to"], "title");
+    assert_eq!(field("lastmodifieddate")["mapped_to"], Value::Null);
+    assert_eq!(field("lastmodifieddate")["exists"], true);
+    // Mapped but deleted at the source: listed, flagged (E6).
+    assert_eq!(field("company")["exists"], false);
+    assert_eq!(field("company")["mapped_to"], "company");
+    // The catalogue request carried the host's credentials, not the component's.
+    let catalogue = server.requests_to("/crm/v3/properties/contacts");
+    assert_eq!(catalogue.len(), 1);
+    assert_eq!(
+        catalogue[0].authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+}

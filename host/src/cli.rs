@@ -8,7 +8,7 @@ use crate::daemon::{self, run_daemon};
 use crate::http::{Hooks, HttpMode, HttpStats};
 use crate::runtime::{HostState, Runtime, Sandbox, default_component_path};
 use crate::store::{ContactData, ContactStore};
-use crate::sync::{SyncOptions, SyncReport, run_sync};
+use crate::sync::{SyncOptions, SyncReport, run_sync, source_fields};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,6 +49,8 @@ pub enum Command {
     Resume(ConfigArg),
     /// Show the sync's state, last and next run, records and open errors.
     Status(ReadArgs),
+    /// List the source's fields (properties) and where the sync maps them.
+    Fields(FieldsArgs),
     /// Add contacts the destination already has (unlinked) from a JSON file:
     /// `[{"name": "...", "emails": [...], "phones": [...], "fields": {...}}]`.
     Import(ImportArgs),
@@ -113,6 +115,20 @@ pub struct DaemonArgs {
     pub config: Vec<PathBuf>,
     #[command(flatten)]
     pub component: ComponentArg,
+}
+
+#[derive(Debug, Args)]
+pub struct FieldsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub component: ComponentArg,
+    /// Answer from this cassette instead of the network.
+    #[arg(long, value_name = "CASSETTE")]
+    pub replay: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +239,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Import(args) => import(args, out),
+        Command::Fields(args) => fields(args, out),
         Command::Daemon(args) => {
             let runtime = load_runtime(&args.component)?;
             let options = SyncOptions::default();
@@ -333,6 +350,46 @@ fn load_runtime(component: &ComponentArg) -> Result<Runtime> {
         .clone()
         .unwrap_or_else(default_component_path);
     Runtime::load(&path, Sandbox::default())
+}
+
+fn fields(args: FieldsArgs, out: &mut dyn Write) -> Result<Exit> {
+    let config = Config::load(&args.config.config)?;
+    let runtime = load_runtime(&args.component)?;
+    let mut options = SyncOptions::default();
+    if let Some(path) = &args.replay {
+        options.http_mode = HttpMode::Replay(Arc::new(Mutex::new(Cassette::load(path)?)));
+    }
+    let fields = source_fields(&runtime, &config, &options)?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&fields)?)?;
+        return Ok(Exit::Success);
+    }
+    for field in &fields {
+        let mapping = match (&field.mapped_to, field.exists) {
+            (Some(target), true) => format!("-> {target}"),
+            (Some(target), false) => format!("-> {target}  (not at the source: field-not-found)"),
+            (None, _) => String::new(),
+        };
+        let options = if field.options.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", field.options.join(", "))
+        };
+        writeln!(
+            out,
+            "{:<32} {:<12} {}{options}  {mapping}",
+            terminal_safe(&field.name),
+            terminal_safe(&field.value_type),
+            terminal_safe(&field.label)
+        )?;
+    }
+    writeln!(
+        out,
+        "{} fields, {} mapped",
+        fields.iter().filter(|f| f.exists).count(),
+        fields.iter().filter(|f| f.mapped_to.is_some()).count()
+    )?;
+    Ok(Exit::Success)
 }
 
 fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {

@@ -357,6 +357,18 @@ fn effective_mappings(
     Ok(mappings)
 }
 
+/// A mapping target as the config spells it (`first_name`, `email`, a field name).
+pub fn target_name(target: &FieldTarget) -> String {
+    match target {
+        FieldTarget::FirstName => "first_name".to_owned(),
+        FieldTarget::LastName => "last_name".to_owned(),
+        FieldTarget::FullName => "name".to_owned(),
+        FieldTarget::Email => "email".to_owned(),
+        FieldTarget::Phone => "phone".to_owned(),
+        FieldTarget::Custom(name) => name.clone(),
+    }
+}
+
 /// HubSpot's standard contact fields and where they land (M1, M2, M3).
 pub fn default_mappings() -> Vec<FieldMapping> {
     [

@@ -3,10 +3,10 @@
 
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
-    ErrorCategory, ErrorScope, Failure, FieldMapping, FieldTarget, HubspotScope, HubspotSource,
-    MappedContact, MappedPage, MatchOutcome, Source, SyncError, TimeWindow,
+    ErrorCategory, ErrorScope, Failure, FieldMapping, HubspotScope, HubspotSource, MappedContact,
+    MappedPage, MatchOutcome, Source, SyncError, TimeWindow,
 };
-use crate::config::{Config, mapped_properties};
+use crate::config::{Config, mapped_properties, target_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
@@ -197,19 +197,7 @@ fn run_leased(
     let limiters = options.limiters.clone().unwrap_or_else(|| {
         AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
     });
-    let hooks = || {
-        Hooks::new(
-            config.source.origin.clone(),
-            options.http_mode.clone(),
-            credentials.bearer(),
-            HttpLimits {
-                max_response_bytes: config.source.max_response_bytes,
-                ..options.http_limits
-            },
-            stats.clone(),
-        )
-        .with_limiters(limiters.clone())
-    };
+    let hooks = || source_hooks(config, options, &credentials, &stats, &limiters);
     // Two instances, so reading the next page overlaps applying this one: the
     // reader fetches and maps; the applier matches and writes, on its own
     // connection to the store (see `Pass::run`).
@@ -304,6 +292,110 @@ fn run_leased(
     })
 }
 
+/// The HTTP hooks for `config`'s source: its origin only, the credentials
+/// added, its limits and rate limiters.
+fn source_hooks(
+    config: &Config,
+    options: &SyncOptions,
+    credentials: &Credentials,
+    stats: &Arc<HttpStats>,
+    limiters: &AccountLimiters,
+) -> Hooks {
+    Hooks::new(
+        config.source.origin.clone(),
+        options.http_mode.clone(),
+        credentials.bearer(),
+        HttpLimits {
+            max_response_bytes: config.source.max_response_bytes,
+            ..options.http_limits
+        },
+        stats.clone(),
+    )
+    .with_limiters(limiters.clone())
+}
+
+/// One source property and what the sync does with it (`crmsync fields`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceField {
+    pub name: String,
+    pub label: String,
+    /// The source's type name (HubSpot: `string`, `number`, `enumeration`, ...).
+    pub value_type: String,
+    /// An enumeration's allowed values.
+    pub options: Vec<String>,
+    /// Where the sync maps it (the config's spelling), if it does.
+    pub mapped_to: Option<String>,
+    /// `false` for a mapped property the source does not define (E6).
+    pub exists: bool,
+}
+
+/// The source's property catalogue with the sync's current mapping, so a
+/// user can pick fields (M1): every property the source defines, then any
+/// mapped one it does not (E6).
+pub fn source_fields(
+    runtime: &Runtime,
+    config: &Config,
+    options: &SyncOptions,
+) -> Result<Vec<SourceField>> {
+    let mut credentials = match options.http_mode {
+        HttpMode::Replay(_) => Credentials::none(),
+        _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
+            std::env::var(var).ok()
+        })?,
+    };
+    credentials.ensure_fresh()?;
+    let stats = Arc::new(HttpStats::default());
+    let limiters = AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit);
+    let hooks = source_hooks(config, options, &credentials, &stats, &limiters);
+    let mut instance = runtime.instantiate(HostState::new(
+        hooks,
+        ContactStore::open_in_memory()?,
+        runtime.sandbox(),
+    ))?;
+    let source = Source::HubspotContacts(HubspotSource {
+        base_url: config.source.base_url.clone(),
+        scope: HubspotScope::All,
+        properties: mapped_properties(&config.mappings),
+    });
+    let definitions = instance
+        .list_properties(&source)?
+        .map_err(|e| anyhow::anyhow!("{}\n  fix: {}", e.message, e.resolution))?;
+    let mapped_to = |name: &str| {
+        let targets: Vec<String> = config
+            .mappings
+            .iter()
+            .filter(|m| m.source == name)
+            .map(|m| target_name(&m.target))
+            .collect();
+        (!targets.is_empty()).then(|| targets.join(", "))
+    };
+    let mut fields: Vec<SourceField> = definitions
+        .into_iter()
+        .map(|d| SourceField {
+            mapped_to: mapped_to(&d.name),
+            name: d.name,
+            label: d.label,
+            value_type: d.value_type,
+            options: d.options,
+            exists: true,
+        })
+        .collect();
+    fields.sort_by(|a, b| a.name.cmp(&b.name));
+    for property in mapped_properties(&config.mappings) {
+        if !fields.iter().any(|f| f.name == property) {
+            fields.push(SourceField {
+                mapped_to: mapped_to(&property),
+                label: String::new(),
+                value_type: String::new(),
+                options: Vec::new(),
+                exists: false,
+                name: property,
+            });
+        }
+    }
+    Ok(fields)
+}
+
 /// Resumes the sync's interrupted run, or starts a new one: incremental when
 /// the last completed run left a bookmark for the same scope and mappings
 /// (R4), full otherwise. List-sourced syncs always run full: the search API
@@ -342,17 +434,7 @@ fn fingerprint(config: &Config) -> String {
     let mappings: Vec<String> = config
         .mappings
         .iter()
-        .map(|m| {
-            let target = match &m.target {
-                FieldTarget::FirstName => "first-name".to_owned(),
-                FieldTarget::LastName => "last-name".to_owned(),
-                FieldTarget::FullName => "full-name".to_owned(),
-                FieldTarget::Email => "email".to_owned(),
-                FieldTarget::Phone => "phone".to_owned(),
-                FieldTarget::Custom(name) => format!("custom:{name}"),
-            };
-            format!("{}>{target}", m.source)
-        })
+        .map(|m| format!("{}>{}", m.source, target_name(&m.target)))
         .collect();
     format!(
         "{} list={} {}",
