@@ -118,6 +118,20 @@ pub struct SeenBy<'a> {
     pub run_id: i64,
 }
 
+/// Attempts at opening a store that another process has locked (50 ms apart).
+const OPEN_RETRIES: u32 = 100;
+
+/// Whether `error` is SQLite's "database is busy/locked".
+fn is_busy(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
+}
+
 /// A handle kind, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handle {
@@ -292,9 +306,24 @@ impl ContactStore {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the store's folder {}", dir.display()))?;
         }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the store {}", path.display()))?;
-        Self::init(conn).with_context(|| format!("cannot use the store {}", path.display()))
+        // Opening can meet SQLITE_BUSY without SQLite's busy handler being
+        // asked (another process switching a new file to WAL, or recovering
+        // its WAL index): transient, so it is retried for a few seconds.
+        let mut attempts = 0;
+        loop {
+            let conn = Connection::open(path)
+                .with_context(|| format!("cannot open the store {}", path.display()))?;
+            match Self::init(conn) {
+                Ok(store) => return Ok(store),
+                Err(error) if attempts < OPEN_RETRIES && is_busy(&error) => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(error) => {
+                    return Err(error.context(format!("cannot use the store {}", path.display())));
+                }
+            }
+        }
     }
 
     /// An in-memory store, for tests and dry runs.
