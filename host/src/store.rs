@@ -418,12 +418,18 @@ impl ContactStore {
 
     /// The contact linked to `external_id`.
     pub fn find_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
-        let id: Option<i64> = self
+        self.linked_id(external_id)?
+            .map(|id| self.directory_entry(id))
+            .transpose()
+    }
+
+    /// The id of the contact linked to `external_id`.
+    fn linked_id(&self, external_id: &str) -> Result<Option<i64>> {
+        Ok(self
             .conn
             .prepare_cached("SELECT id FROM contacts WHERE external_id = ?1")?
             .query_row([external_id], |r| r.get(0))
-            .optional()?;
-        id.map(|id| self.directory_entry(id)).transpose()
+            .optional()?)
     }
 
     /// Contacts holding the normalised handle `value`.
@@ -524,8 +530,7 @@ impl ContactStore {
             )?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .with_context(|| format!("destination contact {id} disappeared during the run"))?;
-        let old_fields: BTreeMap<String, String> = serde_json::from_str(&old_fields)
-            .with_context(|| format!("destination contact {id} has unreadable fields"))?;
+        let old_fields = parse_fields(id, &old_fields)?;
         let (old_emails, old_phones) = self.handles(id)?;
 
         let name = data.name.clone().or(old_name.clone());
@@ -590,17 +595,10 @@ impl ContactStore {
     /// folded into it and removed), else the first of theirs, relinked.
     /// Returns how many destination contacts were folded or relinked.
     pub fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64> {
-        let linked = |external_id: &str| -> Result<Option<i64>> {
-            Ok(self
-                .conn
-                .prepare_cached("SELECT id FROM contacts WHERE external_id = ?1")?
-                .query_row([external_id], |r| r.get(0))
-                .optional()?)
-        };
-        let mut keep = linked(survivor)?;
+        let mut keep = self.linked_id(survivor)?;
         let mut changed = 0;
         for merged in merged_ids.iter().filter(|m| *m != survivor) {
-            let Some(absorbed) = linked(merged)? else {
+            let Some(absorbed) = self.linked_id(merged)? else {
                 continue;
             };
             match keep {
@@ -628,9 +626,7 @@ impl ContactStore {
                 .conn
                 .prepare_cached("SELECT name, fields FROM contacts WHERE id = ?1")?
                 .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let fields = serde_json::from_str(&fields)
-                .with_context(|| format!("destination contact {id} has unreadable fields"))?;
-            Ok((name, fields))
+            Ok((name, parse_fields(id, &fields)?))
         };
         let (from_name, from_fields) = read(from)?;
         let (into_name, mut fields) = read(into)?;
@@ -1026,9 +1022,7 @@ impl ContactStore {
                 let (emails, phones) = self.handles(contact.id)?;
                 contact.emails = emails.into_iter().map(|(v, _)| v).collect();
                 contact.phones = phones.into_iter().map(|(v, _)| v).collect();
-                contact.fields = serde_json::from_str(&fields).with_context(|| {
-                    format!("destination contact {} has unreadable fields", contact.id)
-                })?;
+                contact.fields = parse_fields(contact.id, &fields)?;
                 Ok(contact)
             })
             .collect()
@@ -1080,6 +1074,12 @@ impl ContactStore {
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
+}
+
+/// A contact's stored `fields` column.
+fn parse_fields(id: i64, text: &str) -> Result<BTreeMap<String, String>> {
+    serde_json::from_str(text)
+        .with_context(|| format!("destination contact {id} has unreadable fields"))
 }
 
 /// The sync's new handles first, then the contact's own handles (those the

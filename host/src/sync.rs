@@ -160,12 +160,7 @@ pub struct SyncReport {
 /// Runs one pass of `config`'s sync.
 pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
     let started = Instant::now();
-    let credentials = match options.http_mode {
-        HttpMode::Replay(_) => Credentials::none(),
-        _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
-            std::env::var(var).ok()
-        })?,
-    };
+    let credentials = credentials(config, options)?;
     let store = ContactStore::open(&config.store_path)?;
     if let Err(holder) = store.acquire_lease(
         &config.name,
@@ -292,6 +287,17 @@ fn run_leased(
     })
 }
 
+/// The credentials for `config`'s source, from the environment; a replay
+/// sends nothing, so it needs none.
+fn credentials(config: &Config, options: &SyncOptions) -> Result<Credentials> {
+    Ok(match options.http_mode {
+        HttpMode::Replay(_) => Credentials::none(),
+        _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
+            std::env::var(var).ok()
+        })?,
+    })
+}
+
 /// The HTTP hooks for `config`'s source: its origin only, the credentials
 /// added, its limits and rate limiters.
 fn source_hooks(
@@ -337,12 +343,7 @@ pub fn source_fields(
     config: &Config,
     options: &SyncOptions,
 ) -> Result<Vec<SourceField>> {
-    let mut credentials = match options.http_mode {
-        HttpMode::Replay(_) => Credentials::none(),
-        _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
-            std::env::var(var).ok()
-        })?,
-    };
+    let mut credentials = credentials(config, options)?;
     credentials.ensure_fresh()?;
     let stats = Arc::new(HttpStats::default());
     let limiters = AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit);
