@@ -2,14 +2,14 @@
 //! wasmtime. `tests/jco/contract.test.js` runs the same files through jco.
 
 use crmsync_host::bindings::crmsync::sync::types::{
-    ErrorScope, Failure, FieldMapping, FieldTarget, HandleConflict, HandleKind, HttpFailure,
-    HubspotScope, HubspotSource, MappedContact, MatchOutcome, Property, Source, SourceRecord,
-    SyncError,
+    ErrorScope, Failure, FieldMapping, FieldTarget, FieldType, HandleConflict, HandleKind,
+    HttpFailure, HubspotScope, HubspotSource, MappedContact, MatchOutcome, Property, Source,
+    SourceRecord, SyncError,
 };
 use crmsync_host::cassette::Cassette;
 use crmsync_host::http::HttpMode;
 use crmsync_host::store::{ContactData, ContactStore};
-use crmsync_host::sync::category_name;
+use crmsync_host::sync::{category_name, field_json};
 use crmsync_tests::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -104,13 +104,14 @@ fn map_fields_meets_the_shared_expectations() {
             .map(|m| FieldMapping {
                 source: text(&m[0]),
                 target: target(&m[1]),
+                value_type: FieldType::Text,
             })
             .collect();
-        let mapped = instance.map_fields(&record, &mappings).unwrap();
-        let fields: BTreeMap<String, String> = mapped
+        let mapped = instance.map_fields(&record, &mappings).unwrap().contact;
+        let fields: BTreeMap<String, serde_json::Value> = mapped
             .fields
-            .into_iter()
-            .map(|f| (f.name, f.value))
+            .iter()
+            .map(|f| (f.name.clone(), field_json(&f.value)))
             .collect();
         let got = json!({"external_id": mapped.external_id, "name": mapped.name, "emails": mapped.emails,
                          "phones": mapped.phones, "fields": fields});
@@ -215,6 +216,7 @@ fn fetch_page_meets_the_shared_expectations() {
                 None => HubspotScope::All,
             },
             properties: texts(&case["source"]["properties"]),
+            filters: Vec::new(),
         });
         let got = match instance
             .fetch_page(&source, opt_text(&case["cursor"]).as_deref())
@@ -301,9 +303,9 @@ fn the_built_component_implements_exactly_the_published_wit() {
     assert_eq!(
         expected.keys().collect::<Vec<_>>(),
         [
-            "export crmsync:sync/sync@0.2.0",
-            "import crmsync:sync/directory@0.2.0",
-            "import crmsync:sync/types@0.2.0"
+            "export crmsync:sync/sync@0.3.0",
+            "import crmsync:sync/directory@0.3.0",
+            "import crmsync:sync/types@0.3.0"
         ]
     );
     assert_eq!(

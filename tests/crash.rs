@@ -8,7 +8,7 @@
 
 use crmsync_host::config::Config;
 use crmsync_host::runtime::{Runtime, Sandbox};
-use crmsync_host::store::ContactStore;
+use crmsync_host::store::{ContactStore, Fields};
 use crmsync_host::sync::run_sync;
 use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
 use crmsync_tests::*;
@@ -33,15 +33,7 @@ fn crash_child() {
     run_sync(&runtime, &config, &live_options()).expect("sync runs");
 }
 
-type Snapshot = BTreeMap<
-    String,
-    (
-        Option<String>,
-        Vec<String>,
-        Vec<String>,
-        BTreeMap<String, String>,
-    ),
->;
+type Snapshot = BTreeMap<String, (Option<String>, Vec<String>, Vec<String>, Fields)>;
 
 fn snapshot(config: &Config) -> (usize, Snapshot) {
     let contacts = ContactStore::open(&config.store_path)

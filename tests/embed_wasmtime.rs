@@ -11,7 +11,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
 
 use crmsync::sync::types::{
-    DestinationContact, FieldMapping, FieldTarget, HandleKind, MatchOutcome, Property, SourceRecord,
+    DestinationContact, FieldMapping, FieldTarget, FieldType, HandleKind, MatchOutcome, Property,
+    SourceRecord,
 };
 
 /// The embedder's state: WASI, HTTP, and its own contact directory.
@@ -116,13 +117,17 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
         FieldMapping {
             source: "firstname".into(),
             target: FieldTarget::FirstName,
+            value_type: FieldType::Text,
         },
         FieldMapping {
             source: "email".into(),
             target: FieldTarget::Email,
+            value_type: FieldType::Text,
         },
     ];
-    let mapped = sync.call_map_fields(&mut store, &record, &mappings)?;
+    let mapped = sync
+        .call_map_fields(&mut store, &record, &mappings)?
+        .contact;
     assert_eq!(mapped.emails, ["ada@example.com"]);
 
     // It shares a handle with an unlinked destination contact: link it (X3).

@@ -37,6 +37,7 @@ fn source(server: &HubSpotServer) -> Source {
         base_url: server.base_url.clone(),
         scope: HubspotScope::All,
         properties: vec![],
+        filters: vec![],
     })
 }
 

@@ -264,6 +264,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         base_url: server.base_url.clone(),
         scope: host::HubspotScope::All,
         properties: properties.clone(),
+        filters: Vec::new(),
     });
     let native_mappings: Vec<guest::FieldMapping> = config
         .mappings
@@ -278,12 +279,15 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
                 host::FieldTarget::Phone => guest::FieldTarget::Phone,
                 host::FieldTarget::Custom(name) => guest::FieldTarget::Custom(name.clone()),
             },
+            // The bench's config maps plain text only.
+            value_type: guest::FieldType::Text,
         })
         .collect();
     let native_source = guest::HubspotSource {
         base_url: server.base_url.clone(),
         scope: guest::HubspotScope::All,
         properties,
+        filters: Vec::new(),
     };
 
     // In wasmtime, through the runner's hooks and an in-memory store.

@@ -1,7 +1,9 @@
 //! The `crmsync` command line. Lives in the library so tests drive exactly
 //! what an operator types, output included.
 
-use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget, Property, SourceRecord};
+use crate::bindings::crmsync::sync::types::{
+    FieldMapping, FieldTarget, FieldType, Property, SourceRecord,
+};
 use crate::cassette::Cassette;
 use crate::config::Config;
 use crate::daemon::{self, run_daemon};
@@ -13,7 +15,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -483,7 +484,7 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
     if report.stopped_syncing > 0 {
         writeln!(
             out,
-            "  {} contacts archived at the source: kept, no longer syncing",
+            "  {} contacts archived at the source or no longer matching the filters: kept, no longer syncing",
             report.stopped_syncing
         )?;
     }
@@ -524,8 +525,9 @@ struct ImportedContact {
     emails: Vec<String>,
     #[serde(default)]
     phones: Vec<String>,
+    /// Kept as given: the destination's own values, not a source's to convert.
     #[serde(default)]
-    fields: BTreeMap<String, String>,
+    fields: crate::store::Fields,
 }
 
 /// Adds the destination's own contacts. Their handles go through the
@@ -549,7 +551,7 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
     instance.state().store.begin()?;
     for (index, contact) in contacts.iter().enumerate() {
         let (record, mappings) = as_source_record(index, contact);
-        let mapped = instance.map_fields(&record, &mappings)?;
+        let mapped = instance.map_fields(&record, &mappings)?.contact;
         if mapped.emails.is_empty() && mapped.phones.is_empty() {
             instance.state().store.rollback();
             bail!(
@@ -561,11 +563,7 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
             name: mapped.name,
             emails: mapped.emails,
             phones: mapped.phones,
-            fields: mapped
-                .fields
-                .into_iter()
-                .map(|f| (f.name, f.value))
-                .collect(),
+            fields: contact.fields.clone(),
         })?;
     }
     instance.state().store.commit()?;
@@ -589,6 +587,7 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
         mappings.push(FieldMapping {
             source: name,
             target,
+            value_type: FieldType::Text,
         });
     };
     if let Some(name) = &contact.name {
@@ -599,13 +598,6 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
     }
     for (i, phone) in contact.phones.iter().enumerate() {
         add(format!("phone{i}"), phone, FieldTarget::Phone);
-    }
-    for (field, value) in &contact.fields {
-        add(
-            format!("field:{field}"),
-            value,
-            FieldTarget::Custom(field.clone()),
-        );
     }
     (
         SourceRecord {

@@ -4,7 +4,9 @@
 //! a misspelt `list_id` that silently synced every contact would be worse than
 //! a refusal.
 
-use crate::bindings::crmsync::sync::types::{FieldMapping, FieldTarget};
+use crate::bindings::crmsync::sync::types::{
+    FieldMapping, FieldTarget, FieldType, Filter, FilterOp,
+};
 use crate::notify::NotifyConfig;
 use crate::rate_limit::{HUBSPOT_DEFAULT, HUBSPOT_SEARCH_DEFAULT, RateLimit};
 use crate::schedule::{DEFAULT_SCHEDULE, Schedule, parse_duration};
@@ -33,6 +35,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// Effective mappings: HubSpot defaults, then `source.properties`, then `[mapping]`.
     pub mappings: Vec<FieldMapping>,
+    /// `[[filter]]` entries (S4), typed as their property's mapping.
+    pub filters: Vec<Filter>,
     /// The properties the user named (`source.properties`, `[mapping]` keys).
     /// Only these are checked against the source's catalogue (E6): the
     /// default ones are HubSpot-defined and cannot be deleted.
@@ -98,8 +102,11 @@ struct RawConfig {
     name: Option<String>,
     schedule: Option<String>,
     source: RawSource,
+    /// `property = "target"`, or a table `{ field, type, options }`.
     #[serde(default)]
-    mapping: BTreeMap<String, String>,
+    mapping: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    filter: Vec<RawFilter>,
     store: Option<RawStore>,
     #[serde(default)]
     notify: NotifyConfig,
@@ -119,6 +126,23 @@ struct RawSource {
     max_response_mb: Option<u32>,
     #[serde(default)]
     properties: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    field: String,
+    op: String,
+    value: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTypedMapping {
+    field: String,
+    #[serde(rename = "type")]
+    value_type: Option<String>,
+    options: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +246,14 @@ impl Config {
         };
 
         let mappings = effective_mappings(&source.properties, &raw.mapping)?;
+        let filters = raw
+            .filter
+            .iter()
+            .enumerate()
+            .map(|(index, filter)| {
+                parse_filter(filter, &mappings).with_context(|| format!("filter[{index}]"))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut chosen_properties: Vec<String> = Vec::new();
         for property in source.properties.iter().chain(raw.mapping.keys()) {
             if mappings.iter().any(|m| &m.source == property)
@@ -257,6 +289,7 @@ impl Config {
                 max_response_bytes,
             },
             mappings,
+            filters,
             chosen_properties,
             store_path,
             schedule,
@@ -306,7 +339,7 @@ fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 /// replaces the target of a property already mapped. An empty target drops it.
 fn effective_mappings(
     properties: &[String],
-    mapping: &BTreeMap<String, String>,
+    mapping: &BTreeMap<String, toml::Value>,
 ) -> Result<Vec<FieldMapping>> {
     let mut mappings: Vec<FieldMapping> = default_mappings();
     if !properties.is_empty() {
@@ -323,6 +356,7 @@ fn effective_mappings(
                 mappings.push(FieldMapping {
                     source: property.clone(),
                     target: FieldTarget::Custom(property.clone()),
+                    value_type: FieldType::Text,
                 });
             }
         }
@@ -331,7 +365,23 @@ fn effective_mappings(
         if source.trim().is_empty() {
             bail!("mapping: a source property name must not be empty");
         }
-        let target = match target.as_str() {
+        let (field, value_type) = match target {
+            toml::Value::String(field) => (field.clone(), FieldType::Text),
+            toml::Value::Table(_) => {
+                let typed: RawTypedMapping = target
+                    .clone()
+                    .try_into()
+                    .map_err(|e| anyhow::anyhow!("mapping.{source}: {}", e.message()))?;
+                let value_type = parse_type(typed.value_type.as_deref(), typed.options)
+                    .with_context(|| format!("mapping.{source}"))?;
+                (typed.field, value_type)
+            }
+            other => bail!(
+                "mapping.{source}: expected a destination field name or a table \
+                 {{ field = \"...\", type = \"...\" }}, got {other}"
+            ),
+        };
+        let target = match field.as_str() {
             "" => {
                 mappings.retain(|m| &m.source != source);
                 continue;
@@ -346,11 +396,21 @@ fn effective_mappings(
             }
             custom => FieldTarget::Custom(custom.to_owned()),
         };
+        if value_type != FieldType::Text && !matches!(target, FieldTarget::Custom(_)) {
+            bail!(
+                "mapping.{source}: a type applies to plain fields only; {field:?} is a name or \
+                 handle (always text)"
+            );
+        }
         match mappings.iter_mut().find(|m| &m.source == source) {
-            Some(existing) => existing.target = target,
+            Some(existing) => {
+                existing.target = target;
+                existing.value_type = value_type;
+            }
             None => mappings.push(FieldMapping {
                 source: source.clone(),
                 target,
+                value_type,
             }),
         }
     }
@@ -383,8 +443,161 @@ pub fn default_mappings() -> Vec<FieldMapping> {
     .map(|(source, target)| FieldMapping {
         source: source.to_owned(),
         target,
+        value_type: FieldType::Text,
     })
     .collect()
+}
+
+/// A mapping's `type` and `options` (M4).
+fn parse_type(name: Option<&str>, options: Option<Vec<String>>) -> Result<FieldType> {
+    let value_type = match name.unwrap_or("string") {
+        "string" | "text" => FieldType::Text,
+        "number" => FieldType::Number,
+        "boolean" => FieldType::Boolean,
+        "date" => FieldType::Date,
+        "datetime" => FieldType::DateTime,
+        "picklist" => match options {
+            Some(options) if !options.is_empty() => return Ok(FieldType::Picklist(options)),
+            _ => bail!("type: a picklist needs its allowed values in `options`"),
+        },
+        "multi_select" => return Ok(FieldType::MultiSelect(options.unwrap_or_default())),
+        other => bail!(
+            "type: unknown type {other:?} (expected string, number, boolean, date, datetime, \
+             picklist or multi_select)"
+        ),
+    };
+    if options.is_some() {
+        bail!("options: only picklist and multi_select fields take options");
+    }
+    Ok(value_type)
+}
+
+/// The twelve operators as the config spells them (S4).
+pub const FILTER_OPERATORS: [&str; 12] = [
+    "equals",
+    "not_equals",
+    "contains",
+    "not_contains",
+    "gt",
+    "lt",
+    "is_empty",
+    "is_not_empty",
+    "starts_with",
+    "ends_with",
+    "in",
+    "not_in",
+];
+
+/// One `[[filter]]`: its property must be mapped, and it compares as the
+/// mapping's type (names and handles are text).
+fn parse_filter(raw: &RawFilter, mappings: &[FieldMapping]) -> Result<Filter> {
+    let Some(mapping) = mappings.iter().find(|m| m.source == raw.field) else {
+        bail!(
+            "field {:?} is not selected for sync; add it to source.properties or [mapping], \
+             or filter on a synced field",
+            raw.field
+        );
+    };
+    let value_type = match mapping.target {
+        FieldTarget::Custom(_) => mapping.value_type.clone(),
+        _ => FieldType::Text,
+    };
+    let scalar = |value: &toml::Value| -> Result<String> {
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            other => bail!("value: expected a single value, got {other}"),
+        };
+        check_operand(&text, &value_type)?;
+        Ok(text)
+    };
+    let one = || -> Result<String> {
+        match &raw.value {
+            Some(value) => scalar(value),
+            None => bail!("value: operator {:?} needs a value", raw.op),
+        }
+    };
+    let many = || -> Result<Vec<String>> {
+        match &raw.value {
+            Some(toml::Value::Array(values)) if !values.is_empty() => {
+                values.iter().map(scalar).collect()
+            }
+            _ => bail!(
+                "value: operator {:?} needs a non-empty list of values",
+                raw.op
+            ),
+        }
+    };
+    let op = match raw.op.as_str() {
+        "equals" => FilterOp::Equals(one()?),
+        "not_equals" => FilterOp::NotEquals(one()?),
+        "contains" => FilterOp::Contains(one()?),
+        "not_contains" => FilterOp::NotContains(one()?),
+        "gt" => FilterOp::GreaterThan(one()?),
+        "lt" => FilterOp::LessThan(one()?),
+        "starts_with" => FilterOp::StartsWith(one()?),
+        "ends_with" => FilterOp::EndsWith(one()?),
+        "in" => FilterOp::IsAnyOf(many()?),
+        "not_in" => FilterOp::IsNoneOf(many()?),
+        "is_empty" | "is_not_empty" => {
+            if raw.value.is_some() {
+                bail!("value: operator {:?} takes no value", raw.op);
+            }
+            if raw.op == "is_empty" {
+                FilterOp::IsEmpty
+            } else {
+                FilterOp::IsNotEmpty
+            }
+        }
+        other => bail!(
+            "op: unknown operator {other:?} (expected one of {})",
+            FILTER_OPERATORS.join(", ")
+        ),
+    };
+    Ok(Filter {
+        property: raw.field.clone(),
+        op,
+        value_type,
+    })
+}
+
+/// A filter's operand must read as its field's type, or it would match
+/// nothing (or everything) without a word.
+fn check_operand(text: &str, value_type: &FieldType) -> Result<()> {
+    let readable = match value_type {
+        FieldType::Number => text.trim().parse::<f64>().is_ok_and(f64::is_finite),
+        FieldType::Boolean => matches!(
+            text.trim().to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "1" | "0"
+        ),
+        FieldType::Date | FieldType::DateTime => {
+            let text = text.trim();
+            text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty()
+                || chrono::DateTime::parse_from_rfc3339(text).is_ok()
+                || chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+        }
+        FieldType::Text | FieldType::Picklist(_) | FieldType::MultiSelect(_) => true,
+    };
+    if !readable {
+        bail!("value: {text:?} is not a {}", type_name(value_type));
+    }
+    Ok(())
+}
+
+/// A type as the config spells it.
+pub fn type_name(value_type: &FieldType) -> &'static str {
+    match value_type {
+        FieldType::Text => "string",
+        FieldType::Number => "number",
+        FieldType::Boolean => "boolean",
+        FieldType::Date => "date",
+        FieldType::DateTime => "datetime",
+        FieldType::Picklist(_) => "picklist",
+        FieldType::MultiSelect(_) => "multi_select",
+    }
 }
 
 impl Origin {
@@ -529,6 +742,104 @@ mod tests {
             .unwrap();
         assert_eq!(mapped_properties(&c.mappings), ["email", "jobtitle"]);
         assert_eq!(c.mappings[1].target, FieldTarget::Custom("jobtitle".into()));
+    }
+
+    #[test]
+    fn mappings_declare_types() {
+        let c = parse(
+            "[source]\nsystem = \"hubspot\"\n[mapping]\njobtitle = \"title\"\n\
+             annualrevenue = { field = \"revenue\", type = \"number\" }\n\
+             [mapping.hs_lead_status]\nfield = \"status\"\ntype = \"picklist\"\noptions = [\"NEW\", \"OPEN\"]\n",
+        )
+        .unwrap();
+        let typed = |source: &str| {
+            c.mappings
+                .iter()
+                .find(|m| m.source == source)
+                .unwrap()
+                .value_type
+                .clone()
+        };
+        assert_eq!(typed("jobtitle"), FieldType::Text);
+        assert_eq!(typed("annualrevenue"), FieldType::Number);
+        assert_eq!(
+            typed("hs_lead_status"),
+            FieldType::Picklist(vec!["NEW".into(), "OPEN".into()])
+        );
+        for (text, key) in [
+            ("x = { field = \"y\", type = \"money\" }", "mapping.x"),
+            ("x = { field = \"y\", type = \"picklist\" }", "mapping.x"),
+            (
+                "x = { field = \"y\", type = \"number\", options = [\"1\"] }",
+                "mapping.x",
+            ),
+            ("x = { field = \"email\", type = \"number\" }", "mapping.x"),
+            ("x = { field = \"y\", colour = 1 }", "mapping.x"),
+            ("x = 3", "mapping.x"),
+        ] {
+            let e = err(&format!(
+                "[source]\nsystem = \"hubspot\"\n[mapping]\n{text}\n"
+            ));
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn filters_take_the_twelve_operators_typed_as_their_field() {
+        let mut text = String::from(
+            "[source]\nsystem = \"hubspot\"\n[mapping]\ncountry = \"country\"\n\
+             score = { field = \"score\", type = \"number\" }\n",
+        );
+        for op in FILTER_OPERATORS {
+            let (field, value) = match op {
+                "is_empty" | "is_not_empty" => ("country", String::new()),
+                "in" | "not_in" => ("country", "value = [\"FR\", \"DE\"]".to_owned()),
+                "gt" | "lt" => ("score", "value = 10".to_owned()),
+                _ => ("email", "value = \"@acme.com\"".to_owned()),
+            };
+            text.push_str(&format!(
+                "[[filter]]\nfield = \"{field}\"\nop = \"{op}\"\n{value}\n"
+            ));
+        }
+        let c = parse(&text).unwrap();
+        assert_eq!(c.filters.len(), 12);
+        assert_eq!(c.filters[4].op, FilterOp::GreaterThan("10".into()));
+        assert_eq!(c.filters[4].value_type, FieldType::Number);
+        assert_eq!(c.filters[0].value_type, FieldType::Text, "a handle is text");
+        assert_eq!(
+            c.filters[10].op,
+            FilterOp::IsAnyOf(vec!["FR".into(), "DE".into()])
+        );
+    }
+
+    #[test]
+    fn a_bad_filter_is_an_error_naming_it() {
+        let head = "[source]\nsystem = \"hubspot\"\n[mapping]\nscore = { field = \"score\", type = \"number\" }\n\
+                    [[filter]]\nfield = \"email\"\nop = \"is_not_empty\"\n";
+        for (filter, says) in [
+            (
+                "field = \"jobtitle\"\nop = \"equals\"\nvalue = \"x\"",
+                "not selected for sync",
+            ),
+            (
+                "field = \"email\"\nop = \"like\"\nvalue = \"x\"",
+                "unknown operator",
+            ),
+            ("field = \"email\"\nop = \"equals\"", "needs a value"),
+            (
+                "field = \"email\"\nop = \"is_empty\"\nvalue = \"x\"",
+                "takes no value",
+            ),
+            ("field = \"email\"\nop = \"in\"\nvalue = \"x\"", "list"),
+            ("field = \"email\"\nop = \"in\"\nvalue = []", "list"),
+            (
+                "field = \"score\"\nop = \"gt\"\nvalue = \"lots\"",
+                "not a number",
+            ),
+        ] {
+            let e = err(&format!("{head}[[filter]]\n{filter}\n"));
+            assert!(e.contains("filter[1]") && e.contains(says), "{filter}: {e}");
+        }
     }
 
     #[test]

@@ -6,8 +6,8 @@ use crate::bindings::Plugin;
 use crate::bindings::PluginPre;
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
-    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MatchOutcome,
-    Page, PropertyDefinition, Source, SourceRecord, SyncError,
+    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MappedRecord,
+    MatchOutcome, Page, PropertyDefinition, Source, SourceRecord, SyncError,
 };
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
@@ -349,7 +349,7 @@ impl Instance {
         &mut self,
         record: &SourceRecord,
         mappings: &[FieldMapping],
-    ) -> Result<MappedContact> {
+    ) -> Result<MappedRecord> {
         self.store
             .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
         self.plugin

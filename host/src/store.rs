@@ -161,13 +161,17 @@ pub struct DirectoryEntry {
 }
 
 /// A contact's new content, from the mapping (handles already normalised).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContactData {
     pub name: Option<String>,
     pub emails: Vec<String>,
     pub phones: Vec<String>,
-    pub fields: BTreeMap<String, String>,
+    pub fields: Fields,
 }
+
+/// A contact's plain fields: JSON values as the mapping typed them (M4:
+/// text, number, boolean, date strings, lists for multi-selects).
+pub type Fields = BTreeMap<String, serde_json::Value>;
 
 /// What updating a contact did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,14 +181,14 @@ pub enum Change {
 }
 
 /// A destination contact as `crmsync contacts --json` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContactRow {
     pub id: i64,
     pub external_id: Option<String>,
     pub name: Option<String>,
     pub emails: Vec<String>,
     pub phones: Vec<String>,
-    pub fields: BTreeMap<String, String>,
+    pub fields: Fields,
     /// `false` once the linked source record was archived (X6): kept, no longer synced.
     pub syncing: bool,
     pub created_at: String,
@@ -621,7 +625,7 @@ impl ContactStore {
     /// bring, fields and a name `into` lacks) to `into`, then removes `from`.
     /// The sync's handles are not moved: the survivor's record brings them.
     fn fold_into(&self, from: i64, into: i64) -> Result<()> {
-        let read = |id: i64| -> Result<(Option<String>, BTreeMap<String, String>)> {
+        let read = |id: i64| -> Result<(Option<String>, Fields)> {
             let (name, fields): (Option<String>, String) = self
                 .conn
                 .prepare_cached("SELECT name, fields FROM contacts WHERE id = ?1")?
@@ -1077,7 +1081,7 @@ impl ContactStore {
 }
 
 /// A contact's stored `fields` column.
-fn parse_fields(id: i64, text: &str) -> Result<BTreeMap<String, String>> {
+fn parse_fields(id: i64, text: &str) -> Result<Fields> {
     serde_json::from_str(text)
         .with_context(|| format!("destination contact {id} has unreadable fields"))
 }
@@ -1391,7 +1395,7 @@ mod tests {
             "x".repeat(5000)
         );
         let mut d = data(Some(&hostile), &["a@x.io"], &[]);
-        d.fields.insert(hostile.clone(), hostile.clone());
+        d.fields.insert(hostile.clone(), hostile.clone().into());
         s.create(&hostile, &d, None).unwrap();
         let c = &s.contacts().unwrap()[0];
         assert_eq!(c.name.as_deref(), Some(hostile.as_str()));

@@ -3,8 +3,8 @@
 
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
-    ErrorCategory, ErrorScope, Failure, FieldMapping, HubspotScope, HubspotSource, MappedContact,
-    MappedPage, MatchOutcome, Source, SyncError, TimeWindow,
+    ErrorCategory, ErrorScope, Failure, FieldData, FieldMapping, FieldType, HubspotScope,
+    HubspotSource, MappedContact, MappedPage, MatchOutcome, Source, SyncError, TimeWindow,
 };
 use crate::config::{Config, mapped_properties, target_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
@@ -357,6 +357,7 @@ pub fn source_fields(
         base_url: config.source.base_url.clone(),
         scope: HubspotScope::All,
         properties: mapped_properties(&config.mappings),
+        filters: Vec::new(),
     });
     let definitions = instance
         .list_properties(&source)?
@@ -435,14 +436,22 @@ fn fingerprint(config: &Config) -> String {
     let mappings: Vec<String> = config
         .mappings
         .iter()
-        .map(|m| format!("{}>{}", m.source, target_name(&m.target)))
+        .map(|m| match m.value_type {
+            FieldType::Text => format!("{}>{}", m.source, target_name(&m.target)),
+            ref typed => format!("{}>{}:{typed:?}", m.source, target_name(&m.target)),
+        })
         .collect();
-    format!(
+    let mut fingerprint = format!(
         "{} list={} {}",
         config.source.base_url,
         config.source.list_id.as_deref().unwrap_or("*"),
         mappings.join(",")
-    )
+    );
+    // A changed filter changes which records sync: the next run reads all.
+    if !config.filters.is_empty() {
+        fingerprint.push_str(&format!(" filters={:?}", config.filters));
+    }
+    fingerprint
 }
 
 /// Why a pass stopped early.
@@ -576,6 +585,9 @@ impl Pass<'_> {
             base_url: self.config.source.base_url.clone(),
             scope,
             properties: mapped_properties(&self.mappings),
+            // A filter on a property the source dropped (E6) cannot be
+            // evaluated; it stays, and that property reads as empty.
+            filters: self.config.filters.clone(),
         })
     }
 
@@ -673,6 +685,7 @@ impl Pass<'_> {
             base_url: self.config.source.base_url.clone(),
             scope: HubspotScope::Archived,
             properties: Vec::new(),
+            filters: Vec::new(),
         });
         let mut cursor: Option<String> = None;
         let mut stopped = 0;
@@ -783,6 +796,10 @@ impl Applier<'_> {
                 self.newest_ms = Some(self.newest_ms.map_or(modified, |n| n.max(modified)));
             }
             let mapped = &record.contact;
+            for error in &record.field_errors {
+                let store = &self.instance.state().store;
+                store.record_error(self.run_id, &error_row(self.run_id, error))?;
+            }
             if !record.merged_ids.is_empty() {
                 let store = &self.instance.state().store;
                 let absorbed = store.absorb_merged(&mapped.external_id, &record.merged_ids)?;
@@ -822,6 +839,11 @@ impl Applier<'_> {
                 }
             }
         }
+        // S4: a record that no longer matches the filters stops syncing;
+        // its contact is kept, flagged like an archived one (X6).
+        for id in &page.excluded {
+            self.stopped_syncing += u64::from(self.instance.state().store.stop_syncing(id)?);
+        }
         self.counts.pages += 1;
         let bookmark = match next {
             Some(_) => None,
@@ -858,8 +880,21 @@ fn contact_data(mapped: &MappedContact) -> ContactData {
         fields: mapped
             .fields
             .iter()
-            .map(|f| (f.name.clone(), f.value.clone()))
+            .map(|f| (f.name.clone(), field_json(&f.value)))
             .collect(),
+    }
+}
+
+/// A typed field value as the store keeps it (M4).
+pub fn field_json(value: &FieldData) -> serde_json::Value {
+    match value {
+        FieldData::Text(text) | FieldData::Date(text) | FieldData::DateTime(text) => {
+            serde_json::Value::String(text.clone())
+        }
+        FieldData::Number(number) => serde_json::Number::from_f64(*number)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        FieldData::Boolean(flag) => serde_json::Value::Bool(*flag),
+        FieldData::Multi(values) => values.clone().into(),
     }
 }
 

@@ -6,8 +6,8 @@ use crate::bindings::exports::crmsync::sync::sync::Guest;
 use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{
-    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MatchOutcome,
-    Page, PropertyDefinition, Source, SourceRecord, SyncError,
+    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MappedRecord,
+    MatchOutcome, Page, PropertyDefinition, Source, SourceRecord, SyncError,
 };
 use crate::{errors, hubspot, mapping, matching};
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl Guest for Component {
         }
     }
 
-    fn map_fields(record: SourceRecord, mappings: Vec<FieldMapping>) -> MappedContact {
+    fn map_fields(record: SourceRecord, mappings: Vec<FieldMapping>) -> MappedRecord {
         mapping::map_fields(&record, &mappings)
     }
 

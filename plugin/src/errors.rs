@@ -275,6 +275,38 @@ pub fn field_not_found(property: &str) -> SyncError {
     }
 }
 
+/// M4: a value that cannot be converted to its destination field's type.
+/// Only that field is left out; the rest of the record syncs.
+pub fn field_validation(
+    record_id: &str,
+    property: &str,
+    field: &str,
+    value: &str,
+    why: &str,
+) -> SyncError {
+    let shown = if value.chars().count() > 80 {
+        format!("{}…", value.chars().take(80).collect::<String>())
+    } else {
+        value.to_owned()
+    };
+    SyncError {
+        category: ErrorCategory::Validation,
+        retryable: false,
+        retry_after_ms: None,
+        scope: ErrorScope::Field,
+        record_id: Some(record_id.to_owned()),
+        field: Some(property.to_owned()),
+        message: format!(
+            "the value {shown:?} of property {property:?} on record {record_id} {why}, so destination \
+             field {field:?} was not synced (the rest of the record was)"
+        ),
+        resolution: format!(
+            "Correct {property:?} on record {record_id} at the source, or change the type declared \
+             for it in [mapping.{property}]."
+        ),
+    }
+}
+
 /// E1: a record with no email and no phone.
 pub fn missing_handle(record_id: &str) -> SyncError {
     record_error(

@@ -3,12 +3,13 @@
 //! properties, unknown fields, empty pages, no `paging` on the last page).
 
 use crate::errors::{self, Endpoint};
+use crate::filters;
 use crate::transport::{
     HttpRequest, HttpResponse, Method, Transport, TransportError, encode_component,
 };
 use crate::types::{
     HttpFailure, HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord,
-    SyncError, TimeWindow,
+    SyncError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,13 +30,55 @@ pub const MODIFIED_PROPERTY: &str = "lastmodifieddate";
 pub const MERGED_PROPERTY: &str = "hs_merged_object_ids";
 const ID_PROPERTY: &str = "hs_object_id";
 
-/// Reads one page of `source` starting at `cursor`.
+/// Reads one page of `source` starting at `cursor`, keeping the records its
+/// filters let through (S4) and listing the others as `excluded`.
 pub fn fetch_page(
     transport: &mut impl Transport,
     source: &HubspotSource,
     cursor: Option<&str>,
 ) -> Result<Page, SyncError> {
+    let mut page = read_page(transport, source, cursor)?;
+    if !source.filters.is_empty() && !matches!(source.scope, HubspotScope::Archived) {
+        let (kept, excluded): (Vec<_>, Vec<_>) = page
+            .records
+            .into_iter()
+            .partition(|record| filters::keep(&source.filters, record));
+        page.records = kept;
+        page.excluded = excluded.into_iter().map(|record| record.id).collect();
+    }
+    Ok(page)
+}
+
+/// The search filters a full read can hand to HubSpot (S4): at most four,
+/// as a filter group holds six and paging by key uses two.
+pub fn pushed_down(source: &HubspotSource) -> Vec<Value> {
+    source
+        .filters
+        .iter()
+        .filter_map(filters::search_filter)
+        .take(4)
+        .collect()
+}
+
+fn read_page(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+    cursor: Option<&str>,
+) -> Result<Page, SyncError> {
+    let pushed = match source.scope {
+        HubspotScope::All => pushed_down(source),
+        _ => Vec::new(),
+    };
     match &source.scope {
+        // A filter the search API can evaluate makes a full read cheaper
+        // through search than through the listing: only matching records
+        // come back. Incremental reads keep every change (see `modified`).
+        HubspotScope::All if !pushed.is_empty() => {
+            let position = search_position(cursor, 0)?;
+            let request = search_request(source, None, &position, &pushed);
+            let body = send(transport, &request, Endpoint::Other)?;
+            parse_search_page(&body, &position)
+        }
         HubspotScope::All | HubspotScope::Archived => {
             let listing = if matches!(source.scope, HubspotScope::Archived) {
                 Listing::Archived
@@ -47,19 +90,8 @@ pub fn fetch_page(
             parse_objects_page(&body, listing)
         }
         HubspotScope::Modified(window) => {
-            let position = match cursor {
-                None => SearchCursor::Range {
-                    from: window.since,
-                    seen: Vec::new(),
-                },
-                Some(text) => serde_json::from_str(text).map_err(|e| {
-                    errors::invalid_response(&format!(
-                        "the incremental cursor {} is not one this component wrote ({e})",
-                        truncate(text)
-                    ))
-                })?,
-            };
-            let request = search_request(source, window, &position);
+            let position = search_position(cursor, window.since)?;
+            let request = search_request(source, Some(window.until), &position, &[]);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_search_page(&body, &position)
         }
@@ -79,9 +111,26 @@ pub fn fetch_page(
             records.sort_by_key(|r: &SourceRecord| ids.iter().position(|id| *id == r.id));
             Ok(Page {
                 records,
+                excluded: Vec::new(),
                 next_cursor,
             })
         }
+    }
+}
+
+/// Where a search read stands: the cursor this component wrote, or the start.
+fn search_position(cursor: Option<&str>, since: u64) -> Result<SearchCursor, SyncError> {
+    match cursor {
+        None => Ok(SearchCursor::Range {
+            from: since,
+            seen: Vec::new(),
+        }),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            errors::invalid_response(&format!(
+                "the search cursor {} is not one this component wrote ({e})",
+                truncate(text)
+            ))
+        }),
     }
 }
 
@@ -164,22 +213,24 @@ pub enum SearchCursor {
     },
 }
 
-/// `POST /crm/v3/objects/contacts/search` for the next page after `position`.
-/// Dates are epoch milliseconds as strings, as the API documents.
+/// `POST /crm/v3/objects/contacts/search` for the next page after `position`,
+/// modified no later than `until`, and passing the `pushed` filters. Dates
+/// are epoch milliseconds as strings, as the API documents.
 pub fn search_request(
     source: &HubspotSource,
-    window: &TimeWindow,
+    until: Option<u64>,
     position: &SearchCursor,
+    pushed: &[Value],
 ) -> HttpRequest {
     let filter = |property: &str, operator: &str, value: String| json!({ "propertyName": property, "operator": operator, "value": value });
     let (filters, sort_by) = match position {
-        SearchCursor::Range { from, .. } => (
-            vec![
-                filter(MODIFIED_PROPERTY, "GTE", from.to_string()),
-                filter(MODIFIED_PROPERTY, "LTE", window.until.to_string()),
-            ],
-            MODIFIED_PROPERTY,
-        ),
+        SearchCursor::Range { from, .. } => {
+            let mut filters = vec![filter(MODIFIED_PROPERTY, "GTE", from.to_string())];
+            if let Some(until) = until {
+                filters.push(filter(MODIFIED_PROPERTY, "LTE", until.to_string()));
+            }
+            (filters, MODIFIED_PROPERTY)
+        }
         SearchCursor::Ties { at, after, .. } => {
             let mut filters = vec![filter(MODIFIED_PROPERTY, "EQ", at.to_string())];
             if let Some(after) = after {
@@ -188,6 +239,7 @@ pub fn search_request(
             (filters, ID_PROPERTY)
         }
     };
+    let filters: Vec<Value> = filters.into_iter().chain(pushed.iter().cloned()).collect();
     let mut properties = requested_properties(source);
     if !properties.iter().any(|p| p == MODIFIED_PROPERTY) {
         properties.push(MODIFIED_PROPERTY.to_owned());
@@ -282,6 +334,7 @@ pub fn parse_search_page(body: &[u8], position: &SearchCursor) -> Result<Page, S
         .collect();
     Ok(Page {
         records,
+        excluded: Vec::new(),
         next_cursor: next.map(|c| serde_json::to_string(&c).expect("a cursor serialises")),
     })
 }
@@ -455,6 +508,7 @@ pub fn parse_objects_page(body: &[u8], listing: Listing) -> Result<Page, SyncErr
     let records = read_objects(page.results.unwrap_or_default(), listing)?;
     Ok(Page {
         records,
+        excluded: Vec::new(),
         next_cursor: next_after(page.paging.as_ref()),
     })
 }
@@ -791,7 +845,7 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::ErrorCategory;
+    use crate::types::{ErrorCategory, TimeWindow};
     use std::collections::VecDeque;
 
     /// Answers requests from a queue and remembers what was sent.
@@ -826,6 +880,7 @@ mod tests {
             base_url: "https://api.hubapi.com/".into(),
             scope,
             properties: vec!["email".into(), "firstname".into()],
+            filters: Vec::new(),
         }
     }
 
@@ -875,11 +930,12 @@ mod tests {
         let source = source(HubspotScope::Modified(window()));
         let r = search_request(
             &source,
-            &window(),
+            Some(window().until),
             &SearchCursor::Range {
                 from: 1_000,
                 seen: vec![],
             },
+            &[],
         );
         assert_eq!(r.method, Method::Post);
         assert_eq!(
@@ -900,12 +956,13 @@ mod tests {
         );
         let r = search_request(
             &source,
-            &window(),
+            Some(window().until),
             &SearchCursor::Ties {
                 at: 5_000,
                 after: Some("77".into()),
                 seen: vec![],
             },
+            &[],
         );
         let body: Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
         assert_eq!(

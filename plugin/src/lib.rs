@@ -5,10 +5,12 @@
 //! client) is specific to `wasm32`.
 
 pub mod errors;
+pub mod filters;
 pub mod hubspot;
 pub mod mapping;
 pub mod matching;
 pub mod transport;
+pub mod values;
 
 /// The contract's types, generated from `wit/` on every target.
 pub mod bindings {

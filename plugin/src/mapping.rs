@@ -1,35 +1,35 @@
-//! Field mapping (M1-M3): source properties to a destination contact.
+//! Field mapping (M1-M4): source properties to a destination contact.
 
 use crate::types::{
-    FieldMapping, FieldTarget, FieldValue, MappedContact, MappedPage, MappedRecord, Page,
-    SourceRecord,
+    FieldData, FieldMapping, FieldTarget, FieldValue, MappedContact, MappedPage, MappedRecord,
+    Page, SourceRecord,
 };
+use crate::{errors, values};
 
 /// Maps every record of a page (see `fetch-mapped-page`).
 pub fn map_page(page: Page, mappings: &[FieldMapping]) -> MappedPage {
     MappedPage {
         records: page
             .records
-            .into_iter()
-            .map(|record| MappedRecord {
-                contact: map_fields(&record, mappings),
-                modified_at: record.modified_at,
-                merged_ids: record.merged_ids,
-            })
+            .iter()
+            .map(|record| map_fields(record, mappings))
             .collect(),
+        excluded: page.excluded,
         next_cursor: page.next_cursor,
     }
 }
 
 /// Maps one record. Handles are normalised and de-duplicated (M3), the name is
-/// merged (M2), plain fields keep their value verbatim.
-pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedContact {
+/// merged (M2), plain fields are converted to their declared type (M4); a
+/// value that does not convert is a field error and the field is left out.
+pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRecord {
     let mut first = None;
     let mut last = None;
     let mut full = None;
     let mut emails: Vec<String> = Vec::new();
     let mut phones: Vec<String> = Vec::new();
     let mut fields: Vec<FieldValue> = Vec::new();
+    let mut field_errors = Vec::new();
 
     for mapping in mappings {
         let Some(value) = property(record, &mapping.source) else {
@@ -51,11 +51,22 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedCon
             }
             FieldTarget::Custom(name) => {
                 // Two properties mapped to one field: the first non-empty one wins.
-                if !fields.iter().any(|f| &f.name == name) {
-                    fields.push(FieldValue {
+                if fields.iter().any(|f| &f.name == name) {
+                    continue;
+                }
+                match values::convert(value, &mapping.value_type) {
+                    Ok(FieldData::Multi(selected)) if selected.is_empty() => {}
+                    Ok(converted) => fields.push(FieldValue {
                         name: name.clone(),
-                        value: value.to_owned(),
-                    });
+                        value: converted,
+                    }),
+                    Err(why) => field_errors.push(errors::field_validation(
+                        &record.id,
+                        &mapping.source,
+                        name,
+                        value,
+                        &why,
+                    )),
                 }
             }
         }
@@ -66,12 +77,17 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedCon
         (first, last) => first.or(last),
     });
 
-    MappedContact {
-        external_id: record.id.clone(),
-        name,
-        emails,
-        phones,
-        fields,
+    MappedRecord {
+        contact: MappedContact {
+            external_id: record.id.clone(),
+            name,
+            emails,
+            phones,
+            fields,
+        },
+        field_errors,
+        modified_at: record.modified_at,
+        merged_ids: record.merged_ids.clone(),
     }
 }
 
@@ -122,7 +138,7 @@ fn push_unique(values: &mut Vec<String>, value: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Property;
+    use crate::types::{ErrorCategory, ErrorScope, FieldType, Property};
 
     fn record(props: &[(&str, Option<&str>)]) -> SourceRecord {
         SourceRecord {
@@ -153,12 +169,13 @@ mod tests {
         .map(|(source, target)| FieldMapping {
             source: source.to_owned(),
             target,
+            value_type: FieldType::Text,
         })
         .collect()
     }
 
     fn map(props: &[(&str, Option<&str>)]) -> MappedContact {
-        map_fields(&record(props), &defaults())
+        map_fields(&record(props), &defaults()).contact
     }
 
     #[test]
@@ -226,11 +243,62 @@ mod tests {
         mappings.push(FieldMapping {
             source: "jobtitle".into(),
             target: FieldTarget::Custom("title".into()),
+            value_type: FieldType::Text,
         });
-        let c = map_fields(&record(&[("jobtitle", Some(hostile))]), &mappings);
+        let c = map_fields(&record(&[("jobtitle", Some(hostile))]), &mappings).contact;
         assert_eq!(c.fields.len(), 1);
         assert_eq!(c.fields[0].name, "title");
-        assert_eq!(c.fields[0].value, hostile);
+        assert_eq!(c.fields[0].value, FieldData::Text(hostile.into()));
+    }
+
+    #[test]
+    fn a_value_that_does_not_convert_is_a_field_error_and_the_rest_syncs() {
+        let mut mappings = defaults();
+        for (source, field, value_type) in [
+            ("annualrevenue", "revenue", FieldType::Number),
+            (
+                "hs_lead_status",
+                "status",
+                FieldType::Picklist(vec!["NEW".into()]),
+            ),
+            ("tags", "tags", FieldType::MultiSelect(Vec::new())),
+        ] {
+            mappings.push(FieldMapping {
+                source: source.into(),
+                target: FieldTarget::Custom(field.into()),
+                value_type,
+            });
+        }
+        let mapped = map_fields(
+            &record(&[
+                ("email", Some("ada@example.com")),
+                ("annualrevenue", Some("a lot")),
+                ("hs_lead_status", Some("NEW")),
+                ("tags", Some(" ; ")),
+            ]),
+            &mappings,
+        );
+        assert_eq!(mapped.contact.emails, ["ada@example.com"]);
+        assert_eq!(
+            mapped.contact.fields,
+            [FieldValue {
+                name: "status".into(),
+                value: FieldData::Text("NEW".into())
+            }],
+            "an empty multi-select is no value"
+        );
+        let [error] = &mapped.field_errors[..] else {
+            panic!("{:?}", mapped.field_errors)
+        };
+        assert_eq!(error.category, ErrorCategory::Validation);
+        assert_eq!(error.scope, ErrorScope::Field);
+        assert_eq!(error.field.as_deref(), Some("annualrevenue"));
+        assert_eq!(error.record_id.as_deref(), Some("101"));
+        assert!(
+            error.message.contains("\"a lot\"") && error.message.contains("revenue"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

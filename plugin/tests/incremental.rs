@@ -119,6 +119,7 @@ fn every_record_in_the_window_is_read_exactly_once_whatever_the_ties() {
             base_url: "https://api.hubapi.com".into(),
             scope: HubspotScope::Modified(window),
             properties: vec!["email".into()],
+            filters: Vec::new(),
         };
         let mut read: BTreeMap<String, usize> = BTreeMap::new();
         let mut cursor: Option<String> = None;

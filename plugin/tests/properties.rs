@@ -7,7 +7,9 @@ use crmsync_plugin::hubspot::{
     Listing, parse_batch_read, parse_memberships, parse_objects_page, parse_properties,
 };
 use crmsync_plugin::mapping::map_fields;
-use crmsync_plugin::types::{ErrorCategory, FieldMapping, FieldTarget, Property, SourceRecord};
+use crmsync_plugin::types::{
+    ErrorCategory, FieldData, FieldMapping, FieldTarget, FieldType, Property, SourceRecord,
+};
 
 const PAGE: &str = r#"{"results":[{"id":"1","properties":{"email":"A@x.io","firstname":"Ada","phone":"+1 (555) 010","hs_additional_emails":"b@x.io;c@x.io"},"createdAt":"2024-01-01T00:00:00Z","updatedAt":"2024-01-02T00:00:00Z","archived":false},{"id":"2","properties":{"email":null}}],"paging":{"next":{"after":"2","link":"x"}}}"#;
 const MEMBERS: &str = r#"{"results":[{"recordId":"1","membershipTimestamp":"2024-01-01T00:00:00Z"},{"recordId":"2"}],"paging":{"next":{"after":"m2"}}}"#;
@@ -100,9 +102,15 @@ fn mapping_keeps_its_invariants_for_any_values() {
         ("phone", FieldTarget::Phone),
         ("mobilephone", FieldTarget::Phone),
         ("jobtitle", FieldTarget::Custom("title".into())),
+        ("annualrevenue", FieldTarget::Custom("revenue".into())),
     ]
     .into_iter()
     .map(|(source, target)| FieldMapping {
+        value_type: if source == "annualrevenue" {
+            FieldType::Number
+        } else {
+            FieldType::Text
+        },
         source: source.into(),
         target,
     })
@@ -123,6 +131,7 @@ fn mapping_keeps_its_invariants_for_any_values() {
             "phone",
             "mobilephone",
             "jobtitle",
+            "annualrevenue",
         ]
         .iter()
         .map(|name| Property {
@@ -137,6 +146,19 @@ fn mapping_keeps_its_invariants_for_any_values() {
             merged_ids: Vec::new(),
         };
         let mapped = map_fields(&record, &mappings);
+        // A typed value either converts or is one field error, never both.
+        let revenue = record.properties.iter().find(|p| p.name == "annualrevenue");
+        let raw = revenue
+            .and_then(|p| p.value.as_deref())
+            .filter(|v| !v.is_empty());
+        let converted = mapped.contact.fields.iter().any(|f| f.name == "revenue");
+        assert_eq!(
+            raw.is_some(),
+            converted || !mapped.field_errors.is_empty(),
+            "{raw:?}"
+        );
+        assert!(!converted || mapped.field_errors.is_empty());
+        let mapped = mapped.contact;
 
         for email in &mapped.emails {
             assert!(
@@ -170,8 +192,12 @@ fn mapping_keeps_its_invariants_for_any_values() {
             .find(|p| p.name == "jobtitle")
             .and_then(|p| p.value.clone());
         assert_eq!(
-            mapped.fields.first().map(|f| f.value.clone()),
-            title.filter(|t| !t.is_empty())
+            mapped
+                .fields
+                .iter()
+                .find(|f| f.name == "title")
+                .map(|f| f.value.clone()),
+            title.filter(|t| !t.is_empty()).map(FieldData::Text)
         );
     }
 }

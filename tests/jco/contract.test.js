@@ -32,15 +32,15 @@ test('map-fields meets the shared expectations', () => {
       properties: Object.entries(c.record.properties).map(([name, value]) => ({ name, value: opt(value) })),
       mergedIds: [],
     };
-    const mappings = c.mappings.map(([source, t]) => ({ source, target: target(t) }));
-    const mapped = sync.mapFields(record, mappings);
+    const mappings = c.mappings.map(([source, t]) => ({ source, target: target(t), valueType: { tag: 'text' } }));
+    const mapped = sync.mapFields(record, mappings).contact;
     assert.deepEqual(
       {
         external_id: mapped.externalId,
         name: mapped.name ?? null,
         emails: mapped.emails,
         phones: mapped.phones,
-        fields: Object.fromEntries(mapped.fields.map((f) => [f.name, f.value])),
+        fields: Object.fromEntries(mapped.fields.map((f) => [f.name, f.value.val])),
       },
       c.expect,
       c.name,
@@ -98,6 +98,7 @@ test('fetch-page meets the shared expectations', async () => {
           baseUrl,
           scope: c.source.list_id == null ? { tag: 'all' } : { tag: 'list-members', val: c.source.list_id },
           properties: c.source.properties,
+          filters: [],
         },
       };
       let got;

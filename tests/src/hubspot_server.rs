@@ -148,6 +148,10 @@ pub struct State {
     token_uses: HashMap<String, usize>,
     /// Properties deleted from the catalogue (E6).
     pub deleted_properties: Vec<String>,
+    /// Custom properties in the catalogue beside the standard ones, with
+    /// their HubSpot type (`string`, `number`, `date`, `datetime`, `bool`,
+    /// `enumeration`); search compares `number`/`date`/`datetime` ones as numbers.
+    pub custom_properties: Vec<(String, String)>,
     pub faults: VecDeque<Fault>,
     pub seen: Vec<Seen>,
     /// Enforce HubSpot's rolling-window limit: at most this many API
@@ -606,26 +610,59 @@ fn search(state: &State, body: &str) -> (u16, Value) {
     if groups.len() > 5 {
         return validation_error("Too many filter groups (at most 5)");
     }
+    if groups
+        .iter()
+        .any(|g| g["filters"].as_array().is_some_and(|f| f.len() > 6))
+    {
+        return validation_error("Too many filters in a filter group (at most 6)");
+    }
     let value_of = |contact: &Contact, property: &str| -> Option<String> {
         match property {
             "lastmodifieddate" => Some(contact.modified.to_string()),
             "hs_object_id" => Some(contact.id.to_string()),
-            other => contact.properties.get(other).cloned().flatten(),
+            other => contact
+                .properties
+                .get(other)
+                .cloned()
+                .flatten()
+                .filter(|v| !v.is_empty()),
         }
     };
-    let numeric = |p: &str| matches!(p, "lastmodifieddate" | "hs_object_id");
+    let numeric = |p: &str| {
+        matches!(p, "lastmodifieddate" | "hs_object_id")
+            || state
+                .custom_properties
+                .iter()
+                .any(|(name, t)| name == p && matches!(t.as_str(), "number" | "date" | "datetime"))
+    };
+    // Numbers (dates as epoch ms) by value; strings ignoring case, as HubSpot's search does.
+    let compare = |property: &str, actual: &str, wanted: &str| -> Option<std::cmp::Ordering> {
+        if numeric(property) {
+            let number = |v: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .or_else(|| epoch_ms(v).map(|ms| ms as f64))
+            };
+            number(actual)?.partial_cmp(&number(wanted)?)
+        } else {
+            Some(actual.to_lowercase().cmp(&wanted.to_lowercase()))
+        }
+    };
     let passes = |contact: &Contact, filter: &Value| -> bool {
         let property = filter["propertyName"].as_str().unwrap_or("");
         let wanted = filter["value"].as_str().unwrap_or("");
         let actual = value_of(contact, property);
-        let order = match (&actual, numeric(property)) {
-            (Some(a), true) => a
-                .parse::<u64>()
-                .ok()
-                .zip(wanted.parse::<u64>().ok())
-                .map(|(a, w)| a.cmp(&w)),
-            (Some(a), false) => Some(a.as_str().cmp(wanted)),
-            (None, _) => None,
+        let order = actual.as_deref().and_then(|a| compare(property, a, wanted));
+        let any_of = || {
+            filter["values"].as_array().is_some_and(|values| {
+                values.iter().any(|v| {
+                    actual
+                        .as_deref()
+                        .zip(v.as_str())
+                        .and_then(|(a, w)| compare(property, a, w))
+                        == Some(std::cmp::Ordering::Equal)
+                })
+            })
         };
         use std::cmp::Ordering::*;
         match (filter["operator"].as_str().unwrap_or(""), order) {
@@ -635,6 +672,8 @@ fn search(state: &State, body: &str) -> (u16, Value) {
             ("GTE", Some(o)) => o != Less,
             ("LT", Some(o)) => o == Less,
             ("LTE", Some(o)) => o != Greater,
+            ("IN", _) => any_of(),
+            ("NOT_IN", _) => !any_of(),
             ("HAS_PROPERTY", _) => actual.is_some(),
             ("NOT_HAS_PROPERTY", _) => actual.is_none(),
             _ => false,
@@ -686,6 +725,15 @@ fn search(state: &State, body: &str) -> (u16, Value) {
         answer["paging"] = json!({"next": {"after": served.to_string(), "link": "?after=".to_owned() + &served.to_string()}});
     }
     (200, answer)
+}
+
+/// A date or date-time property's value (`YYYY-MM-DD`, RFC 3339) as epoch ms.
+fn epoch_ms(value: &str) -> Option<i64> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Some(time.timestamp_millis());
+    }
+    let day = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
 fn limit(query: &HashMap<String, String>, max: usize) -> Result<usize, (u16, Value)> {
@@ -814,11 +862,16 @@ fn requested_properties(request: &Value) -> Option<Vec<String>> {
 }
 
 fn properties(state: &State) -> (u16, Value) {
-    let results: Vec<Value> = STANDARD_PROPERTIES
+    let standard = STANDARD_PROPERTIES.iter().map(|p| (*p, "string", true));
+    let custom = state
+        .custom_properties
         .iter()
-        .filter(|p| !state.deleted_properties.iter().any(|d| d == *p))
-        .map(|p| json!({"name": p, "label": p, "type": "string", "fieldType": "text", "groupName": "contactinformation",
-                        "options": [], "hidden": false, "hubspotDefined": true}))
+        .map(|(p, t)| (p.as_str(), t.as_str(), false));
+    let results: Vec<Value> = standard
+        .chain(custom)
+        .filter(|(p, _, _)| !state.deleted_properties.iter().any(|d| d == *p))
+        .map(|(p, t, standard)| json!({"name": p, "label": p, "type": t, "fieldType": "text", "groupName": "contactinformation",
+                        "options": [], "hidden": false, "hubspotDefined": standard}))
         .collect();
     (200, json!({ "results": results }))
 }

@@ -8,8 +8,8 @@ wit_bindgen::generate!({ world: "plugin", path: "../../wit", generate_all });
 #[cfg(target_arch = "wasm32")]
 mod component {
     use super::crmsync::sync::types::{
-        ErrorCategory, ErrorScope, Failure, FieldMapping, MappedContact, MappedPage, MatchOutcome,
-        Page, PropertyDefinition, Source, SourceRecord, SyncError,
+        ErrorCategory, ErrorScope, Failure, FieldMapping, MappedContact, MappedPage, MappedRecord,
+        MatchOutcome, Page, PropertyDefinition, Source, SourceRecord, SyncError,
     };
     use super::exports::crmsync::sync::sync::Guest;
 
@@ -92,7 +92,7 @@ mod component {
         }
 
         /// Allocates until something stops it.
-        fn map_fields(_record: SourceRecord, _mappings: Vec<FieldMapping>) -> MappedContact {
+        fn map_fields(_record: SourceRecord, _mappings: Vec<FieldMapping>) -> MappedRecord {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
                 hoard.push(vec![1u8; 1 << 20]);
