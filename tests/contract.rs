@@ -96,6 +96,7 @@ fn map_fields_meets_the_shared_expectations() {
                 .collect(),
             modified_at: None,
             merged_ids: Vec::new(),
+            company_ids: Vec::new(),
         };
         let mappings: Vec<FieldMapping> = case["mappings"]
             .as_array()
@@ -142,6 +143,7 @@ fn match_contact_meets_the_shared_expectations() {
             name: None,
             emails: texts(&case["contact"]["emails"]),
             phones: texts(&case["contact"]["phones"]),
+            domains: vec![],
             fields: vec![],
         };
         let got = match instance(store).match_contact(&contact).unwrap() {
@@ -217,6 +219,7 @@ fn fetch_page_meets_the_shared_expectations() {
             },
             properties: texts(&case["source"]["properties"]),
             filters: Vec::new(),
+            with_companies: false,
         });
         let got = match instance
             .fetch_page(&source, opt_text(&case["cursor"]).as_deref())

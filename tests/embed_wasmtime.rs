@@ -66,9 +66,19 @@ impl crmsync::sync::directory::Host for Host {
             .filter(|c| match kind {
                 HandleKind::Email => c.emails.contains(&handle),
                 HandleKind::Phone => c.phones.contains(&handle),
+                HandleKind::Domain => false,
             })
             .cloned()
             .collect()
+    }
+
+    /// This host keeps no accounts (it syncs no companies).
+    fn find_account_by_external_id(&mut self, _external_id: String) -> Option<DestinationContact> {
+        None
+    }
+
+    fn find_accounts_by_domain(&mut self, _domain: String) -> Vec<DestinationContact> {
+        Vec::new()
     }
 }
 
@@ -91,6 +101,7 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
             external_id: None,
             emails: vec!["ada@example.com".into()],
             phones: vec![],
+            domains: vec![],
         }],
     };
     let mut store = Store::new(&engine, host);
@@ -112,6 +123,7 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
         ],
         modified_at: None,
         merged_ids: Vec::new(),
+        company_ids: Vec::new(),
     };
     let mappings = [
         FieldMapping {

@@ -38,6 +38,7 @@ fn source(server: &HubSpotServer) -> Source {
         scope: HubspotScope::All,
         properties: vec![],
         filters: vec![],
+        with_companies: false,
     })
 }
 
@@ -113,6 +114,7 @@ fn a_component_that_allocates_without_bound_hits_its_memory_cap() {
         properties: vec![],
         modified_at: None,
         merged_ids: Vec::new(),
+        company_ids: Vec::new(),
     };
 
     let error = instance(&runtime, &server)
@@ -138,6 +140,7 @@ fn a_panicking_component_is_a_clear_error() {
         name: None,
         emails: vec![],
         phones: vec![],
+        domains: vec![],
         fields: vec![],
     };
 

@@ -265,6 +265,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         scope: host::HubspotScope::All,
         properties: properties.clone(),
         filters: Vec::new(),
+        with_companies: false,
     });
     let native_mappings: Vec<guest::FieldMapping> = config
         .mappings
@@ -277,6 +278,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
                 host::FieldTarget::FullName => guest::FieldTarget::FullName,
                 host::FieldTarget::Email => guest::FieldTarget::Email,
                 host::FieldTarget::Phone => guest::FieldTarget::Phone,
+                host::FieldTarget::Domain => guest::FieldTarget::Domain,
                 host::FieldTarget::Custom(name) => guest::FieldTarget::Custom(name.clone()),
             },
             // The bench's config maps plain text only.
@@ -288,6 +290,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         scope: guest::HubspotScope::All,
         properties,
         filters: Vec::new(),
+        with_companies: false,
     };
 
     // In wasmtime, through the runner's hooks and an in-memory store.
@@ -336,6 +339,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         loop {
             let page = crmsync_plugin::hubspot::fetch_page(
                 &mut transport,
+                crmsync_plugin::hubspot::Object::Contacts,
                 &native_source,
                 cursor.as_deref(),
             )

@@ -53,9 +53,26 @@ impl Directory for StoreDirectory<'_> {
         let kind = match kind {
             HandleKind::Email => Handle::Email,
             HandleKind::Phone => Handle::Phone,
+            HandleKind::Domain => return Vec::new(),
         };
         self.0
             .find_by_handle(kind, handle)
+            .expect("a lookup")
+            .into_iter()
+            .map(convert)
+            .collect()
+    }
+
+    fn find_account_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
+        self.0
+            .find_account_by_external_id(external_id)
+            .expect("a lookup")
+            .map(convert)
+    }
+
+    fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact> {
+        self.0
+            .find_accounts_by_domain(domain)
             .expect("a lookup")
             .into_iter()
             .map(convert)
@@ -69,5 +86,6 @@ fn convert(entry: crmsync_host::store::DirectoryEntry) -> DestinationContact {
         external_id: entry.external_id,
         emails: entry.emails,
         phones: entry.phones,
+        domains: entry.domains,
     }
 }

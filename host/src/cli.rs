@@ -36,7 +36,9 @@ pub enum Command {
     Sync(SyncArgs),
     /// List the destination contacts.
     Contacts(ReadArgs),
-    /// Show the errors of the last run.
+    /// List the destination accounts (synced companies) and their contact counts.
+    Accounts(ReadArgs),
+    /// Show the errors of the last run (of each part: companies, then contacts).
     Errors(ErrorsArgs),
     /// Show the sync's run history, newest first.
     Runs(ReadArgs),
@@ -175,16 +177,55 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             }
             Ok(Exit::Success)
         }
+        Command::Accounts(args) => {
+            let (_, store) = open_store(&args.config)?;
+            let accounts = store.accounts()?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&accounts)?)?;
+            } else {
+                for a in &accounts {
+                    writeln!(
+                        out,
+                        "{:>6}  {:<14} {:<30} {:<40} {} contacts{}",
+                        a.id,
+                        terminal_safe(a.external_id.as_deref().unwrap_or("(unlinked)")),
+                        terminal_safe(a.name.as_deref().unwrap_or("-")),
+                        terminal_safe(&a.domains.join(", ")),
+                        a.contacts,
+                        if a.syncing {
+                            ""
+                        } else {
+                            "  (no longer syncing)"
+                        }
+                    )?;
+                }
+                writeln!(out, "{} accounts", accounts.len())?;
+            }
+            Ok(Exit::Success)
+        }
         Command::Errors(args) => {
             let (config, store) = open_store(&args.read.config)?;
-            let run_id = match args.run {
-                Some(id) => Some(id),
-                None => store.runs(&config.name)?.first().map(|r| r.id),
+            let run_ids: Vec<i64> = match args.run {
+                Some(id) => vec![id],
+                None => parts(&config)
+                    .into_iter()
+                    .map(|name| Ok(store.runs(name)?.first().map(|r| r.id)))
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect(),
             };
-            let errors = match run_id {
-                Some(id) => store.errors(id)?,
-                None => Vec::new(),
-            };
+            let mut errors = Vec::new();
+            for id in &run_ids {
+                errors.extend(store.errors(*id)?);
+            }
+            let run_id = (!run_ids.is_empty()).then(|| {
+                run_ids
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            });
             if args.read.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&errors)?)?;
             } else {
@@ -204,14 +245,18 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                     out,
                     "{} errors in run {}",
                     errors.len(),
-                    run_id.map_or("-".into(), |id| id.to_string())
+                    run_id.unwrap_or_else(|| "-".into())
                 )?;
             }
             Ok(Exit::Success)
         }
         Command::Runs(args) => {
             let (config, store) = open_store(&args.config)?;
-            let runs = store.runs(&config.name)?;
+            let mut runs = Vec::new();
+            for name in parts(&config) {
+                runs.extend(store.runs(name)?);
+            }
+            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
             } else {
@@ -314,6 +359,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
 /// Source data is untrusted: in human output, control characters and
 /// bidirectional overrides are shown escaped so they cannot rearrange or
 /// corrupt the terminal. `--json` output keeps every value verbatim.
+/// The sync names a config's runs are stored under: its `[companies]` part
+/// (run first), then itself.
+fn parts(config: &Config) -> Vec<&str> {
+    config
+        .companies
+        .iter()
+        .map(|part| part.name.as_str())
+        .chain([config.name.as_str()])
+        .collect()
+}
+
 pub fn terminal_safe(text: &str) -> String {
     text.chars()
         .map(|c| {
@@ -454,7 +510,8 @@ fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
     } else {
         write_summary(out, &report, &args.config.config)?;
     }
-    Ok(if report.error.is_some() {
+    let companies_failed = report.companies.as_ref().is_some_and(|c| c.error.is_some());
+    Ok(if report.error.is_some() || companies_failed {
         Exit::SyncFailed
     } else {
         Exit::Success
@@ -463,6 +520,9 @@ fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
 
 /// The human summary of a pass.
 pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) -> Result<()> {
+    if let Some(companies) = &report.companies {
+        write_summary(out, companies, config)?;
+    }
     let c = &report.counts;
     writeln!(
         out,
@@ -484,7 +544,7 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
     if report.stopped_syncing > 0 {
         writeln!(
             out,
-            "  {} contacts archived at the source or no longer matching the filters: kept, no longer syncing",
+            "  {} records archived at the source or no longer matching the filters: kept, no longer syncing",
             report.stopped_syncing
         )?;
     }
@@ -605,6 +665,7 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
             properties,
             modified_at: None,
             merged_ids: Vec::new(),
+            company_ids: Vec::new(),
         },
         mappings,
     )

@@ -37,6 +37,12 @@ pub struct Config {
     pub mappings: Vec<FieldMapping>,
     /// `[[filter]]` entries (S4), typed as their property's mapping.
     pub filters: Vec<Filter>,
+    /// What the sync reads: contacts into destination contacts, or companies
+    /// into destination accounts (S3).
+    pub object: SyncObject,
+    /// The `[companies]` part: a company sync (named `<name>.companies`,
+    /// same source and store) run before the contacts in every pass.
+    pub companies: Option<Box<Config>>,
     /// The properties the user named (`source.properties`, `[mapping]` keys).
     /// Only these are checked against the source's catalogue (E6): the
     /// default ones are HubSpot-defined and cannot be deleted.
@@ -56,6 +62,10 @@ pub struct SourceConfig {
     pub origin: Origin,
     pub auth: AuthConfig,
     pub list_id: Option<String>,
+    /// `source.contacts = "synced_companies"`: the contacts of the companies
+    /// this company sync (the `[companies]` part, or `source.companies_sync`)
+    /// has synced (S2). Its failure stops this sync (E5).
+    pub from_synced_companies: Option<String>,
     /// The account's request budget (`None`: unlimited, for local servers).
     pub rate_limit: Option<RateLimit>,
     /// The search API's own budget, used by incremental runs.
@@ -64,6 +74,15 @@ pub struct SourceConfig {
     pub lookback: std::time::Duration,
     /// Larger answers fail the request instead of filling memory.
     pub max_response_bytes: usize,
+}
+
+/// The HubSpot object a sync reads (S3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncObject {
+    /// Contacts, into destination contacts.
+    Contacts,
+    /// Companies, into destination accounts.
+    Companies,
 }
 
 /// How the host authenticates to the source. The values are names of
@@ -107,6 +126,7 @@ struct RawConfig {
     mapping: BTreeMap<String, toml::Value>,
     #[serde(default)]
     filter: Vec<RawFilter>,
+    companies: Option<RawCompanies>,
     store: Option<RawStore>,
     #[serde(default)]
     notify: NotifyConfig,
@@ -126,6 +146,23 @@ struct RawSource {
     max_response_mb: Option<u32>,
     #[serde(default)]
     properties: Vec<String>,
+    /// `"contacts"` (default) or `"companies"`.
+    object: Option<String>,
+    /// `"all"` (default) or `"synced_companies"`.
+    contacts: Option<String>,
+    companies_sync: Option<String>,
+}
+
+/// `[companies]`: the company part of a contact sync.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompanies {
+    #[serde(default)]
+    properties: Vec<String>,
+    #[serde(default)]
+    mapping: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    filter: Vec<RawFilter>,
 }
 
 #[derive(Deserialize)]
@@ -245,23 +282,79 @@ impl Config {
             Some(other) => bail!("source.list_id: expected a list id such as \"123\", got {other}"),
         };
 
-        let mappings = effective_mappings(&source.properties, &raw.mapping)?;
-        let filters = raw
-            .filter
-            .iter()
-            .enumerate()
-            .map(|(index, filter)| {
-                parse_filter(filter, &mappings).with_context(|| format!("filter[{index}]"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut chosen_properties: Vec<String> = Vec::new();
-        for property in source.properties.iter().chain(raw.mapping.keys()) {
-            if mappings.iter().any(|m| &m.source == property)
-                && !chosen_properties.contains(property)
-            {
-                chosen_properties.push(property.clone());
+        let object = match source.object.as_deref() {
+            None | Some("contacts") => SyncObject::Contacts,
+            Some("companies") => SyncObject::Companies,
+            Some(other) => bail!(
+                "source.object: unknown object {other:?} (expected \"contacts\" or \"companies\")"
+            ),
+        };
+        let part = parse_part(
+            object,
+            &source.properties,
+            &raw.mapping,
+            &raw.filter,
+            ("source.properties", "mapping", "filter"),
+        )?;
+        let companies_name = format!("{name}.companies");
+        let companies_part = match (&raw.companies, object) {
+            (None, _) => None,
+            (Some(_), SyncObject::Companies) => {
+                bail!(
+                    "companies: a company sync (source.object = \"companies\") has no company part"
+                )
             }
-        }
+            (Some(companies), SyncObject::Contacts) => Some(parse_part(
+                SyncObject::Companies,
+                &companies.properties,
+                &companies.mapping,
+                &companies.filter,
+                (
+                    "companies.properties",
+                    "companies.mapping",
+                    "companies.filter",
+                ),
+            )?),
+        };
+        let from_synced_companies = match (source.contacts.as_deref(), object) {
+            (None | Some("all"), _) => {
+                if source.companies_sync.is_some() {
+                    bail!(
+                        "source.companies_sync: only used with source.contacts = \"synced_companies\""
+                    );
+                }
+                None
+            }
+            (Some("synced_companies"), SyncObject::Companies) => {
+                bail!("source.contacts: a company sync reads companies, not contacts")
+            }
+            (Some("synced_companies"), SyncObject::Contacts) => {
+                if list_id.is_some() {
+                    bail!(
+                        "source.contacts: \"synced_companies\" and source.list_id choose the contacts \
+                         two ways; keep one"
+                    );
+                }
+                Some(match (&source.companies_sync, &companies_part) {
+                    (Some(_), Some(_)) => bail!(
+                        "source.companies_sync: this config has its own [companies] part; name \
+                         another sync only without one"
+                    ),
+                    (Some(sync), None) if sync.trim().is_empty() => {
+                        bail!("source.companies_sync: must name a company sync")
+                    }
+                    (Some(sync), None) => sync.trim().to_owned(),
+                    (None, Some(_)) => companies_name.clone(),
+                    (None, None) => bail!(
+                        "source.contacts: \"synced_companies\" needs the companies: add a \
+                         [companies] table, or name the company sync in source.companies_sync"
+                    ),
+                })
+            }
+            (Some(other), _) => bail!(
+                "source.contacts: unknown choice {other:?} (expected \"all\" or \"synced_companies\")"
+            ),
+        };
 
         let store_path = raw
             .store
@@ -276,26 +369,100 @@ impl Config {
             dir.join(store_path)
         };
 
-        Ok(Config {
+        let config = Config {
             name,
             source: SourceConfig {
                 base_url,
                 origin,
                 auth,
                 list_id,
+                from_synced_companies,
                 rate_limit,
                 search_rate_limit,
                 lookback,
                 max_response_bytes,
             },
-            mappings,
-            filters,
-            chosen_properties,
+            mappings: part.mappings,
+            filters: part.filters,
+            object,
+            companies: None,
+            chosen_properties: part.chosen_properties,
             store_path,
             schedule,
             notify: raw.notify,
+        };
+        let companies = companies_part.map(|part| {
+            Box::new(Config {
+                name: companies_name,
+                source: SourceConfig {
+                    list_id: None,
+                    from_synced_companies: None,
+                    ..config.source.clone()
+                },
+                mappings: part.mappings,
+                filters: part.filters,
+                object: SyncObject::Companies,
+                companies: None,
+                chosen_properties: part.chosen_properties,
+                ..config.clone()
+            })
+        });
+        Ok(Config {
+            companies,
+            ..config
         })
     }
+
+    /// Whether contacts read their companies too (S3): when companies sync
+    /// beside them, or the contacts come from synced companies.
+    pub fn links_companies(&self) -> bool {
+        self.object == SyncObject::Contacts
+            && (self.companies.is_some() || self.source.from_synced_companies.is_some())
+    }
+}
+
+/// What one object of a sync reads: mappings, filters, chosen properties.
+struct Part {
+    mappings: Vec<FieldMapping>,
+    filters: Vec<Filter>,
+    chosen_properties: Vec<String>,
+}
+
+/// Reads the properties, mapping and filters of the contact or company part;
+/// `keys` are the config keys they came from, for errors.
+fn parse_part(
+    object: SyncObject,
+    properties: &[String],
+    mapping: &BTreeMap<String, toml::Value>,
+    filters: &[RawFilter],
+    keys: (&str, &str, &str),
+) -> Result<Part> {
+    let (properties_key, mapping_key, filter_key) = keys;
+    let mappings = effective_mappings(object, properties, mapping).map_err(|e| {
+        // Errors name `source.properties` / `mapping`; a company part's keys differ.
+        let text = format!("{e:#}")
+            .replacen("source.properties", properties_key, 1)
+            .replacen("mapping", mapping_key, 1);
+        anyhow::anyhow!(text)
+    })?;
+    let filters = filters
+        .iter()
+        .enumerate()
+        .map(|(index, filter)| {
+            parse_filter(filter, &mappings).with_context(|| format!("{filter_key}[{index}]"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut chosen_properties: Vec<String> = Vec::new();
+    for property in properties.iter().chain(mapping.keys()) {
+        if mappings.iter().any(|m| &m.source == property) && !chosen_properties.contains(property) {
+            chosen_properties.push(property.clone());
+        }
+    }
+    Ok(Part {
+        mappings,
+        filters,
+        chosen_properties,
+    })
 }
 
 /// The source properties `mappings` read, each once, in mapping order.
@@ -338,10 +505,14 @@ fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 /// field of the same name unless it has a default), then `[mapping]`, which
 /// replaces the target of a property already mapped. An empty target drops it.
 fn effective_mappings(
+    object: SyncObject,
     properties: &[String],
     mapping: &BTreeMap<String, toml::Value>,
 ) -> Result<Vec<FieldMapping>> {
-    let mut mappings: Vec<FieldMapping> = default_mappings();
+    let mut mappings: Vec<FieldMapping> = match object {
+        SyncObject::Contacts => default_mappings(),
+        SyncObject::Companies => default_company_mappings(),
+    };
     if !properties.is_empty() {
         for (index, property) in properties.iter().enumerate() {
             if property.trim().is_empty() {
@@ -386,6 +557,13 @@ fn effective_mappings(
                 mappings.retain(|m| &m.source != source);
                 continue;
             }
+            "domain" if object == SyncObject::Companies => FieldTarget::Domain,
+            "email" | "phone" | "first_name" | "last_name" if object == SyncObject::Companies => {
+                bail!(
+                    "mapping.{source}: {field:?} is a contact target; a company maps to \"name\", \
+                     \"domain\" or a plain field"
+                )
+            }
             "name" => FieldTarget::FullName,
             "first_name" => FieldTarget::FirstName,
             "last_name" => FieldTarget::LastName,
@@ -425,6 +603,7 @@ pub fn target_name(target: &FieldTarget) -> String {
         FieldTarget::FullName => "name".to_owned(),
         FieldTarget::Email => "email".to_owned(),
         FieldTarget::Phone => "phone".to_owned(),
+        FieldTarget::Domain => "domain".to_owned(),
         FieldTarget::Custom(name) => name.clone(),
     }
 }
@@ -585,6 +764,23 @@ fn check_operand(text: &str, value_type: &FieldType) -> Result<()> {
         bail!("value: {text:?} is not a {}", type_name(value_type));
     }
     Ok(())
+}
+
+/// HubSpot's standard company fields and where they land (S3): the name,
+/// and the domains that match companies to accounts.
+pub fn default_company_mappings() -> Vec<FieldMapping> {
+    [
+        ("name", FieldTarget::FullName),
+        ("domain", FieldTarget::Domain),
+        ("hs_additional_domains", FieldTarget::Domain),
+    ]
+    .into_iter()
+    .map(|(source, target)| FieldMapping {
+        source: source.to_owned(),
+        target,
+        value_type: FieldType::Text,
+    })
+    .collect()
 }
 
 /// A type as the config spells it.
@@ -840,6 +1036,76 @@ mod tests {
             let e = err(&format!("{head}[[filter]]\n{filter}\n"));
             assert!(e.contains("filter[1]") && e.contains(says), "{filter}: {e}");
         }
+    }
+
+    #[test]
+    fn a_companies_part_is_its_own_sync_run_first() {
+        let c = parse(
+            "[source]\nsystem = \"hubspot\"\ncontacts = \"synced_companies\"\n\
+             [companies]\nproperties = [\"name\", \"domain\", \"industry\"]\n\
+             [[companies.filter]]\nfield = \"industry\"\nop = \"equals\"\nvalue = \"SOFTWARE\"\n",
+        )
+        .unwrap();
+        let part = c.companies.as_deref().unwrap();
+        assert_eq!(part.name, "contacts.companies");
+        assert_eq!(part.object, SyncObject::Companies);
+        assert_eq!(part.store_path, c.store_path);
+        assert_eq!(
+            mapped_properties(&part.mappings),
+            ["name", "domain", "industry"]
+        );
+        assert_eq!(part.mappings[1].target, FieldTarget::Domain);
+        assert_eq!(part.filters.len(), 1);
+        assert_eq!(
+            c.source.from_synced_companies.as_deref(),
+            Some("contacts.companies")
+        );
+        assert!(c.links_companies() && !part.links_companies());
+        assert_eq!(
+            c.mappings,
+            default_mappings(),
+            "the contact part keeps its own"
+        );
+    }
+
+    #[test]
+    fn company_choices_that_contradict_are_errors_naming_the_key() {
+        let head = "[source]\nsystem = \"hubspot\"\n";
+        for (text, key) in [
+            ("contacts = \"synced_companies\"\n", "source.contacts"),
+            ("contacts = \"friends\"\n", "source.contacts"),
+            ("object = \"deals\"\n", "source.object"),
+            ("companies_sync = \"x\"\n", "source.companies_sync"),
+            (
+                "contacts = \"synced_companies\"\nlist_id = 4\n[companies]\n",
+                "source.contacts",
+            ),
+            (
+                "contacts = \"synced_companies\"\ncompanies_sync = \"x\"\n[companies]\n",
+                "source.companies_sync",
+            ),
+            ("object = \"companies\"\n[companies]\n", "companies"),
+            (
+                "object = \"companies\"\n[mapping]\nname = \"email\"\n",
+                "mapping.name",
+            ),
+            (
+                "[companies]\n[[companies.filter]]\nfield = \"email\"\nop = \"is_empty\"\n",
+                "companies.filter[0]",
+            ),
+        ] {
+            let e = err(&format!("{head}{text}"));
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let c = parse(&format!(
+            "{head}contacts = \"synced_companies\"\ncompanies_sync = \"crm-companies\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.source.from_synced_companies.as_deref(),
+            Some("crm-companies")
+        );
+        assert!(c.companies.is_none() && c.links_companies());
     }
 
     #[test]

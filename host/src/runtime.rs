@@ -125,10 +125,34 @@ impl directory::Host for HostState {
         let kind = match kind {
             HandleKind::Email => Handle::Email,
             HandleKind::Phone => Handle::Phone,
+            // Contacts hold no domains; accounts are asked through their own lookup.
+            HandleKind::Domain => return Ok(Vec::new()),
         };
         let found = self
             .store
             .find_by_handle(kind, &handle)
+            .map_err(to_wasmtime)?;
+        Ok(found.into_iter().map(destination_contact).collect())
+    }
+
+    fn find_account_by_external_id(
+        &mut self,
+        external_id: String,
+    ) -> wasmtime::Result<Option<DestinationContact>> {
+        let found = self
+            .store
+            .find_account_by_external_id(&external_id)
+            .map_err(to_wasmtime)?;
+        Ok(found.map(destination_contact))
+    }
+
+    fn find_accounts_by_domain(
+        &mut self,
+        domain: String,
+    ) -> wasmtime::Result<Vec<DestinationContact>> {
+        let found = self
+            .store
+            .find_accounts_by_domain(&domain)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
     }
@@ -140,6 +164,7 @@ fn destination_contact(entry: DirectoryEntry) -> DestinationContact {
         external_id: entry.external_id,
         emails: entry.emails,
         phones: entry.phones,
+        domains: entry.domains,
     }
 }
 
@@ -366,6 +391,16 @@ impl Instance {
             .crmsync_sync_sync()
             .call_match_contact(&mut self.store, contact)
             .map_err(|e| component_failed("match-contact", &self.sandbox, e))
+    }
+
+    /// `match-account`.
+    pub fn match_account(&mut self, account: &MappedContact) -> Result<MatchOutcome> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_match_account(&mut self.store, account)
+            .map_err(|e| component_failed("match-account", &self.sandbox, e))
     }
 
     /// `classify-error`.

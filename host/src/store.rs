@@ -14,11 +14,14 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod accounts;
+pub use accounts::{AccountData, AccountRef, AccountRow};
+
 /// Bumped with every schema change; `open` refuses a newer store.
 /// 2: `sync_control` (pause, trigger, lease). 3: `contacts.syncing`.
 /// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
 /// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -62,6 +65,24 @@ CREATE TABLE IF NOT EXISTS runs (
     newest_ms    INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
+CREATE TABLE IF NOT EXISTS accounts (
+    id          INTEGER PRIMARY KEY,
+    external_id TEXT UNIQUE,
+    name        TEXT,
+    fields      TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    syncing     INTEGER NOT NULL DEFAULT 1,
+    seen_sync   TEXT,
+    seen_run    INTEGER
+);
+CREATE TABLE IF NOT EXISTS account_domains (
+    account_id  INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    domain      TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    PRIMARY KEY (account_id, domain)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS account_domains_by_domain ON account_domains (domain);
 CREATE TABLE IF NOT EXISTS record_errors (
     id          INTEGER PRIMARY KEY,
     run_id      INTEGER NOT NULL REFERENCES runs(id),
@@ -100,6 +121,12 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // No bookmark: the next run is a full one.
     ("sync_control", "bookmark_ms", "INTEGER"),
     ("sync_control", "fingerprint", "TEXT"),
+    // Before S3 no contact belonged to an account.
+    (
+        "contacts",
+        "account_id",
+        "INTEGER REFERENCES accounts(id) ON DELETE SET NULL",
+    ),
 ];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
@@ -158,6 +185,8 @@ pub struct DirectoryEntry {
     pub external_id: Option<String>,
     pub emails: Vec<String>,
     pub phones: Vec<String>,
+    /// Accounts' domains; empty for contacts.
+    pub domains: Vec<String>,
 }
 
 /// A contact's new content, from the mapping (handles already normalised).
@@ -189,6 +218,8 @@ pub struct ContactRow {
     pub emails: Vec<String>,
     pub phones: Vec<String>,
     pub fields: Fields,
+    /// The account (synced company) the contact belongs to (S3).
+    pub account: Option<AccountRef>,
     /// `false` once the linked source record was archived (X6): kept, no longer synced.
     pub syncing: bool,
     pub created_at: String,
@@ -457,6 +488,7 @@ impl ContactStore {
             external_id,
             emails: emails.into_iter().map(|(v, _)| v).collect(),
             phones: phones.into_iter().map(|(v, _)| v).collect(),
+            domains: Vec::new(),
         })
     }
 
@@ -1013,6 +1045,7 @@ impl ContactStore {
                         emails: Vec::new(),
                         phones: Vec::new(),
                         fields: BTreeMap::new(),
+                        account: None,
                         created_at: r.get(4)?,
                         updated_at: r.get(5)?,
                         syncing: r.get(6)?,
@@ -1027,6 +1060,7 @@ impl ContactStore {
                 contact.emails = emails.into_iter().map(|(v, _)| v).collect();
                 contact.phones = phones.into_iter().map(|(v, _)| v).collect();
                 contact.fields = parse_fields(contact.id, &fields)?;
+                contact.account = self.account_of(contact.id)?;
                 Ok(contact)
             })
             .collect()

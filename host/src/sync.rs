@@ -4,14 +4,16 @@
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
     ErrorCategory, ErrorScope, Failure, FieldData, FieldMapping, FieldType, HubspotScope,
-    HubspotSource, MappedContact, MappedPage, MatchOutcome, Source, SyncError, TimeWindow,
+    HubspotSource, MappedContact, MappedPage, MappedRecord, MatchOutcome, Source, SyncError,
+    TimeWindow,
 };
-use crate::config::{Config, mapped_properties, target_name};
+use crate::config::{Config, SyncObject, mapped_properties, target_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{
-    Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, RunMode, SeenBy,
+    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, RunMode,
+    SeenBy,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -155,10 +157,35 @@ pub struct SyncReport {
     pub merged: u64,
     /// The error that stopped the sync, if one did.
     pub error: Option<ErrorRow>,
+    /// The `[companies]` part's pass, run first (S3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub companies: Option<Box<SyncReport>>,
 }
 
-/// Runs one pass of `config`'s sync.
+/// Runs one pass of `config`'s sync: its `[companies]` part first, if it has
+/// one, then its own records. A failed company part does not stop the
+/// contacts, unless they come from the synced companies (E5).
 pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
+    let companies = match &config.companies {
+        Some(part) => Some(Box::new(run_part(runtime, part, options)?)),
+        None => None,
+    };
+    if companies
+        .as_ref()
+        .is_some_and(|c| c.status == "interrupted")
+    {
+        // Asked to stop: the contacts wait for the next pass.
+        let mut report = *companies.expect("checked above");
+        report.sync = config.name.clone();
+        return Ok(report);
+    }
+    let mut report = run_part(runtime, config, options)?;
+    report.companies = companies;
+    Ok(report)
+}
+
+/// Runs one pass of one object's sync (contacts, or a company part).
+fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
     let started = Instant::now();
     let credentials = credentials(config, options)?;
     let store = ContactStore::open(&config.store_path)?;
@@ -218,6 +245,7 @@ fn run_leased(
         counts: run.counts,
         stopped_syncing: 0,
         merged: 0,
+        relinked: 0,
         mode: run.mode,
         started_ms: run.started_ms,
         newest_ms: run.newest_ms,
@@ -284,6 +312,7 @@ fn run_leased(
         stopped_syncing,
         merged,
         error,
+        companies: None,
     })
 }
 
@@ -353,12 +382,7 @@ pub fn source_fields(
         ContactStore::open_in_memory()?,
         runtime.sandbox(),
     ))?;
-    let source = Source::HubspotContacts(HubspotSource {
-        base_url: config.source.base_url.clone(),
-        scope: HubspotScope::All,
-        properties: mapped_properties(&config.mappings),
-        filters: Vec::new(),
-    });
+    let source = unfiltered_source(config, HubspotScope::All);
     let definitions = instance
         .list_properties(&source)?
         .map_err(|e| anyhow::anyhow!("{}\n  fix: {}", e.message, e.resolution))?;
@@ -398,17 +422,41 @@ pub fn source_fields(
     Ok(fields)
 }
 
+/// The contract's source for `config`'s object.
+fn source_of(config: &Config, hubspot: HubspotSource) -> Source {
+    match config.object {
+        SyncObject::Contacts => Source::HubspotContacts(hubspot),
+        SyncObject::Companies => Source::HubspotCompanies(hubspot),
+    }
+}
+
+/// `scope` of `config`'s source with no properties, filters or associations:
+/// for the property catalogue and the archived listing, which need only ids.
+fn unfiltered_source(config: &Config, scope: HubspotScope) -> Source {
+    source_of(
+        config,
+        HubspotSource {
+            base_url: config.source.base_url.clone(),
+            scope,
+            properties: Vec::new(),
+            filters: Vec::new(),
+            with_companies: false,
+        },
+    )
+}
+
 /// Resumes the sync's interrupted run, or starts a new one: incremental when
 /// the last completed run left a bookmark for the same scope and mappings
 /// (R4), full otherwise. List-sourced syncs always run full: the search API
 /// cannot filter by list membership, and membership itself must be re-read
-/// (a contact that left the list stops syncing).
+/// (a contact that left the list stops syncing). So do contacts of synced
+/// companies, for the same reason (association is no search filter).
 fn open_run(store: &ContactStore, config: &Config, full: bool) -> Result<OpenRun> {
+    let chosen_by_membership =
+        config.source.list_id.is_some() || config.source.from_synced_companies.is_some();
     let since_ms = store
         .bookmark(&config.name)?
-        .filter(|b| {
-            !full && config.source.list_id.is_none() && b.fingerprint == fingerprint(config)
-        })
+        .filter(|b| !full && !chosen_by_membership && b.fingerprint == fingerprint(config))
         .map(|b| (b.modified_ms - config.source.lookback.as_millis() as i64).max(0));
     if let Some(run) = store.interrupted_run(&config.name)? {
         let superseded = matches!(run.mode, RunMode::Incremental { .. }) && since_ms.is_none();
@@ -450,6 +498,10 @@ fn fingerprint(config: &Config) -> String {
     // A changed filter changes which records sync: the next run reads all.
     if !config.filters.is_empty() {
         fingerprint.push_str(&format!(" filters={:?}", config.filters));
+    }
+    // Newly linked companies must be read for records that did not change.
+    if config.links_companies() {
+        fingerprint.push_str(" with=companies");
     }
     fingerprint
 }
@@ -503,9 +555,15 @@ impl Pass<'_> {
         cursor: Option<String>,
         mut applier: Applier<'b>,
     ) -> (Result<(), Stop>, Applier<'b>) {
-        if let Err(stop) = self.check_properties(&self.source()) {
-            return (Err(stop), applier);
-        }
+        // The catalogue check (E6) drops mappings, so the source read is built after it.
+        let source = self
+            .dependency()
+            .and_then(|()| self.check_properties())
+            .and_then(|()| self.source());
+        let source = match source {
+            Ok(source) => source,
+            Err(stop) => return (Err(stop), applier),
+        };
         let (pages, received) =
             std::sync::mpsc::sync_channel::<(MappedPage, Option<String>)>(PAGES_AHEAD);
         std::thread::scope(|scope| {
@@ -517,7 +575,7 @@ impl Pass<'_> {
                 }
                 (Ok(()), applier)
             });
-            let read = self.read_pages(cursor, &pages);
+            let read = self.read_pages(&source, cursor, &pages);
             drop(pages);
             let (applied, applier) = applying.join().expect("the applier thread panicked");
             // The applier's failure explains a reader that stopped for it.
@@ -529,16 +587,16 @@ impl Pass<'_> {
     /// stop, or an applier that stopped taking them.
     fn read_pages(
         &mut self,
+        source: &Source,
         mut cursor: Option<String>,
         pages: &std::sync::mpsc::SyncSender<(MappedPage, Option<String>)>,
     ) -> Result<(), Stop> {
-        let source = self.source();
         let mappings = self.mappings.clone();
         loop {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
-            let page = self.fetch(&source, cursor.as_deref(), &mappings)?;
+            let page = self.fetch(source, cursor.as_deref(), &mappings)?;
             let next = page.next_cursor.clone();
             if next.is_some() && next == cursor {
                 return Err(Stop::Classified(sync_level(
@@ -571,32 +629,58 @@ impl Pass<'_> {
         }
     }
 
+    /// E5: contacts of synced companies need a company sync that has not
+    /// failed (its newest run) and has completed at least once.
+    fn dependency(&mut self) -> Result<(), Stop> {
+        let Some(companies) = &self.config.source.from_synced_companies else {
+            return Ok(());
+        };
+        let runs = self.instance.state().store.runs(companies)?;
+        let usable = runs.first().is_some_and(|newest| newest.status != "failed")
+            && runs.iter().any(|run| run.status == "completed");
+        if usable {
+            return Ok(());
+        }
+        let error = self
+            .instance
+            .classify_error(&Failure::DependencyFailed(companies.clone()))?;
+        Err(Stop::Classified(error))
+    }
+
     /// The source as the component reads it, requesting the mapped properties.
-    fn source(&self) -> Source {
+    fn source(&mut self) -> Result<Source, Stop> {
         let scope = match (self.mode, &self.config.source.list_id) {
             (RunMode::Incremental { since_ms }, _) => HubspotScope::Modified(TimeWindow {
                 since: since_ms.max(0) as u64,
                 until: self.started_ms.max(0) as u64,
             }),
             (RunMode::Full, Some(list)) => HubspotScope::ListMembers(list.clone()),
+            (RunMode::Full, None) if self.config.source.from_synced_companies.is_some() => {
+                HubspotScope::CompaniesContacts(self.instance.state().store.synced_company_ids()?)
+            }
             (RunMode::Full, None) => HubspotScope::All,
         };
-        Source::HubspotContacts(HubspotSource {
-            base_url: self.config.source.base_url.clone(),
-            scope,
-            properties: mapped_properties(&self.mappings),
-            // A filter on a property the source dropped (E6) cannot be
-            // evaluated; it stays, and that property reads as empty.
-            filters: self.config.filters.clone(),
-        })
+        Ok(source_of(
+            self.config,
+            HubspotSource {
+                base_url: self.config.source.base_url.clone(),
+                scope,
+                properties: mapped_properties(&self.mappings),
+                // A filter on a property the source dropped (E6) cannot be
+                // evaluated; it stays, and that property reads as empty.
+                filters: self.config.filters.clone(),
+                with_companies: self.config.links_companies(),
+            },
+        ))
     }
 
     /// E6: a mapped property the source does not define stops syncing, once
     /// reported; the other fields go on. The catalogue is advisory: if it
     /// cannot be read (older API, missing schema scope), nothing is dropped.
-    fn check_properties(&mut self, source: &Source) -> Result<(), Stop> {
+    fn check_properties(&mut self) -> Result<(), Stop> {
         self.credentials.ensure_fresh().map_err(auth_stop)?;
-        let known = match self.instance.list_properties(source)? {
+        let source = unfiltered_source(self.config, HubspotScope::All);
+        let known = match self.instance.list_properties(&source)? {
             Ok(definitions) => definitions,
             Err(error) => {
                 tracing::warn!("mapped properties not checked: {}", error.message);
@@ -681,12 +765,7 @@ impl Pass<'_> {
     /// contacts linked to them as no longer syncing (never deleted). Best
     /// effort: a source that cannot list archived records only delays this.
     fn stop_syncing_archived(&mut self) -> Result<u64> {
-        let source = Source::HubspotContacts(HubspotSource {
-            base_url: self.config.source.base_url.clone(),
-            scope: HubspotScope::Archived,
-            properties: Vec::new(),
-            filters: Vec::new(),
-        });
+        let source = unfiltered_source(self.config, HubspotScope::Archived);
         let mut cursor: Option<String> = None;
         let mut stopped = 0;
         loop {
@@ -702,7 +781,11 @@ impl Pass<'_> {
             let store = &self.instance.state().store;
             store.begin()?;
             for record in &page.records {
-                stopped += u64::from(store.stop_syncing(&record.contact.external_id)?);
+                let id = &record.contact.external_id;
+                stopped += u64::from(match self.config.object {
+                    SyncObject::Contacts => store.stop_syncing(id)?,
+                    SyncObject::Companies => store.stop_syncing_account(id)?,
+                });
             }
             store.commit()?;
             match page.next_cursor {
@@ -754,6 +837,8 @@ struct Applier<'a> {
     stopped_syncing: u64,
     /// Contacts folded or relinked by source merges (X6).
     merged: u64,
+    /// Contacts whose account (company link) changed (S3).
+    relinked: u64,
     mode: RunMode,
     /// When the run started (unix ms).
     started_ms: i64,
@@ -795,54 +880,23 @@ impl Applier<'_> {
                 let modified = i64::try_from(modified).unwrap_or(i64::MAX);
                 self.newest_ms = Some(self.newest_ms.map_or(modified, |n| n.max(modified)));
             }
-            let mapped = &record.contact;
             for error in &record.field_errors {
                 let store = &self.instance.state().store;
                 store.record_error(self.run_id, &error_row(self.run_id, error))?;
             }
-            if !record.merged_ids.is_empty() {
-                let store = &self.instance.state().store;
-                let absorbed = store.absorb_merged(&mapped.external_id, &record.merged_ids)?;
-                if absorbed > 0 {
-                    tracing::info!(survivor = %mapped.external_id, merged = ?record.merged_ids, "merged at the source");
-                }
-                self.merged += absorbed;
-            }
-            let outcome = self.instance.match_contact(mapped)?;
-            let store = &self.instance.state().store;
-            // Recorded with the write, so the sweep (X6) knows the record is still there.
-            let seen = Some(SeenBy {
-                sync: &self.config.name,
-                run_id: self.run_id,
-            });
-            match outcome {
-                MatchOutcome::Create => {
-                    store.create(&mapped.external_id, &contact_data(mapped), seen)?;
-                    self.counts.created += 1;
-                }
-                MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                    let id: i64 = id.parse().with_context(|| {
-                        format!("the component named an unknown destination contact {id:?}")
-                    })?;
-                    match store.update(id, &mapped.external_id, &contact_data(mapped), seen)? {
-                        Change::Updated => self.counts.updated += 1,
-                        Change::Unchanged => self.counts.skipped += 1,
-                    }
-                }
-                MatchOutcome::Skip(error) => {
-                    tracing::debug!(record = %mapped.external_id, "{}", error.message);
-                    store.record_error(self.run_id, &error_row(self.run_id, &error))?;
-                    self.counts.failed += 1;
-                    // Even a skipped record is still at the source: its contact
-                    // (if linked) must not be swept as gone.
-                    store.mark_seen(&mapped.external_id, &self.config.name, self.run_id)?;
-                }
+            match self.config.object {
+                SyncObject::Contacts => self.apply_contact(record)?,
+                SyncObject::Companies => self.apply_account(record)?,
             }
         }
         // S4: a record that no longer matches the filters stops syncing;
         // its contact is kept, flagged like an archived one (X6).
         for id in &page.excluded {
-            self.stopped_syncing += u64::from(self.instance.state().store.stop_syncing(id)?);
+            let store = &self.instance.state().store;
+            self.stopped_syncing += u64::from(match self.config.object {
+                SyncObject::Contacts => store.stop_syncing(id)?,
+                SyncObject::Companies => store.stop_syncing_account(id)?,
+            });
         }
         self.counts.pages += 1;
         let bookmark = match next {
@@ -857,8 +911,14 @@ impl Applier<'_> {
         if let Some(bookmark) = bookmark {
             if self.mode == RunMode::Full {
                 // Only a complete pass knows what the source no longer has.
-                self.stopped_syncing +=
-                    store.stop_syncing_unseen(&self.config.name, self.run_id)?;
+                self.stopped_syncing += match self.config.object {
+                    SyncObject::Contacts => {
+                        store.stop_syncing_unseen(&self.config.name, self.run_id)?
+                    }
+                    SyncObject::Companies => {
+                        store.stop_syncing_unseen_accounts(&self.config.name, self.run_id)?
+                    }
+                };
             }
             // Completing the run with its last page's writes: a crash between the
             // two would otherwise leave a finished run looking unstarted.
@@ -872,16 +932,111 @@ impl Applier<'_> {
     }
 }
 
+impl Applier<'_> {
+    /// Matches and applies one contact (X1-X6), and links it to its company's
+    /// account when the sync reads companies (S3).
+    fn apply_contact(&mut self, record: &MappedRecord) -> Result<(), Stop> {
+        let mapped = &record.contact;
+        if !record.merged_ids.is_empty() {
+            let store = &self.instance.state().store;
+            let absorbed = store.absorb_merged(&mapped.external_id, &record.merged_ids)?;
+            if absorbed > 0 {
+                tracing::info!(survivor = %mapped.external_id, merged = ?record.merged_ids, "merged at the source");
+            }
+            self.merged += absorbed;
+        }
+        let outcome = self.instance.match_contact(mapped)?;
+        let store = &self.instance.state().store;
+        // Recorded with the write, so the sweep (X6) knows the record is still there.
+        let seen = Some(SeenBy {
+            sync: &self.config.name,
+            run_id: self.run_id,
+        });
+        let id = match outcome {
+            MatchOutcome::Create => {
+                self.counts.created += 1;
+                store.create(&mapped.external_id, &contact_data(mapped), seen)?
+            }
+            MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
+                let id = destination_id(&id)?;
+                match store.update(id, &mapped.external_id, &contact_data(mapped), seen)? {
+                    Change::Updated => self.counts.updated += 1,
+                    Change::Unchanged => self.counts.skipped += 1,
+                }
+                id
+            }
+            MatchOutcome::Skip(error) => {
+                tracing::debug!(record = %mapped.external_id, "{}", error.message);
+                store.record_error(self.run_id, &error_row(self.run_id, &error))?;
+                self.counts.failed += 1;
+                // Even a skipped record is still at the source: its contact
+                // (if linked) must not be swept as gone.
+                store.mark_seen(&mapped.external_id, &self.config.name, self.run_id)?;
+                return Ok(());
+            }
+        };
+        if self.config.links_companies() && store.link_account(id, &record.company_ids)? {
+            self.relinked += 1;
+        }
+        Ok(())
+    }
+
+    /// Matches and applies one company to the destination's accounts (S3).
+    fn apply_account(&mut self, record: &MappedRecord) -> Result<(), Stop> {
+        let mapped = &record.contact;
+        let outcome = self.instance.match_account(mapped)?;
+        let store = &self.instance.state().store;
+        let seen = Some(SeenBy {
+            sync: &self.config.name,
+            run_id: self.run_id,
+        });
+        let data = AccountData {
+            name: mapped.name.clone(),
+            domains: mapped.domains.clone(),
+            fields: fields_json(mapped),
+        };
+        match outcome {
+            MatchOutcome::Create => {
+                store.create_account(&mapped.external_id, &data, seen)?;
+                self.counts.created += 1;
+            }
+            MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
+                let id = destination_id(&id)?;
+                match store.update_account(id, &mapped.external_id, &data, seen)? {
+                    Change::Updated => self.counts.updated += 1,
+                    Change::Unchanged => self.counts.skipped += 1,
+                }
+            }
+            MatchOutcome::Skip(error) => {
+                store.record_error(self.run_id, &error_row(self.run_id, &error))?;
+                self.counts.failed += 1;
+                store.mark_account_seen(&mapped.external_id, &self.config.name, self.run_id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A destination id the component passed back from the directory.
+fn destination_id(id: &str) -> Result<i64> {
+    id.parse()
+        .with_context(|| format!("the component named an unknown destination record {id:?}"))
+}
+
+fn fields_json(mapped: &MappedContact) -> crate::store::Fields {
+    mapped
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), field_json(&f.value)))
+        .collect()
+}
+
 fn contact_data(mapped: &MappedContact) -> ContactData {
     ContactData {
         name: mapped.name.clone(),
         emails: mapped.emails.clone(),
         phones: mapped.phones.clone(),
-        fields: mapped
-            .fields
-            .iter()
-            .map(|f| (f.name.clone(), field_json(&f.value)))
-            .collect(),
+        fields: fields_json(mapped),
     }
 }
 
@@ -955,6 +1110,8 @@ pub fn category_name(category: ErrorCategory) -> &'static str {
         ErrorCategory::EmailTaken => "email-taken",
         ErrorCategory::PhoneTaken => "phone-taken",
         ErrorCategory::RateLimited => "rate-limited",
+        ErrorCategory::DependencyFailed => "dependency-failed",
+        ErrorCategory::DomainTaken => "domain-taken",
         ErrorCategory::FieldNotFound => "field-not-found",
         ErrorCategory::ListNotFound => "list-not-found",
         ErrorCategory::AuthExpired => "auth-expired",

@@ -18,11 +18,8 @@ crate::bindings::export!(Component with_types_in crate::bindings);
 
 impl Guest for Component {
     fn fetch_page(source: Source, cursor: Option<String>) -> Result<Page, SyncError> {
-        match &source {
-            Source::HubspotContacts(hubspot) => {
-                hubspot::fetch_page(&mut WasiHttp, hubspot, cursor.as_deref())
-            }
-        }
+        let (object, hubspot) = hubspot::object_of(&source);
+        hubspot::fetch_page(&mut WasiHttp, object, hubspot, cursor.as_deref())
     }
 
     fn fetch_mapped_page(
@@ -35,9 +32,8 @@ impl Guest for Component {
     }
 
     fn list_properties(source: Source) -> Result<Vec<PropertyDefinition>, SyncError> {
-        match &source {
-            Source::HubspotContacts(hubspot) => hubspot::list_properties(&mut WasiHttp, hubspot),
-        }
+        let (object, hubspot) = hubspot::object_of(&source);
+        hubspot::list_properties(&mut WasiHttp, object, hubspot)
     }
 
     fn map_fields(record: SourceRecord, mappings: Vec<FieldMapping>) -> MappedRecord {
@@ -46,6 +42,10 @@ impl Guest for Component {
 
     fn match_contact(contact: MappedContact) -> MatchOutcome {
         matching::match_contact(&mut HostDirectory, &contact)
+    }
+
+    fn match_account(account: MappedContact) -> MatchOutcome {
+        matching::match_account(&mut HostDirectory, &account)
     }
 
     fn classify_error(failure: Failure) -> SyncError {
@@ -63,6 +63,14 @@ impl Directory for HostDirectory {
 
     fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact> {
         directory::find_by_handle(kind, handle)
+    }
+
+    fn find_account_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
+        directory::find_account_by_external_id(external_id)
+    }
+
+    fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact> {
+        directory::find_accounts_by_domain(domain)
     }
 }
 

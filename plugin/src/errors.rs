@@ -48,6 +48,7 @@ pub fn classify(failure: &Failure) -> SyncError {
         Failure::MissingHandle(record_id) => missing_handle(record_id),
         Failure::HandleTaken(conflict) => handle_taken(conflict),
         Failure::FieldNotFound(property) => field_not_found(property),
+        Failure::DependencyFailed(sync) => dependency_failed(sync),
     }
 }
 
@@ -321,11 +322,33 @@ pub fn missing_handle(record_id: &str) -> SyncError {
     )
 }
 
-/// E2/E3: a handle that belongs to another linked contact (X4).
+/// E5: contacts "from synced companies" while the company sync failed.
+pub fn dependency_failed(sync: &str) -> SyncError {
+    SyncError {
+        category: ErrorCategory::DependencyFailed,
+        retryable: true,
+        retry_after_ms: None,
+        scope: ErrorScope::Sync,
+        record_id: None,
+        field: None,
+        message: format!(
+            "the contacts come from the companies sync {sync:?}, whose last run failed, so this \
+             sync stopped before reading any contact"
+        ),
+        resolution: format!(
+            "Fix the errors of {sync:?} (crmsync errors shows them), then run the sync again: the \
+             companies sync runs first, and the contacts follow once it succeeds."
+        ),
+    }
+}
+
+/// E2/E3: a handle that belongs to another linked contact (X4); for accounts,
+/// a domain that belongs to another linked account.
 pub fn handle_taken(conflict: &HandleConflict) -> SyncError {
     let (category, field, noun) = match conflict.kind {
         HandleKind::Email => (ErrorCategory::EmailTaken, "email", "email"),
         HandleKind::Phone => (ErrorCategory::PhoneTaken, "phone", "phone number"),
+        HandleKind::Domain => return domain_taken(conflict),
     };
     let id = &conflict.record_id;
     record_error(
@@ -341,6 +364,25 @@ pub fn handle_taken(conflict: &HandleConflict) -> SyncError {
             "Check the {field} property of HubSpot contact {id} (and of contact {}) and replace \
              it with a unique {noun}.",
             conflict.owner_external_id
+        ),
+    )
+}
+
+fn domain_taken(conflict: &HandleConflict) -> SyncError {
+    let id = &conflict.record_id;
+    record_error(
+        ErrorCategory::DomainTaken,
+        id,
+        Some("domain"),
+        format!(
+            "domain {} of company {id} is already taken by the account linked to HubSpot company \
+             {}, so company {id} was not synced",
+            conflict.handle, conflict.owner_external_id
+        ),
+        format!(
+            "Two HubSpot companies share the domain {}: merge companies {id} and {} in HubSpot, or \
+             correct the domain of one.",
+            conflict.handle, conflict.owner_external_id
         ),
     )
 }

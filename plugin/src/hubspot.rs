@@ -2,14 +2,15 @@
 //! them, and tolerant reading of what it sends back (null or missing
 //! properties, unknown fields, empty pages, no `paging` on the last page).
 
+use crate::associations;
 use crate::errors::{self, Endpoint};
 use crate::filters;
 use crate::transport::{
     HttpRequest, HttpResponse, Method, Transport, TransportError, encode_component,
 };
 use crate::types::{
-    HttpFailure, HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord,
-    SyncError,
+    HttpFailure, HubspotScope, HubspotSource, Page, Property, PropertyDefinition, Source,
+    SourceRecord, SyncError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -26,18 +27,70 @@ pub const SEARCH_PAGE_LIMIT: usize = 200;
 /// The contact property holding the last modification time; the search API
 /// filters and sorts contacts by it.
 pub const MODIFIED_PROPERTY: &str = "lastmodifieddate";
+/// The same for companies.
+pub const COMPANY_MODIFIED_PROPERTY: &str = "hs_lastmodifieddate";
+/// Companies whose contacts one `companies-contacts` page covers: one v4
+/// batch read of their associations.
+pub const COMPANIES_PER_PAGE: usize = 100;
+/// A `companies-contacts` page stops taking companies once it holds this many
+/// contacts, so pages stay bounded whatever the companies' sizes.
+pub const CONTACTS_PER_COMPANIES_PAGE: usize = 1_000;
+
+/// The HubSpot object type a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    Contacts,
+    Companies,
+}
+
+impl Object {
+    /// The object type as it appears in API paths.
+    pub fn path(self) -> &'static str {
+        match self {
+            Object::Contacts => "contacts",
+            Object::Companies => "companies",
+        }
+    }
+
+    /// The property the search API filters and sorts modifications by.
+    pub fn modified_property(self) -> &'static str {
+        match self {
+            Object::Contacts => MODIFIED_PROPERTY,
+            Object::Companies => COMPANY_MODIFIED_PROPERTY,
+        }
+    }
+}
 /// On a merge's surviving contact, the ids merged into it (`;`-separated).
 pub const MERGED_PROPERTY: &str = "hs_merged_object_ids";
 const ID_PROPERTY: &str = "hs_object_id";
+
+/// The object type and HubSpot source a contract `source` reads.
+pub fn object_of(source: &Source) -> (Object, &HubspotSource) {
+    match source {
+        Source::HubspotContacts(hubspot) => (Object::Contacts, hubspot),
+        Source::HubspotCompanies(hubspot) => (Object::Companies, hubspot),
+    }
+}
 
 /// Reads one page of `source` starting at `cursor`, keeping the records its
 /// filters let through (S4) and listing the others as `excluded`.
 pub fn fetch_page(
     transport: &mut impl Transport,
+    object: Object,
     source: &HubspotSource,
     cursor: Option<&str>,
 ) -> Result<Page, SyncError> {
-    let mut page = read_page(transport, source, cursor)?;
+    let mut page = read_page(transport, object, source, cursor)?;
+    // The listing brings companies inline; the companies-contacts scope knows
+    // them already; archived records need none.
+    let needs_lookup = match source.scope {
+        HubspotScope::All => !pushed_down(source).is_empty(),
+        HubspotScope::Modified(_) | HubspotScope::ListMembers(_) => true,
+        HubspotScope::Archived | HubspotScope::CompaniesContacts(_) => false,
+    };
+    if object == Object::Contacts && source.with_companies && needs_lookup {
+        add_companies(transport, source, &mut page.records)?;
+    }
     if !source.filters.is_empty() && !matches!(source.scope, HubspotScope::Archived) {
         let (kept, excluded): (Vec<_>, Vec<_>) = page
             .records
@@ -60,8 +113,160 @@ pub fn pushed_down(source: &HubspotSource) -> Vec<Value> {
         .collect()
 }
 
+/// Fills each contact's `company-ids` through the v4 associations API: the
+/// answer's first page per contact, then the rest of any that has more.
+fn add_companies(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+    records: &mut [SourceRecord],
+) -> Result<(), SyncError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let associated = read_associations(transport, source, "contacts", "companies", &ids)?;
+    for record in records {
+        if let Some((_, companies)) = associated.iter().find(|(id, _)| *id == record.id) {
+            record.company_ids = companies.clone();
+        }
+    }
+    Ok(())
+}
+
+/// Every association from `ids` (of type `from`) to objects of type `to`.
+fn read_associations(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+    from: &str,
+    to: &str,
+    ids: &[String],
+) -> Result<Vec<(String, Vec<String>)>, SyncError> {
+    let request = associations::batch_read_request(base(source), from, to, ids);
+    let body = send(transport, &request, Endpoint::Other)?;
+    let mut read = Vec::new();
+    for mut associated in associations::parse_batch_read(&body)? {
+        let mut after = associated.more.take();
+        while let Some(cursor) = after {
+            let request =
+                associations::object_request(base(source), from, &associated.from, to, &cursor);
+            let body = send(transport, &request, Endpoint::Other)?;
+            let (more_ids, next) = associations::parse_object_page(&body)?;
+            if next.as_ref() == Some(&cursor) {
+                return Err(errors::invalid_response(
+                    "the associations API returned the same cursor again",
+                ));
+            }
+            for id in more_ids {
+                if !associated.to.contains(&id) {
+                    associated.to.push(id);
+                }
+            }
+            after = next;
+        }
+        read.push((associated.from, associated.to));
+    }
+    Ok(read)
+}
+
+/// Where a `companies-contacts` read stands: the last company read. Keyed by
+/// id, not position, so a list that gained or lost companies between an
+/// interruption and the resume neither skips nor repeats one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CompaniesCursor {
+    after: String,
+}
+
+/// Company ids in reading order: numeric ids as numbers, then as text.
+fn id_order(id: &str) -> (usize, &str) {
+    (id.len(), id)
+}
+
+/// One page of the contacts of `companies`: the next companies' associations,
+/// then their contacts' properties, each contact carrying the listed
+/// companies it belongs to.
+fn read_companies_contacts(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+    companies: &[String],
+    cursor: Option<&str>,
+) -> Result<Page, SyncError> {
+    let mut companies: Vec<&String> = companies.iter().collect();
+    companies.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
+    companies.dedup();
+    let start = match cursor {
+        None => 0,
+        Some(text) => {
+            let after = serde_json::from_str::<CompaniesCursor>(text)
+                .map_err(|e| {
+                    errors::invalid_response(&format!(
+                        "the companies cursor {} is not one this component wrote ({e})",
+                        truncate(text)
+                    ))
+                })?
+                .after;
+            companies.partition_point(|id| id_order(id) <= id_order(&after))
+        }
+    };
+    let chunk: Vec<String> = companies[start..]
+        .iter()
+        .take(COMPANIES_PER_PAGE)
+        .map(|id| (*id).clone())
+        .collect();
+    if chunk.is_empty() {
+        return Ok(Page {
+            records: Vec::new(),
+            excluded: Vec::new(),
+            next_cursor: None,
+        });
+    }
+    let associated = read_associations(transport, source, "companies", "contacts", &chunk)?;
+    let mut contact_ids: Vec<String> = Vec::new();
+    let mut companies_of: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut consumed = 0;
+    for company in &chunk {
+        consumed += 1;
+        let contacts = associated
+            .iter()
+            .find(|(id, _)| id == company)
+            .map(|(_, contacts)| contacts.as_slice())
+            .unwrap_or_default();
+        for contact in contacts {
+            let of = companies_of.entry(contact.clone()).or_default();
+            if of.is_empty() {
+                contact_ids.push(contact.clone());
+            }
+            if !of.contains(company) {
+                of.push(company.clone());
+            }
+        }
+        if contact_ids.len() >= CONTACTS_PER_COMPANIES_PAGE {
+            break;
+        }
+    }
+    let mut records = Vec::with_capacity(contact_ids.len());
+    for ids in contact_ids.chunks(BATCH_READ_LIMIT) {
+        let request = batch_read_request(Object::Contacts, source, ids);
+        let body = send(transport, &request, Endpoint::Other)?;
+        records.extend(parse_batch_read(&body)?);
+    }
+    records.sort_by_key(|r: &SourceRecord| contact_ids.iter().position(|id| *id == r.id));
+    for record in &mut records {
+        record.company_ids = companies_of.remove(&record.id).unwrap_or_default();
+    }
+    let next = start + consumed;
+    Ok(Page {
+        records,
+        excluded: Vec::new(),
+        next_cursor: (next < companies.len()).then(|| {
+            let after = chunk[consumed - 1].clone();
+            serde_json::to_string(&CompaniesCursor { after }).expect("a cursor serialises")
+        }),
+    })
+}
+
 fn read_page(
     transport: &mut impl Transport,
+    object: Object,
     source: &HubspotSource,
     cursor: Option<&str>,
 ) -> Result<Page, SyncError> {
@@ -75,7 +280,7 @@ fn read_page(
         // come back. Incremental reads keep every change (see `modified`).
         HubspotScope::All if !pushed.is_empty() => {
             let position = search_position(cursor, 0)?;
-            let request = search_request(source, None, &position, &pushed);
+            let request = search_request(object, source, None, &position, &pushed);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_search_page(&body, &position)
         }
@@ -85,13 +290,13 @@ fn read_page(
             } else {
                 Listing::Live
             };
-            let request = list_contacts_request(source, cursor, listing);
+            let request = list_request(object, source, cursor, listing);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_objects_page(&body, listing)
         }
         HubspotScope::Modified(window) => {
             let position = search_position(cursor, window.since)?;
-            let request = search_request(source, Some(window.until), &position, &[]);
+            let request = search_request(object, source, Some(window.until), &position, &[]);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_search_page(&body, &position)
         }
@@ -101,7 +306,7 @@ fn read_page(
             let (ids, next_cursor) = parse_memberships(&body)?;
             let mut records = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(BATCH_READ_LIMIT) {
-                let request = batch_read_request(source, chunk);
+                let request = batch_read_request(object, source, chunk);
                 let body = send(transport, &request, Endpoint::Other)?;
                 records.extend(parse_batch_read(&body)?);
             }
@@ -114,6 +319,9 @@ fn read_page(
                 excluded: Vec::new(),
                 next_cursor,
             })
+        }
+        HubspotScope::CompaniesContacts(companies) => {
+            read_companies_contacts(transport, source, companies, cursor)
         }
     }
 }
@@ -134,15 +342,16 @@ fn search_position(cursor: Option<&str>, since: u64) -> Result<SearchCursor, Syn
     }
 }
 
-/// Reads the contact property catalogue: `GET /crm/v3/properties/contacts`
+/// Reads the object's property catalogue: `GET /crm/v3/properties/{object}`
 /// (one unpaged answer; archived properties are not included by default).
 pub fn list_properties(
     transport: &mut impl Transport,
+    object: Object,
     source: &HubspotSource,
 ) -> Result<Vec<PropertyDefinition>, SyncError> {
     let request = HttpRequest {
         method: Method::Get,
-        url: format!("{}/crm/v3/properties/contacts", base(source)),
+        url: format!("{}/crm/v3/properties/{}", base(source), object.path()),
         body: None,
     };
     let body = send(transport, &request, Endpoint::Other)?;
@@ -213,26 +422,28 @@ pub enum SearchCursor {
     },
 }
 
-/// `POST /crm/v3/objects/contacts/search` for the next page after `position`,
+/// `POST /crm/v3/objects/{object}/search` for the next page after `position`,
 /// modified no later than `until`, and passing the `pushed` filters. Dates
 /// are epoch milliseconds as strings, as the API documents.
 pub fn search_request(
+    object: Object,
     source: &HubspotSource,
     until: Option<u64>,
     position: &SearchCursor,
     pushed: &[Value],
 ) -> HttpRequest {
     let filter = |property: &str, operator: &str, value: String| json!({ "propertyName": property, "operator": operator, "value": value });
+    let modified = object.modified_property();
     let (filters, sort_by) = match position {
         SearchCursor::Range { from, .. } => {
-            let mut filters = vec![filter(MODIFIED_PROPERTY, "GTE", from.to_string())];
+            let mut filters = vec![filter(modified, "GTE", from.to_string())];
             if let Some(until) = until {
-                filters.push(filter(MODIFIED_PROPERTY, "LTE", until.to_string()));
+                filters.push(filter(modified, "LTE", until.to_string()));
             }
-            (filters, MODIFIED_PROPERTY)
+            (filters, modified)
         }
         SearchCursor::Ties { at, after, .. } => {
-            let mut filters = vec![filter(MODIFIED_PROPERTY, "EQ", at.to_string())];
+            let mut filters = vec![filter(modified, "EQ", at.to_string())];
             if let Some(after) = after {
                 filters.push(filter(ID_PROPERTY, "GT", after.clone()));
             }
@@ -241,8 +452,8 @@ pub fn search_request(
     };
     let filters: Vec<Value> = filters.into_iter().chain(pushed.iter().cloned()).collect();
     let mut properties = requested_properties(source);
-    if !properties.iter().any(|p| p == MODIFIED_PROPERTY) {
-        properties.push(MODIFIED_PROPERTY.to_owned());
+    if !properties.iter().any(|p| p == modified) {
+        properties.push(modified.to_owned());
     }
     let body = json!({
         "filterGroups": [{ "filters": filters }],
@@ -252,7 +463,7 @@ pub fn search_request(
     });
     HttpRequest {
         method: Method::Post,
-        url: format!("{}/crm/v3/objects/contacts/search", base(source)),
+        url: format!("{}/crm/v3/objects/{}/search", base(source), object.path()),
         body: Some(body.to_string().into_bytes()),
     }
 }
@@ -348,15 +559,17 @@ fn requested_properties(source: &HubspotSource) -> Vec<String> {
     properties
 }
 
-/// `GET /crm/v3/objects/contacts?limit=100&archived=false&properties=a,b[&after=c]`.
-pub fn list_contacts_request(
+/// `GET /crm/v3/objects/{object}?limit=100&archived=false&properties=a,b[&associations=companies][&after=c]`.
+pub fn list_request(
+    object: Object,
     source: &HubspotSource,
     cursor: Option<&str>,
     listing: Listing,
 ) -> HttpRequest {
     let mut url = format!(
-        "{}/crm/v3/objects/contacts?limit={CONTACTS_PAGE_LIMIT}&archived={}",
+        "{}/crm/v3/objects/{}?limit={CONTACTS_PAGE_LIMIT}&archived={}",
         base(source),
+        object.path(),
         listing == Listing::Archived
     );
     // The archived listing only needs ids (X6).
@@ -367,6 +580,10 @@ pub fn list_contacts_request(
     if !properties.is_empty() {
         url.push_str("&properties=");
         url.push_str(&properties_param(&properties));
+    }
+    // A contact's companies come with the page at no extra request (S3).
+    if object == Object::Contacts && source.with_companies && listing == Listing::Live {
+        url.push_str("&associations=companies");
     }
     push_after(&mut url, cursor);
     HttpRequest {
@@ -406,8 +623,8 @@ pub fn memberships_request(
     }
 }
 
-/// `POST /crm/v3/objects/contacts/batch/read?archived=false` for up to 100 ids.
-pub fn batch_read_request(source: &HubspotSource, ids: &[String]) -> HttpRequest {
+/// `POST /crm/v3/objects/{object}/batch/read?archived=false` for up to 100 ids.
+pub fn batch_read_request(object: Object, source: &HubspotSource, ids: &[String]) -> HttpRequest {
     let body = serde_json::json!({
         "properties": requested_properties(source),
         "propertiesWithHistory": [],
@@ -416,8 +633,9 @@ pub fn batch_read_request(source: &HubspotSource, ids: &[String]) -> HttpRequest
     HttpRequest {
         method: Method::Post,
         url: format!(
-            "{}/crm/v3/objects/contacts/batch/read?archived=false",
-            base(source)
+            "{}/crm/v3/objects/{}/batch/read?archived=false",
+            base(source),
+            object.path()
         ),
         body: Some(body.to_string().into_bytes()),
     }
@@ -596,6 +814,7 @@ fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceR
                 .and_then(|p| p.value.as_deref())
         };
         let modified_at = property(MODIFIED_PROPERTY)
+            .or_else(|| property(COMPANY_MODIFIED_PROPERTY))
             .and_then(epoch_millis)
             .or_else(|| {
                 object
@@ -614,11 +833,17 @@ fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceR
                 merged_ids.push(merged.to_owned());
             }
         }
+        let company_ids = object
+            .associations
+            .as_ref()
+            .map(associations::companies_of_listing)
+            .unwrap_or_default();
         records.push(SourceRecord {
             id,
             properties,
             modified_at,
             merged_ids,
+            company_ids,
         });
     }
     Ok(records)
@@ -639,6 +864,8 @@ struct RawObject {
     properties: Vec<Property>,
     updated_at: Option<Value>,
     archived: Option<Value>,
+    /// Only present when the request asked for associations.
+    associations: Option<Value>,
 }
 
 impl<'de> Deserialize<'de> for RawResult {
@@ -660,6 +887,7 @@ impl<'de> Deserialize<'de> for RawResult {
                         "properties" => object.properties = map.next_value::<RawProperties>()?.0,
                         "updatedAt" => object.updated_at = Some(map.next_value()?),
                         "archived" => object.archived = Some(map.next_value()?),
+                        "associations" => object.associations = Some(map.next_value()?),
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -881,17 +1109,135 @@ mod tests {
             scope,
             properties: vec!["email".into(), "firstname".into()],
             filters: Vec::new(),
+            with_companies: false,
         }
     }
 
     #[test]
     fn contacts_request_uses_the_documented_parameters() {
-        let r = list_contacts_request(&source(HubspotScope::All), Some("abc=="), Listing::Live);
+        let r = list_request(
+            Object::Contacts,
+            &source(HubspotScope::All),
+            Some("abc=="),
+            Listing::Live,
+        );
         assert_eq!(r.method, Method::Get);
         assert_eq!(
             r.url,
             "https://api.hubapi.com/crm/v3/objects/contacts?limit=100&archived=false&properties=email,firstname,hs_merged_object_ids&after=abc%3D%3D"
         );
+    }
+
+    #[test]
+    fn the_listing_brings_each_contacts_companies_inline() {
+        let mut with = source(HubspotScope::All);
+        with.with_companies = true;
+        let mut t = Scripted::default().answer(
+            200,
+            r#"{"results":[
+                {"id":"1","properties":{"email":"a@x.io"},"archived":false,
+                 "associations":{"companies":{"results":[{"id":"9","type":"contact_to_company_unlabeled"},{"id":"7","type":"contact_to_company"}]}}},
+                {"id":"2","properties":{"email":"b@x.io"},"archived":false}]}"#,
+        );
+        let page = fetch_page(&mut t, Object::Contacts, &with, None).unwrap();
+        assert_eq!(t.sent.len(), 1, "no extra request");
+        assert!(
+            t.sent[0].url.ends_with("&associations=companies"),
+            "{}",
+            t.sent[0].url
+        );
+        assert_eq!(page.records[0].company_ids, ["7", "9"]);
+        assert!(page.records[1].company_ids.is_empty());
+        // Companies themselves are listed under their own path, without associations.
+        let r = list_request(Object::Companies, &with, None, Listing::Live);
+        assert!(
+            r.url
+                .starts_with("https://api.hubapi.com/crm/v3/objects/companies?limit=100")
+        );
+        assert!(!r.url.contains("associations"));
+    }
+
+    #[test]
+    fn searched_contacts_get_their_companies_from_one_v4_batch_read() {
+        let mut with = source(HubspotScope::Modified(window()));
+        with.with_companies = true;
+        let mut t = Scripted::default()
+            .answer(200, &search_answer(&[(1, 2_000), (2, 3_000)], false))
+            .answer(
+                207,
+                r#"{"results":[{"from":{"id":"2"},"to":[{"toObjectId":5,"associationTypes":[]}],
+                               "paging":{"next":{"after":"NQ=="}}}],
+                    "errors":[{"status":"error","category":"OBJECT_NOT_FOUND"}]}"#,
+            )
+            .answer(
+                200,
+                r#"{"results":[{"toObjectId":6,"associationTypes":[]}]}"#,
+            );
+        let page = fetch_page(&mut t, Object::Contacts, &with, None).unwrap();
+        assert_eq!(
+            t.sent[1].url,
+            "https://api.hubapi.com/crm/v4/associations/contacts/companies/batch/read"
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(t.sent[1].body.as_ref().unwrap()).unwrap(),
+            json!({"inputs": [{"id": "1"}, {"id": "2"}]})
+        );
+        assert_eq!(
+            t.sent[2].url,
+            "https://api.hubapi.com/crm/v4/objects/contacts/2/associations/companies?limit=500&after=NQ%3D%3D"
+        );
+        assert!(page.records[0].company_ids.is_empty());
+        assert_eq!(page.records[1].company_ids, ["5", "6"]);
+    }
+
+    #[test]
+    fn companies_contacts_pages_walk_the_companies_and_read_their_contacts() {
+        let companies: Vec<String> = (1..=COMPANIES_PER_PAGE as u64 + 1)
+            .map(|i| format!("c{i}"))
+            .collect();
+        let scope = HubspotScope::CompaniesContacts(companies.clone());
+        let mut t = Scripted::default()
+            .answer(
+                200,
+                r#"{"results":[
+                    {"from":{"id":"c2"},"to":[{"toObjectId":11},{"toObjectId":12}]},
+                    {"from":{"id":"c1"},"to":[{"toObjectId":12}]}]}"#,
+            )
+            .answer(
+                200,
+                r#"{"results":[{"id":"12","properties":{"email":"b@x.io"}},{"id":"11","properties":{"email":"a@x.io"}}]}"#,
+            );
+        let page = fetch_page(&mut t, Object::Contacts, &source(scope.clone()), None).unwrap();
+        let body: Value = serde_json::from_slice(t.sent[0].body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["inputs"].as_array().unwrap().len(), COMPANIES_PER_PAGE);
+        assert_eq!(
+            t.sent[0].url,
+            "https://api.hubapi.com/crm/v4/associations/companies/contacts/batch/read"
+        );
+        assert_eq!(
+            t.sent[1].url,
+            "https://api.hubapi.com/crm/v3/objects/contacts/batch/read?archived=false"
+        );
+        let got: Vec<(&str, Vec<String>)> = page
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.company_ids.clone()))
+            .collect();
+        // Company order: c1's contact first, each contact once with all its listed companies.
+        assert_eq!(
+            got,
+            [
+                ("12", vec!["c1".to_owned(), "c2".to_owned()]),
+                ("11", vec!["c2".to_owned()])
+            ]
+        );
+
+        // The last company is the next page; then the scope is done.
+        let next = page.next_cursor.unwrap();
+        let mut t = Scripted::default().answer(200, r#"{"results":[]}"#);
+        let page = fetch_page(&mut t, Object::Contacts, &source(scope), Some(&next)).unwrap();
+        assert!(page.records.is_empty() && page.next_cursor.is_none());
+        assert_eq!(t.sent.len(), 1, "no contacts, no batch read");
     }
 
     fn window() -> TimeWindow {
@@ -929,6 +1275,7 @@ mod tests {
     fn the_search_request_is_the_documented_body() {
         let source = source(HubspotScope::Modified(window()));
         let r = search_request(
+            Object::Contacts,
             &source,
             Some(window().until),
             &SearchCursor::Range {
@@ -955,6 +1302,7 @@ mod tests {
             })
         );
         let r = search_request(
+            Object::Contacts,
             &source,
             Some(window().until),
             &SearchCursor::Ties {
@@ -1074,6 +1422,7 @@ mod tests {
         let mut t = Scripted::default();
         let e = fetch_page(
             &mut t,
+            Object::Contacts,
             &source(HubspotScope::Modified(window())),
             Some("cur-7"),
         )
@@ -1156,7 +1505,13 @@ mod tests {
             200,
             r#"{"results":[{"id":"7","archived":true,"archivedAt":"2024-06-01T00:00:00Z"},{"id":"8"},{"id":"9","archived":false}]}"#,
         );
-        let page = fetch_page(&mut t, &source(HubspotScope::Archived), None).unwrap();
+        let page = fetch_page(
+            &mut t,
+            Object::Contacts,
+            &source(HubspotScope::Archived),
+            None,
+        )
+        .unwrap();
         assert!(t.sent[0].url.contains("archived=true"));
         assert_eq!(
             page.records
@@ -1185,7 +1540,7 @@ mod tests {
             200,
             r#"{"results":[{"id":"1","properties":{"email":"a@x.io"}}],"paging":{"next":{"after":"NTI1Cg%3D%3D","link":"?after=NTI1Cg%3D%3D"}}}"#,
         );
-        let page = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap();
+        let page = fetch_page(&mut t, Object::Contacts, &source(HubspotScope::All), None).unwrap();
         assert_eq!(page.next_cursor.as_deref(), Some("NTI1Cg%3D%3D"));
         assert!(!t.sent[0].url.contains("after="));
     }
@@ -1210,6 +1565,7 @@ mod tests {
             .answer(207, &batch(101..=149)); // 150 was deleted: absent from the answer
         let page = fetch_page(
             &mut t,
+            Object::Contacts,
             &source(HubspotScope::ListMembers("42".into())),
             Some("m1"),
         )
@@ -1238,8 +1594,13 @@ mod tests {
     #[test]
     fn an_empty_list_page_sends_no_batch_read() {
         let mut t = Scripted::default().answer(200, r#"{"results":[]}"#);
-        let page =
-            fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap();
+        let page = fetch_page(
+            &mut t,
+            Object::Contacts,
+            &source(HubspotScope::ListMembers("7".into())),
+            None,
+        )
+        .unwrap();
         assert!(page.records.is_empty() && page.next_cursor.is_none());
         assert_eq!(t.sent.len(), 1);
     }
@@ -1255,7 +1616,7 @@ mod tests {
                 {"label":"nameless"}
             ]}"#,
         );
-        let props = list_properties(&mut t, &source(HubspotScope::All)).unwrap();
+        let props = list_properties(&mut t, Object::Contacts, &source(HubspotScope::All)).unwrap();
         assert_eq!(
             t.sent[0].url,
             "https://api.hubapi.com/crm/v3/properties/contacts"
@@ -1274,8 +1635,13 @@ mod tests {
             404,
             r#"{"status":"error","message":"Not found","category":"OBJECT_NOT_FOUND"}"#,
         );
-        let e =
-            fetch_page(&mut t, &source(HubspotScope::ListMembers("7".into())), None).unwrap_err();
+        let e = fetch_page(
+            &mut t,
+            Object::Contacts,
+            &source(HubspotScope::ListMembers("7".into())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.category, ErrorCategory::ListNotFound);
     }
 
@@ -1286,13 +1652,13 @@ mod tests {
             .push_back(Err(TransportError::Failed("connection reset".into())));
         t.answers
             .push_back(Err(TransportError::Denied("HttpRequestDenied".into())));
-        let e = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap_err();
+        let e = fetch_page(&mut t, Object::Contacts, &source(HubspotScope::All), None).unwrap_err();
         assert_eq!(e.category, ErrorCategory::Transient);
         assert!(
             e.message
                 .contains("GET /crm/v3/objects/contacts did not complete")
         );
-        let e = fetch_page(&mut t, &source(HubspotScope::All), None).unwrap_err();
+        let e = fetch_page(&mut t, Object::Contacts, &source(HubspotScope::All), None).unwrap_err();
         assert_eq!(e.category, ErrorCategory::PermissionDenied);
     }
 }

@@ -4,6 +4,7 @@
 //! tested natively; only [`component`] (the export glue and the `waki` HTTP
 //! client) is specific to `wasm32`.
 
+pub mod associations;
 pub mod errors;
 pub mod filters;
 pub mod hubspot;

@@ -28,6 +28,7 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
     let mut full = None;
     let mut emails: Vec<String> = Vec::new();
     let mut phones: Vec<String> = Vec::new();
+    let mut domains: Vec<String> = Vec::new();
     let mut fields: Vec<FieldValue> = Vec::new();
     let mut field_errors = Vec::new();
 
@@ -47,6 +48,11 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
             FieldTarget::Phone => {
                 if let Some(phone) = normalize_phone(value) {
                     push_unique(&mut phones, phone);
+                }
+            }
+            FieldTarget::Domain => {
+                for domain in value.split(';').filter_map(normalize_domain) {
+                    push_unique(&mut domains, domain);
                 }
             }
             FieldTarget::Custom(name) => {
@@ -83,11 +89,13 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
             name,
             emails,
             phones,
+            domains,
             fields,
         },
         field_errors,
         modified_at: record.modified_at,
         merged_ids: record.merged_ids.clone(),
+        company_ids: record.company_ids.clone(),
     }
 }
 
@@ -129,6 +137,22 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     })
 }
 
+/// S3: a company domain compares lower-cased, without scheme, `www.`,
+/// credentials, port, path or trailing dot (`https://www.Acme.com/about` is
+/// `acme.com`). A value with no dot is not a domain.
+pub fn normalize_domain(raw: &str) -> Option<String> {
+    let text = raw.trim().to_lowercase();
+    let text = text
+        .split_once("://")
+        .map_or(text.as_str(), |(_, rest)| rest);
+    let host = text.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    let host = host.split(':').next().unwrap_or("").trim_end_matches('.');
+    let host = host.strip_prefix("www.").unwrap_or(host);
+    (host.contains('.') && !host.starts_with('.') && !host.contains(char::is_whitespace))
+        .then(|| host.to_owned())
+}
+
 fn push_unique(values: &mut Vec<String>, value: String) {
     if !values.contains(&value) {
         values.push(value);
@@ -152,6 +176,7 @@ mod tests {
                 .collect(),
             modified_at: None,
             merged_ids: Vec::new(),
+            company_ids: Vec::new(),
         }
     }
 
@@ -299,6 +324,31 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn domains_are_bare_lower_case_hosts() {
+        for (raw, want) in [
+            ("Acme.com", Some("acme.com")),
+            ("https://www.Acme.com/about?x=1", Some("acme.com")),
+            ("http://user@shop.acme.co.uk:8080/", Some("shop.acme.co.uk")),
+            (" acme.com. ", Some("acme.com")),
+            ("localhost", None),
+            ("", None),
+            ("not a domain.com", None),
+        ] {
+            assert_eq!(normalize_domain(raw).as_deref(), want, "{raw:?}");
+        }
+        let mapping = [FieldMapping {
+            source: "domain".into(),
+            target: FieldTarget::Domain,
+            value_type: FieldType::Text,
+        }];
+        let c = map_fields(
+            &record(&[("domain", Some("acme.com; www.ACME.com;initech.com"))]),
+            &mapping,
+        );
+        assert_eq!(c.contact.domains, ["acme.com", "initech.com"]);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::types::{DestinationContact, HandleConflict, HandleKind, MappedContact
 pub trait Directory {
     fn find_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact>;
     fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact>;
+    fn find_account_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact>;
+    fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact>;
 }
 
 /// Decides how `contact` lands in the destination.
@@ -24,15 +26,45 @@ pub fn match_contact(directory: &mut impl Directory, contact: &MappedContact) ->
     if contact.emails.is_empty() && contact.phones.is_empty() {
         return MatchOutcome::Skip(errors::missing_handle(id));
     }
-
     let linked = directory.find_by_external_id(id);
+    match_by_handles(
+        id,
+        linked,
+        &[
+            (HandleKind::Email, &contact.emails),
+            (HandleKind::Phone, &contact.phones),
+        ],
+        |kind, handle| directory.find_by_handle(kind, handle),
+    )
+}
+
+/// Decides how a company lands among the destination's accounts (S3): the
+/// same rules with domains as the only handle, and no handle is no error (a
+/// company without a domain is matched by its id alone).
+pub fn match_account(directory: &mut impl Directory, account: &MappedContact) -> MatchOutcome {
+    let id = account.external_id.as_str();
+    let linked = directory.find_account_by_external_id(id);
+    match_by_handles(
+        id,
+        linked,
+        &[(HandleKind::Domain, &account.domains)],
+        |_, domain| directory.find_accounts_by_domain(domain),
+    )
+}
+
+/// X2-X5 once the linked record (if any) is known: a handle held by a record
+/// linked elsewhere skips, else the linked one is updated, else the first
+/// unlinked holder is linked, else a new record is created.
+fn match_by_handles(
+    id: &str,
+    linked: Option<DestinationContact>,
+    handles: &[(HandleKind, &Vec<String>)],
+    mut holders_of: impl FnMut(HandleKind, &str) -> Vec<DestinationContact>,
+) -> MatchOutcome {
     let mut first_unlinked: Option<String> = None;
-    for (kind, handles) in [
-        (HandleKind::Email, &contact.emails),
-        (HandleKind::Phone, &contact.phones),
-    ] {
+    for &(kind, handles) in handles {
         for handle in handles {
-            for holder in directory.find_by_handle(kind, handle) {
+            for holder in holders_of(kind, handle) {
                 if linked.as_ref().is_some_and(|l| l.id == holder.id) {
                     continue;
                 }
@@ -66,9 +98,9 @@ mod tests {
     use super::*;
     use crate::types::ErrorCategory;
 
-    /// An in-memory destination, as a host would keep it.
+    /// An in-memory destination, as a host would keep it: contacts, accounts.
     #[derive(Default)]
-    struct Memory(Vec<DestinationContact>);
+    struct Memory(Vec<DestinationContact>, Vec<DestinationContact>);
 
     impl Memory {
         fn with(mut self, id: &str, ext: Option<&str>, emails: &[&str], phones: &[&str]) -> Self {
@@ -77,6 +109,18 @@ mod tests {
                 external_id: ext.map(Into::into),
                 emails: emails.iter().map(|e| (*e).into()).collect(),
                 phones: phones.iter().map(|p| (*p).into()).collect(),
+                domains: vec![],
+            });
+            self
+        }
+
+        fn account(mut self, id: &str, ext: Option<&str>, domains: &[&str]) -> Self {
+            self.1.push(DestinationContact {
+                id: id.into(),
+                external_id: ext.map(Into::into),
+                emails: vec![],
+                phones: vec![],
+                domains: domains.iter().map(|d| (*d).into()).collect(),
             });
             self
         }
@@ -95,10 +139,61 @@ mod tests {
                 .filter(|c| match kind {
                     HandleKind::Email => c.emails.iter().any(|e| e == handle),
                     HandleKind::Phone => c.phones.iter().any(|p| p == handle),
+                    HandleKind::Domain => false,
                 })
                 .cloned()
                 .collect()
         }
+        fn find_account_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
+            self.1
+                .iter()
+                .find(|c| c.external_id.as_deref() == Some(external_id))
+                .cloned()
+        }
+        fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact> {
+            self.1
+                .iter()
+                .filter(|c| c.domains.iter().any(|d| d == domain))
+                .cloned()
+                .collect()
+        }
+    }
+
+    fn company(ext: &str, domains: &[&str]) -> MappedContact {
+        MappedContact {
+            domains: domains.iter().map(|d| (*d).into()).collect(),
+            ..contact(ext, &[], &[])
+        }
+    }
+
+    #[test]
+    fn accounts_match_by_id_then_domain_and_need_no_handle() {
+        let mut d = Memory::default()
+            .account("a1", Some("c1"), &["acme.com"])
+            .account("a2", None, &["initech.com"])
+            .account("a3", Some("c3"), &["globex.com"])
+            .with("p1", None, &[], &[]);
+        assert_eq!(
+            match_account(&mut d, &company("c1", &["new.acme.com"])),
+            MatchOutcome::Update("a1".into())
+        );
+        assert_eq!(
+            match_account(&mut d, &company("c2", &["initech.com"])),
+            MatchOutcome::Link("a2".into())
+        );
+        assert_eq!(
+            match_account(&mut d, &company("c9", &[])),
+            MatchOutcome::Create
+        );
+        assert_eq!(
+            category(match_account(&mut d, &company("c4", &["globex.com"]))),
+            ErrorCategory::DomainTaken
+        );
+        // Accounts and contacts are separate: a contact's id never matches a company.
+        assert_eq!(
+            match_account(&mut d, &company("p1", &[])),
+            MatchOutcome::Create
+        );
     }
 
     fn contact(ext: &str, emails: &[&str], phones: &[&str]) -> MappedContact {
@@ -107,6 +202,7 @@ mod tests {
             name: None,
             emails: emails.iter().map(|e| (*e).into()).collect(),
             phones: phones.iter().map(|p| (*p).into()).collect(),
+            domains: vec![],
             fields: vec![],
         }
     }

@@ -4,7 +4,7 @@
 //! window comes back exactly once and nothing outside it does — however many
 //! records share a timestamp. Seeded and deterministic.
 
-use crmsync_plugin::hubspot::{SEARCH_PAGE_LIMIT, fetch_page};
+use crmsync_plugin::hubspot::{Object, SEARCH_PAGE_LIMIT, fetch_page};
 use crmsync_plugin::transport::{HttpRequest, HttpResponse, Transport, TransportError};
 use crmsync_plugin::types::{HubspotScope, HubspotSource, TimeWindow};
 use serde_json::{Value, json};
@@ -120,11 +120,13 @@ fn every_record_in_the_window_is_read_exactly_once_whatever_the_ties() {
             scope: HubspotScope::Modified(window),
             properties: vec!["email".into()],
             filters: Vec::new(),
+            with_companies: false,
         };
         let mut read: BTreeMap<String, usize> = BTreeMap::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = fetch_page(&mut server, &source, cursor.as_deref()).unwrap();
+            let page =
+                fetch_page(&mut server, Object::Contacts, &source, cursor.as_deref()).unwrap();
             for record in &page.records {
                 *read.entry(record.id.clone()).or_default() += 1;
             }

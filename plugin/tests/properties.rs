@@ -144,6 +144,7 @@ fn mapping_keeps_its_invariants_for_any_values() {
             properties,
             modified_at: None,
             merged_ids: Vec::new(),
+            company_ids: Vec::new(),
         };
         let mapped = map_fields(&record, &mappings);
         // A typed value either converts or is one field error, never both.

@@ -31,6 +31,7 @@ test('map-fields meets the shared expectations', () => {
       id: c.record.id,
       properties: Object.entries(c.record.properties).map(([name, value]) => ({ name, value: opt(value) })),
       mergedIds: [],
+      companyIds: [],
     };
     const mappings = c.mappings.map(([source, t]) => ({ source, target: target(t), valueType: { tag: 'text' } }));
     const mapped = sync.mapFields(record, mappings).contact;
@@ -56,6 +57,7 @@ test('match-contact meets the shared expectations', () => {
       name: undefined,
       emails: c.contact.emails,
       phones: c.contact.phones,
+      domains: [],
       fields: [],
     });
     const got = outcome.tag === 'skip'
@@ -99,6 +101,7 @@ test('fetch-page meets the shared expectations', async () => {
           scope: c.source.list_id == null ? { tag: 'all' } : { tag: 'list-members', val: c.source.list_id },
           properties: c.source.properties,
           filters: [],
+          withCompanies: false,
         },
       };
       let got;

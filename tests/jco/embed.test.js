@@ -12,7 +12,7 @@ test('a minimal jco host embeds the component', () => {
   setDirectory([{ id: 'front-7', externalId: undefined, emails: ['ada@example.com'], phones: [] }]);
 
   const { contact: mapped, fieldErrors } = sync.mapFields(
-    { id: '101', properties: [{ name: 'firstname', value: 'Ada' }, { name: 'email', value: ' ADA@example.com' }], mergedIds: [] },
+    { id: '101', properties: [{ name: 'firstname', value: 'Ada' }, { name: 'email', value: ' ADA@example.com' }], mergedIds: [], companyIds: [] },
     [
       { source: 'firstname', target: { tag: 'first-name' }, valueType: { tag: 'text' } },
       { source: 'email', target: { tag: 'email' }, valueType: { tag: 'text' } },

@@ -25,6 +25,20 @@ pub const STANDARD_PROPERTIES: &[&str] = &[
     "lastmodifieddate",
 ];
 
+/// The company properties the server's catalogue defines (HubSpot's standard ones).
+pub const STANDARD_COMPANY_PROPERTIES: &[&str] = &[
+    "name",
+    "domain",
+    "hs_additional_domains",
+    "industry",
+    "city",
+    "country",
+    "phone",
+    "hs_object_id",
+    "createdate",
+    "hs_lastmodifieddate",
+];
+
 /// When contacts made with [`Contact::new`] were last modified: 2024-06-01T00:00:00Z.
 pub const OLD_MODIFICATION_MS: u64 = 1_717_200_000_000;
 
@@ -132,6 +146,10 @@ pub struct Seen {
 #[derive(Debug, Default)]
 pub struct State {
     pub contacts: Vec<Contact>,
+    /// Companies, held like contacts (id, properties, archived, modification).
+    pub companies: Vec<Contact>,
+    /// Contact -> company associations: `(contact id, company id, primary)`.
+    pub associations: Vec<(u64, u64, bool)>,
     pub lists: HashMap<String, Vec<u64>>,
     /// Most results per page the server returns (HubSpot may return fewer than `limit`).
     pub page_size: Option<usize>,
@@ -480,16 +498,31 @@ fn route(
         );
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let object = |kind: &str| matches!(kind, "contacts" | "companies");
     match (method, segments.as_slice()) {
-        (Method::Get, ["crm", "v3", "objects", "contacts"]) => list_contacts(state, query),
-        (Method::Post, ["crm", "v3", "objects", "contacts", "batch", "read"]) => {
-            batch_read(state, body)
+        (Method::Get, ["crm", "v3", "objects", kind]) if object(kind) => {
+            list_objects(state, kind, query)
         }
-        (Method::Post, ["crm", "v3", "objects", "contacts", "search"]) => search(state, body),
+        (Method::Post, ["crm", "v3", "objects", kind, "batch", "read"]) if object(kind) => {
+            batch_read(state, kind, body)
+        }
+        (Method::Post, ["crm", "v3", "objects", kind, "search"]) if object(kind) => {
+            search(state, kind, body)
+        }
         (Method::Get, ["crm", "v3", "lists", list_id, "memberships"]) => {
             memberships(state, list_id, query)
         }
-        (Method::Get, ["crm", "v3", "properties", "contacts"]) => properties(state),
+        (Method::Get, ["crm", "v3", "properties", kind]) if object(kind) => properties(state, kind),
+        (Method::Post, ["crm", "v4", "associations", from, to, "batch", "read"])
+            if object(from) && object(to) && from != to =>
+        {
+            associations_batch(state, from, body)
+        }
+        (Method::Get, ["crm", "v4", "objects", from, id, "associations", to])
+            if object(from) && object(to) && from != to =>
+        {
+            associations_of(state, from, id)
+        }
         _ => (
             404,
             json!({"status": "error", "message": format!("no route for {path}"), "category": "OBJECT_NOT_FOUND"}),
@@ -540,6 +573,89 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The records of an object type.
+fn records<'a>(state: &'a State, kind: &str) -> &'a [Contact] {
+    if kind == "companies" {
+        &state.companies
+    } else {
+        &state.contacts
+    }
+}
+
+/// `(id, associated id, primary)` of every association, seen from `from`'s side.
+fn associated(state: &State, from: &str) -> Vec<(u64, u64, bool)> {
+    state
+        .associations
+        .iter()
+        .map(|&(contact, company, primary)| {
+            if from == "contacts" {
+                (contact, company, primary)
+            } else {
+                (company, contact, primary)
+            }
+        })
+        .collect()
+}
+
+/// A v4 association entry.
+fn association_entry(to: u64, primary: bool) -> Value {
+    let mut types = vec![json!({"category": "HUBSPOT_DEFINED", "typeId": 279, "label": null})];
+    if primary {
+        types.insert(
+            0,
+            json!({"category": "HUBSPOT_DEFINED", "typeId": 1, "label": "Primary"}),
+        );
+    }
+    json!({"toObjectId": to, "associationTypes": types})
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/read`: 200, or 207 with an
+/// error for ids that have no associations.
+fn associations_batch(state: &State, from: &str, body: &str) -> (u16, Value) {
+    let Ok(request) = serde_json::from_str::<Value>(body) else {
+        return validation_error("Invalid input JSON");
+    };
+    let inputs = request["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.is_empty() || inputs.len() > 1_000 {
+        return validation_error("inputs must hold 1 to 1000 ids");
+    }
+    let all = associated(state, from);
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for input in &inputs {
+        let id = input["id"].as_str().unwrap_or("");
+        let to: Vec<Value> = all
+            .iter()
+            .filter(|(f, _, _)| f.to_string() == id)
+            .map(|&(_, to, primary)| association_entry(to, primary))
+            .collect();
+        if to.is_empty() {
+            missing.push(id.to_owned());
+        } else {
+            results.push(json!({"from": {"id": id}, "to": to}));
+        }
+    }
+    let mut answer = json!({"status": "COMPLETE", "results": results});
+    if missing.is_empty() {
+        (200, answer)
+    } else {
+        answer["numErrors"] = json!(missing.len());
+        answer["errors"] = json!(missing.iter().map(|id| json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+            "message": format!("No associations found for {id}"), "context": {"fromObjectId": [id]}})).collect::<Vec<_>>());
+        (207, answer)
+    }
+}
+
+/// `GET /crm/v4/objects/{from}/{id}/associations/{to}`: everything in one page.
+fn associations_of(state: &State, from: &str, id: &str) -> (u16, Value) {
+    let results: Vec<Value> = associated(state, from)
+        .iter()
+        .filter(|(f, _, _)| f.to_string() == id)
+        .map(|&(_, to, primary)| association_entry(to, primary))
+        .collect();
+    (200, json!({ "results": results }))
+}
+
 /// The object shape HubSpot returns: requested properties (null when empty)
 /// plus the ones it always includes.
 fn object(contact: &Contact, requested: &[String]) -> Value {
@@ -556,6 +672,7 @@ fn object(contact: &Contact, requested: &[String]) -> Value {
     properties.insert("hs_object_id".into(), json!(contact.id.to_string()));
     properties.insert("createdate".into(), json!("2024-01-01T00:00:00.000Z"));
     properties.insert("lastmodifieddate".into(), json!(modified));
+    properties.insert("hs_lastmodifieddate".into(), json!(modified));
     json!({
         "id": contact.id.to_string(),
         "properties": properties,
@@ -577,7 +694,7 @@ fn validation_error(message: &str) -> (u16, Value) {
 /// filters ANDed, one sort at most, `limit` up to 200, `after` an offset, and
 /// no paging past 10,000 results. Dates compare as epoch ms. Records sharing a
 /// sort value come back in an order of the server's own (not by id).
-fn search(state: &State, body: &str) -> (u16, Value) {
+fn search(state: &State, kind: &str, body: &str) -> (u16, Value) {
     let Ok(request) = serde_json::from_str::<Value>(body) else {
         return validation_error("Invalid input JSON on line 1");
     };
@@ -618,7 +735,7 @@ fn search(state: &State, body: &str) -> (u16, Value) {
     }
     let value_of = |contact: &Contact, property: &str| -> Option<String> {
         match property {
-            "lastmodifieddate" => Some(contact.modified.to_string()),
+            "lastmodifieddate" | "hs_lastmodifieddate" => Some(contact.modified.to_string()),
             "hs_object_id" => Some(contact.id.to_string()),
             other => contact
                 .properties
@@ -629,11 +746,13 @@ fn search(state: &State, body: &str) -> (u16, Value) {
         }
     };
     let numeric = |p: &str| {
-        matches!(p, "lastmodifieddate" | "hs_object_id")
-            || state
-                .custom_properties
-                .iter()
-                .any(|(name, t)| name == p && matches!(t.as_str(), "number" | "date" | "datetime"))
+        matches!(
+            p,
+            "lastmodifieddate" | "hs_lastmodifieddate" | "hs_object_id"
+        ) || state
+            .custom_properties
+            .iter()
+            .any(|(name, t)| name == p && matches!(t.as_str(), "number" | "date" | "datetime"))
     };
     // Numbers (dates as epoch ms) by value; strings ignoring case, as HubSpot's search does.
     let compare = |property: &str, actual: &str, wanted: &str| -> Option<std::cmp::Ordering> {
@@ -679,8 +798,7 @@ fn search(state: &State, body: &str) -> (u16, Value) {
             _ => false,
         }
     };
-    let mut hits: Vec<&Contact> = state
-        .contacts
+    let mut hits: Vec<&Contact> = records(state, kind)
         .iter()
         .filter(|c| !c.archived && c.indexed)
         .filter(|c| {
@@ -750,7 +868,7 @@ fn limit(query: &HashMap<String, String>, max: usize) -> Result<usize, (u16, Val
     Ok(limit)
 }
 
-fn list_contacts(state: &State, query: &HashMap<String, String>) -> (u16, Value) {
+fn list_objects(state: &State, kind: &str, query: &HashMap<String, String>) -> (u16, Value) {
     let limit = match limit(query, 100) {
         Ok(l) => l.min(state.page_size.unwrap_or(usize::MAX)),
         Err(e) => return e,
@@ -765,18 +883,48 @@ fn list_contacts(state: &State, query: &HashMap<String, String>) -> (u16, Value)
         .and_then(|a| a.strip_prefix("cur-"))
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
-    let mut live: Vec<&Contact> = state
-        .contacts
+    let mut live: Vec<&Contact> = records(state, kind)
         .iter()
         .filter(|c| c.archived == archived && c.id > after)
         .collect();
     live.sort_by_key(|c| c.id);
     let page: Vec<&Contact> = live.iter().take(limit).copied().collect();
-    let mut answer =
-        json!({ "results": page.iter().map(|c| object(c, &requested)).collect::<Vec<_>>() });
+    let with_companies = kind == "contacts"
+        && query
+            .get("associations")
+            .is_some_and(|a| a.split(',').any(|a| a == "companies"));
+    let results: Vec<Value> = page
+        .iter()
+        .map(|c| {
+            let mut value = object(c, &requested);
+            let companies: Vec<Value> = state
+                .associations
+                .iter()
+                .filter(|(contact, _, _)| *contact == c.id)
+                .flat_map(|&(_, company, primary)| {
+                    let mut entries = vec![
+                        json!({"id": company.to_string(), "type": "contact_to_company_unlabeled"}),
+                    ];
+                    if primary {
+                        entries.insert(
+                            0,
+                            json!({"id": company.to_string(), "type": "contact_to_company"}),
+                        );
+                    }
+                    entries
+                })
+                .collect();
+            // HubSpot leaves `associations` out when there are none.
+            if with_companies && !companies.is_empty() {
+                value["associations"] = json!({"companies": {"results": companies}});
+            }
+            value
+        })
+        .collect();
+    let mut answer = json!({ "results": results });
     if live.len() > limit {
         let next = format!("cur-{}", page.last().expect("a full page").id);
-        answer["paging"] = json!({"next": {"after": next, "link": format!("/crm/v3/objects/contacts?after={next}")}});
+        answer["paging"] = json!({"next": {"after": next, "link": format!("/crm/v3/objects/{kind}?after={next}")}});
     }
     (200, answer)
 }
@@ -811,7 +959,7 @@ fn memberships(state: &State, list_id: &str, query: &HashMap<String, String>) ->
     (200, answer)
 }
 
-fn batch_read(state: &State, body: &str) -> (u16, Value) {
+fn batch_read(state: &State, kind: &str, body: &str) -> (u16, Value) {
     let Ok(request) = serde_json::from_str::<Value>(body) else {
         return (
             400,
@@ -830,8 +978,7 @@ fn batch_read(state: &State, body: &str) -> (u16, Value) {
     let mut missing = Vec::new();
     for input in &inputs {
         let id = input["id"].as_str().unwrap_or("");
-        match state
-            .contacts
+        match records(state, kind)
             .iter()
             .find(|c| c.id.to_string() == id && !c.archived)
         {
@@ -861,8 +1008,13 @@ fn requested_properties(request: &Value) -> Option<Vec<String>> {
     })
 }
 
-fn properties(state: &State) -> (u16, Value) {
-    let standard = STANDARD_PROPERTIES.iter().map(|p| (*p, "string", true));
+fn properties(state: &State, kind: &str) -> (u16, Value) {
+    let names = if kind == "companies" {
+        STANDARD_COMPANY_PROPERTIES
+    } else {
+        STANDARD_PROPERTIES
+    };
+    let standard = names.iter().map(|p| (*p, "string", true));
     let custom = state
         .custom_properties
         .iter()

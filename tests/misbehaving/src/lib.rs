@@ -31,7 +31,7 @@ mod component {
 
     fn base_url(source: &Source) -> String {
         match source {
-            Source::HubspotContacts(s) => s.base_url.clone(),
+            Source::HubspotContacts(s) | Source::HubspotCompanies(s) => s.base_url.clone(),
         }
     }
 
@@ -78,6 +78,7 @@ mod component {
                 properties: Vec::new(),
                 modified_at: None,
                 merged_ids: Vec::new(),
+                company_ids: Vec::new(),
             };
             Self::map_fields(record, mappings);
             unreachable!("map-fields never returns")
@@ -102,6 +103,11 @@ mod component {
 
         /// Panics (a trap).
         fn match_contact(_contact: MappedContact) -> MatchOutcome {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics too.
+        fn match_account(_account: MappedContact) -> MatchOutcome {
             panic!("misbehaving on purpose")
         }
 

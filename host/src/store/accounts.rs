@@ -1,0 +1,385 @@
+//! Destination accounts (S3): HubSpot companies as the embedded store keeps
+//! them, matched by external id then domain, and the contact -> account link.
+
+use super::{Change, ContactStore, DirectoryEntry, Fields, NOW, SeenBy, now_text, parse_fields};
+use anyhow::{Context, Result};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+/// An account's new content, from the mapping (domains already normalised).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountData {
+    pub name: Option<String>,
+    pub domains: Vec<String>,
+    pub fields: Fields,
+}
+
+/// A destination account as `crmsync accounts --json` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountRow {
+    pub id: i64,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub domains: Vec<String>,
+    pub fields: Fields,
+    /// `false` once the company was archived, or stopped matching the filters.
+    pub syncing: bool,
+    /// Destination contacts linked to this account.
+    pub contacts: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The account a destination contact belongs to, as `contacts --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountRef {
+    pub id: i64,
+    /// The source company's id.
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl ContactStore {
+    /// The account linked to the source company `external_id`.
+    pub fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM accounts WHERE external_id = ?1")?
+            .query_row([external_id], |r| r.get(0))
+            .optional()?;
+        id.map(|id| self.account_entry(id)).transpose()
+    }
+
+    /// Accounts holding the normalised `domain`.
+    pub fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<DirectoryEntry>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT account_id FROM account_domains WHERE domain = ?1 ORDER BY account_id",
+            )?
+            .query_map([domain], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.into_iter().map(|id| self.account_entry(id)).collect()
+    }
+
+    fn account_entry(&self, id: i64) -> Result<DirectoryEntry> {
+        let external_id = self
+            .conn
+            .prepare_cached("SELECT external_id FROM accounts WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        Ok(DirectoryEntry {
+            id,
+            external_id,
+            emails: Vec::new(),
+            phones: Vec::new(),
+            domains: self.domains(id)?,
+        })
+    }
+
+    fn domains(&self, id: i64) -> Result<Vec<String>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT domain FROM account_domains WHERE account_id = ?1 ORDER BY position",
+            )?
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Creates an account linked to the company `external_id`.
+    pub fn create_account(
+        &self,
+        external_id: &str,
+        data: &AccountData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (external_id, name, fields, created_at, updated_at, seen_sync, seen_run)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                external_id,
+                data.name,
+                serde_json::to_string(&data.fields)?,
+                now_text(),
+                seen.map(|s| s.sync),
+                seen.map(|s| s.run_id)
+            ])?;
+        let id = self.conn.last_insert_rowid();
+        self.write_domains(id, &data.domains)?;
+        Ok(id)
+    }
+
+    /// Updates account `id` from the company and links it to `external_id`.
+    /// The company's domains replace the account's; empty source values never
+    /// erase a field; nothing is written when nothing changes.
+    pub fn update_account(
+        &self,
+        id: i64,
+        external_id: &str,
+        data: &AccountData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Change> {
+        let (old_external, old_name, old_fields, syncing): (
+            Option<String>,
+            Option<String>,
+            String,
+            bool,
+        ) = self
+            .conn
+            .prepare_cached(
+                "SELECT external_id, name, fields, syncing FROM accounts WHERE id = ?1",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .with_context(|| format!("destination account {id} disappeared during the run"))?;
+        let old_fields = parse_fields(id, &old_fields)?;
+        let old_domains = self.domains(id)?;
+        let name = data.name.clone().or(old_name.clone());
+        let mut fields = old_fields.clone();
+        fields.extend(data.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let domains = if data.domains.is_empty() {
+            old_domains.clone()
+        } else {
+            data.domains.clone()
+        };
+        let seen_sync = seen.map(|s| s.sync);
+        let seen_run = seen.map(|s| s.run_id);
+        if old_external.as_deref() == Some(external_id)
+            && syncing
+            && name == old_name
+            && fields == old_fields
+            && domains == old_domains
+        {
+            self.conn
+                .prepare_cached(
+                    "UPDATE accounts SET seen_sync = COALESCE(?2, seen_sync), seen_run = COALESCE(?3, seen_run) WHERE id = ?1",
+                )?
+                .execute(params![id, seen_sync, seen_run])?;
+            return Ok(Change::Unchanged);
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE accounts SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = ?5,
+                        seen_sync = COALESCE(?6, seen_sync), seen_run = COALESCE(?7, seen_run)
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                external_id,
+                name,
+                serde_json::to_string(&fields)?,
+                now_text(),
+                seen_sync,
+                seen_run
+            ])?;
+        self.conn
+            .prepare_cached("DELETE FROM account_domains WHERE account_id = ?1")?
+            .execute([id])?;
+        self.write_domains(id, &domains)?;
+        Ok(Change::Updated)
+    }
+
+    fn write_domains(&self, id: i64, domains: &[String]) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO account_domains (account_id, domain, position) VALUES (?1, ?2, ?3)",
+        )?;
+        for (position, domain) in domains.iter().enumerate() {
+            stmt.execute(params![id, domain, position as i64])?;
+        }
+        Ok(())
+    }
+
+    /// The company was archived or stopped matching the filters: the account
+    /// stays, marked as no longer syncing. Whether anything changed.
+    pub fn stop_syncing_account(&self, external_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE accounts SET syncing = 0, updated_at = {NOW} WHERE external_id = ?1 AND syncing = 1"
+            ))?
+            .execute([external_id])?
+            == 1)
+    }
+
+    /// As [`ContactStore::mark_seen`], for accounts.
+    pub fn mark_account_seen(&self, external_id: &str, sync: &str, run_id: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE accounts SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1",
+            )?
+            .execute(params![external_id, sync, run_id])?;
+        Ok(())
+    }
+
+    /// As [`ContactStore::stop_syncing_unseen`], for accounts.
+    pub fn stop_syncing_unseen_accounts(&self, sync: &str, run_id: i64) -> Result<u64> {
+        Ok(self.conn.execute(
+            &format!(
+                "UPDATE accounts SET syncing = 0, updated_at = {NOW}
+                 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
+            ),
+            params![sync, run_id],
+        )? as u64)
+    }
+
+    /// The source ids of the companies synced and still syncing, oldest
+    /// account first: the companies whose contacts a "from synced companies"
+    /// sync reads (S2).
+    pub fn synced_company_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .conn
+            .prepare("SELECT external_id FROM accounts WHERE external_id IS NOT NULL AND syncing = 1 ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Links contact `id` to the account of the first of `company_ids` the
+    /// store holds, or to none when it holds none of them (the contact keeps
+    /// syncing, unlinked). Whether the link changed.
+    pub fn link_account(&self, contact_id: i64, company_ids: &[String]) -> Result<bool> {
+        let mut account: Option<i64> = None;
+        for company in company_ids {
+            account = self
+                .conn
+                .prepare_cached("SELECT id FROM accounts WHERE external_id = ?1")?
+                .query_row([company], |r| r.get(0))
+                .optional()?;
+            if account.is_some() {
+                break;
+            }
+        }
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE contacts SET account_id = ?2 WHERE id = ?1 AND account_id IS NOT ?2",
+            )?
+            .execute(params![contact_id, account])?
+            == 1)
+    }
+
+    /// Every destination account, in creation order.
+    pub fn accounts(&self) -> Result<Vec<AccountRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT a.id, a.external_id, a.name, a.fields, a.syncing, a.created_at, a.updated_at,
+                    (SELECT COUNT(*) FROM contacts c WHERE c.account_id = a.id)
+             FROM accounts a ORDER BY a.id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    AccountRow {
+                        id: r.get(0)?,
+                        external_id: r.get(1)?,
+                        name: r.get(2)?,
+                        domains: Vec::new(),
+                        fields: Fields::new(),
+                        syncing: r.get(4)?,
+                        created_at: r.get(5)?,
+                        updated_at: r.get(6)?,
+                        contacts: r.get(7)?,
+                    },
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(mut account, fields)| {
+                account.domains = self.domains(account.id)?;
+                account.fields = parse_fields(account.id, &fields)?;
+                Ok(account)
+            })
+            .collect()
+    }
+
+    /// The account contact `id` belongs to, if any.
+    pub fn account_of(&self, contact_id: i64) -> Result<Option<AccountRef>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT a.id, a.external_id, a.name FROM contacts c JOIN accounts a ON a.id = c.account_id
+                 WHERE c.id = ?1",
+            )?
+            .query_row([contact_id], |r| {
+                Ok(AccountRef {
+                    id: r.get(0)?,
+                    external_id: r.get(1)?,
+                    name: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ContactData;
+
+    fn company(name: &str, domains: &[&str]) -> AccountData {
+        AccountData {
+            name: Some(name.into()),
+            domains: domains.iter().map(|d| (*d).into()).collect(),
+            fields: Fields::new(),
+        }
+    }
+
+    #[test]
+    fn accounts_are_found_by_id_and_domain_and_contacts_link_to_them() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let acme = s
+            .create_account("c1", &company("Acme", &["acme.com", "acme.io"]), None)
+            .unwrap();
+        assert_eq!(
+            s.find_account_by_external_id("c1").unwrap().unwrap().id,
+            acme
+        );
+        assert_eq!(s.find_accounts_by_domain("acme.io").unwrap()[0].id, acme);
+        assert!(s.find_account_by_external_id("c2").unwrap().is_none());
+        assert_eq!(
+            s.update_account(acme, "c1", &company("Acme", &["acme.com", "acme.io"]), None)
+                .unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            s.update_account(acme, "c1", &company("Acme Inc", &[]), None)
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(
+            s.accounts().unwrap()[0].domains,
+            ["acme.com", "acme.io"],
+            "kept"
+        );
+
+        let contact = s
+            .create(
+                "p1",
+                &ContactData {
+                    emails: vec!["a@acme.com".into()],
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        assert!(
+            s.link_account(contact, &["c9".into(), "c1".into()])
+                .unwrap()
+        );
+        assert!(
+            !s.link_account(contact, &["c1".into()]).unwrap(),
+            "unchanged"
+        );
+        let account = s.account_of(contact).unwrap().unwrap();
+        assert_eq!(
+            (account.id, account.name.as_deref()),
+            (acme, Some("Acme Inc"))
+        );
+        assert_eq!(s.accounts().unwrap()[0].contacts, 1);
+        assert!(s.link_account(contact, &["c9".into()]).unwrap(), "unlinked");
+        assert!(s.account_of(contact).unwrap().is_none());
+
+        assert!(s.stop_syncing_account("c1").unwrap());
+        assert!(s.synced_company_ids().unwrap().is_empty());
+    }
+}
