@@ -26,3 +26,12 @@ echo "== destination contacts"
 echo
 echo "== errors of the last run"
 "$crmsync" errors --config "$config"
+echo
+echo "== companies, then the contacts of the synced companies: replaying fixtures/hubspot/companies.json"
+"$crmsync" sync --config examples/companies.toml --replay fixtures/hubspot/companies.json
+echo
+echo "== destination accounts"
+"$crmsync" accounts --config examples/companies.toml
+echo
+echo "== their contacts, each linked to its company's account"
+"$crmsync" contacts --config examples/companies.toml

@@ -339,3 +339,79 @@ fn a_company_sync_of_its_own_feeds_another_configs_contacts() {
     assert_eq!(report.counts.created, 4, "every company's contacts");
     assert_eq!(account_of(&contacts, "4").as_deref(), Some("103"));
 }
+
+#[test]
+fn the_bundled_companies_cassette_replays_into_linked_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(workspace().join("examples/companies.toml")).unwrap();
+    let path = dir.path().join("companies.toml");
+    std::fs::write(
+        &path,
+        example.replace("../target/demo/companies.sqlite", "replayed.sqlite"),
+    )
+    .unwrap();
+    let cassette = workspace().join("fixtures/hubspot/companies.json");
+    let (exit, out) = crmsync(&[
+        "sync",
+        "--config",
+        path.to_str().unwrap(),
+        "--replay",
+        cassette.to_str().unwrap(),
+        "--component",
+        component_path().to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(exit, crmsync_host::cli::Exit::Success, "{out}");
+
+    let accounts = run_json(&["accounts", "--config", path.to_str().unwrap(), "--json"]);
+    let names: Vec<(&str, &Value, &Value)> = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["external_id"].as_str().unwrap(),
+                &a["domains"],
+                &a["fields"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "9001",
+                &json!(["acme.example", "acme.io"]),
+                &json!({"industry": "COMPUTER_SOFTWARE", "employees": 250.0})
+            ),
+            (
+                "9002",
+                &json!(["globex.example"]),
+                &json!({"industry": "FINANCIAL_SERVICES", "employees": 12000.0})
+            ),
+            (
+                "9003",
+                &json!([]),
+                &json!({"industry": "COMPUTER_SOFTWARE", "employees": 80.0})
+            ),
+        ]
+    );
+    let config = Config::load(&path).unwrap();
+    let links: Vec<(String, Option<String>)> = contacts_by_external_id(&config)
+        .into_iter()
+        .map(|(id, c)| (id, c.account.and_then(|a| a.external_id)))
+        .collect();
+    let expected: Vec<(String, Option<String>)> = [
+        ("201", "9001"),
+        ("202", "9001"),
+        ("203", "9002"),
+        ("204", "9003"),
+    ]
+    .iter()
+    .map(|(c, a)| (c.to_string(), Some(a.to_string())))
+    .collect();
+    assert_eq!(links, expected);
+    let errors = run_json(&["errors", "--config", path.to_str().unwrap(), "--json"]);
+    assert_eq!(errors[0]["category"], "domain-taken");
+    assert_eq!(errors[0]["record_id"], "9004");
+}

@@ -163,14 +163,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&contacts)?)?;
             } else {
                 for c in &contacts {
+                    let account = c.account.as_ref().map(|a| {
+                        format!(
+                            "  @ {}",
+                            terminal_safe(a.name.as_deref().unwrap_or("(unnamed account)"))
+                        )
+                    });
                     writeln!(
                         out,
-                        "{:>6}  {:<14} {:<30} {:<40} {}",
+                        "{:>6}  {:<14} {:<30} {:<40} {}{}",
                         c.id,
                         terminal_safe(c.external_id.as_deref().unwrap_or("(unlinked)")),
                         terminal_safe(c.name.as_deref().unwrap_or("-")),
                         terminal_safe(&c.emails.join(", ")),
-                        terminal_safe(&c.phones.join(", "))
+                        terminal_safe(&c.phones.join(", ")),
+                        account.unwrap_or_default()
                     )?;
                 }
                 writeln!(out, "{} contacts", contacts.len())?;
