@@ -127,3 +127,50 @@ fn a_clean_run_notifies_only_when_asked_to_always() {
         serde_json::from_str(&std::fs::read_to_string(&always).unwrap()).unwrap();
     assert_eq!(summary["event"], "sync.completed");
 }
+
+#[test]
+fn a_company_part_with_errors_is_notified_even_when_the_contacts_are_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HubSpotServer::start(TOKEN);
+    {
+        let mut state = server.state();
+        state.contacts = vec![Contact::new(1, &[("email", Some("one@example.com"))])];
+        state.companies = vec![
+            Contact::new(11, &[("name", Some("Acme")), ("domain", Some("acme.com"))]),
+            Contact::new(
+                12,
+                &[("name", Some("Acme 2")), ("domain", Some("acme.com"))],
+            ),
+        ];
+    }
+    let file = dir.path().join("summary.json");
+    hubspot_config(
+        dir.path(),
+        "parts",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"none\"\n",
+        &format!(
+            "[companies]\n[notify]\ncommand = [\"sh\", \"-c\", \"cat > '{}'\"]\n",
+            file.display()
+        ),
+    );
+    let path = dir.path().join("parts.toml");
+    let component = component_path().display().to_string();
+    crmsync(&[
+        "sync",
+        "--config",
+        path.to_str().unwrap(),
+        "--component",
+        &component,
+    ])
+    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(summary["event"], "sync.completed_with_errors");
+    assert_eq!(summary["errors_by_category"], serde_json::json!({}));
+    assert_eq!(
+        summary["companies"]["errors_by_category"]["domain-taken"],
+        1
+    );
+}

@@ -55,11 +55,14 @@ impl NotifyConfig {
     /// Notifies about `report` if it calls for it. A failed notification is
     /// logged, never fatal: the run itself is already recorded.
     pub fn after_run(&self, report: &SyncReport) {
-        let problems = report.error.is_some() || !report.errors_by_category.is_empty();
+        // A config's [companies] part reports inside the contacts' report.
+        let parts = || std::iter::once(report).chain(report.companies.as_deref());
+        let failed = parts().any(|part| part.error.is_some());
+        let problems = failed || parts().any(|part| !part.errors_by_category.is_empty());
         if !self.is_set() || (self.on == NotifyOn::Problems && !problems) {
             return;
         }
-        let event = if report.error.is_some() {
+        let event = if failed {
             "sync.failed"
         } else if problems {
             "sync.completed_with_errors"
