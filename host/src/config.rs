@@ -619,12 +619,17 @@ pub fn default_mappings() -> Vec<FieldMapping> {
         ("mobilephone", FieldTarget::Phone),
     ]
     .into_iter()
-    .map(|(source, target)| FieldMapping {
+    .map(text_mapping)
+    .collect()
+}
+
+/// A default mapping: HubSpot's standard properties are text.
+fn text_mapping((source, target): (&str, FieldTarget)) -> FieldMapping {
+    FieldMapping {
         source: source.to_owned(),
         target,
         value_type: FieldType::Text,
-    })
-    .collect()
+    }
 }
 
 /// A mapping's `type` and `options` (M4).
@@ -775,11 +780,7 @@ pub fn default_company_mappings() -> Vec<FieldMapping> {
         ("hs_additional_domains", FieldTarget::Domain),
     ]
     .into_iter()
-    .map(|(source, target)| FieldMapping {
-        source: source.to_owned(),
-        target,
-        value_type: FieldType::Text,
-    })
+    .map(text_mapping)
     .collect()
 }
 
