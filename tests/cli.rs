@@ -376,3 +376,45 @@ fn fields_lists_the_source_catalogue_with_the_current_mapping() {
         Some(format!("Bearer {TOKEN}").as_str())
     );
 }
+
+#[test]
+fn fields_lists_the_company_part_with_declared_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HubSpotServer::start(TOKEN);
+    let config = write_config(
+        dir.path(),
+        "company-fields",
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
+             [companies.mapping]\nindustry = {{ field = \"industry\", type = \"picklist\", options = [\"TECH\"] }}\n",
+            server.base_url,
+            token_env()
+        ),
+    );
+    let component = component_path().display().to_string();
+    let fields = run_json(&[
+        "fields",
+        "--config",
+        config.to_str().unwrap(),
+        "--component",
+        &component,
+        "--json",
+        "--companies",
+    ]);
+    let mapped: Vec<(&str, &str)> = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| Some((f["name"].as_str()?, f["mapped_to"].as_str()?)))
+        .collect();
+    assert_eq!(
+        mapped,
+        [
+            ("domain", "domain"),
+            ("hs_additional_domains", "domain"),
+            ("industry", "industry (picklist)"),
+            ("name", "name")
+        ]
+    );
+    assert_eq!(server.requests_to("/crm/v3/properties/companies").len(), 1);
+}

@@ -132,6 +132,9 @@ pub struct FieldsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// The `[companies]` part's fields (company properties) instead.
+    #[arg(long)]
+    pub companies: bool,
 }
 
 #[derive(Debug, Args)]
@@ -417,7 +420,13 @@ fn load_runtime(component: &ComponentArg) -> Result<Runtime> {
 }
 
 fn fields(args: FieldsArgs, out: &mut dyn Write) -> Result<Exit> {
-    let config = Config::load(&args.config.config)?;
+    let mut config = Config::load(&args.config.config)?;
+    if args.companies {
+        config = *config
+            .companies
+            .take()
+            .context("--companies: this config has no [companies] part")?;
+    }
     let runtime = load_runtime(&args.component)?;
     let mut options = SyncOptions::default();
     if let Some(path) = &args.replay {

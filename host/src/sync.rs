@@ -7,7 +7,7 @@ use crate::bindings::crmsync::sync::types::{
     HubspotSource, MappedContact, MappedPage, MappedRecord, MatchOutcome, Source, SyncError,
     TimeWindow,
 };
-use crate::config::{Config, SyncObject, mapped_properties, target_name};
+use crate::config::{Config, SyncObject, mapped_properties, target_name, type_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
@@ -391,7 +391,10 @@ pub fn source_fields(
             .mappings
             .iter()
             .filter(|m| m.source == name)
-            .map(|m| target_name(&m.target))
+            .map(|m| match m.value_type {
+                FieldType::Text => target_name(&m.target),
+                ref typed => format!("{} ({})", target_name(&m.target), type_name(typed)),
+            })
             .collect();
         (!targets.is_empty()).then(|| targets.join(", "))
     };
