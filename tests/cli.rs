@@ -248,7 +248,8 @@ fn a_bad_config_is_one_error_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[source]\nsystem = \"hubspot\"\nlist = \"1\"\n", "list"),
-        ("[source]\nsystem = \"salesforce\"\n", "source.system"),
+        ("[source]\nsystem = \"pipedrive\"\n", "source.system"),
+        ("[source]\nsystem = \"salesforce\"\n", "source.base_url"),
         (
             "[source]\nsystem = \"hubspot\"\nbase_url = \"api.hubapi.com\"\n",
             "source.base_url",

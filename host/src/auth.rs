@@ -1,9 +1,11 @@
 //! Source credentials, held by the host only (E8).
 //!
 //! A private-app token is read from the environment variable the config names.
-//! OAuth uses HubSpot's refresh-token grant (`POST {base_url}/oauth/v1/token`,
-//! form-encoded) and refreshes a minute before `expires_in` runs out, and once
-//! more when the API reports `EXPIRED_AUTHENTICATION` mid-run.
+//! OAuth uses the refresh-token grant, form-encoded, at the source's token
+//! endpoint (HubSpot `POST {base_url}/oauth/v1/token`, Salesforce
+//! `POST {instance_url}/services/oauth2/token`), refreshes a minute before
+//! `expires_in` runs out when the answer has one (Salesforce's has not), and
+//! once more when the API reports an expired session mid-run.
 
 use crate::config::{AuthConfig, OAuthEnv};
 use crate::http::{Bearer, HttpLimits, send};
@@ -66,7 +68,7 @@ impl Credentials {
     /// Reads the credentials the config names from `env` (usually `std::env::var`).
     pub fn from_config(
         auth: &AuthConfig,
-        base_url: &str,
+        token_url: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, AuthError> {
         let read = |key: &str, var: &str| {
@@ -94,7 +96,7 @@ impl Credentials {
                 refresh_token_env,
             }) => (
                 Kind::OAuth {
-                    token_url: format!("{}/oauth/v1/token", base_url.trim_end_matches('/')),
+                    token_url: token_url.to_owned(),
                     client_id: read("source.oauth.client_id_env", client_id_env)?,
                     client_secret: read("source.oauth.client_secret_env", client_secret_env)?,
                     refresh_token: read("source.oauth.refresh_token_env", refresh_token_env)?,
@@ -175,7 +177,7 @@ fn post_form(url: &str, form: String) -> Result<TokenAnswer> {
         .body(Full::new(Bytes::from(form)))
         .context("cannot build the token request")?;
     let (status, _, body) = wasmtime_wasi::runtime::in_tokio(send(request, HttpLimits::default()))
-        .map_err(|e| anyhow!("POST /oauth/v1/token did not complete: {e}"))?;
+        .map_err(|e| anyhow!("POST {url} did not complete: {e}"))?;
     if !status.is_success() {
         // HubSpot answers BAD_REFRESH_TOKEN / invalid_grant bodies; their text helps the user.
         let text = String::from_utf8_lossy(&body);

@@ -5,7 +5,7 @@
 //! a refusal.
 
 use crate::bindings::crmsync::sync::types::{
-    FieldMapping, FieldTarget, FieldType, Filter, FilterOp,
+    FieldMapping, FieldTarget, FieldType, Filter, FilterOp, SalesforceObject,
 };
 use crate::notify::NotifyConfig;
 use crate::rate_limit::{HUBSPOT_DEFAULT, HUBSPOT_SEARCH_DEFAULT, RateLimit};
@@ -54,9 +54,73 @@ pub struct Config {
     pub notify: NotifyConfig,
 }
 
+/// The CRM a source reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSystem {
+    Hubspot,
+    /// The REST API at this version, reading these objects in order.
+    Salesforce {
+        api_version: String,
+        objects: Vec<SalesforceObject>,
+    },
+}
+
+/// The Salesforce REST API version used unless `source.api_version` says otherwise.
+pub const DEFAULT_SALESFORCE_API_VERSION: &str = "v60.0";
+
+fn salesforce_system(source: &RawSource) -> Result<SourceSystem> {
+    let api_version = source
+        .api_version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SALESFORCE_API_VERSION.to_owned());
+    let digits = api_version.strip_prefix('v').unwrap_or("");
+    if digits.split_once('.').is_none_or(|(major, minor)| {
+        major.is_empty()
+            || minor.is_empty()
+            || !major
+                .bytes()
+                .chain(minor.bytes())
+                .all(|b| b.is_ascii_digit())
+    }) {
+        bail!("source.api_version: expected a version such as \"v60.0\", got {api_version:?}");
+    }
+    let names = source
+        .objects
+        .clone()
+        .unwrap_or_else(|| vec!["Lead".into(), "Contact".into()]);
+    if names.is_empty() {
+        bail!("source.objects: name at least one of \"Lead\", \"Contact\"");
+    }
+    let mut objects = Vec::new();
+    for name in &names {
+        let object = match name.as_str() {
+            "Lead" => SalesforceObject::Lead,
+            "Contact" => SalesforceObject::Contact,
+            "Account" => bail!(
+                "source.objects: \"Account\" is not supported yet; sync \"Lead\" and \"Contact\""
+            ),
+            other => {
+                bail!("source.objects: unknown object {other:?} (expected \"Lead\" or \"Contact\")")
+            }
+        };
+        if objects.contains(&object) {
+            bail!("source.objects: {name:?} is listed twice");
+        }
+        objects.push(object);
+    }
+    // Leads first: a Lead converted during the run is then found by its Contact.
+    objects.sort_by_key(|o| *o != SalesforceObject::Lead);
+    Ok(SourceSystem::Salesforce {
+        api_version,
+        objects,
+    })
+}
+
 /// Where records come from and how to authenticate.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
+    /// HubSpot or Salesforce.
+    pub system: SourceSystem,
     pub base_url: String,
     /// The origin (`scheme://host[:port]`) the component may call.
     pub origin: Origin,
@@ -148,6 +212,10 @@ struct RawSource {
     properties: Vec<String>,
     /// `"contacts"` (default) or `"companies"`.
     object: Option<String>,
+    /// Salesforce: `"v60.0"` by default.
+    api_version: Option<String>,
+    /// Salesforce: `["Lead", "Contact"]` by default.
+    objects: Option<Vec<String>>,
     /// `"all"` (default) or `"synced_companies"`.
     contacts: Option<String>,
     companies_sync: Option<String>,
@@ -226,17 +294,30 @@ impl Config {
         }
 
         let source = raw.source;
-        if source.system != "hubspot" {
-            bail!(
-                "source.system: unsupported system {:?} (supported: \"hubspot\")",
-                source.system
-            );
+        let system = match source.system.as_str() {
+            "hubspot" => {
+                if source.api_version.is_some() || source.objects.is_some() {
+                    bail!(
+                        "source.api_version, source.objects: Salesforce keys; this source is HubSpot"
+                    );
+                }
+                SourceSystem::Hubspot
+            }
+            "salesforce" => salesforce_system(&source)?,
+            other => bail!(
+                "source.system: unsupported system {other:?} (supported: \"hubspot\", \"salesforce\")"
+            ),
+        };
+        let base_url = match (&source.base_url, &system) {
+            (Some(url), _) => url.clone(),
+            (None, SourceSystem::Hubspot) => DEFAULT_HUBSPOT_BASE_URL.to_owned(),
+            (None, SourceSystem::Salesforce { .. }) => bail!(
+                "source.base_url: a Salesforce source needs the org's instance URL \
+                 (e.g. \"https://acme.my.salesforce.com\")"
+            ),
         }
-        let base_url = source
-            .base_url
-            .unwrap_or_else(|| DEFAULT_HUBSPOT_BASE_URL.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
+        .trim_end_matches('/')
+        .to_owned();
         let origin = Origin::parse(&base_url).context("source.base_url")?;
         let auth = match (source.token_env, source.oauth) {
             (Some(_), Some(_)) => {
@@ -260,9 +341,12 @@ impl Config {
             }
             (None, None) => AuthConfig::None,
         };
-        let rate_limit = match &source.rate_limit {
-            Some(text) => RateLimit::parse(text).context("source.rate_limit")?,
-            None => Some(HUBSPOT_DEFAULT),
+        let rate_limit = match (&source.rate_limit, &system) {
+            (Some(text), _) => RateLimit::parse(text).context("source.rate_limit")?,
+            (None, SourceSystem::Hubspot) => Some(HUBSPOT_DEFAULT),
+            // Salesforce limits requests per rolling 24 hours, not per second:
+            // a run's few large pages are no burst (REQUEST_LIMIT_EXCEEDED stops it).
+            (None, SourceSystem::Salesforce { .. }) => None,
         };
         let search_rate_limit = match &source.search_rate_limit {
             Some(text) => RateLimit::parse(text).context("source.search_rate_limit")?,
@@ -282,6 +366,17 @@ impl Config {
             Some(other) => bail!("source.list_id: expected a list id such as \"123\", got {other}"),
         };
 
+        if matches!(system, SourceSystem::Salesforce { .. })
+            && (list_id.is_some()
+                || source.object.is_some()
+                || source.contacts.is_some()
+                || raw.companies.is_some())
+        {
+            bail!(
+                "source: list_id, object, contacts and [companies] are HubSpot choices; a \
+                 Salesforce source reads source.objects"
+            );
+        }
         let object = match source.object.as_deref() {
             None | Some("contacts") => SyncObject::Contacts,
             Some("companies") => SyncObject::Companies,
@@ -291,6 +386,11 @@ impl Config {
         };
         let part = parse_part(
             object,
+            match (&system, object) {
+                (SourceSystem::Salesforce { .. }, _) => default_salesforce_mappings(),
+                (SourceSystem::Hubspot, SyncObject::Contacts) => default_mappings(),
+                (SourceSystem::Hubspot, SyncObject::Companies) => default_company_mappings(),
+            },
             &source.properties,
             &raw.mapping,
             &raw.filter,
@@ -306,6 +406,7 @@ impl Config {
             }
             (Some(companies), SyncObject::Contacts) => Some(parse_part(
                 SyncObject::Companies,
+                default_company_mappings(),
                 &companies.properties,
                 &companies.mapping,
                 &companies.filter,
@@ -372,6 +473,7 @@ impl Config {
         let config = Config {
             name,
             source: SourceConfig {
+                system,
                 base_url,
                 origin,
                 auth,
@@ -413,6 +515,16 @@ impl Config {
         })
     }
 
+    /// The source's OAuth token endpoint.
+    pub fn token_url(&self) -> String {
+        match self.source.system {
+            SourceSystem::Hubspot => format!("{}/oauth/v1/token", self.source.base_url),
+            SourceSystem::Salesforce { .. } => {
+                format!("{}/services/oauth2/token", self.source.base_url)
+            }
+        }
+    }
+
     /// Whether contacts read their companies too (S3): when companies sync
     /// beside them, or the contacts come from synced companies.
     pub fn links_companies(&self) -> bool {
@@ -432,13 +544,14 @@ struct Part {
 /// `keys` are the config keys they came from, for errors.
 fn parse_part(
     object: SyncObject,
+    defaults: Vec<FieldMapping>,
     properties: &[String],
     mapping: &BTreeMap<String, toml::Value>,
     filters: &[RawFilter],
     keys: (&str, &str, &str),
 ) -> Result<Part> {
     let (properties_key, mapping_key, filter_key) = keys;
-    let mappings = effective_mappings(object, properties, mapping).map_err(|e| {
+    let mappings = effective_mappings(object, defaults, properties, mapping).map_err(|e| {
         // Errors name `source.properties` / `mapping`; a company part's keys differ.
         let text = format!("{e:#}")
             .replacen("source.properties", properties_key, 1)
@@ -506,13 +619,10 @@ fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 /// replaces the target of a property already mapped. An empty target drops it.
 fn effective_mappings(
     object: SyncObject,
+    mut mappings: Vec<FieldMapping>,
     properties: &[String],
     mapping: &BTreeMap<String, toml::Value>,
 ) -> Result<Vec<FieldMapping>> {
-    let mut mappings: Vec<FieldMapping> = match object {
-        SyncObject::Contacts => default_mappings(),
-        SyncObject::Companies => default_company_mappings(),
-    };
     if !properties.is_empty() {
         for (index, property) in properties.iter().enumerate() {
             if property.trim().is_empty() {
@@ -769,6 +879,24 @@ fn check_operand(text: &str, value_type: &FieldType) -> Result<()> {
         bail!("value: {text:?} is not a {}", type_name(value_type));
     }
     Ok(())
+}
+
+/// Salesforce's standard person fields (on Leads and Contacts alike) and
+/// where they land; `record_type` and `lead_status` are filled by the
+/// component (X8).
+pub fn default_salesforce_mappings() -> Vec<FieldMapping> {
+    [
+        ("FirstName", FieldTarget::FirstName),
+        ("LastName", FieldTarget::LastName),
+        ("Email", FieldTarget::Email),
+        ("Phone", FieldTarget::Phone),
+        ("MobilePhone", FieldTarget::Phone),
+        ("record_type", FieldTarget::Custom("record_type".into())),
+        ("lead_status", FieldTarget::Custom("lead_status".into())),
+    ]
+    .into_iter()
+    .map(text_mapping)
+    .collect()
 }
 
 /// HubSpot's standard company fields and where they land (S3): the name,
@@ -1107,6 +1235,64 @@ mod tests {
             Some("crm-companies")
         );
         assert!(c.companies.is_none() && c.links_companies());
+    }
+
+    #[test]
+    fn a_salesforce_source_reads_leads_then_contacts_by_default() {
+        let c = parse(
+            "[source]\nsystem = \"salesforce\"\nbase_url = \"https://acme.my.salesforce.com/\"\n\
+             token_env = \"SF_TOKEN\"\nobjects = [\"Contact\", \"Lead\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.source.system,
+            SourceSystem::Salesforce {
+                api_version: "v60.0".into(),
+                objects: vec![SalesforceObject::Lead, SalesforceObject::Contact],
+            }
+        );
+        assert_eq!(c.source.rate_limit, None);
+        assert_eq!(
+            c.token_url(),
+            "https://acme.my.salesforce.com/services/oauth2/token"
+        );
+        assert_eq!(
+            mapped_properties(&c.mappings),
+            [
+                "FirstName",
+                "LastName",
+                "Email",
+                "Phone",
+                "MobilePhone",
+                "record_type",
+                "lead_status"
+            ]
+        );
+        let head = "[source]\nsystem = \"salesforce\"\n";
+        for (text, key) in [
+            ("", "source.base_url"),
+            (
+                "base_url = \"https://x\"\napi_version = \"60\"\n",
+                "source.api_version",
+            ),
+            (
+                "base_url = \"https://x\"\nobjects = [\"Account\"]\n",
+                "not supported yet",
+            ),
+            (
+                "base_url = \"https://x\"\nobjects = [\"Opportunity\"]\n",
+                "source.objects",
+            ),
+            ("base_url = \"https://x\"\nobjects = []\n", "source.objects"),
+            ("base_url = \"https://x\"\nlist_id = 4\n", "HubSpot choices"),
+        ] {
+            let e = err(&format!("{head}{text}"));
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(
+            err("[source]\nsystem = \"hubspot\"\nobjects = [\"Lead\"]\n")
+                .contains("Salesforce keys")
+        );
     }
 
     #[test]

@@ -4,10 +4,10 @@
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
     ErrorCategory, ErrorScope, Failure, FieldData, FieldMapping, FieldType, HubspotScope,
-    HubspotSource, MappedContact, MappedPage, MappedRecord, MatchOutcome, Source, SyncError,
-    TimeWindow,
+    HubspotSource, MappedContact, MappedPage, MappedRecord, MatchOutcome, SalesforceScope,
+    SalesforceSource, Source, SyncError, TimeWindow,
 };
-use crate::config::{Config, SyncObject, mapped_properties, target_name, type_name};
+use crate::config::{Config, SourceSystem, SyncObject, mapped_properties, target_name, type_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
@@ -321,7 +321,7 @@ fn run_leased(
 fn credentials(config: &Config, options: &SyncOptions) -> Result<Credentials> {
     Ok(match options.http_mode {
         HttpMode::Replay(_) => Credentials::none(),
-        _ => Credentials::from_config(&config.source.auth, &config.source.base_url, |var| {
+        _ => Credentials::from_config(&config.source.auth, &config.token_url(), |var| {
             std::env::var(var).ok()
         })?,
     })
@@ -425,11 +425,32 @@ pub fn source_fields(
     Ok(fields)
 }
 
-/// The contract's source for `config`'s object.
-fn source_of(config: &Config, hubspot: HubspotSource) -> Source {
-    match config.object {
-        SyncObject::Contacts => Source::HubspotContacts(hubspot),
-        SyncObject::Companies => Source::HubspotCompanies(hubspot),
+/// The contract's source for `config`'s system and object. A read is
+/// described in HubSpot's terms and carried over to Salesforce's, whose
+/// scopes are all, modified and deleted (list and company scopes are HubSpot
+/// choices the config refuses for Salesforce).
+fn source_of(config: &Config, read: HubspotSource) -> Source {
+    match (&config.source.system, config.object) {
+        (
+            SourceSystem::Salesforce {
+                api_version,
+                objects,
+            },
+            _,
+        ) => Source::SalesforcePeople(SalesforceSource {
+            instance_url: read.base_url,
+            api_version: api_version.clone(),
+            objects: objects.clone(),
+            scope: match read.scope {
+                HubspotScope::Archived => SalesforceScope::Deleted,
+                HubspotScope::Modified(window) => SalesforceScope::Modified(window),
+                _ => SalesforceScope::All,
+            },
+            fields: read.properties,
+            filters: read.filters,
+        }),
+        (SourceSystem::Hubspot, SyncObject::Contacts) => Source::HubspotContacts(read),
+        (SourceSystem::Hubspot, SyncObject::Companies) => Source::HubspotCompanies(read),
     }
 }
 
@@ -505,6 +526,9 @@ fn fingerprint(config: &Config) -> String {
     // Newly linked companies must be read for records that did not change.
     if config.links_companies() {
         fingerprint.push_str(" with=companies");
+    }
+    if let SourceSystem::Salesforce { objects, .. } = &config.source.system {
+        fingerprint.push_str(&format!(" salesforce={objects:?}"));
     }
     fingerprint
 }
@@ -681,7 +705,9 @@ impl Pass<'_> {
     /// reported; the other fields go on. The catalogue is advisory: if it
     /// cannot be read (older API, missing schema scope), nothing is dropped.
     fn check_properties(&mut self) -> Result<(), Stop> {
-        self.credentials.ensure_fresh().map_err(auth_stop)?;
+        self.credentials
+            .ensure_fresh()
+            .map_err(|e| auth_stop(self.config, e))?;
         let source = unfiltered_source(self.config, HubspotScope::All);
         let known = match self.instance.list_properties(&source)? {
             Ok(definitions) => definitions,
@@ -724,7 +750,9 @@ impl Pass<'_> {
         let started = Instant::now();
         loop {
             self.renew_lease()?;
-            self.credentials.ensure_fresh().map_err(auth_stop)?;
+            self.credentials
+                .ensure_fresh()
+                .map_err(|e| auth_stop(self.config, e))?;
             let error = match self.instance.fetch_mapped_page(source, cursor, mappings)? {
                 Ok(page) => return Ok(page),
                 Err(error) => error,
@@ -739,8 +767,12 @@ impl Pass<'_> {
             match error.category {
                 ErrorCategory::AuthExpired if self.credentials.can_refresh() && !refreshed => {
                     refreshed = true;
-                    self.credentials.refresh().map_err(auth_stop)?;
+                    self.credentials
+                        .refresh()
+                        .map_err(|e| auth_stop(self.config, e))?;
                 }
+                // A static token that expired stays expired: waiting cannot help.
+                ErrorCategory::AuthExpired => return Err(Stop::Classified(error)),
                 ErrorCategory::RateLimited
                     if error.retryable && rate_limit_waits < policy.max_rate_limit_waits =>
                 {
@@ -1065,12 +1097,22 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-fn auth_stop(error: crate::auth::AuthError) -> Stop {
+fn auth_stop(config: &Config, error: crate::auth::AuthError) -> Stop {
+    let resolution = match config.source.system {
+        SourceSystem::Hubspot => {
+            "Reconnect HubSpot: create a new refresh token (or private-app token), put it in the \
+             environment variable the config names, and run the sync again."
+        }
+        SourceSystem::Salesforce { .. } => {
+            "Reconnect Salesforce: create a new refresh token (or access token) for the \
+             integration user, put it in the environment variable the config names, and run the \
+             sync again."
+        }
+    };
     Stop::Classified(sync_level(
         ErrorCategory::AuthExpired,
         error.to_string(),
-        "Reconnect HubSpot: create a new refresh token (or private-app token), put it in the \
-         environment variable the config names, and run the sync again.",
+        resolution,
     ))
 }
 

@@ -3,13 +3,14 @@
 
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::exports::crmsync::sync::sync::Guest;
+use crate::hubspot::Object;
 use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{
     DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MappedRecord,
-    MatchOutcome, Page, PropertyDefinition, Source, SourceRecord, SyncError,
+    MatchOutcome, Page, PropertyDefinition, SalesforceScope, Source, SourceRecord, SyncError,
 };
-use crate::{errors, hubspot, mapping, matching};
+use crate::{errors, filters, hubspot, mapping, matching, salesforce};
 use std::time::Duration;
 
 struct Component;
@@ -18,8 +19,22 @@ crate::bindings::export!(Component with_types_in crate::bindings);
 
 impl Guest for Component {
     fn fetch_page(source: Source, cursor: Option<String>) -> Result<Page, SyncError> {
-        let (object, hubspot) = hubspot::object_of(&source);
-        hubspot::fetch_page(&mut WasiHttp, object, hubspot, cursor.as_deref())
+        let cursor = cursor.as_deref();
+        match &source {
+            Source::HubspotContacts(source) => {
+                hubspot::fetch_page(&mut WasiHttp, Object::Contacts, source, cursor)
+            }
+            Source::HubspotCompanies(source) => {
+                hubspot::fetch_page(&mut WasiHttp, Object::Companies, source, cursor)
+            }
+            Source::SalesforcePeople(source) => {
+                let page = salesforce::fetch_page(&mut WasiHttp, source, cursor)?;
+                if source.scope == SalesforceScope::Deleted {
+                    return Ok(page);
+                }
+                Ok(filters::apply(&source.filters, page))
+            }
+        }
     }
 
     fn fetch_mapped_page(
@@ -32,8 +47,15 @@ impl Guest for Component {
     }
 
     fn list_properties(source: Source) -> Result<Vec<PropertyDefinition>, SyncError> {
-        let (object, hubspot) = hubspot::object_of(&source);
-        hubspot::list_properties(&mut WasiHttp, object, hubspot)
+        match &source {
+            Source::HubspotContacts(source) => {
+                hubspot::list_properties(&mut WasiHttp, Object::Contacts, source)
+            }
+            Source::HubspotCompanies(source) => {
+                hubspot::list_properties(&mut WasiHttp, Object::Companies, source)
+            }
+            Source::SalesforcePeople(source) => salesforce::list_properties(&mut WasiHttp, source),
+        }
     }
 
     fn map_fields(record: SourceRecord, mappings: Vec<FieldMapping>) -> MappedRecord {

@@ -52,6 +52,108 @@ pub fn classify(failure: &Failure) -> SyncError {
     }
 }
 
+/// One entry of Salesforce's error array: `[{"message", "errorCode", "fields"}]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesforceError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+/// Classifies a non-success answer of Salesforce's REST API (E4, E6, E8-E11).
+pub fn classify_salesforce(http: &HttpFailure) -> SyncError {
+    let errors: Vec<SalesforceError> = serde_json::from_str(&http.body).unwrap_or_default();
+    let first = errors.into_iter().next().unwrap_or_default();
+    let code = first.error_code.as_deref().unwrap_or("");
+    let message = first.message.as_deref().unwrap_or("").trim();
+    let said = if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {code} {message}")
+    };
+    let status = http.status;
+    match (status, code) {
+        (401, _) => sync_error(
+            ErrorCategory::AuthExpired,
+            true,
+            format!("Salesforce rejected the session (HTTP 401){said}"),
+            "crmsync refreshes OAuth sessions by itself; if this persists, reconnect Salesforce \
+             (a new refresh token or access token in the configured environment variables).",
+        ),
+        (_, "REQUEST_LIMIT_EXCEEDED") => sync_error(
+            ErrorCategory::RateLimited,
+            false,
+            format!("Salesforce's API request limit is used up (HTTP {status}){said}"),
+            "The org's rolling 24-hour API limit is reached: wait for it to recover (Setup > \
+             System Overview shows it), or raise it, then run the sync again.",
+        ),
+        (429, _) => rate_limited(http, &HubSpotErrorBody::default()),
+        (_, "INVALID_FIELD") => {
+            let field = quoted_after(message, "No such column '");
+            SyncError {
+                field: field.clone(),
+                scope: ErrorScope::Field,
+                ..sync_error(
+                    ErrorCategory::FieldNotFound,
+                    false,
+                    format!("Salesforce says a mapped field does not exist (HTTP {status}){said}"),
+                    &format!(
+                        "The Salesforce field {} was deleted or renamed, or the integration \
+                         user cannot see it (field-level security): map another field, or grant \
+                         access.",
+                        field.as_deref().unwrap_or("named above")
+                    ),
+                )
+            }
+        }
+        (403, _)
+        | (
+            _,
+            "INSUFFICIENT_ACCESS"
+            | "INSUFFICIENT_ACCESS_OR_READONLY"
+            | "API_DISABLED_FOR_ORG"
+            | "INVALID_TYPE",
+        ) => sync_error(
+            ErrorCategory::PermissionDenied,
+            false,
+            format!("Salesforce denied access (HTTP {status}){said}"),
+            "Give the integration user's profile or permission set API access and read access \
+                 to Leads and Contacts (and their fields), then run the sync again.",
+        ),
+        (500..=599, _) => transient(format!("Salesforce answered HTTP {status}{said}")),
+        (
+            _,
+            "REQUIRED_FIELD_MISSING"
+            | "DUPLICATES_DETECTED"
+            | "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+            | "MALFORMED_QUERY"
+            | "INVALID_QUERY_LOCATOR",
+        )
+        | (400, _) => SyncError {
+            field: first.fields.first().cloned(),
+            ..sync_error(
+                ErrorCategory::Validation,
+                false,
+                format!("Salesforce rejected the request (HTTP {status}){said}"),
+                "Check the field named in the message; an expired query cursor \
+                     (INVALID_QUERY_LOCATOR) is solved by running the sync again.",
+            )
+        },
+        _ => invalid_response(&format!("Salesforce answered HTTP {status}{said}")),
+    }
+}
+
+/// The text between `prefix` and the next `'` in `message`.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let start = message.find(prefix)? + prefix.len();
+    let end = message[start..].find('\'')?;
+    Some(message[start..start + end].to_owned())
+}
+
 /// Classifies a non-success HTTP response from `endpoint`.
 pub fn classify_http(http: &HttpFailure, endpoint: Endpoint) -> SyncError {
     let body: HubSpotErrorBody = serde_json::from_str(&http.body).unwrap_or_default();

@@ -4,10 +4,26 @@
 //! did with it: pushing a filter down to HubSpot's search API only has to
 //! narrow the read to a superset of the matching records, never decide it.
 
-use crate::types::{FieldType, Filter, FilterOp, SourceRecord};
+use crate::types::{FieldType, Filter, FilterOp, Page, SourceRecord};
 use crate::values;
 use serde_json::{Value, json};
 use std::cmp::Ordering;
+
+/// Keeps the page's records that pass every filter and lists the others'
+/// ids as `excluded` (S4).
+pub fn apply(filters: &[Filter], mut page: Page) -> Page {
+    if filters.is_empty() {
+        return page;
+    }
+    let (kept, excluded): (Vec<_>, Vec<_>) = page
+        .records
+        .into_iter()
+        .partition(|record| keep(filters, record));
+    page.records = kept;
+    page.excluded
+        .extend(excluded.into_iter().map(|record| record.id));
+    page
+}
 
 /// Whether a record passes every filter (AND).
 pub fn keep(filters: &[Filter], record: &SourceRecord) -> bool {

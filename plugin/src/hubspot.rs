@@ -5,12 +5,9 @@
 use crate::associations;
 use crate::errors::{self, Endpoint};
 use crate::filters;
-use crate::transport::{
-    HttpRequest, HttpResponse, Method, Transport, TransportError, encode_component,
-};
+use crate::transport::{self, HttpRequest, Method, Transport, encode_component};
 use crate::types::{
-    HttpFailure, HubspotScope, HubspotSource, Page, Property, PropertyDefinition, Source,
-    SourceRecord, SyncError,
+    HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord, SyncError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -64,14 +61,6 @@ impl Object {
 pub const MERGED_PROPERTY: &str = "hs_merged_object_ids";
 const ID_PROPERTY: &str = "hs_object_id";
 
-/// The object type and HubSpot source a contract `source` reads.
-pub fn object_of(source: &Source) -> (Object, &HubspotSource) {
-    match source {
-        Source::HubspotContacts(hubspot) => (Object::Contacts, hubspot),
-        Source::HubspotCompanies(hubspot) => (Object::Companies, hubspot),
-    }
-}
-
 /// Reads one page of `source` starting at `cursor`, keeping the records its
 /// filters let through (S4) and listing the others as `excluded`.
 pub fn fetch_page(
@@ -81,6 +70,10 @@ pub fn fetch_page(
     cursor: Option<&str>,
 ) -> Result<Page, SyncError> {
     let mut page = read_page(transport, object, source, cursor)?;
+    // Filtered first, so excluded records cost no association lookup.
+    if !matches!(source.scope, HubspotScope::Archived) {
+        page = filters::apply(&source.filters, page);
+    }
     // The listing brings companies inline; the companies-contacts scope knows
     // them already; archived records need none.
     let needs_lookup = match source.scope {
@@ -90,14 +83,6 @@ pub fn fetch_page(
     };
     if object == Object::Contacts && source.with_companies && needs_lookup {
         add_companies(transport, source, &mut page.records)?;
-    }
-    if !source.filters.is_empty() && !matches!(source.scope, HubspotScope::Archived) {
-        let (kept, excluded): (Vec<_>, Vec<_>) = page
-            .records
-            .into_iter()
-            .partition(|record| filters::keep(&source.filters, record));
-        page.records = kept;
-        page.excluded = excluded.into_iter().map(|record| record.id).collect();
     }
     Ok(page)
 }
@@ -661,55 +646,16 @@ fn push_after(url: &mut String, cursor: Option<&str>) {
     }
 }
 
-/// Sends and returns the body of a 2xx response; anything else is classified.
+/// Sends and returns the body of a 2xx response; anything else is classified
+/// as HubSpot answers it.
 fn send(
     transport: &mut impl Transport,
     request: &HttpRequest,
     endpoint: Endpoint,
 ) -> Result<Vec<u8>, SyncError> {
-    let response = transport.send(request).map_err(|e| match e {
-        TransportError::Denied(detail) => errors::request_denied(&detail),
-        TransportError::TooLarge(detail) => errors::response_too_large(&format!(
-            "{} {}: {detail}",
-            method_name(request.method),
-            path_of(&request.url)
-        )),
-        TransportError::Failed(detail) => errors::transient(format!(
-            "{} {} did not complete: {detail}",
-            method_name(request.method),
-            path_of(&request.url)
-        )),
-    })?;
-    let HttpResponse {
-        status,
-        retry_after,
-        body,
-    } = response;
-    if (200..300).contains(&status) {
-        return Ok(body);
-    }
-    Err(errors::classify_http(
-        &HttpFailure {
-            status,
-            retry_after,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        },
-        endpoint,
-    ))
-}
-
-fn method_name(method: Method) -> &'static str {
-    match method {
-        Method::Get => "GET",
-        Method::Post => "POST",
-    }
-}
-
-/// The path of a URL, for messages: never the host, which may be internal.
-fn path_of(url: &str) -> &str {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
-    path.split('?').next().unwrap_or(path)
+    transport::exchange(transport, request, |failure| {
+        errors::classify_http(&failure, endpoint)
+    })
 }
 
 #[derive(Deserialize)]
@@ -1073,6 +1019,7 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{HttpResponse, TransportError};
     use crate::types::{ErrorCategory, TimeWindow};
     use std::collections::VecDeque;
 

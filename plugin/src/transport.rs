@@ -3,7 +3,10 @@
 //! The component sends through `wasi:http` (see `component.rs`); unit tests
 //! answer from memory. Credentials never pass through here: the host adds them.
 
-/// An HTTP method the HubSpot client uses.
+use crate::errors;
+use crate::types::{HttpFailure, SyncError};
+
+/// An HTTP method the API clients use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -41,6 +44,48 @@ pub enum TransportError {
 /// Something that can send an [`HttpRequest`].
 pub trait Transport {
     fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// Sends `request` and returns the body of a 2xx response. A request that got
+/// no answer is classified here (denied, too large, transient); an answer
+/// with another status by `classify`, which knows the API's error bodies.
+pub fn exchange(
+    transport: &mut impl Transport,
+    request: &HttpRequest,
+    classify: impl FnOnce(HttpFailure) -> SyncError,
+) -> Result<Vec<u8>, SyncError> {
+    let what = || format!("{} {}", method_name(request.method), path_of(&request.url));
+    let response = transport.send(request).map_err(|e| match e {
+        TransportError::Denied(detail) => errors::request_denied(&detail),
+        TransportError::TooLarge(detail) => {
+            errors::response_too_large(&format!("{}: {detail}", what()))
+        }
+        TransportError::Failed(detail) => {
+            errors::transient(format!("{} did not complete: {detail}", what()))
+        }
+    })?;
+    if (200..300).contains(&response.status) {
+        return Ok(response.body);
+    }
+    Err(classify(HttpFailure {
+        status: response.status,
+        retry_after: response.retry_after,
+        body: String::from_utf8_lossy(&response.body).into_owned(),
+    }))
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+    }
+}
+
+/// The path of a URL, for messages: never the host, which may be internal.
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    path.split('?').next().unwrap_or(path)
 }
 
 /// Percent-encodes a query-string or path component (RFC 3986 unreserved set kept).

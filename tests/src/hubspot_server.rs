@@ -541,7 +541,8 @@ fn parse_query(query: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn decode(text: &str) -> String {
+/// Percent-decodes a query-string component (`+` is a space).
+pub(crate) fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

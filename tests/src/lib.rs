@@ -1,7 +1,8 @@
 //! Test harness: the real component, built once per test binary, and a
-//! loopback HTTP server that speaks HubSpot's documented shapes.
+//! loopback HTTP servers that speak HubSpot's and Salesforce's documented shapes.
 
 pub mod hubspot_server;
+pub mod salesforce_server;
 
 use anyhow::{Context, Result};
 use crmsync_host::config::Config;

@@ -1,0 +1,406 @@
+//! A loopback server speaking Salesforce's REST API as documented: SOQL
+//! `query`/`queryAll` with `nextRecordsUrl` paging (query locators), `describe`,
+//! and Salesforce's error array. It understands the SOQL shapes a client
+//! sends for these objects (`SELECT f, … FROM Obj [WHERE c AND …] [ORDER BY …]`
+//! with `=`, `>=`, `<=` and `IN (…)` conditions) and refuses unknown fields
+//! with `INVALID_FIELD`, as Salesforce does.
+
+use crate::hubspot_server::decode;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tiny_http::{Header, Response, Server};
+
+/// The API version the server answers under.
+pub const API_VERSION: &str = "v60.0";
+
+/// A Lead or Contact the server holds.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: String,
+    /// Field values (JSON: strings, numbers, booleans, null).
+    pub fields: BTreeMap<String, Value>,
+    /// `SystemModstamp`, epoch ms.
+    pub modstamp: u64,
+    pub deleted: bool,
+}
+
+impl Record {
+    /// A record with these fields, last modified at `modstamp`.
+    pub fn new(id: &str, fields: &[(&str, Value)], modstamp: u64) -> Self {
+        Record {
+            id: id.to_owned(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            modstamp,
+            deleted: false,
+        }
+    }
+}
+
+/// The fields each object has (besides `Id`, `SystemModstamp`, `IsDeleted`).
+fn fields_of(object: &str) -> &'static [&'static str] {
+    match object {
+        "Lead" => &[
+            "FirstName",
+            "LastName",
+            "Email",
+            "Phone",
+            "MobilePhone",
+            "Title",
+            "Company",
+            "Status",
+            "IsConverted",
+            "ConvertedContactId",
+            "ConvertedAccountId",
+        ],
+        "Contact" => &[
+            "FirstName",
+            "LastName",
+            "Email",
+            "Phone",
+            "MobilePhone",
+            "Title",
+            "AccountId",
+        ],
+        _ => &[],
+    }
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    /// The SOQL statement of a query, decoded.
+    pub soql: Option<String>,
+    pub authorization: Option<String>,
+}
+
+/// The server's state.
+#[derive(Debug, Default)]
+pub struct State {
+    pub leads: Vec<Record>,
+    pub contacts: Vec<Record>,
+    /// Records per query page (Salesforce's default batch is 2,000).
+    pub batch_size: usize,
+    pub valid_tokens: Vec<String>,
+    pub seen: Vec<Seen>,
+    /// Open query locators: the remaining records of a query, by locator id.
+    locators: HashMap<String, Vec<Value>>,
+    next_locator: u64,
+}
+
+impl State {
+    /// Sets a record's fields and bumps its `SystemModstamp`, as an edit does.
+    pub fn edit(&mut self, object: &str, id: &str, fields: &[(&str, Value)], modstamp: u64) {
+        let records = if object == "Lead" {
+            &mut self.leads
+        } else {
+            &mut self.contacts
+        };
+        let record = records
+            .iter_mut()
+            .find(|r| r.id == id)
+            .expect("a known record");
+        for (k, v) in fields {
+            record.fields.insert((*k).to_owned(), v.clone());
+        }
+        record.modstamp = modstamp;
+    }
+}
+
+/// A running server; stops when dropped.
+pub struct SalesforceServer {
+    pub instance_url: String,
+    state: Arc<Mutex<State>>,
+    server: Arc<Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SalesforceServer {
+    /// Starts a server accepting the bearer token `token`.
+    pub fn start(token: &str) -> Self {
+        let server = Arc::new(Server::http("127.0.0.1:0").expect("loopback server binds"));
+        let port = server.server_addr().to_ip().expect("an IP address").port();
+        let state = Arc::new(Mutex::new(State {
+            valid_tokens: vec![token.to_owned()],
+            batch_size: 2000,
+            ..State::default()
+        }));
+        let thread = {
+            let server = server.clone();
+            let state = state.clone();
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    handle(&state, request);
+                }
+            })
+        };
+        SalesforceServer {
+            instance_url: format!("http://127.0.0.1:{port}"),
+            state,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("server state")
+    }
+
+    /// The SOQL statements received so far, in order.
+    pub fn queries(&self) -> Vec<String> {
+        self.state()
+            .seen
+            .iter()
+            .filter_map(|s| s.soql.clone())
+            .collect()
+    }
+}
+
+impl Drop for SalesforceServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
+    let mut body = String::new();
+    let _ = request.as_reader().read_to_string(&mut body);
+    let url = request.url().to_owned();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let soql = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("q="))
+        .map(decode);
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().to_owned());
+    let (status, answer) = {
+        let mut state = state.lock().expect("server state");
+        state.seen.push(Seen {
+            path: path.to_owned(),
+            soql: soql.clone(),
+            authorization: authorization.clone(),
+        });
+        let token = authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !state.valid_tokens.iter().any(|t| t == token) {
+            (
+                401,
+                json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
+            )
+        } else {
+            route(&mut state, path, soql.as_deref())
+        }
+    };
+    let response = Response::from_string(answer.to_string())
+        .with_status_code(status)
+        .with_header(
+            Header::from_bytes("Content-Type", "application/json;charset=UTF-8").expect("header"),
+        );
+    let _ = request.respond(response);
+}
+
+fn route(state: &mut State, path: &str, soql: Option<&str>) -> (u16, Value) {
+    let prefix = format!("/services/data/{API_VERSION}/");
+    let Some(rest) = path.strip_prefix(&prefix) else {
+        return not_found(path);
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["query"] | ["queryAll"] => match soql {
+            Some(soql) => query(state, soql, segments[0] == "queryAll"),
+            None => malformed("a query needs q"),
+        },
+        ["query", locator] => match state.locators.remove(*locator) {
+            Some(rest) => page(state, rest),
+            None => (
+                400,
+                json!([{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}]),
+            ),
+        },
+        ["sobjects", object, "describe"] if !fields_of(object).is_empty() => {
+            let fields: Vec<Value> = ["Id", "SystemModstamp", "IsDeleted"]
+                .iter()
+                .chain(fields_of(object))
+                .map(|f| json!({"name": f, "label": f, "type": if *f == "Status" { "picklist" } else { "string" },
+                                "picklistValues": if *f == "Status" { json!([{"value": "Open - Not Contacted", "active": true}, {"value": "Working - Contacted", "active": true}]) } else { json!([]) }}))
+                .collect();
+            (200, json!({"name": object, "fields": fields}))
+        }
+        _ => not_found(path),
+    }
+}
+
+fn not_found(path: &str) -> (u16, Value) {
+    (
+        404,
+        json!([{"message": format!("The requested resource does not exist: {path}"), "errorCode": "NOT_FOUND"}]),
+    )
+}
+
+fn malformed(message: &str) -> (u16, Value) {
+    (
+        400,
+        json!([{"message": message, "errorCode": "MALFORMED_QUERY"}]),
+    )
+}
+
+/// Runs a statement of the shapes the client sends.
+fn query(state: &mut State, soql: &str, all: bool) -> (u16, Value) {
+    let Some((select, rest)) = soql
+        .strip_prefix("SELECT ")
+        .and_then(|s| s.split_once(" FROM "))
+    else {
+        return malformed("expected SELECT … FROM …");
+    };
+    let (rest, order) = match rest.split_once(" ORDER BY ") {
+        Some((rest, order)) => (rest, Some(order)),
+        None => (rest, None),
+    };
+    let (object, conditions) = match rest.split_once(" WHERE ") {
+        Some((object, conditions)) => (object.trim(), conditions.split(" AND ").collect()),
+        None => (rest.trim(), Vec::new()),
+    };
+    if fields_of(object).is_empty() {
+        return (
+            400,
+            json!([{"message": format!("sObject type '{object}' is not supported."), "errorCode": "INVALID_TYPE"}]),
+        );
+    }
+    let fields: Vec<&str> = select.split(',').map(str::trim).collect();
+    for field in &fields {
+        if !["Id", "SystemModstamp", "IsDeleted"].contains(field)
+            && !fields_of(object).contains(field)
+        {
+            return (
+                400,
+                json!([{"message": format!("\n{soql}\nERROR at Row:1:Column:8\nNo such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name."),
+                        "errorCode": "INVALID_FIELD"}]),
+            );
+        }
+    }
+    let records = if object == "Lead" {
+        &state.leads
+    } else {
+        &state.contacts
+    };
+    let mut hits: Vec<&Record> = records
+        .iter()
+        .filter(|r| all || !r.deleted)
+        .filter(|r| conditions.iter().all(|c| holds(r, c)))
+        .collect();
+    if order.is_some_and(|o| o.starts_with("SystemModstamp")) {
+        hits.sort_by(|a, b| (a.modstamp, &a.id).cmp(&(b.modstamp, &b.id)));
+    } else {
+        hits.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    let rows: Vec<Value> = hits
+        .iter()
+        .map(|r| {
+            let mut row = serde_json::Map::new();
+            row.insert(
+                "attributes".into(),
+                json!({"type": object, "url": format!("/services/data/{API_VERSION}/sobjects/{object}/{}", r.id)}),
+            );
+            for field in &fields {
+                let value = match *field {
+                    "Id" => json!(r.id),
+                    "SystemModstamp" => json!(stamp(r.modstamp)),
+                    "IsDeleted" => json!(r.deleted),
+                    other => r.fields.get(other).cloned().unwrap_or(Value::Null),
+                };
+                row.insert((*field).to_owned(), value);
+            }
+            Value::Object(row)
+        })
+        .collect();
+    page(state, rows)
+}
+
+/// The first `batch_size` rows; the rest behind a query locator.
+fn page(state: &mut State, mut rows: Vec<Value>) -> (u16, Value) {
+    let total = rows.len();
+    let rest = if rows.len() > state.batch_size {
+        rows.split_off(state.batch_size)
+    } else {
+        Vec::new()
+    };
+    let mut answer = json!({"totalSize": total, "done": rest.is_empty(), "records": rows});
+    if !rest.is_empty() {
+        state.next_locator += 1;
+        let locator = format!(
+            "01gD0000002HU6K{:04}-{}",
+            state.next_locator, state.batch_size
+        );
+        answer["nextRecordsUrl"] = json!(format!("/services/data/{API_VERSION}/query/{locator}"));
+        state.locators.insert(locator, rest);
+    }
+    (200, answer)
+}
+
+/// One `Field op value` condition.
+fn holds(record: &Record, condition: &str) -> bool {
+    let condition = condition.trim();
+    if let Some((field, list)) = condition.split_once(" IN (") {
+        let wanted: Vec<String> = list
+            .trim_end_matches(')')
+            .split(',')
+            .map(|v| v.trim().trim_matches('\'').to_owned())
+            .collect();
+        return value(record, field.trim()).is_some_and(|v| wanted.contains(&v));
+    }
+    for op in [">=", "<=", "="] {
+        if let Some((field, literal)) = condition.split_once(&format!(" {op} ")) {
+            let field = field.trim();
+            let literal = literal.trim().trim_matches('\'');
+            if field == "SystemModstamp" {
+                let Some(at) = chrono::DateTime::parse_from_rfc3339(literal).ok() else {
+                    return false;
+                };
+                let at = at.timestamp_millis() as u64;
+                return match op {
+                    ">=" => record.modstamp >= at,
+                    "<=" => record.modstamp <= at,
+                    _ => record.modstamp == at,
+                };
+            }
+            let actual = value(record, field);
+            return match literal {
+                "true" | "false" => actual.as_deref().unwrap_or("false") == literal,
+                _ => actual.as_deref() == Some(literal),
+            };
+        }
+    }
+    false
+}
+
+fn value(record: &Record, field: &str) -> Option<String> {
+    match field {
+        "Id" => Some(record.id.clone()),
+        "IsDeleted" => Some(record.deleted.to_string()),
+        other => match record.fields.get(other)? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            v => Some(v.to_string()),
+        },
+    }
+}
+
+/// Salesforce's time format: milliseconds and a `+0000` offset.
+pub fn stamp(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .expect("a representable time")
+        .format("%Y-%m-%dT%H:%M:%S%.3f%z")
+        .to_string()
+}
