@@ -263,3 +263,74 @@ fn an_invalid_session_stops_the_sync_with_a_reconnect_resolution() {
     );
     assert!(error.resolution.contains("reconnect Salesforce"));
 }
+
+#[test]
+fn accounts_sync_first_and_contacts_link_to_their_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SalesforceServer::start(TOKEN);
+    {
+        let mut state = server.state();
+        state.accounts = vec![
+            Record::new(
+                "0011",
+                &[
+                    ("Name", json!("Acme")),
+                    ("Website", json!("https://www.acme.example")),
+                ],
+                JUNE,
+            ),
+            Record::new(
+                "0012",
+                &[("Name", json!("Globex")), ("Website", json!(null))],
+                JUNE,
+            ),
+        ];
+        state.contacts = vec![
+            contact("0031", "Dan", "dan@acme.example", Some("0011"), JUNE),
+            contact("0032", "Eve", "eve@example.org", Some("0099"), JUNE),
+        ];
+        state.leads = vec![lead(
+            "00Q1",
+            "Ada",
+            "ada@example.com",
+            "Open - Not Contacted",
+            JUNE,
+        )];
+    }
+    let config = config(
+        dir.path(),
+        "accounts",
+        &server,
+        "objects = [\"Lead\", \"Contact\", \"Account\"]\n[companies.mapping]\nIndustry = \"industry\"\n",
+    );
+    let report = sync(&config, &live_options()).unwrap();
+    let accounts = report.companies.as_ref().unwrap();
+    assert_eq!(accounts.counts.created, 2);
+    assert_eq!(report.counts.created, 3);
+
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let rows = store.accounts().unwrap();
+    assert_eq!(rows[0].domains, ["acme.example"]);
+    assert_eq!(
+        rows[1].domains,
+        Vec::<String>::new(),
+        "no website, no domain: still synced"
+    );
+    let contacts = contacts_by_external_id(&config);
+    let account = |id: &str| {
+        contacts[id]
+            .account
+            .as_ref()
+            .and_then(|a| a.external_id.clone())
+    };
+    assert_eq!(account("0031").as_deref(), Some("0011"));
+    assert_eq!(account("0032"), None, "its Account is not synced: unlinked");
+    assert_eq!(account("00Q1"), None);
+    assert!(
+        server
+            .queries()
+            .iter()
+            .any(|q| q
+                .starts_with("SELECT Id, SystemModstamp, Name, Website, Industry FROM Account"))
+    );
+}

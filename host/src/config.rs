@@ -68,7 +68,7 @@ pub enum SourceSystem {
 /// The Salesforce REST API version used unless `source.api_version` says otherwise.
 pub const DEFAULT_SALESFORCE_API_VERSION: &str = "v60.0";
 
-fn salesforce_system(source: &RawSource) -> Result<SourceSystem> {
+fn salesforce_system(source: &RawSource, companies_table: bool) -> Result<SourceSystem> {
     let api_version = source
         .api_version
         .clone()
@@ -96,17 +96,21 @@ fn salesforce_system(source: &RawSource) -> Result<SourceSystem> {
         let object = match name.as_str() {
             "Lead" => SalesforceObject::Lead,
             "Contact" => SalesforceObject::Contact,
-            "Account" => bail!(
-                "source.objects: \"Account\" is not supported yet; sync \"Lead\" and \"Contact\""
+            "Account" => SalesforceObject::Account,
+            other => bail!(
+                "source.objects: unknown object {other:?} (expected \"Lead\", \"Contact\" or \"Account\")"
             ),
-            other => {
-                bail!("source.objects: unknown object {other:?} (expected \"Lead\" or \"Contact\")")
-            }
         };
         if objects.contains(&object) {
             bail!("source.objects: {name:?} is listed twice");
         }
         objects.push(object);
+    }
+    if companies_table && !objects.contains(&SalesforceObject::Account) {
+        bail!(
+            "companies: a Salesforce source's company part reads Accounts: add \"Account\" to \
+             source.objects"
+        );
     }
     // Leads first: a Lead converted during the run is then found by its Contact.
     objects.sort_by_key(|o| *o != SalesforceObject::Lead);
@@ -222,7 +226,7 @@ struct RawSource {
 }
 
 /// `[companies]`: the company part of a contact sync.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawCompanies {
     #[serde(default)]
@@ -303,7 +307,7 @@ impl Config {
                 }
                 SourceSystem::Hubspot
             }
-            "salesforce" => salesforce_system(&source)?,
+            "salesforce" => salesforce_system(&source, raw.companies.is_some())?,
             other => bail!(
                 "source.system: unsupported system {other:?} (supported: \"hubspot\", \"salesforce\")"
             ),
@@ -367,27 +371,55 @@ impl Config {
         };
 
         if matches!(system, SourceSystem::Salesforce { .. })
-            && (list_id.is_some()
-                || source.object.is_some()
-                || source.contacts.is_some()
-                || raw.companies.is_some())
+            && (list_id.is_some() || source.object.is_some() || source.contacts.is_some())
         {
             bail!(
-                "source: list_id, object, contacts and [companies] are HubSpot choices; a \
-                 Salesforce source reads source.objects"
+                "source: list_id, object and contacts are HubSpot choices; a Salesforce source \
+                 reads source.objects"
             );
         }
-        let object = match source.object.as_deref() {
-            None | Some("contacts") => SyncObject::Contacts,
-            Some("companies") => SyncObject::Companies,
-            Some(other) => bail!(
+        let object = match (source.object.as_deref(), &system) {
+            (_, SourceSystem::Salesforce { objects, .. })
+                if objects == &[SalesforceObject::Account] =>
+            {
+                SyncObject::Companies
+            }
+            (None | Some("contacts"), _) => SyncObject::Contacts,
+            (Some("companies"), _) => SyncObject::Companies,
+            (Some(other), _) => bail!(
                 "source.object: unknown object {other:?} (expected \"contacts\" or \"companies\")"
             ),
+        };
+        // Salesforce Accounts beside people are the company part, as
+        // `[companies]` is for HubSpot; the people part reads the rest.
+        let (system, salesforce_accounts) = match system {
+            SourceSystem::Salesforce {
+                api_version,
+                objects,
+            } if objects.len() > 1 && objects.contains(&SalesforceObject::Account) => (
+                SourceSystem::Salesforce {
+                    api_version: api_version.clone(),
+                    objects: objects
+                        .into_iter()
+                        .filter(|o| *o != SalesforceObject::Account)
+                        .collect(),
+                },
+                Some(SourceSystem::Salesforce {
+                    api_version,
+                    objects: vec![SalesforceObject::Account],
+                }),
+            ),
+            system => (system, None),
         };
         let part = parse_part(
             object,
             match (&system, object) {
-                (SourceSystem::Salesforce { .. }, _) => default_salesforce_mappings(),
+                (SourceSystem::Salesforce { .. }, SyncObject::Companies) => {
+                    default_salesforce_account_mappings()
+                }
+                (SourceSystem::Salesforce { .. }, SyncObject::Contacts) => {
+                    default_salesforce_mappings()
+                }
                 (SourceSystem::Hubspot, SyncObject::Contacts) => default_mappings(),
                 (SourceSystem::Hubspot, SyncObject::Companies) => default_company_mappings(),
             },
@@ -397,7 +429,12 @@ impl Config {
             ("source.properties", "mapping", "filter"),
         )?;
         let companies_name = format!("{name}.companies");
-        let companies_part = match (&raw.companies, object) {
+        let empty = RawCompanies::default();
+        let companies_table = raw
+            .companies
+            .as_ref()
+            .or(salesforce_accounts.as_ref().map(|_| &empty));
+        let companies_part = match (companies_table, object) {
             (None, _) => None,
             (Some(_), SyncObject::Companies) => {
                 bail!(
@@ -406,7 +443,11 @@ impl Config {
             }
             (Some(companies), SyncObject::Contacts) => Some(parse_part(
                 SyncObject::Companies,
-                default_company_mappings(),
+                if salesforce_accounts.is_some() {
+                    default_salesforce_account_mappings()
+                } else {
+                    default_company_mappings()
+                },
                 &companies.properties,
                 &companies.mapping,
                 &companies.filter,
@@ -497,6 +538,9 @@ impl Config {
             Box::new(Config {
                 name: companies_name,
                 source: SourceConfig {
+                    system: salesforce_accounts
+                        .clone()
+                        .unwrap_or_else(|| config.source.system.clone()),
                     list_id: None,
                     from_synced_companies: None,
                     ..config.source.clone()
@@ -899,6 +943,18 @@ pub fn default_salesforce_mappings() -> Vec<FieldMapping> {
     .collect()
 }
 
+/// Salesforce's standard Account fields and where they land (S3): the name,
+/// and the website as the domain accounts are matched by.
+pub fn default_salesforce_account_mappings() -> Vec<FieldMapping> {
+    [
+        ("Name", FieldTarget::FullName),
+        ("Website", FieldTarget::Domain),
+    ]
+    .into_iter()
+    .map(text_mapping)
+    .collect()
+}
+
 /// HubSpot's standard company fields and where they land (S3): the name,
 /// and the domains that match companies to accounts.
 pub fn default_company_mappings() -> Vec<FieldMapping> {
@@ -1275,10 +1331,7 @@ mod tests {
                 "base_url = \"https://x\"\napi_version = \"60\"\n",
                 "source.api_version",
             ),
-            (
-                "base_url = \"https://x\"\nobjects = [\"Account\"]\n",
-                "not supported yet",
-            ),
+            ("base_url = \"https://x\"\n[companies]\n", "add \"Account\""),
             (
                 "base_url = \"https://x\"\nobjects = [\"Opportunity\"]\n",
                 "source.objects",
@@ -1292,6 +1345,29 @@ mod tests {
         assert!(
             err("[source]\nsystem = \"hubspot\"\nobjects = [\"Lead\"]\n")
                 .contains("Salesforce keys")
+        );
+        let both = parse(
+            "[source]\nsystem = \"salesforce\"\nbase_url = \"https://x\"\nobjects = [\"Contact\", \"Account\"]\n",
+        )
+        .unwrap();
+        let accounts = both.companies.as_deref().unwrap();
+        assert_eq!(accounts.object, SyncObject::Companies);
+        assert_eq!(
+            accounts.source.system,
+            SourceSystem::Salesforce {
+                api_version: "v60.0".into(),
+                objects: vec![SalesforceObject::Account]
+            }
+        );
+        assert_eq!(mapped_properties(&accounts.mappings), ["Name", "Website"]);
+        assert!(both.links_companies());
+        let only = parse(
+            "[source]\nsystem = \"salesforce\"\nbase_url = \"https://x\"\nobjects = [\"Account\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (only.object, only.companies.is_none()),
+            (SyncObject::Companies, true)
         );
     }
 

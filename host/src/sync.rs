@@ -437,7 +437,7 @@ fn source_of(config: &Config, read: HubspotSource) -> Source {
                 objects,
             },
             _,
-        ) => Source::SalesforcePeople(SalesforceSource {
+        ) => Source::Salesforce(SalesforceSource {
             instance_url: read.base_url,
             api_version: api_version.clone(),
             objects: objects.clone(),

@@ -27,7 +27,7 @@ impl Guest for Component {
             Source::HubspotCompanies(source) => {
                 hubspot::fetch_page(&mut WasiHttp, Object::Companies, source, cursor)
             }
-            Source::SalesforcePeople(source) => {
+            Source::Salesforce(source) => {
                 let page = salesforce::fetch_page(&mut WasiHttp, source, cursor)?;
                 if source.scope == SalesforceScope::Deleted {
                     return Ok(page);
@@ -54,7 +54,7 @@ impl Guest for Component {
             Source::HubspotCompanies(source) => {
                 hubspot::list_properties(&mut WasiHttp, Object::Companies, source)
             }
-            Source::SalesforcePeople(source) => salesforce::list_properties(&mut WasiHttp, source),
+            Source::Salesforce(source) => salesforce::list_properties(&mut WasiHttp, source),
         }
     }
 

@@ -43,6 +43,17 @@ fn object_name(object: SalesforceObject) -> &'static str {
     match object {
         SalesforceObject::Lead => "Lead",
         SalesforceObject::Contact => "Contact",
+        SalesforceObject::Account => "Account",
+    }
+}
+
+/// Fields a person read adds, and fields of the other person object it must
+/// not select; nothing for Accounts, whose fields are their own mapping's.
+fn person_fields(object: SalesforceObject) -> (&'static [&'static str], &'static [&'static str]) {
+    match object {
+        SalesforceObject::Lead => (&["Status"], CONTACT_ONLY),
+        SalesforceObject::Contact => (&["AccountId"], LEAD_ONLY),
+        SalesforceObject::Account => (&[], &[]),
     }
 }
 
@@ -127,14 +138,7 @@ pub fn soql(source: &SalesforceSource, object: SalesforceObject) -> String {
     if source.scope == SalesforceScope::Deleted {
         return format!("SELECT Id FROM {name} WHERE IsDeleted = true ORDER BY Id");
     }
-    let excluded = match object {
-        SalesforceObject::Lead => CONTACT_ONLY,
-        SalesforceObject::Contact => LEAD_ONLY,
-    };
-    let extra: &[&str] = match object {
-        SalesforceObject::Lead => &["Status"],
-        SalesforceObject::Contact => &["AccountId"],
-    };
+    let (extra, excluded) = person_fields(object);
     for field in source
         .fields
         .iter()
@@ -265,7 +269,10 @@ pub fn parse_query_page(
         let modified_at = text(fields.get("SystemModstamp"))
             .or_else(|| text(fields.get("LastModifiedDate")))
             .and_then(|t| salesforce_millis(&t));
-        let company_ids = text(fields.get("AccountId")).into_iter().collect();
+        let company_ids = match object {
+            SalesforceObject::Account => Vec::new(),
+            _ => text(fields.get("AccountId")).into_iter().collect(),
+        };
         let mut properties: Vec<Property> = fields
             .iter()
             .filter(|(name, _)| *name != "attributes")
@@ -274,18 +281,21 @@ pub fn parse_query_page(
                 value: text(Some(value)),
             })
             .collect();
-        let (record_type, status) = match object {
-            SalesforceObject::Lead => ("lead", text(fields.get("Status"))),
-            SalesforceObject::Contact => ("contact", None),
+        let person = match object {
+            SalesforceObject::Lead => Some(("lead", text(fields.get("Status")))),
+            SalesforceObject::Contact => Some(("contact", None)),
+            SalesforceObject::Account => None,
         };
-        properties.push(Property {
-            name: RECORD_TYPE.into(),
-            value: Some(record_type.into()),
-        });
-        properties.push(Property {
-            name: LEAD_STATUS.into(),
-            value: status,
-        });
+        if let Some((record_type, status)) = person {
+            properties.push(Property {
+                name: RECORD_TYPE.into(),
+                value: Some(record_type.into()),
+            });
+            properties.push(Property {
+                name: LEAD_STATUS.into(),
+                value: status,
+            });
+        }
         records.push(SourceRecord {
             id,
             properties,
@@ -347,7 +357,14 @@ pub fn list_properties(
         });
     }
     let mut fields = common.unwrap_or_default();
-    for (name, label) in [(RECORD_TYPE, "Record type"), (LEAD_STATUS, "Lead status")] {
+    let people = source
+        .objects
+        .iter()
+        .any(|o| *o != SalesforceObject::Account);
+    for (name, label) in [(RECORD_TYPE, "Record type"), (LEAD_STATUS, "Lead status")]
+        .into_iter()
+        .filter(|_| people)
+    {
         fields.push(PropertyDefinition {
             name: name.into(),
             label: label.into(),
@@ -599,6 +616,26 @@ mod tests {
         t.answers.push_back((400, r#"[{"message": "No such column 'Foo__c' on entity 'Lead'.", "errorCode": "INVALID_FIELD"}]"#.into()));
         let error = fetch_page(&mut t, &source(SalesforceScope::All), None).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("Foo__c"));
+    }
+
+    #[test]
+    fn accounts_are_read_with_their_own_fields_only() {
+        let accounts = SalesforceSource {
+            objects: vec![SalesforceObject::Account],
+            fields: vec!["Name".into(), "Website".into()],
+            ..source(SalesforceScope::All)
+        };
+        assert_eq!(
+            soql(&accounts, SalesforceObject::Account),
+            "SELECT Id, SystemModstamp, Name, Website FROM Account ORDER BY SystemModstamp ASC, Id ASC"
+        );
+        let (records, _) = parse_query_page(
+            br#"{"done": true, "records": [{"Id": "0011", "Name": "Acme", "Website": "acme.example"}]}"#,
+            SalesforceObject::Account,
+        )
+        .unwrap();
+        assert!(records[0].properties.iter().all(|p| p.name != RECORD_TYPE));
+        assert!(records[0].company_ids.is_empty());
     }
 
     #[test]

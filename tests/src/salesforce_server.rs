@@ -65,6 +65,7 @@ fn fields_of(object: &str) -> &'static [&'static str] {
             "Title",
             "AccountId",
         ],
+        "Account" => &["Name", "Website", "Industry", "Phone"],
         _ => &[],
     }
 }
@@ -83,6 +84,7 @@ pub struct Seen {
 pub struct State {
     pub leads: Vec<Record>,
     pub contacts: Vec<Record>,
+    pub accounts: Vec<Record>,
     /// Records per query page (Salesforce's default batch is 2,000).
     pub batch_size: usize,
     pub valid_tokens: Vec<String>,
@@ -93,14 +95,26 @@ pub struct State {
 }
 
 impl State {
+    fn records(&self, object: &str) -> &[Record] {
+        match object {
+            "Lead" => &self.leads,
+            "Account" => &self.accounts,
+            _ => &self.contacts,
+        }
+    }
+
+    fn records_mut(&mut self, object: &str) -> &mut Vec<Record> {
+        match object {
+            "Lead" => &mut self.leads,
+            "Account" => &mut self.accounts,
+            _ => &mut self.contacts,
+        }
+    }
+
     /// Sets a record's fields and bumps its `SystemModstamp`, as an edit does.
     pub fn edit(&mut self, object: &str, id: &str, fields: &[(&str, Value)], modstamp: u64) {
-        let records = if object == "Lead" {
-            &mut self.leads
-        } else {
-            &mut self.contacts
-        };
-        let record = records
+        let record = self
+            .records_mut(object)
             .iter_mut()
             .find(|r| r.id == id)
             .expect("a known record");
@@ -290,12 +304,8 @@ fn query(state: &mut State, soql: &str, all: bool) -> (u16, Value) {
             );
         }
     }
-    let records = if object == "Lead" {
-        &state.leads
-    } else {
-        &state.contacts
-    };
-    let mut hits: Vec<&Record> = records
+    let mut hits: Vec<&Record> = state
+        .records(object)
         .iter()
         .filter(|r| all || !r.deleted)
         .filter(|r| conditions.iter().all(|c| holds(r, c)))

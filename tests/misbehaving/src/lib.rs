@@ -32,7 +32,7 @@ mod component {
     fn base_url(source: &Source) -> String {
         match source {
             Source::HubspotContacts(s) | Source::HubspotCompanies(s) => s.base_url.clone(),
-            Source::SalesforcePeople(s) => s.instance_url.clone(),
+            Source::Salesforce(s) => s.instance_url.clone(),
         }
     }
 
