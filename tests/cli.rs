@@ -419,3 +419,17 @@ fn fields_lists_the_company_part_with_declared_types() {
     );
     assert_eq!(server.requests_to("/crm/v3/properties/companies").len(), 1);
 }
+
+#[test]
+fn every_example_config_loads() {
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(workspace().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            crmsync_host::config::Config::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 3, "examples/ holds the documented configs");
+}

@@ -152,6 +152,12 @@ fn companies_sync_first_and_contacts_link_to_their_primary_company() {
     assert!(contacts_by_external_id(&config)["4"].syncing);
     assert_eq!(account_of(&config, "5"), None);
 
+    let status = run_json(&["status", "--config", path.to_str().unwrap(), "--json"]);
+    assert_eq!(status["records_synced"], 5);
+    assert_eq!(status["companies"]["sync"], "linked.companies");
+    assert_eq!(status["companies"]["records_synced"], 2);
+    assert_eq!(status["companies"]["last_run"]["created"], 2);
+
     // Associations came with the listing: no v4 request.
     assert!(server.requests_to("/crm/v4/").is_empty());
     let listing = &server.requests_to("/crm/v3/objects/contacts")[0];

@@ -334,3 +334,46 @@ fn accounts_sync_first_and_contacts_link_to_their_account() {
                 .starts_with("SELECT Id, SystemModstamp, Name, Website, Industry FROM Account"))
     );
 }
+
+#[test]
+fn fields_lists_what_leads_and_contacts_both_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SalesforceServer::start(TOKEN);
+    config(
+        dir.path(),
+        "catalogue",
+        &server,
+        "[mapping]\nTitle = \"title\"\n",
+    );
+    let path = dir.path().join("catalogue.toml");
+    let component = component_path().display().to_string();
+    let (_, out) = crmsync(&[
+        "fields",
+        "--config",
+        path.to_str().unwrap(),
+        "--component",
+        &component,
+        "--json",
+    ])
+    .unwrap();
+    let fields: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Title") && names.contains(&"Email"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"Status"), "Leads only: {names:?}");
+    assert!(!names.contains(&"AccountId"), "Contacts only: {names:?}");
+    let title = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Title")
+        .unwrap();
+    assert_eq!(title["mapped_to"], "title");
+}

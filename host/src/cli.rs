@@ -329,46 +329,52 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
             } else {
-                writeln!(out, "sync {:?}: {}", status.sync, status.state)?;
-                match &status.last_run {
-                    Some(run) => writeln!(
-                        out,
-                        "  last run {} {} at {}: seen {} created {} updated {} skipped {} failed {}",
-                        run.id,
-                        run.status,
-                        run.started_at,
-                        run.counts.seen,
-                        run.counts.created,
-                        run.counts.updated,
-                        run.counts.skipped,
-                        run.counts.failed
-                    )?,
-                    None => writeln!(out, "  never run")?,
+                if let Some(companies) = &status.companies {
+                    write_status(out, companies)?;
                 }
-                if let Some(next) = &status.next_run_at {
-                    writeln!(out, "  next run: {next}")?;
-                }
-                writeln!(
-                    out,
-                    "  records at the source: {}; synced: {}",
-                    match (status.records_at_source, status.records_at_source_run) {
-                        (Some(n), Some(run)) => format!("{n} (at full run {run})"),
-                        _ => "unknown".into(),
-                    },
-                    status.records_synced
-                )?;
-                for (category, count) in &status.open_errors {
-                    writeln!(out, "  open errors: {category} {count}")?;
-                }
+                write_status(out, &status)?;
             }
             Ok(Exit::Success)
         }
     }
 }
 
-/// Source data is untrusted: in human output, control characters and
-/// bidirectional overrides are shown escaped so they cannot rearrange or
-/// corrupt the terminal. `--json` output keeps every value verbatim.
+/// The human form of one part's status.
+fn write_status(out: &mut dyn Write, status: &daemon::Status) -> Result<()> {
+    writeln!(out, "sync {:?}: {}", status.sync, status.state)?;
+    match &status.last_run {
+        Some(run) => writeln!(
+            out,
+            "  last run {} {} at {}: seen {} created {} updated {} skipped {} failed {}",
+            run.id,
+            run.status,
+            run.started_at,
+            run.counts.seen,
+            run.counts.created,
+            run.counts.updated,
+            run.counts.skipped,
+            run.counts.failed
+        )?,
+        None => writeln!(out, "  never run")?,
+    }
+    if let Some(next) = &status.next_run_at {
+        writeln!(out, "  next run: {next}")?;
+    }
+    writeln!(
+        out,
+        "  records at the source: {}; synced: {}",
+        match (status.records_at_source, status.records_at_source_run) {
+            (Some(n), Some(run)) => format!("{n} (at full run {run})"),
+            _ => "unknown".into(),
+        },
+        status.records_synced
+    )?;
+    for (category, count) in &status.open_errors {
+        writeln!(out, "  open errors: {category} {count}")?;
+    }
+    Ok(())
+}
+
 /// The sync names a config's runs are stored under: its `[companies]` part
 /// (run first), then itself.
 fn parts(config: &Config) -> Vec<&str> {
@@ -380,6 +386,9 @@ fn parts(config: &Config) -> Vec<&str> {
         .collect()
 }
 
+/// Source data is untrusted: in human output, control characters and
+/// bidirectional overrides are shown escaped so they cannot rearrange or
+/// corrupt the terminal. `--json` output keeps every value verbatim.
 pub fn terminal_safe(text: &str) -> String {
     text.chars()
         .map(|c| {

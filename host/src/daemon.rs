@@ -3,7 +3,7 @@
 //! each sync's store) and re-reading each config before every run, so edits
 //! take effect at the next run.
 
-use crate::config::Config;
+use crate::config::{Config, SyncObject};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
 use crate::store::{ContactStore, Control, RunRow};
@@ -165,6 +165,9 @@ pub struct Status {
     /// The last run's errors by category.
     pub open_errors: BTreeMap<String, u64>,
     pub control: Control,
+    /// The `[companies]` part's own status (its records are accounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub companies: Option<Box<Status>>,
 }
 
 /// The status of `config`'s sync.
@@ -202,9 +205,18 @@ pub fn status(config: &Config) -> Result<Status> {
         }),
         records_at_source: last_full.map(|r| r.counts.seen),
         records_at_source_run: last_full.map(|r| r.id),
-        records_synced: store.linked_contacts()?,
+        records_synced: match config.object {
+            SyncObject::Contacts => store.linked_contacts()?,
+            SyncObject::Companies => store.linked_accounts()?,
+        },
         open_errors,
         last_run: last,
         control,
+        companies: config
+            .companies
+            .as_deref()
+            .map(status)
+            .transpose()?
+            .map(Box::new),
     })
 }

@@ -292,6 +292,15 @@ impl ContactStore {
             .collect()
     }
 
+    /// Destination accounts linked to a source company.
+    pub fn linked_accounts(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM accounts WHERE external_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The account contact `id` belongs to, if any.
     pub fn account_of(&self, contact_id: i64) -> Result<Option<AccountRef>> {
         Ok(self
