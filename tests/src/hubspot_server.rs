@@ -3,12 +3,12 @@
 //! the OAuth token endpoint, with bearer-token checks, HubSpot's error bodies
 //! and injectable faults. Tests assert on what crossed the wire.
 
+use crate::loopback::Loopback;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tiny_http::{Header, Method, Response, Server};
+use tiny_http::{Header, Method, Response};
 
 /// The properties every contact has, as HubSpot defines them.
 pub const STANDARD_PROPERTIES: &[&str] = &[
@@ -220,34 +220,25 @@ pub struct RandomFaults {
 pub struct HubSpotServer {
     pub base_url: String,
     state: Arc<Mutex<State>>,
-    server: Arc<Server>,
-    thread: Option<JoinHandle<()>>,
+    _loopback: Loopback,
 }
 
 impl HubSpotServer {
     /// Starts a server accepting the bearer token `token`.
     pub fn start(token: &str) -> Self {
-        let server = Arc::new(Server::http("127.0.0.1:0").expect("loopback server binds"));
-        let port = server.server_addr().to_ip().expect("an IP address").port();
         let state = Arc::new(Mutex::new(State {
             valid_tokens: vec![token.to_owned()],
             expires_in: 1800,
             ..State::default()
         }));
-        let thread = {
-            let server = server.clone();
+        let loopback = {
             let state = state.clone();
-            std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    handle(&state, request);
-                }
-            })
+            Loopback::start(move |request| handle(&state, request))
         };
         HubSpotServer {
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: loopback.base_url.clone(),
             state,
-            server,
-            thread: Some(thread),
+            _loopback: loopback,
         }
     }
 
@@ -275,15 +266,6 @@ impl HubSpotServer {
             .filter(|s| s.path.starts_with(prefix))
             .cloned()
             .collect()
-    }
-}
-
-impl Drop for HubSpotServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! loopback HTTP servers that speak HubSpot's and Salesforce's documented shapes.
 
 pub mod hubspot_server;
+pub mod loopback;
 pub mod salesforce_server;
 
 use anyhow::{Context, Result};

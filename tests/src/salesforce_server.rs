@@ -6,10 +6,11 @@
 //! with `INVALID_FIELD`, as Salesforce does.
 
 use crate::hubspot_server::decode;
+use crate::loopback::Loopback;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tiny_http::{Header, Response, Server};
+use tiny_http::{Header, Response};
 
 /// The API version the server answers under.
 pub const API_VERSION: &str = "v60.0";
@@ -129,34 +130,25 @@ impl State {
 pub struct SalesforceServer {
     pub instance_url: String,
     state: Arc<Mutex<State>>,
-    server: Arc<Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _loopback: Loopback,
 }
 
 impl SalesforceServer {
     /// Starts a server accepting the bearer token `token`.
     pub fn start(token: &str) -> Self {
-        let server = Arc::new(Server::http("127.0.0.1:0").expect("loopback server binds"));
-        let port = server.server_addr().to_ip().expect("an IP address").port();
         let state = Arc::new(Mutex::new(State {
             valid_tokens: vec![token.to_owned()],
             batch_size: 2000,
             ..State::default()
         }));
-        let thread = {
-            let server = server.clone();
+        let loopback = {
             let state = state.clone();
-            std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    handle(&state, request);
-                }
-            })
+            Loopback::start(move |request| handle(&state, request))
         };
         SalesforceServer {
-            instance_url: format!("http://127.0.0.1:{port}"),
+            instance_url: loopback.base_url.clone(),
             state,
-            server,
-            thread: Some(thread),
+            _loopback: loopback,
         }
     }
 
@@ -171,15 +163,6 @@ impl SalesforceServer {
             .iter()
             .filter_map(|s| s.soql.clone())
             .collect()
-    }
-}
-
-impl Drop for SalesforceServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
