@@ -81,19 +81,30 @@ pub fn fetch_page(
             next_cursor: None,
         });
     };
-    let request = match &position.next {
-        None => query_request(
+    let first_page = || {
+        query_request(
             source,
             &soql(source, object),
             source.scope == SalesforceScope::Deleted,
-        ),
-        Some(next) => HttpRequest {
-            method: Method::Get,
-            url: format!("{}{next}", base(source)),
-            body: None,
-        },
+        )
     };
-    let body = send(transport, &request)?;
+    let body = match &position.next {
+        None => send(transport, &first_page())?,
+        Some(next) => {
+            let request = HttpRequest {
+                method: Method::Get,
+                url: format!("{}{next}", base(source)),
+                body: None,
+            };
+            match send_to_locator(transport, &request)? {
+                Some(body) => body,
+                // A query locator lives about 15 minutes: a run resumed later
+                // reads the object again from its start (re-applying a record
+                // changes nothing), rather than failing on the same cursor forever.
+                None => send(transport, &first_page())?,
+            }
+        }
+    };
     let (mut records, next) = parse_query_page(&body, object)?;
     if object == SalesforceObject::Contact && source.scope != SalesforceScope::Deleted {
         add_converted_leads(transport, source, &mut records)?;
@@ -423,6 +434,24 @@ fn base(source: &SalesforceSource) -> &str {
     source.instance_url.trim_end_matches('/')
 }
 
+/// [`send`] for a `nextRecordsUrl`: `None` when Salesforce says the query
+/// locator expired (`INVALID_QUERY_LOCATOR`).
+fn send_to_locator(
+    transport: &mut impl Transport,
+    request: &HttpRequest,
+) -> Result<Option<Vec<u8>>, SyncError> {
+    let mut expired = false;
+    let answer = transport::exchange(transport, request, |failure| {
+        expired = failure.body.contains("\"INVALID_QUERY_LOCATOR\"");
+        errors::classify_salesforce(&failure)
+    });
+    match answer {
+        Ok(body) => Ok(Some(body)),
+        Err(_) if expired => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Sends and returns a 2xx body; anything else is classified as Salesforce
 /// reports it (an array of `{message, errorCode, fields}`).
 fn send(transport: &mut impl Transport, request: &HttpRequest) -> Result<Vec<u8>, SyncError> {
@@ -572,6 +601,33 @@ mod tests {
             "the converted lead becomes this contact"
         );
         assert_eq!(contact.company_ids, ["0011"]);
+        assert!(page.next_cursor.is_none());
+    }
+
+    #[test]
+    fn an_expired_query_locator_restarts_the_objects_query() {
+        let cursor = serde_json::to_string(&Cursor {
+            object: 1,
+            next: Some("/services/data/v60.0/query/01gOLD-2000".into()),
+        })
+        .unwrap();
+        let mut t = Scripted::default();
+        t.answers.push_back((
+            400,
+            r#"[{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}]"#
+                .into(),
+        ));
+        t.answers
+            .push_back((200, r#"{"done": true, "records": [{"Id": "0031"}]}"#.into()));
+        t.answers
+            .push_back((200, r#"{"done": true, "records": []}"#.into()));
+        let page = fetch_page(&mut t, &source(SalesforceScope::All), Some(&cursor)).unwrap();
+        assert!(
+            t.sent[1].url.contains("FROM%20Contact"),
+            "{}",
+            t.sent[1].url
+        );
+        assert_eq!(page.records[0].id, "0031");
         assert!(page.next_cursor.is_none());
     }
 
