@@ -154,8 +154,9 @@ fn read_associations(
 }
 
 /// Where a `companies-contacts` read stands: the last company read. Keyed by
-/// id, not position, so a list that gained or lost companies between an
-/// interruption and the resume neither skips nor repeats one.
+/// id, not position, so a list that lost companies between an interruption
+/// and the resume repeats and skips none (one added before the cursor waits
+/// for the next run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct CompaniesCursor {
     after: String,
@@ -1185,6 +1186,29 @@ mod tests {
         let page = fetch_page(&mut t, Object::Contacts, &source(scope), Some(&next)).unwrap();
         assert!(page.records.is_empty() && page.next_cursor.is_none());
         assert_eq!(t.sent.len(), 1, "no contacts, no batch read");
+    }
+
+    #[test]
+    fn a_changed_company_list_resumes_after_the_last_company_read() {
+        // Read up to company 20; since then 10 left and 5 and 25 arrived.
+        let cursor = serde_json::to_string(&CompaniesCursor { after: "20".into() }).unwrap();
+        let companies: Vec<String> = ["5", "30", "25", "20"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let mut t = Scripted::default().answer(200, r#"{"results":[]}"#);
+        let page = fetch_page(
+            &mut t,
+            Object::Contacts,
+            &source(HubspotScope::CompaniesContacts(companies)),
+            Some(&cursor),
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(t.sent[0].body.as_ref().unwrap()).unwrap();
+        // Numeric order, strictly after 20: 5 (new, before the cursor) is left
+        // to the next run, 20 is not read twice.
+        assert_eq!(body["inputs"], json!([{"id": "25"}, {"id": "30"}]));
+        assert!(page.next_cursor.is_none());
     }
 
     fn window() -> TimeWindow {
