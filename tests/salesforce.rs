@@ -377,3 +377,106 @@ fn fields_lists_what_leads_and_contacts_both_have() {
         .unwrap();
     assert_eq!(title["mapped_to"], "title");
 }
+
+#[test]
+fn oauth_sessions_are_refreshed_at_start_and_when_they_expire_mid_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SalesforceServer::start("not-issued-yet");
+    {
+        let mut state = server.state();
+        state.batch_size = 1;
+        state.refresh_token = Some("sf-refresh".into());
+        state.requests_per_session = Some(4);
+        state.contacts = (1..=5)
+            .map(|i| {
+                contact(
+                    &format!("003{i}"),
+                    "P",
+                    &format!("p{i}@example.com"),
+                    None,
+                    JUNE + i,
+                )
+            })
+            .collect();
+    }
+    for (name, refresh) in [("refreshed", "sf-refresh"), ("revoked", "a-revoked-one")] {
+        let prefix = format!("CRMSYNC_SF_{}", name.to_uppercase());
+        set_env(&format!("{prefix}_ID"), "client-id");
+        set_env(&format!("{prefix}_SECRET"), "client-secret");
+        set_env(&format!("{prefix}_REFRESH"), refresh);
+        let path = write_config(
+            dir.path(),
+            name,
+            &format!(
+                "[source]\nsystem = \"salesforce\"\nbase_url = \"{}\"\nobjects = [\"Contact\"]\n\
+                 [source.oauth]\nclient_id_env = \"{prefix}_ID\"\nclient_secret_env = \"{prefix}_SECRET\"\n\
+                 refresh_token_env = \"{prefix}_REFRESH\"\n",
+                server.instance_url
+            ),
+        );
+        let config = Config::load(&path).unwrap();
+        let report = sync(&config, &live_options()).unwrap();
+        if refresh == "sf-refresh" {
+            assert_eq!(report.status, "completed", "{:?}", report.error);
+            assert_eq!(report.counts.created, 5);
+            assert!(server.state().issued >= 3, "refreshed at start and mid-run");
+        } else {
+            let error = report.error.unwrap();
+            assert_eq!(error.category, "auth-expired");
+            assert!(error.message.contains("invalid_grant"), "{}", error.message);
+            assert!(error.resolution.contains("Reconnect Salesforce"));
+        }
+    }
+    let token_requests = server
+        .state()
+        .seen
+        .iter()
+        .filter(|s| s.path == "/services/oauth2/token")
+        .count();
+    assert!(token_requests >= 4);
+}
+
+#[test]
+fn a_run_resumed_after_its_query_locator_expired_reads_the_object_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SalesforceServer::start(TOKEN);
+    {
+        let mut state = server.state();
+        state.batch_size = 2;
+        state.contacts = (1..=12)
+            .map(|i| {
+                contact(
+                    &format!("003{i:02}"),
+                    "P",
+                    &format!("p{i}@example.com"),
+                    None,
+                    JUNE + i,
+                )
+            })
+            .collect();
+    }
+    let config = config(dir.path(), "expired", &server, "objects = [\"Contact\"]\n");
+    let mut options = live_options();
+    let stop = options.stop.clone();
+    options.progress = Some(std::sync::Arc::new(move |_: &_| {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed)
+    }));
+    let interrupted = sync(&config, &options).unwrap();
+    assert_eq!(interrupted.status, "interrupted");
+    assert!(interrupted.counts.seen < 12);
+
+    // Longer than a locator lives: the stored nextRecordsUrl is refused.
+    server.state().expire_locators();
+    let resumed = sync(&config, &live_options()).unwrap();
+    assert!(resumed.resumed);
+    assert_eq!(resumed.status, "completed", "{:?}", resumed.error);
+    let contacts = contacts_by_external_id(&config);
+    assert_eq!(contacts.len(), 12, "nothing lost, nothing doubled");
+    assert!(
+        server
+            .state()
+            .seen
+            .iter()
+            .any(|s| s.path.contains("/query/01g") && s.soql.is_none())
+    );
+}

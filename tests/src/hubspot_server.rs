@@ -512,7 +512,8 @@ fn route(
     }
 }
 
-fn parse_query(query: &str) -> HashMap<String, String> {
+/// Parses `a=1&b=2` (a query string or a form body).
+pub(crate) fn parse_query(query: &str) -> HashMap<String, String> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

@@ -5,7 +5,7 @@
 //! with `=`, `>=`, `<=` and `IN (…)` conditions) and refuses unknown fields
 //! with `INVALID_FIELD`, as Salesforce does.
 
-use crate::hubspot_server::decode;
+use crate::hubspot_server::{decode, parse_query};
 use crate::loopback::Loopback;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +89,13 @@ pub struct State {
     /// Records per query page (Salesforce's default batch is 2,000).
     pub batch_size: usize,
     pub valid_tokens: Vec<String>,
+    /// The refresh token `/services/oauth2/token` accepts.
+    pub refresh_token: Option<String>,
+    /// Issued sessions expire after this many API requests.
+    pub requests_per_session: Option<usize>,
+    session_uses: HashMap<String, usize>,
+    /// Sessions issued so far.
+    pub issued: usize,
     pub seen: Vec<Seen>,
     /// Open query locators: the remaining records of a query, by locator id.
     locators: HashMap<String, Vec<Value>>,
@@ -96,6 +103,11 @@ pub struct State {
 }
 
 impl State {
+    /// Ends every open query locator, as 15 minutes of inactivity do.
+    pub fn expire_locators(&mut self) {
+        self.locators.clear();
+    }
+
     fn records(&self, object: &str) -> &[Record] {
         match object {
             "Lead" => &self.leads,
@@ -190,8 +202,18 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
         let token = authorization
             .as_deref()
             .and_then(|a| a.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !state.valid_tokens.iter().any(|t| t == token) {
+            .unwrap_or("")
+            .to_owned();
+        if let Some(limit) = state.requests_per_session {
+            let uses = state.session_uses.entry(token.clone()).or_insert(0);
+            *uses += 1;
+            if *uses > limit {
+                state.valid_tokens.retain(|t| *t != token);
+            }
+        }
+        if path == "/services/oauth2/token" {
+            oauth_token(&mut state, &body)
+        } else if !state.valid_tokens.contains(&token) {
             (
                 401,
                 json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
@@ -208,6 +230,31 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
     let _ = request.respond(response);
 }
 
+/// The refresh-token grant, answered as Salesforce does: a new session and
+/// the instance URL, with neither `expires_in` nor a new refresh token.
+fn oauth_token(state: &mut State, body: &str) -> (u16, Value) {
+    let form = parse_query(body);
+    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && state.refresh_token.is_some()
+        && form.get("refresh_token") == state.refresh_token.as_ref()
+        && form.get("client_id").is_some_and(|v| !v.is_empty())
+        && form.get("client_secret").is_some_and(|v| !v.is_empty());
+    if !ok {
+        return (
+            400,
+            json!({"error": "invalid_grant", "error_description": "expired access/refresh token"}),
+        );
+    }
+    state.issued += 1;
+    let session = format!("00Dsession!{}", state.issued);
+    state.valid_tokens.push(session.clone());
+    (
+        200,
+        json!({"access_token": session, "instance_url": "http://127.0.0.1", "id": "https://login.salesforce.com/id/00D/005",
+               "token_type": "Bearer", "issued_at": "1717200000000", "signature": "c2lnbmF0dXJl"}),
+    )
+}
+
 fn route(state: &mut State, path: &str, soql: Option<&str>) -> (u16, Value) {
     let prefix = format!("/services/data/{API_VERSION}/");
     let Some(rest) = path.strip_prefix(&prefix) else {
@@ -219,7 +266,9 @@ fn route(state: &mut State, path: &str, soql: Option<&str>) -> (u16, Value) {
             Some(soql) => query(state, soql, segments[0] == "queryAll"),
             None => malformed("a query needs q"),
         },
-        ["query", locator] => match state.locators.remove(*locator) {
+        // A locator's batch can be fetched again while the locator lives (a
+        // client retrying a page does); `expire_locators` ends them all.
+        ["query", locator] => match state.locators.get(*locator).cloned() {
             Some(rest) => page(state, rest),
             None => (
                 400,
