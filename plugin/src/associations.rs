@@ -3,7 +3,7 @@
 //! (`associations=companies`); everything else goes through the v4 API.
 
 use crate::errors;
-use crate::transport::{HttpRequest, Method, encode_component};
+use crate::transport::{HttpRequest, Method, encode_component, parse_json};
 use crate::types::SyncError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,9 +55,7 @@ struct BatchAnswer {
 /// Reads a v4 batch read answer (HTTP 200, or 207 when some ids have no
 /// associations: those are in `errors`, and simply have none).
 pub fn parse_batch_read(body: &[u8]) -> Result<Vec<Associated>, SyncError> {
-    let answer: BatchAnswer = serde_json::from_slice(body).map_err(|e| {
-        errors::invalid_response(&format!("the associations answer is not valid JSON ({e})"))
-    })?;
+    let answer: BatchAnswer = parse_json(body, "associations answer")?;
     let mut read = Vec::new();
     for result in answer.results.unwrap_or_default() {
         let Some(from) = result
@@ -80,9 +78,7 @@ pub fn parse_batch_read(body: &[u8]) -> Result<Vec<Associated>, SyncError> {
 
 /// Reads one page of `GET /crm/v4/objects/.../associations/...`.
 pub fn parse_object_page(body: &[u8]) -> Result<(Vec<String>, Option<String>), SyncError> {
-    let answer: Value = serde_json::from_slice(body).map_err(|e| {
-        errors::invalid_response(&format!("the associations page is not valid JSON ({e})"))
-    })?;
+    let answer: Value = parse_json(body, "associations page")?;
     Ok((targets(answer.get("results")), next_after(&answer)))
 }
 

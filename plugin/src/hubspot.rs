@@ -5,7 +5,7 @@
 use crate::associations;
 use crate::errors::{self, Endpoint};
 use crate::filters;
-use crate::transport::{self, HttpRequest, Method, Transport, encode_component};
+use crate::transport::{self, HttpRequest, Method, Transport, encode_component, parse_json};
 use crate::types::{
     HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord, SyncError,
 };
@@ -69,7 +69,11 @@ pub fn fetch_page(
     source: &HubspotSource,
     cursor: Option<&str>,
 ) -> Result<Page, SyncError> {
-    let mut page = read_page(transport, object, source, cursor)?;
+    let pushed = match source.scope {
+        HubspotScope::All => pushed_down(source),
+        _ => Vec::new(),
+    };
+    let mut page = read_page(transport, object, source, cursor, &pushed)?;
     // Filtered first, so excluded records cost no association lookup.
     if !matches!(source.scope, HubspotScope::Archived) {
         page = filters::apply(&source.filters, page);
@@ -77,7 +81,7 @@ pub fn fetch_page(
     // The listing brings companies inline; the companies-contacts scope knows
     // them already; archived records need none.
     let needs_lookup = match source.scope {
-        HubspotScope::All => !pushed_down(source).is_empty(),
+        HubspotScope::All => !pushed.is_empty(),
         HubspotScope::Modified(_) | HubspotScope::ListMembers(_) => true,
         HubspotScope::Archived | HubspotScope::CompaniesContacts(_) => false,
     };
@@ -250,23 +254,21 @@ fn read_companies_contacts(
     })
 }
 
+/// Reads one page; `pushed` are the filters a full read hands to search.
 fn read_page(
     transport: &mut impl Transport,
     object: Object,
     source: &HubspotSource,
     cursor: Option<&str>,
+    pushed: &[Value],
 ) -> Result<Page, SyncError> {
-    let pushed = match source.scope {
-        HubspotScope::All => pushed_down(source),
-        _ => Vec::new(),
-    };
     match &source.scope {
         // A filter the search API can evaluate makes a full read cheaper
         // through search than through the listing: only matching records
         // come back. Incremental reads keep every change (see `modified`).
         HubspotScope::All if !pushed.is_empty() => {
             let position = search_position(cursor, 0)?;
-            let request = search_request(object, source, None, &position, &pushed);
+            let request = search_request(object, source, None, &position, pushed);
             let body = send(transport, &request, Endpoint::Other)?;
             parse_search_page(&body, &position)
         }
@@ -712,14 +714,6 @@ pub fn parse_memberships(body: &[u8]) -> Result<(Vec<String>, Option<String>), S
         }
     }
     Ok((ids, next_after(page.paging.as_ref())))
-}
-
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, SyncError> {
-    serde_json::from_slice(body).map_err(|e| {
-        errors::invalid_response(&format!(
-            "the {what} is not valid JSON of the documented shape ({e})"
-        ))
-    })
 }
 
 fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceRecord>, SyncError> {

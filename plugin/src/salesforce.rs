@@ -3,7 +3,7 @@
 //! `done`), read tolerantly (nulls, unknown fields, nested objects).
 
 use crate::errors;
-use crate::transport::{self, HttpRequest, Method, Transport, encode_component};
+use crate::transport::{self, HttpRequest, Method, Transport, encode_component, parse_json};
 use crate::types::{
     Page, Property, PropertyDefinition, SalesforceObject, SalesforceScope, SalesforceSource,
     SourceRecord, SyncError,
@@ -91,12 +91,7 @@ pub fn fetch_page(
     let body = match &position.next {
         None => send(transport, &first_page())?,
         Some(next) => {
-            let request = HttpRequest {
-                method: Method::Get,
-                url: format!("{}{next}", base(source)),
-                body: None,
-            };
-            match send_to_locator(transport, &request)? {
+            match send_to_locator(transport, &next_request(source, next))? {
                 Some(body) => body,
                 // A query locator lives about 15 minutes: a run resumed later
                 // reads the object again from its start (re-applying a record
@@ -138,6 +133,15 @@ pub fn query_request(source: &SalesforceSource, soql: &str, all: bool) -> HttpRe
             if all { "queryAll" } else { "query" },
             encode_component(soql)
         ),
+        body: None,
+    }
+}
+
+/// `GET {instance}{nextRecordsUrl}`: the next page of a query.
+fn next_request(source: &SalesforceSource, next: &str) -> HttpRequest {
+    HttpRequest {
+        method: Method::Get,
+        url: format!("{}{next}", base(source)),
         body: None,
     }
 }
@@ -211,7 +215,7 @@ fn add_converted_leads(
         let mut request = query_request(source, &statement, false);
         loop {
             let body = send(transport, &request)?;
-            let page: QueryPage = parse(&body)?;
+            let page: QueryPage = parse_json(&body, "Salesforce query answer")?;
             for lead in page.records.unwrap_or_default() {
                 let (Some(lead_id), Some(contact)) =
                     (text(lead.get("Id")), text(lead.get("ConvertedContactId")))
@@ -225,13 +229,7 @@ fn add_converted_leads(
                 }
             }
             match page.next_records_url.filter(|_| page.done != Some(true)) {
-                Some(next) => {
-                    request = HttpRequest {
-                        method: Method::Get,
-                        url: format!("{}{next}", base(source)),
-                        body: None,
-                    }
-                }
+                Some(next) => request = next_request(source, &next),
                 None => break,
             }
         }
@@ -255,21 +253,13 @@ struct QueryPage {
     records: Option<Vec<serde_json::Map<String, Value>>>,
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SyncError> {
-    serde_json::from_slice(body).map_err(|e| {
-        errors::invalid_response(&format!(
-            "the Salesforce query answer is not valid JSON of the documented shape ({e})"
-        ))
-    })
-}
-
 /// Reads a `QueryResult` page of `object`: its records, and the next page's
 /// URL unless `done`.
 pub fn parse_query_page(
     body: &[u8],
     object: SalesforceObject,
 ) -> Result<(Vec<SourceRecord>, Option<String>), SyncError> {
-    let page: QueryPage = parse(body)?;
+    let page: QueryPage = parse_json(body, "Salesforce query answer")?;
     let mut records = Vec::new();
     for (index, fields) in page.records.unwrap_or_default().into_iter().enumerate() {
         let Some(id) = text(fields.get("Id")) else {
@@ -394,7 +384,7 @@ struct Describe {
 
 /// Reads a `describe` answer's `fields`: name, label, type, picklist values.
 pub fn parse_describe(body: &[u8]) -> Result<Vec<PropertyDefinition>, SyncError> {
-    let describe: Describe = parse(body)?;
+    let describe: Describe = parse_json(body, "Salesforce describe answer")?;
     Ok(describe
         .fields
         .unwrap_or_default()

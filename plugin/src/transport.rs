@@ -74,6 +74,19 @@ pub fn exchange(
     }))
 }
 
+/// Reads a success answer's JSON; a body that is not the documented shape
+/// is `invalid-response`, naming `what` was read.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(
+    body: &'a [u8],
+    what: &str,
+) -> Result<T, SyncError> {
+    serde_json::from_slice(body).map_err(|e| {
+        errors::invalid_response(&format!(
+            "the {what} is not valid JSON of the documented shape ({e})"
+        ))
+    })
+}
+
 fn method_name(method: Method) -> &'static str {
     match method {
         Method::Get => "GET",
