@@ -202,6 +202,61 @@ pub struct ContactData {
 /// text, number, boolean, date strings, lists for multi-selects).
 pub type Fields = BTreeMap<String, serde_json::Value>;
 
+/// The destination's two kinds of record. Their rows have one shape
+/// (external id, name, fields, syncing, the run that last read them); each
+/// keeps its own handles (emails and phones; domains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    Contacts,
+    Accounts,
+}
+
+impl Records {
+    fn noun(self) -> &'static str {
+        match self {
+            Records::Contacts => "contact",
+            Records::Accounts => "account",
+        }
+    }
+}
+
+/// One statement over either record table, written once: `$before`, the
+/// table's name, `$after`, as a `&'static str` (so `prepare_cached` keys stay
+/// allocation-free on the per-record path).
+macro_rules! per_table {
+    ($records:expr, $before:literal, $after:literal) => {
+        match $records {
+            Records::Contacts => concat!($before, "contacts", $after),
+            Records::Accounts => concat!($before, "accounts", $after),
+        }
+    };
+}
+
+/// A record's row, as a sync compares and writes it.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    external_id: Option<String>,
+    name: Option<String>,
+    fields: Fields,
+    syncing: bool,
+}
+
+impl Row {
+    /// The row after the source record `external_id` updated it: it is linked
+    /// and syncing; a source value replaces, an absent one never erases
+    /// (HubSpot reports "cleared" and "never set" alike).
+    fn updated(&self, external_id: &str, name: &Option<String>, fields: &Fields) -> Row {
+        let mut merged = self.fields.clone();
+        merged.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Row {
+            external_id: Some(external_id.to_owned()),
+            name: name.clone().or_else(|| self.name.clone()),
+            fields: merged,
+            syncing: true,
+        }
+    }
+}
+
 /// What updating a contact did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -453,18 +508,9 @@ impl ContactStore {
 
     /// The contact linked to `external_id`.
     pub fn find_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
-        self.linked_id(external_id)?
+        self.linked_id(Records::Contacts, external_id)?
             .map(|id| self.directory_entry(id))
             .transpose()
-    }
-
-    /// The id of the contact linked to `external_id`.
-    fn linked_id(&self, external_id: &str) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT id FROM contacts WHERE external_id = ?1")?
-            .query_row([external_id], |r| r.get(0))
-            .optional()?)
     }
 
     /// Contacts holding the normalised handle `value`.
@@ -521,21 +567,13 @@ impl ContactStore {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64> {
-        let fields = serde_json::to_string(&data.fields)?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO contacts (external_id, name, fields, created_at, updated_at, seen_sync, seen_run)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                external_id,
-                data.name,
-                fields,
-                now_text(),
-                seen.map(|s| s.sync),
-                seen.map(|s| s.run_id)
-            ])?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.insert_row(
+            Records::Contacts,
+            external_id,
+            &data.name,
+            &data.fields,
+            seen,
+        )?;
         let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), true)).collect();
         let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), true)).collect();
         self.write_handles(id, &emails, &phones)?;
@@ -554,58 +592,16 @@ impl ContactStore {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<Change> {
-        let (old_external, old_name, old_fields, syncing): (
-            Option<String>,
-            Option<String>,
-            String,
-            bool,
-        ) = self
-            .conn
-            .prepare_cached(
-                "SELECT external_id, name, fields, syncing FROM contacts WHERE id = ?1",
-            )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .with_context(|| format!("destination contact {id} disappeared during the run"))?;
-        let old_fields = parse_fields(id, &old_fields)?;
+        let old = self.read_row(Records::Contacts, id)?;
         let (old_emails, old_phones) = self.handles(id)?;
-
-        let name = data.name.clone().or(old_name.clone());
-        let mut fields = old_fields.clone();
-        fields.extend(data.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let new = old.updated(external_id, &data.name, &data.fields);
         let emails = merge_handles(&data.emails, &old_emails);
         let phones = merge_handles(&data.phones, &old_phones);
-
-        if old_external.as_deref() == Some(external_id)
-            && syncing
-            && name == old_name
-            && fields == old_fields
-            && emails == old_emails
-            && phones == old_phones
-        {
-            if let Some(seen) = seen {
-                self.conn
-                    .prepare_cached(
-                        "UPDATE contacts SET seen_sync = ?2, seen_run = ?3 WHERE id = ?1",
-                    )?
-                    .execute(params![id, seen.sync, seen.run_id])?;
-            }
+        if new == old && emails == old_emails && phones == old_phones {
+            self.note_seen(Records::Contacts, id, seen)?;
             return Ok(Change::Unchanged);
         }
-        self.conn
-            .prepare_cached(
-                "UPDATE contacts SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = ?5,
-                        seen_sync = COALESCE(?6, seen_sync), seen_run = COALESCE(?7, seen_run)
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                external_id,
-                name,
-                serde_json::to_string(&fields)?,
-                now_text(),
-                seen.map(|s| s.sync),
-                seen.map(|s| s.run_id)
-            ])?;
+        self.write_row(Records::Contacts, id, &new, seen)?;
         self.conn
             .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
             .execute([id])?;
@@ -613,15 +609,19 @@ impl ContactStore {
         Ok(Change::Updated)
     }
 
-    /// X6: the source record linked to this contact was archived. The contact
-    /// stays, marked as no longer syncing. Whether anything changed.
-    pub fn stop_syncing(&self, external_id: &str) -> Result<bool> {
+    /// X6: the source record linked to this contact or account was archived
+    /// (or stopped matching the filters). It stays, marked as no longer
+    /// syncing. Whether anything changed.
+    pub fn stop_syncing(&self, records: Records, external_id: &str) -> Result<bool> {
+        let sql = per_table!(
+            records,
+            "UPDATE ",
+            " SET syncing = 0, updated_at = ?2 WHERE external_id = ?1 AND syncing = 1"
+        );
         Ok(self
             .conn
-            .prepare_cached(&format!(
-                "UPDATE contacts SET syncing = 0, updated_at = {NOW} WHERE external_id = ?1 AND syncing = 1"
-            ))?
-            .execute([external_id])?
+            .prepare_cached(sql)?
+            .execute(params![external_id, now_text()])?
             == 1)
     }
 
@@ -631,10 +631,10 @@ impl ContactStore {
     /// folded into it and removed), else the first of theirs, relinked.
     /// Returns how many destination contacts were folded or relinked.
     pub fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64> {
-        let mut keep = self.linked_id(survivor)?;
+        let mut keep = self.linked_id(Records::Contacts, survivor)?;
         let mut changed = 0;
         for merged in merged_ids.iter().filter(|m| *m != survivor) {
-            let Some(absorbed) = self.linked_id(merged)? else {
+            let Some(absorbed) = self.linked_id(Records::Contacts, merged)? else {
                 continue;
             };
             match keep {
@@ -698,26 +698,138 @@ impl ContactStore {
 
     /// Records that run `run_id` of `sync` read the source record linked to
     /// `external_id` (whatever became of it), for `stop_syncing_unseen`.
-    pub fn mark_seen(&self, external_id: &str, sync: &str, run_id: i64) -> Result<()> {
+    pub fn mark_seen(
+        &self,
+        records: Records,
+        external_id: &str,
+        sync: &str,
+        run_id: i64,
+    ) -> Result<()> {
+        let sql = per_table!(
+            records,
+            "UPDATE ",
+            " SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1"
+        );
         self.conn
-            .prepare_cached(
-                "UPDATE contacts SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1",
-            )?
+            .prepare_cached(sql)?
             .execute(params![external_id, sync, run_id])?;
         Ok(())
     }
 
-    /// At the end of a complete pass: contacts this sync linked earlier whose
-    /// record the pass no longer read (it left the list, or was deleted) stop
-    /// syncing (X6). They are kept. Returns how many.
-    pub fn stop_syncing_unseen(&self, sync: &str, run_id: i64) -> Result<u64> {
-        Ok(self.conn.execute(
-            &format!(
-                "UPDATE contacts SET syncing = 0, updated_at = {NOW}
-                 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
-            ),
-            params![sync, run_id],
-        )? as u64)
+    /// At the end of a complete pass: records this sync linked earlier whose
+    /// source record the pass no longer read (it left the list, or was
+    /// deleted) stop syncing (X6). They are kept. Returns how many.
+    pub fn stop_syncing_unseen(&self, records: Records, sync: &str, run_id: i64) -> Result<u64> {
+        let sql = per_table!(
+            records,
+            "UPDATE ",
+            " SET syncing = 0, updated_at = ?3 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
+        );
+        Ok(self.conn.execute(sql, params![sync, run_id, now_text()])? as u64)
+    }
+
+    // ----- rows, as contacts and accounts share them -----------------------------------
+
+    /// The id of the record linked to `external_id`.
+    fn linked_id(&self, records: Records, external_id: &str) -> Result<Option<i64>> {
+        let sql = per_table!(records, "SELECT id FROM ", " WHERE external_id = ?1");
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([external_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Inserts a record linked to `external_id`; its handles are the caller's.
+    fn insert_row(
+        &self,
+        records: Records,
+        external_id: &str,
+        name: &Option<String>,
+        fields: &Fields,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64> {
+        let sql = per_table!(
+            records,
+            "INSERT INTO ",
+            " (external_id, name, fields, created_at, updated_at, seen_sync, seen_run)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)"
+        );
+        self.conn.prepare_cached(sql)?.execute(params![
+            external_id,
+            name,
+            serde_json::to_string(fields)?,
+            now_text(),
+            seen.map(|s| s.sync),
+            seen.map(|s| s.run_id)
+        ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn read_row(&self, records: Records, id: i64) -> Result<Row> {
+        let sql = per_table!(
+            records,
+            "SELECT external_id, name, fields, syncing FROM ",
+            " WHERE id = ?1"
+        );
+        let (external_id, name, fields, syncing): (Option<String>, Option<String>, String, bool) =
+            self.conn
+                .prepare_cached(sql)?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .with_context(|| {
+                    format!(
+                        "destination {} {id} disappeared during the run",
+                        records.noun()
+                    )
+                })?;
+        Ok(Row {
+            external_id,
+            name,
+            fields: parse_fields(id, &fields)?,
+            syncing,
+        })
+    }
+
+    /// Writes an updated row (syncing again, `seen` recorded when given).
+    fn write_row(
+        &self,
+        records: Records,
+        id: i64,
+        row: &Row,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<()> {
+        let sql = per_table!(
+            records,
+            "UPDATE ",
+            " SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = ?5,
+                  seen_sync = COALESCE(?6, seen_sync), seen_run = COALESCE(?7, seen_run)
+             WHERE id = ?1"
+        );
+        self.conn.prepare_cached(sql)?.execute(params![
+            id,
+            row.external_id,
+            row.name,
+            serde_json::to_string(&row.fields)?,
+            now_text(),
+            seen.map(|s| s.sync),
+            seen.map(|s| s.run_id)
+        ])?;
+        Ok(())
+    }
+
+    /// Records `seen` on an unchanged row: the sweep (X6) knows it is still read.
+    fn note_seen(&self, records: Records, id: i64, seen: Option<SeenBy<'_>>) -> Result<()> {
+        if let Some(seen) = seen {
+            let sql = per_table!(
+                records,
+                "UPDATE ",
+                " SET seen_sync = ?2, seen_run = ?3 WHERE id = ?1"
+            );
+            self.conn
+                .prepare_cached(sql)?
+                .execute(params![id, seen.sync, seen.run_id])?;
+        }
+        Ok(())
     }
 
     /// Adds a contact the destination already had, not linked to any source
@@ -1235,9 +1347,15 @@ mod tests {
         let id = s
             .create("101", &data(Some("Ada"), &["a@x.io"], &[]), None)
             .unwrap();
-        assert!(s.stop_syncing("101").unwrap());
-        assert!(!s.stop_syncing("101").unwrap(), "already stopped");
-        assert!(!s.stop_syncing("999").unwrap(), "not linked here");
+        assert!(s.stop_syncing(Records::Contacts, "101").unwrap());
+        assert!(
+            !s.stop_syncing(Records::Contacts, "101").unwrap(),
+            "already stopped"
+        );
+        assert!(
+            !s.stop_syncing(Records::Contacts, "999").unwrap(),
+            "not linked here"
+        );
         assert!(!s.contacts().unwrap()[0].syncing);
         // Restored at the source: the next update syncs it again.
         assert_eq!(
@@ -1254,16 +1372,20 @@ mod tests {
         for ext in ["1", "2"] {
             s.create(ext, &data(None, &[&format!("{ext}@x.io")], &[]), None)
                 .unwrap();
-            s.mark_seen(ext, "list", 1).unwrap();
+            s.mark_seen(Records::Contacts, ext, "list", 1).unwrap();
         }
         s.insert_unlinked(&data(None, &["own@x.io"], &[])).unwrap();
-        s.mark_seen("1", "list", 2).unwrap();
+        s.mark_seen(Records::Contacts, "1", "list", 2).unwrap();
         assert_eq!(
-            s.stop_syncing_unseen("other", 2).unwrap(),
+            s.stop_syncing_unseen(Records::Contacts, "other", 2)
+                .unwrap(),
             0,
             "another sync's contacts are not touched"
         );
-        assert_eq!(s.stop_syncing_unseen("list", 2).unwrap(), 1);
+        assert_eq!(
+            s.stop_syncing_unseen(Records::Contacts, "list", 2).unwrap(),
+            1
+        );
         let syncing: Vec<bool> = s.contacts().unwrap().iter().map(|c| c.syncing).collect();
         assert_eq!(
             syncing,
@@ -1291,7 +1413,7 @@ mod tests {
         let s = ContactStore::open(&path).unwrap();
         let c = &s.contacts().unwrap()[0];
         assert!(c.syncing && c.name.as_deref() == Some("Old"));
-        s.mark_seen("7", "demo", 1).unwrap();
+        s.mark_seen(Records::Contacts, "7", "demo", 1).unwrap();
         drop(s);
         ContactStore::open(&path).unwrap(); // already current: opens without migrating
         std::fs::remove_dir_all(&dir).unwrap();

@@ -12,8 +12,8 @@ use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{
-    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, RunMode,
-    SeenBy,
+    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, ErrorRow, OpenRun, Records,
+    RunMode, SeenBy,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -817,10 +817,7 @@ impl Pass<'_> {
             store.begin()?;
             for record in &page.records {
                 let id = &record.contact.external_id;
-                stopped += u64::from(match self.config.object {
-                    SyncObject::Contacts => store.stop_syncing(id)?,
-                    SyncObject::Companies => store.stop_syncing_account(id)?,
-                });
+                stopped += u64::from(store.stop_syncing(records_of(self.config), id)?);
             }
             store.commit()?;
             match page.next_cursor {
@@ -928,10 +925,7 @@ impl Applier<'_> {
         // its contact is kept, flagged like an archived one (X6).
         for id in &page.excluded {
             let store = &self.instance.state().store;
-            self.stopped_syncing += u64::from(match self.config.object {
-                SyncObject::Contacts => store.stop_syncing(id)?,
-                SyncObject::Companies => store.stop_syncing_account(id)?,
-            });
+            self.stopped_syncing += u64::from(store.stop_syncing(records_of(self.config), id)?);
         }
         self.counts.pages += 1;
         let bookmark = match next {
@@ -946,14 +940,11 @@ impl Applier<'_> {
         if let Some(bookmark) = bookmark {
             if self.mode == RunMode::Full {
                 // Only a complete pass knows what the source no longer has.
-                self.stopped_syncing += match self.config.object {
-                    SyncObject::Contacts => {
-                        store.stop_syncing_unseen(&self.config.name, self.run_id)?
-                    }
-                    SyncObject::Companies => {
-                        store.stop_syncing_unseen_accounts(&self.config.name, self.run_id)?
-                    }
-                };
+                self.stopped_syncing += store.stop_syncing_unseen(
+                    records_of(self.config),
+                    &self.config.name,
+                    self.run_id,
+                )?;
             }
             // Completing the run with its last page's writes: a crash between the
             // two would otherwise leave a finished run looking unstarted.
@@ -1006,7 +997,12 @@ impl Applier<'_> {
                 self.counts.failed += 1;
                 // Even a skipped record is still at the source: its contact
                 // (if linked) must not be swept as gone.
-                store.mark_seen(&mapped.external_id, &self.config.name, self.run_id)?;
+                store.mark_seen(
+                    Records::Contacts,
+                    &mapped.external_id,
+                    &self.config.name,
+                    self.run_id,
+                )?;
                 return Ok(());
             }
         };
@@ -1045,10 +1041,23 @@ impl Applier<'_> {
             MatchOutcome::Skip(error) => {
                 store.record_error(self.run_id, &error_row(self.run_id, &error))?;
                 self.counts.failed += 1;
-                store.mark_account_seen(&mapped.external_id, &self.config.name, self.run_id)?;
+                store.mark_seen(
+                    Records::Accounts,
+                    &mapped.external_id,
+                    &self.config.name,
+                    self.run_id,
+                )?;
             }
         }
         Ok(())
+    }
+}
+
+/// The destination records a sync of `config`'s object writes.
+fn records_of(config: &Config) -> Records {
+    match config.object {
+        SyncObject::Contacts => Records::Contacts,
+        SyncObject::Companies => Records::Accounts,
     }
 }
 

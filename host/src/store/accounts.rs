@@ -1,8 +1,8 @@
 //! Destination accounts (S3): HubSpot companies as the embedded store keeps
 //! them, matched by external id then domain, and the contact -> account link.
 
-use super::{Change, ContactStore, DirectoryEntry, Fields, NOW, SeenBy, now_text, parse_fields};
-use anyhow::{Context, Result};
+use super::{Change, ContactStore, DirectoryEntry, Fields, Records, SeenBy, parse_fields};
+use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -42,12 +42,9 @@ pub struct AccountRef {
 impl ContactStore {
     /// The account linked to the source company `external_id`.
     pub fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
-        let id: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT id FROM accounts WHERE external_id = ?1")?
-            .query_row([external_id], |r| r.get(0))
-            .optional()?;
-        id.map(|id| self.account_entry(id)).transpose()
+        self.linked_id(Records::Accounts, external_id)?
+            .map(|id| self.account_entry(id))
+            .transpose()
     }
 
     /// Accounts holding the normalised `domain`.
@@ -93,20 +90,13 @@ impl ContactStore {
         data: &AccountData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO accounts (external_id, name, fields, created_at, updated_at, seen_sync, seen_run)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                external_id,
-                data.name,
-                serde_json::to_string(&data.fields)?,
-                now_text(),
-                seen.map(|s| s.sync),
-                seen.map(|s| s.run_id)
-            ])?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.insert_row(
+            Records::Accounts,
+            external_id,
+            &data.name,
+            &data.fields,
+            seen,
+        )?;
         self.write_domains(id, &data.domains)?;
         Ok(id)
     }
@@ -121,58 +111,19 @@ impl ContactStore {
         data: &AccountData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<Change> {
-        let (old_external, old_name, old_fields, syncing): (
-            Option<String>,
-            Option<String>,
-            String,
-            bool,
-        ) = self
-            .conn
-            .prepare_cached(
-                "SELECT external_id, name, fields, syncing FROM accounts WHERE id = ?1",
-            )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .with_context(|| format!("destination account {id} disappeared during the run"))?;
-        let old_fields = parse_fields(id, &old_fields)?;
+        let old = self.read_row(Records::Accounts, id)?;
         let old_domains = self.domains(id)?;
-        let name = data.name.clone().or(old_name.clone());
-        let mut fields = old_fields.clone();
-        fields.extend(data.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let new = old.updated(external_id, &data.name, &data.fields);
         let domains = if data.domains.is_empty() {
             old_domains.clone()
         } else {
             data.domains.clone()
         };
-        let seen_sync = seen.map(|s| s.sync);
-        let seen_run = seen.map(|s| s.run_id);
-        if old_external.as_deref() == Some(external_id)
-            && syncing
-            && name == old_name
-            && fields == old_fields
-            && domains == old_domains
-        {
-            self.conn
-                .prepare_cached(
-                    "UPDATE accounts SET seen_sync = COALESCE(?2, seen_sync), seen_run = COALESCE(?3, seen_run) WHERE id = ?1",
-                )?
-                .execute(params![id, seen_sync, seen_run])?;
+        if new == old && domains == old_domains {
+            self.note_seen(Records::Accounts, id, seen)?;
             return Ok(Change::Unchanged);
         }
-        self.conn
-            .prepare_cached(
-                "UPDATE accounts SET external_id = ?2, name = ?3, fields = ?4, syncing = 1, updated_at = ?5,
-                        seen_sync = COALESCE(?6, seen_sync), seen_run = COALESCE(?7, seen_run)
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                external_id,
-                name,
-                serde_json::to_string(&fields)?,
-                now_text(),
-                seen_sync,
-                seen_run
-            ])?;
+        self.write_row(Records::Accounts, id, &new, seen)?;
         self.conn
             .prepare_cached("DELETE FROM account_domains WHERE account_id = ?1")?
             .execute([id])?;
@@ -188,39 +139,6 @@ impl ContactStore {
             stmt.execute(params![id, domain, position as i64])?;
         }
         Ok(())
-    }
-
-    /// The company was archived or stopped matching the filters: the account
-    /// stays, marked as no longer syncing. Whether anything changed.
-    pub fn stop_syncing_account(&self, external_id: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "UPDATE accounts SET syncing = 0, updated_at = {NOW} WHERE external_id = ?1 AND syncing = 1"
-            ))?
-            .execute([external_id])?
-            == 1)
-    }
-
-    /// As [`ContactStore::mark_seen`], for accounts.
-    pub fn mark_account_seen(&self, external_id: &str, sync: &str, run_id: i64) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE accounts SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1",
-            )?
-            .execute(params![external_id, sync, run_id])?;
-        Ok(())
-    }
-
-    /// As [`ContactStore::stop_syncing_unseen`], for accounts.
-    pub fn stop_syncing_unseen_accounts(&self, sync: &str, run_id: i64) -> Result<u64> {
-        Ok(self.conn.execute(
-            &format!(
-                "UPDATE accounts SET syncing = 0, updated_at = {NOW}
-                 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
-            ),
-            params![sync, run_id],
-        )? as u64)
     }
 
     /// The source ids of the companies synced and still syncing, oldest
@@ -388,7 +306,7 @@ mod tests {
         assert!(s.link_account(contact, &["c9".into()]).unwrap(), "unlinked");
         assert!(s.account_of(contact).unwrap().is_none());
 
-        assert!(s.stop_syncing_account("c1").unwrap());
+        assert!(s.stop_syncing(Records::Accounts, "c1").unwrap());
         assert!(s.synced_company_ids().unwrap().is_empty());
     }
 }
