@@ -6,7 +6,7 @@
 use crate::loopback::Loopback;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Response};
 
@@ -219,32 +219,27 @@ pub struct RandomFaults {
 /// A running server; stops when dropped.
 pub struct HubSpotServer {
     pub base_url: String,
-    state: Arc<Mutex<State>>,
-    _loopback: Loopback,
+    loopback: Loopback<State>,
 }
 
 impl HubSpotServer {
     /// Starts a server accepting the bearer token `token`.
     pub fn start(token: &str) -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             valid_tokens: vec![token.to_owned()],
             expires_in: 1800,
             ..State::default()
-        }));
-        let loopback = {
-            let state = state.clone();
-            Loopback::start(move |request| handle(&state, request))
         };
+        let loopback = Loopback::start(state, handle);
         HubSpotServer {
             base_url: loopback.base_url.clone(),
-            state,
-            _loopback: loopback,
+            loopback,
         }
     }
 
     /// The server's state, to arrange or inspect.
     pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("server state")
+        self.loopback.state()
     }
 
     /// Pages of the live contacts listing requested so far (not the archived listing).

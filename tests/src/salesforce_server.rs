@@ -9,7 +9,7 @@ use crate::hubspot_server::{decode, parse_query};
 use crate::loopback::Loopback;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use tiny_http::{Header, Response};
 
 /// The API version the server answers under.
@@ -141,31 +141,27 @@ impl State {
 /// A running server; stops when dropped.
 pub struct SalesforceServer {
     pub instance_url: String,
-    state: Arc<Mutex<State>>,
-    _loopback: Loopback,
+    loopback: Loopback<State>,
 }
 
 impl SalesforceServer {
     /// Starts a server accepting the bearer token `token`.
     pub fn start(token: &str) -> Self {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             valid_tokens: vec![token.to_owned()],
             batch_size: 2000,
             ..State::default()
-        }));
-        let loopback = {
-            let state = state.clone();
-            Loopback::start(move |request| handle(&state, request))
         };
+        let loopback = Loopback::start(state, handle);
         SalesforceServer {
             instance_url: loopback.base_url.clone(),
-            state,
-            _loopback: loopback,
+            loopback,
         }
     }
 
+    /// The server's state, to arrange or inspect.
     pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("server state")
+        self.loopback.state()
     }
 
     /// The SOQL statements received so far, in order.
