@@ -7,10 +7,11 @@ use crate::hubspot::Object;
 use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{
-    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MappedRecord,
-    MatchOutcome, Page, PropertyDefinition, SalesforceScope, Source, SourceRecord, SyncError,
+    Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
+    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Page, PropertyDefinition,
+    ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord, SyncError, WriteResult,
 };
-use crate::{errors, filters, hubspot, mapping, matching, salesforce};
+use crate::{errors, filters, hubspot, mapping, matching, reconcile, salesforce, writes};
 use std::time::Duration;
 
 struct Component;
@@ -73,6 +74,17 @@ impl Guest for Component {
     fn classify_error(failure: Failure) -> SyncError {
         errors::classify(&failure)
     }
+
+    fn write_records(
+        destination: Destination,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<Vec<WriteResult>, SyncError> {
+        writes::write_records(&mut WasiHttp, &destination, &records)
+    }
+
+    fn reconcile(rules: Vec<FieldRule>, records: Vec<ReconcileInput>) -> Vec<Reconciled> {
+        reconcile::reconcile(&rules, &records)
+    }
 }
 
 /// The host's `directory` import.
@@ -109,6 +121,7 @@ impl Transport for WasiHttp {
         let builder = match request.method {
             Method::Get => client.get(&request.url),
             Method::Post => client.post(&request.url),
+            Method::Patch => client.patch(&request.url),
         };
         let mut builder = builder
             .connect_timeout(CONNECT_TIMEOUT)

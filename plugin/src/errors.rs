@@ -410,6 +410,37 @@ pub fn field_validation(
     }
 }
 
+/// A request the host asked for that the API cannot take as asked: the
+/// host's mistake, so no retry helps.
+pub fn invalid_request(detail: &str) -> SyncError {
+    sync_error(
+        ErrorCategory::Validation,
+        false,
+        format!("crmsync asked for something the API cannot do: {detail}"),
+        "This is a crmsync bug: report it with this message.",
+    )
+}
+
+/// E9: a record the destination `system` refused to save; `field` is the
+/// one it named, if it named one.
+pub fn rejected_record(key: &str, field: Option<&str>, message: &str, system: &str) -> SyncError {
+    let what = match field {
+        Some(field) => format!("field {field:?}"),
+        None => "the values named in the message".to_owned(),
+    };
+    record_error(
+        ErrorCategory::Validation,
+        key,
+        field,
+        format!("record {key} was not written: {message}"),
+        format!(
+            "Correct {what} of record {key} (or the {system} rule that refuses it: required \
+             fields, picklist values, validation and duplicate rules), then change the record or \
+             run `crmsync sync --full` so it is sent again."
+        ),
+    )
+}
+
 /// E1: a record with no email and no phone.
 pub fn missing_handle(record_id: &str) -> SyncError {
     record_error(

@@ -82,7 +82,7 @@ pub fn fetch_page(
     // them already; archived records need none.
     let needs_lookup = match source.scope {
         HubspotScope::All => !pushed.is_empty(),
-        HubspotScope::Modified(_) | HubspotScope::ListMembers(_) => true,
+        HubspotScope::Modified(_) | HubspotScope::ListMembers(_) | HubspotScope::Emails(_) => true,
         HubspotScope::Archived | HubspotScope::CompaniesContacts(_) => false,
     };
     if object == Object::Contacts && source.with_companies && needs_lookup {
@@ -310,6 +310,31 @@ fn read_page(
         }
         HubspotScope::CompaniesContacts(companies) => {
             read_companies_contacts(transport, source, companies, cursor)
+        }
+        HubspotScope::Emails(emails) => {
+            if emails.len() > BATCH_READ_LIMIT {
+                return Err(errors::invalid_request(&format!(
+                    "a read by email takes at most {BATCH_READ_LIMIT} emails, not {}",
+                    emails.len()
+                )));
+            }
+            let records = if emails.is_empty() {
+                Vec::new()
+            } else {
+                let mut request = batch_read_request(object, source, emails);
+                let mut body: Value =
+                    serde_json::from_slice(request.body.as_deref().unwrap_or(b"{}"))
+                        .expect("the request body is JSON");
+                body["idProperty"] = Value::from("email");
+                request.body = Some(body.to_string().into_bytes());
+                // 207: the emails no contact has are the answer's errors.
+                parse_batch_read(&send(transport, &request, Endpoint::Other)?)?
+            };
+            Ok(Page {
+                records,
+                excluded: Vec::new(),
+                next_cursor: None,
+            })
         }
     }
 }

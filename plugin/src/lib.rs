@@ -10,9 +10,11 @@ pub mod filters;
 pub mod hubspot;
 pub mod mapping;
 pub mod matching;
+pub mod reconcile;
 pub mod salesforce;
 pub mod transport;
 pub mod values;
+pub mod writes;
 
 /// The contract's types, generated from `wit/` on every target.
 pub mod bindings {

@@ -170,6 +170,19 @@ pub fn soql(source: &SalesforceSource, object: SalesforceObject) -> String {
         // A converted Lead lives on as its Contact (X8).
         conditions.push("IsConverted = false".into());
     }
+    if let SalesforceScope::Emails(emails) = &source.scope {
+        let list = emails
+            .iter()
+            .map(|e| format!("'{}'", escape(e)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // `IN ()` is no SOQL: an empty list matches an impossible id instead.
+        conditions.push(if list.is_empty() {
+            "Id = null".into()
+        } else {
+            format!("Email IN ({list})")
+        });
+    }
     if let SalesforceScope::Modified(window) = &source.scope {
         conditions.push(format!(
             "SystemModstamp >= {}",

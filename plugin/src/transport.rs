@@ -11,6 +11,7 @@ use crate::types::{HttpFailure, SyncError};
 pub enum Method {
     Get,
     Post,
+    Patch,
 }
 
 /// A request, fully built: the URL includes the query string.
@@ -18,7 +19,7 @@ pub enum Method {
 pub struct HttpRequest {
     pub method: Method,
     pub url: String,
-    /// JSON body for POST requests.
+    /// JSON body for POST and PATCH requests.
     pub body: Option<Vec<u8>>,
 }
 
@@ -91,6 +92,7 @@ fn method_name(method: Method) -> &'static str {
     match method {
         Method::Get => "GET",
         Method::Post => "POST",
+        Method::Patch => "PATCH",
     }
 }
 

@@ -1,0 +1,708 @@
+//! Writing records to a CRM: HubSpot batch create/update and Salesforce
+//! sObject Collections, each record's result read back on its own (E9).
+
+use crate::errors;
+use crate::transport::{self, HttpRequest, Method, Transport, parse_json};
+use crate::types::{
+    Destination, FieldData, HttpFailure, OutgoingRecord, SalesforceDestination, SalesforceObject,
+    SyncError, WriteOutcome, WriteResult,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// HubSpot's batch endpoints take at most 100 inputs.
+pub const HUBSPOT_BATCH: usize = 100;
+/// sObject Collections take at most 200 records.
+pub const SALESFORCE_BATCH: usize = 200;
+
+/// Writes `records` to `destination`: one result per record, in order.
+pub fn write_records(
+    transport: &mut impl Transport,
+    destination: &Destination,
+    records: &[OutgoingRecord],
+) -> Result<Vec<WriteResult>, SyncError> {
+    let mut results = Vec::with_capacity(records.len());
+    // Creates and updates go to different endpoints; each keeps its order.
+    let (creates, updates): (Vec<&OutgoingRecord>, Vec<&OutgoingRecord>) =
+        records.iter().partition(|r| r.id.is_none());
+    for group in [creates, updates] {
+        let size = match destination {
+            Destination::Salesforce(_) => SALESFORCE_BATCH,
+            _ => HUBSPOT_BATCH,
+        };
+        for batch in group.chunks(size) {
+            let written = match destination {
+                Destination::HubspotContacts(base) => {
+                    hubspot_batch(transport, base, "contacts", batch)?
+                }
+                Destination::HubspotCompanies(base) => {
+                    hubspot_batch(transport, base, "companies", batch)?
+                }
+                Destination::Salesforce(org) => salesforce_batch(transport, org, batch)?,
+            };
+            results.extend(written);
+        }
+    }
+    // Back in the caller's order.
+    results.sort_by_key(|r| records.iter().position(|o| o.key == r.key));
+    Ok(results)
+}
+
+// ----- HubSpot ---------------------------------------------------------------
+
+/// A HubSpot property value: HubSpot takes text for every type; `""` clears.
+fn hubspot_value(value: Option<&FieldData>) -> String {
+    match value {
+        None => String::new(),
+        Some(FieldData::Text(text) | FieldData::Date(text) | FieldData::DateTime(text)) => {
+            text.clone()
+        }
+        Some(FieldData::Number(n)) => number_text(*n),
+        Some(FieldData::Boolean(b)) => b.to_string(),
+        Some(FieldData::Multi(values)) => values.join(";"),
+    }
+}
+
+/// `17`, not `17.0`: what HubSpot and people write for whole numbers.
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The request for one batch: create (no ids) or update.
+pub fn hubspot_request(base: &str, object: &str, batch: &[&OutgoingRecord]) -> HttpRequest {
+    let create = batch.iter().all(|r| r.id.is_none());
+    let inputs: Vec<Value> = batch
+        .iter()
+        .map(|record| {
+            let properties: Map<String, Value> = record
+                .values
+                .iter()
+                .map(|v| (v.name.clone(), json!(hubspot_value(v.value.as_ref()))))
+                .collect();
+            let mut input = json!({"properties": properties, "objectWriteTraceId": record.key});
+            if let Some(id) = &record.id {
+                input["id"] = json!(id);
+            }
+            input
+        })
+        .collect();
+    HttpRequest {
+        method: Method::Post,
+        url: format!(
+            "{}/crm/v3/objects/{object}/batch/{}",
+            base.trim_end_matches('/'),
+            if create { "create" } else { "update" }
+        ),
+        body: Some(
+            serde_json::to_vec(&json!({ "inputs": inputs })).expect("a request body serialises"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct HubspotBatchAnswer {
+    #[serde(default)]
+    results: Vec<HubspotWritten>,
+    #[serde(default)]
+    errors: Vec<HubspotBatchError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HubspotWritten {
+    id: Value,
+    #[serde(default)]
+    object_write_trace_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct HubspotBatchError {
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    context: Map<String, Value>,
+    #[serde(default)]
+    errors: Vec<HubspotErrorDetail>,
+}
+
+#[derive(Deserialize, Default)]
+struct HubspotErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    context: Map<String, Value>,
+}
+
+/// Sends one batch; a batch refused whole for its content (400, 409: HubSpot
+/// names no record) is sent again one record per request, so one bad record
+/// does not hold back the rest.
+fn hubspot_batch(
+    transport: &mut impl Transport,
+    base: &str,
+    object: &str,
+    batch: &[&OutgoingRecord],
+) -> Result<Vec<WriteResult>, SyncError> {
+    let request = hubspot_request(base, object, batch);
+    let mut refused = None;
+    let body = transport::exchange(transport, &request, |failure| {
+        let error = errors::classify_http(&failure, errors::Endpoint::Other);
+        if matches!(failure.status, 400 | 409) {
+            refused = Some(failure);
+        }
+        error
+    });
+    match (body, refused) {
+        (Ok(body), _) => read_hubspot_answer(&body, batch),
+        (Err(_), Some(_)) if batch.len() > 1 => {
+            let mut results = Vec::new();
+            for record in batch {
+                results.extend(hubspot_batch(transport, base, object, &[record])?);
+            }
+            Ok(results)
+        }
+        (Err(_), Some(failure)) => Ok(vec![rejected(
+            &batch[0].key,
+            hubspot_rejection(
+                &batch[0].key,
+                &serde_json::from_str(&failure.body).unwrap_or_default(),
+            ),
+        )]),
+        (Err(error), None) => Err(error),
+    }
+}
+
+/// Reads a 200/201/207 answer: results by trace id (updates also by id,
+/// creates in input order when HubSpot leaves the trace id out), errors by
+/// the trace id in their context.
+pub fn read_hubspot_answer(
+    body: &[u8],
+    batch: &[&OutgoingRecord],
+) -> Result<Vec<WriteResult>, SyncError> {
+    let answer: HubspotBatchAnswer = parse_json(body, "HubSpot batch write answer")?;
+    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
+    for error in &answer.errors {
+        let keys = error
+            .context
+            .get("objectWriteTraceId")
+            .or_else(|| error.context.get("ids"))
+            .map(strings)
+            .unwrap_or_default();
+        for key in keys {
+            if let Some(i) = batch
+                .iter()
+                .position(|r| r.key == key || r.id.as_deref() == Some(key.as_str()))
+            {
+                outcomes[i] = Some(WriteOutcome::Rejected(hubspot_rejection(
+                    &batch[i].key,
+                    error,
+                )));
+            }
+        }
+    }
+    let mut unplaced = Vec::new();
+    for result in &answer.results {
+        let Some(id) = id_text(&result.id) else {
+            continue;
+        };
+        let place = batch.iter().position(|r| {
+            result.object_write_trace_id.as_deref() == Some(r.key.as_str())
+                || r.id.as_deref() == Some(id.as_str())
+        });
+        match place {
+            Some(i) if outcomes[i].is_none() => outcomes[i] = Some(WriteOutcome::Written(id)),
+            _ => unplaced.push(id),
+        }
+    }
+    let mut unplaced = unplaced.into_iter();
+    for (i, outcome) in outcomes.iter_mut().enumerate() {
+        if outcome.is_none() && batch[i].id.is_none() {
+            *outcome = unplaced.next().map(WriteOutcome::Written);
+        }
+    }
+    Ok(batch
+        .iter()
+        .zip(outcomes)
+        .map(|(record, outcome)| WriteResult {
+            key: record.key.clone(),
+            outcome: outcome.unwrap_or_else(|| {
+                WriteOutcome::Rejected(errors::invalid_response(&format!(
+                    "HubSpot's batch answer says nothing of record {}",
+                    record.key
+                )))
+            }),
+        })
+        .collect())
+}
+
+/// E9 for one HubSpot record: the property named by the error's detail
+/// context, or by the JSON list in `Property values were not valid: [...]`.
+fn hubspot_rejection(key: &str, error: &HubspotBatchError) -> SyncError {
+    let message = error.message.clone().unwrap_or_default();
+    let field = error
+        .errors
+        .iter()
+        .find_map(|d| {
+            d.context
+                .get("propertyName")
+                .and_then(|p| strings(p).into_iter().next())
+        })
+        .or_else(|| {
+            let list = &message[message.find('[')?..=message.rfind(']')?];
+            let invalid: Vec<Map<String, Value>> = serde_json::from_str(list).ok()?;
+            invalid
+                .iter()
+                .find_map(|p| p.get("name")?.as_str().map(str::to_owned))
+        });
+    let detail = error
+        .errors
+        .iter()
+        .filter_map(|d| d.message.as_deref())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let said = if detail.is_empty() { message } else { detail };
+    errors::rejected_record(
+        key,
+        field.as_deref(),
+        &format!(
+            "HubSpot rejected the record ({}): {said}",
+            error.category.as_deref().unwrap_or("error")
+        ),
+        "HubSpot",
+    )
+}
+
+// ----- Salesforce ------------------------------------------------------------
+
+fn object_name(object: SalesforceObject) -> &'static str {
+    match object {
+        SalesforceObject::Lead => "Lead",
+        SalesforceObject::Contact => "Contact",
+        SalesforceObject::Account => "Account",
+    }
+}
+
+/// A Salesforce field value: JSON of the field's type; `null` clears.
+fn salesforce_value(value: Option<&FieldData>) -> Value {
+    match value {
+        None => Value::Null,
+        Some(FieldData::Text(text) | FieldData::Date(text) | FieldData::DateTime(text)) => {
+            json!(text)
+        }
+        Some(FieldData::Number(n)) => json!(n),
+        Some(FieldData::Boolean(b)) => json!(b),
+        // Multi-select picklists take their values `;`-separated.
+        Some(FieldData::Multi(values)) => json!(values.join(";")),
+    }
+}
+
+/// `POST` (create) or `PATCH` (update) `/composite/sobjects`, `allOrNone` false.
+pub fn salesforce_request(org: &SalesforceDestination, batch: &[&OutgoingRecord]) -> HttpRequest {
+    let create = batch.iter().all(|r| r.id.is_none());
+    let records: Vec<Value> = batch
+        .iter()
+        .map(|record| {
+            let mut fields = Map::new();
+            fields.insert(
+                "attributes".into(),
+                json!({"type": object_name(org.object)}),
+            );
+            if let Some(id) = &record.id {
+                fields.insert("Id".into(), json!(id));
+            }
+            for value in &record.values {
+                fields.insert(value.name.clone(), salesforce_value(value.value.as_ref()));
+            }
+            Value::Object(fields)
+        })
+        .collect();
+    HttpRequest {
+        method: if create { Method::Post } else { Method::Patch },
+        url: format!(
+            "{}/services/data/{}/composite/sobjects",
+            org.instance_url.trim_end_matches('/'),
+            org.api_version
+        ),
+        body: Some(
+            serde_json::to_vec(&json!({"allOrNone": false, "records": records}))
+                .expect("a request body serialises"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SaveResult {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    errors: Vec<SaveError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SaveError {
+    #[serde(default)]
+    status_code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+fn salesforce_batch(
+    transport: &mut impl Transport,
+    org: &SalesforceDestination,
+    batch: &[&OutgoingRecord],
+) -> Result<Vec<WriteResult>, SyncError> {
+    let request = salesforce_request(org, batch);
+    let body = transport::exchange(transport, &request, |failure: HttpFailure| {
+        errors::classify_salesforce(&failure)
+    })?;
+    read_salesforce_answer(&body, batch)
+}
+
+/// Reads the save results, one per record in request order.
+pub fn read_salesforce_answer(
+    body: &[u8],
+    batch: &[&OutgoingRecord],
+) -> Result<Vec<WriteResult>, SyncError> {
+    let saved: Vec<SaveResult> = parse_json(body, "Salesforce sObject Collections answer")?;
+    if saved.len() != batch.len() {
+        return Err(errors::invalid_response(&format!(
+            "Salesforce answered {} save results for {} records",
+            saved.len(),
+            batch.len()
+        )));
+    }
+    Ok(batch
+        .iter()
+        .zip(saved)
+        .map(|(record, saved)| {
+            let outcome = match (saved.success, saved.id.or_else(|| record.id.clone())) {
+                (true, Some(id)) => WriteOutcome::Written(id),
+                (true, None) => WriteOutcome::Rejected(errors::invalid_response(&format!(
+                    "Salesforce saved record {} without saying its id",
+                    record.key
+                ))),
+                (false, _) => {
+                    let first = saved.errors.first();
+                    let code = first.and_then(|e| e.status_code.as_deref()).unwrap_or("");
+                    let message = saved
+                        .errors
+                        .iter()
+                        .filter_map(|e| e.message.as_deref())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let field = first.and_then(|e| e.fields.first().cloned()).or_else(|| {
+                        // "Required fields are missing: [Company]"
+                        let start = message.find('[')? + 1;
+                        let end = start + message[start..].find([']', ','])?;
+                        Some(message[start..end].trim().to_owned())
+                    });
+                    WriteOutcome::Rejected(errors::rejected_record(
+                        &record.key,
+                        field.as_deref(),
+                        &format!("Salesforce rejected the record ({code}): {message}"),
+                        "Salesforce",
+                    ))
+                }
+            };
+            WriteResult {
+                key: record.key.clone(),
+                outcome,
+            }
+        })
+        .collect())
+}
+
+// ----- shared ----------------------------------------------------------------
+
+fn rejected(key: &str, error: SyncError) -> WriteResult {
+    WriteResult {
+        key: key.to_owned(),
+        outcome: WriteOutcome::Rejected(error),
+    }
+}
+
+/// A JSON string or list of strings.
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().filter_map(id_text).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{HttpResponse, TransportError};
+    use crate::types::{ErrorCategory, ErrorScope, OutgoingValue};
+    use std::collections::VecDeque;
+
+    /// Answers requests in order, recording them.
+    #[derive(Default)]
+    struct Script {
+        answers: VecDeque<(u16, String)>,
+        sent: Vec<HttpRequest>,
+    }
+
+    impl Script {
+        fn answer(mut self, status: u16, body: Value) -> Self {
+            self.answers.push_back((status, body.to_string()));
+            self
+        }
+    }
+
+    impl Transport for Script {
+        fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.sent.push(request.clone());
+            let (status, body) = self
+                .answers
+                .pop_front()
+                .expect("an answer for every request");
+            Ok(HttpResponse {
+                status,
+                retry_after: None,
+                body: body.into_bytes(),
+            })
+        }
+    }
+
+    fn record(key: &str, id: Option<&str>, values: &[(&str, Option<FieldData>)]) -> OutgoingRecord {
+        OutgoingRecord {
+            key: key.into(),
+            id: id.map(str::to_owned),
+            values: values
+                .iter()
+                .map(|(name, value)| OutgoingValue {
+                    name: (*name).into(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn body(request: &HttpRequest) -> Value {
+        serde_json::from_slice(request.body.as_deref().unwrap()).unwrap()
+    }
+
+    fn text(value: &str) -> Option<FieldData> {
+        Some(FieldData::Text(value.into()))
+    }
+
+    #[test]
+    fn hubspot_creates_and_updates_go_to_their_batch_endpoints_with_trace_ids() {
+        let records = [
+            record(
+                "003A",
+                None,
+                &[("email", text("a@x.io")), ("jobtitle", None)],
+            ),
+            record(
+                "003B",
+                Some("51"),
+                &[("hs_count", Some(FieldData::Number(17.0)))],
+            ),
+        ];
+        let mut t = Script::default()
+            .answer(
+                201,
+                json!({"status": "COMPLETE", "results": [{"id": "77", "properties": {}}]}),
+            )
+            .answer(
+                200,
+                json!({"status": "COMPLETE", "results": [{"id": "51", "properties": {}}]}),
+            );
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(
+            t.sent[0].url,
+            "http://h/crm/v3/objects/contacts/batch/create"
+        );
+        assert_eq!(
+            body(&t.sent[0]),
+            json!({"inputs": [{"properties": {"email": "a@x.io", "jobtitle": ""}, "objectWriteTraceId": "003A"}]})
+        );
+        assert_eq!(
+            t.sent[1].url,
+            "http://h/crm/v3/objects/contacts/batch/update"
+        );
+        assert_eq!(
+            body(&t.sent[1]),
+            json!({"inputs": [{"id": "51", "properties": {"hs_count": "17"}, "objectWriteTraceId": "003B"}]})
+        );
+        assert_eq!(results[0].outcome, WriteOutcome::Written("77".into()));
+        assert_eq!(results[1].outcome, WriteOutcome::Written("51".into()));
+    }
+
+    #[test]
+    fn a_hubspot_207_rejects_one_record_naming_its_property_and_keeps_the_rest() {
+        let records = [
+            record("a", None, &[("email", text("a@x.io"))]),
+            record("b", None, &[("lifecyclestage", text("nope"))]),
+            record("c", None, &[("email", text("c@x.io"))]),
+        ];
+        let mut t = Script::default().answer(
+            207,
+            json!({"status": "COMPLETE",
+                   "results": [{"id": "1", "objectWriteTraceId": "a"}, {"id": "3", "objectWriteTraceId": "c"}],
+                   "numErrors": 1,
+                   "errors": [{"status": "error", "category": "VALIDATION_ERROR",
+                               "message": "Property values were not valid: [{\"isValid\":false,\"message\":\"nope was not one of the allowed options\",\"error\":\"INVALID_OPTION\",\"name\":\"lifecyclestage\"}]",
+                               "context": {"objectWriteTraceId": ["b"]}}]}),
+        );
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(results[0].outcome, WriteOutcome::Written("1".into()));
+        assert_eq!(results[2].outcome, WriteOutcome::Written("3".into()));
+        let WriteOutcome::Rejected(error) = &results[1].outcome else {
+            panic!("b is rejected: {:?}", results[1]);
+        };
+        assert_eq!(error.category, ErrorCategory::Validation);
+        assert_eq!(error.scope, ErrorScope::Record);
+        assert_eq!(error.field.as_deref(), Some("lifecyclestage"));
+        assert_eq!(error.record_id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_hubspot_batch_refused_whole_is_retried_one_record_at_a_time() {
+        let records = [
+            record("a", Some("1"), &[("email", text("a@x.io"))]),
+            record("b", Some("2"), &[("email", text("not-an-email"))]),
+        ];
+        let invalid = json!({"status": "error", "category": "VALIDATION_ERROR",
+            "message": "Property values were not valid: [{\"isValid\":false,\"message\":\"Email address not-an-email is invalid\",\"error\":\"INVALID_EMAIL\",\"name\":\"email\"}]"});
+        let mut t = Script::default()
+            .answer(400, invalid.clone())
+            .answer(200, json!({"results": [{"id": "1"}]}))
+            .answer(400, invalid);
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(t.sent.len(), 3);
+        assert_eq!(results[0].outcome, WriteOutcome::Written("1".into()));
+        let WriteOutcome::Rejected(error) = &results[1].outcome else {
+            panic!("b is rejected");
+        };
+        assert_eq!(error.field.as_deref(), Some("email"));
+        assert!(error.message.contains("not-an-email"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_hubspot_failure_of_the_call_itself_is_the_calls_error() {
+        let mut t = Script::default().answer(
+            401,
+            json!({"status": "error", "category": "EXPIRED_AUTHENTICATION", "message": "expired"}),
+        );
+        let error = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &[record("a", None, &[])],
+        )
+        .unwrap_err();
+        assert_eq!(error.category, ErrorCategory::AuthExpired);
+    }
+
+    #[test]
+    fn salesforce_collections_save_each_record_and_name_the_missing_field() {
+        let org = SalesforceDestination {
+            instance_url: "http://s".into(),
+            api_version: "v60.0".into(),
+            object: SalesforceObject::Lead,
+        };
+        let records = [
+            record(
+                "1",
+                None,
+                &[("LastName", text("Ng")), ("Company", text("Acme"))],
+            ),
+            record("2", None, &[("LastName", text("Li")), ("Company", None)]),
+        ];
+        let mut t = Script::default().answer(
+            200,
+            json!([{"id": "00Q1", "success": true, "errors": []},
+                   {"success": false, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
+                     "message": "Required fields are missing: [Company]", "fields": ["Company"]}]}]),
+        );
+        let results =
+            write_records(&mut t, &Destination::Salesforce(org.clone()), &records).unwrap();
+        assert_eq!(t.sent[0].method, Method::Post);
+        assert_eq!(
+            t.sent[0].url,
+            "http://s/services/data/v60.0/composite/sobjects"
+        );
+        assert_eq!(
+            body(&t.sent[0]),
+            json!({"allOrNone": false, "records": [
+                {"attributes": {"type": "Lead"}, "LastName": "Ng", "Company": "Acme"},
+                {"attributes": {"type": "Lead"}, "LastName": "Li", "Company": null}]})
+        );
+        assert_eq!(results[0].outcome, WriteOutcome::Written("00Q1".into()));
+        let WriteOutcome::Rejected(error) = &results[1].outcome else {
+            panic!("2 is rejected");
+        };
+        assert_eq!(error.field.as_deref(), Some("Company"));
+        assert!(error.message.contains("REQUIRED_FIELD_MISSING"));
+
+        let mut t =
+            Script::default().answer(200, json!([{"id": "003X", "success": true, "errors": []}]));
+        let update = [record("9", Some("003X"), &[("Title", text("CEO"))])];
+        let org = SalesforceDestination {
+            object: SalesforceObject::Contact,
+            ..org
+        };
+        write_records(&mut t, &Destination::Salesforce(org), &update).unwrap();
+        assert_eq!(t.sent[0].method, Method::Patch);
+        assert_eq!(
+            body(&t.sent[0])["records"][0],
+            json!({"attributes": {"type": "Contact"}, "Id": "003X", "Title": "CEO"})
+        );
+    }
+
+    #[test]
+    fn typed_values_take_each_apis_spelling() {
+        assert_eq!(hubspot_value(Some(&FieldData::Number(2.5))), "2.5");
+        assert_eq!(hubspot_value(Some(&FieldData::Boolean(true))), "true");
+        assert_eq!(
+            hubspot_value(Some(&FieldData::Multi(vec!["a".into(), "b".into()]))),
+            "a;b"
+        );
+        assert_eq!(salesforce_value(Some(&FieldData::Number(3.0))), json!(3.0));
+        assert_eq!(
+            salesforce_value(Some(&FieldData::Boolean(false))),
+            json!(false)
+        );
+        assert_eq!(
+            salesforce_value(Some(&FieldData::Date("2024-06-01".into()))),
+            json!("2024-06-01")
+        );
+    }
+}
