@@ -15,6 +15,11 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod destination;
+
+use destination::RawDestination;
+pub use destination::{CrmDestination, SyncField, read_mappings};
+
 /// Default cap on one API answer: a HubSpot page of 100 contacts with many
 /// properties is well under 1 MiB.
 pub const DEFAULT_MAX_RESPONSE_MB: u32 = 32;
@@ -52,6 +57,8 @@ pub struct Config {
     pub schedule: Schedule,
     /// Who hears about runs that need attention.
     pub notify: NotifyConfig,
+    /// A CRM the sync writes to, instead of the embedded store (`[destination]`).
+    pub destination: Option<CrmDestination>,
 }
 
 /// The CRM a source reads.
@@ -69,9 +76,31 @@ pub enum SourceSystem {
 pub const DEFAULT_SALESFORCE_API_VERSION: &str = "v60.0";
 
 fn salesforce_system(source: &RawSource, companies_table: bool) -> Result<SourceSystem> {
-    let api_version = source
-        .api_version
-        .clone()
+    let system = salesforce_objects(
+        source.api_version.as_deref(),
+        source.objects.as_deref(),
+        "source",
+    )?;
+    if let SourceSystem::Salesforce { objects, .. } = &system
+        && companies_table
+        && !objects.contains(&SalesforceObject::Account)
+    {
+        bail!(
+            "companies: a Salesforce source's company part reads Accounts: add \"Account\" to \
+             source.objects"
+        );
+    }
+    Ok(system)
+}
+
+/// `<table>.api_version` and `<table>.objects` of a Salesforce side.
+fn salesforce_objects(
+    api_version: Option<&str>,
+    objects: Option<&[String]>,
+    table: &str,
+) -> Result<SourceSystem> {
+    let api_version = api_version
+        .map(str::to_owned)
         .unwrap_or_else(|| DEFAULT_SALESFORCE_API_VERSION.to_owned());
     let digits = api_version.strip_prefix('v').unwrap_or("");
     if digits.split_once('.').is_none_or(|(major, minor)| {
@@ -82,14 +111,13 @@ fn salesforce_system(source: &RawSource, companies_table: bool) -> Result<Source
                 .chain(minor.bytes())
                 .all(|b| b.is_ascii_digit())
     }) {
-        bail!("source.api_version: expected a version such as \"v60.0\", got {api_version:?}");
+        bail!("{table}.api_version: expected a version such as \"v60.0\", got {api_version:?}");
     }
-    let names = source
-        .objects
-        .clone()
+    let names = objects
+        .map(<[String]>::to_vec)
         .unwrap_or_else(|| vec!["Lead".into(), "Contact".into()]);
     if names.is_empty() {
-        bail!("source.objects: name at least one of \"Lead\", \"Contact\"");
+        bail!("{table}.objects: name at least one of \"Lead\", \"Contact\"");
     }
     let mut objects = Vec::new();
     for name in &names {
@@ -98,19 +126,13 @@ fn salesforce_system(source: &RawSource, companies_table: bool) -> Result<Source
             "Contact" => SalesforceObject::Contact,
             "Account" => SalesforceObject::Account,
             other => bail!(
-                "source.objects: unknown object {other:?} (expected \"Lead\", \"Contact\" or \"Account\")"
+                "{table}.objects: unknown object {other:?} (expected \"Lead\", \"Contact\" or \"Account\")"
             ),
         };
         if objects.contains(&object) {
-            bail!("source.objects: {name:?} is listed twice");
+            bail!("{table}.objects: {name:?} is listed twice");
         }
         objects.push(object);
-    }
-    if companies_table && !objects.contains(&SalesforceObject::Account) {
-        bail!(
-            "companies: a Salesforce source's company part reads Accounts: add \"Account\" to \
-             source.objects"
-        );
     }
     // Leads first: a Lead converted during the run is then found by its Contact.
     objects.sort_by_key(|o| *o != SalesforceObject::Lead);
@@ -118,6 +140,44 @@ fn salesforce_system(source: &RawSource, companies_table: bool) -> Result<Source
         api_version,
         objects,
     })
+}
+
+/// `<table>.token_env` or `<table>.oauth` (names of environment variables).
+fn parse_auth(
+    token_env: Option<String>,
+    oauth: Option<OAuthEnv>,
+    table: &str,
+) -> Result<AuthConfig> {
+    Ok(match (token_env, oauth) {
+        (Some(_), Some(_)) => {
+            bail!("{table}: set either {table}.token_env or {table}.oauth, not both")
+        }
+        (Some(env), None) if env.trim().is_empty() => {
+            bail!("{table}.token_env: must name an environment variable")
+        }
+        (Some(env), None) => AuthConfig::Token { env },
+        (None, Some(oauth)) => {
+            for (key, value) in [
+                ("client_id_env", &oauth.client_id_env),
+                ("client_secret_env", &oauth.client_secret_env),
+                ("refresh_token_env", &oauth.refresh_token_env),
+            ] {
+                if value.trim().is_empty() {
+                    bail!("{table}.oauth.{key}: must name an environment variable");
+                }
+            }
+            AuthConfig::OAuth(oauth)
+        }
+        (None, None) => AuthConfig::None,
+    })
+}
+
+/// The OAuth token endpoint of a CRM at `base_url`.
+fn token_url(system: &SourceSystem, base_url: &str) -> String {
+    match system {
+        SourceSystem::Hubspot => format!("{base_url}/oauth/v1/token"),
+        SourceSystem::Salesforce { .. } => format!("{base_url}/services/oauth2/token"),
+    }
 }
 
 /// Where records come from and how to authenticate.
@@ -195,6 +255,7 @@ struct RawConfig {
     #[serde(default)]
     filter: Vec<RawFilter>,
     companies: Option<RawCompanies>,
+    destination: Option<RawDestination>,
     store: Option<RawStore>,
     #[serde(default)]
     notify: NotifyConfig,
@@ -323,28 +384,7 @@ impl Config {
         .trim_end_matches('/')
         .to_owned();
         let origin = Origin::parse(&base_url).context("source.base_url")?;
-        let auth = match (source.token_env, source.oauth) {
-            (Some(_), Some(_)) => {
-                bail!("source: set either source.token_env or source.oauth, not both")
-            }
-            (Some(env), None) if env.trim().is_empty() => {
-                bail!("source.token_env: must name an environment variable")
-            }
-            (Some(env), None) => AuthConfig::Token { env },
-            (None, Some(oauth)) => {
-                for (key, value) in [
-                    ("client_id_env", &oauth.client_id_env),
-                    ("client_secret_env", &oauth.client_secret_env),
-                    ("refresh_token_env", &oauth.refresh_token_env),
-                ] {
-                    if value.trim().is_empty() {
-                        bail!("source.oauth.{key}: must name an environment variable");
-                    }
-                }
-                AuthConfig::OAuth(oauth)
-            }
-            (None, None) => AuthConfig::None,
-        };
+        let auth = parse_auth(source.token_env.clone(), source.oauth.clone(), "source")?;
         let rate_limit = match (&source.rate_limit, &system) {
             (Some(text), _) => RateLimit::parse(text).context("source.rate_limit")?,
             (None, SourceSystem::Hubspot) => Some(HUBSPOT_DEFAULT),
@@ -411,23 +451,58 @@ impl Config {
             ),
             system => (system, None),
         };
-        let part = parse_part(
-            object,
-            match (&system, object) {
-                (SourceSystem::Salesforce { .. }, SyncObject::Companies) => {
-                    default_salesforce_account_mappings()
+        let destination = match &raw.destination {
+            Some(table) if destination::names_crm(table)? => {
+                let refused = [
+                    ("source.list_id", list_id.is_some()),
+                    ("source.contacts", source.contacts.is_some()),
+                    ("source.companies_sync", source.companies_sync.is_some()),
+                    ("source.object", object != SyncObject::Contacts),
+                    ("source.properties", !source.properties.is_empty()),
+                    ("[[filter]]", !raw.filter.is_empty()),
+                    ("[companies]", raw.companies.is_some()),
+                    ("source.objects \"Account\"", salesforce_accounts.is_some()),
+                ];
+                if let Some((key, _)) = refused.iter().find(|(_, set)| *set) {
+                    bail!(
+                        "{key}: a sync into a CRM (destination.system) syncs people, chosen and \
+                         mapped by [mapping]; {key} is for syncs into the store"
+                    );
                 }
-                (SourceSystem::Salesforce { .. }, SyncObject::Contacts) => {
-                    default_salesforce_mappings()
-                }
-                (SourceSystem::Hubspot, SyncObject::Contacts) => default_mappings(),
-                (SourceSystem::Hubspot, SyncObject::Companies) => default_company_mappings(),
+                Some(destination::parse(table, &system, &raw.mapping)?)
+            }
+            Some(_) => None,
+            None => None,
+        };
+        let part = match &destination {
+            Some(crm) => Part {
+                mappings: read_mappings(
+                    &crm.fields,
+                    |f| &f.source,
+                    crm.email_field(&system),
+                    matches!(system, SourceSystem::Salesforce { .. }),
+                ),
+                filters: Vec::new(),
+                chosen_properties: crm.fields.iter().map(|f| f.source.clone()).collect(),
             },
-            &source.properties,
-            &raw.mapping,
-            &raw.filter,
-            ("source.properties", "mapping", "filter"),
-        )?;
+            None => parse_part(
+                object,
+                match (&system, object) {
+                    (SourceSystem::Salesforce { .. }, SyncObject::Companies) => {
+                        default_salesforce_account_mappings()
+                    }
+                    (SourceSystem::Salesforce { .. }, SyncObject::Contacts) => {
+                        default_salesforce_mappings()
+                    }
+                    (SourceSystem::Hubspot, SyncObject::Contacts) => default_mappings(),
+                    (SourceSystem::Hubspot, SyncObject::Companies) => default_company_mappings(),
+                },
+                &source.properties,
+                &raw.mapping,
+                &raw.filter,
+                ("source.properties", "mapping", "filter"),
+            )?,
+        };
         let companies_name = format!("{name}.companies");
         let empty = RawCompanies::default();
         let companies_table = raw
@@ -533,6 +608,7 @@ impl Config {
             store_path,
             schedule,
             notify: raw.notify,
+            destination,
         };
         let companies = companies_part.map(|part| {
             Box::new(Config {
@@ -561,12 +637,7 @@ impl Config {
 
     /// The source's OAuth token endpoint.
     pub fn token_url(&self) -> String {
-        match self.source.system {
-            SourceSystem::Hubspot => format!("{}/oauth/v1/token", self.source.base_url),
-            SourceSystem::Salesforce { .. } => {
-                format!("{}/services/oauth2/token", self.source.base_url)
-            }
-        }
+        token_url(&self.source.system, &self.source.base_url)
     }
 
     /// Whether contacts read their companies too (S3): when companies sync

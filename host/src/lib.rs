@@ -3,6 +3,7 @@
 //! the credentials added, the destination store, the clock and retries.
 
 pub mod auth;
+pub mod bridge;
 pub mod cassette;
 pub mod cli;
 pub mod config;

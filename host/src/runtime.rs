@@ -6,8 +6,9 @@ use crate::bindings::Plugin;
 use crate::bindings::PluginPre;
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
-    DestinationContact, Failure, FieldMapping, HandleKind, MappedContact, MappedPage, MappedRecord,
-    MatchOutcome, Page, PropertyDefinition, Source, SourceRecord, SyncError,
+    Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
+    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Page, PropertyDefinition,
+    ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
 };
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
@@ -401,6 +402,34 @@ impl Instance {
             .crmsync_sync_sync()
             .call_match_account(&mut self.store, account)
             .map_err(|e| component_failed("match-account", &self.sandbox, e))
+    }
+
+    /// `write-records`. Time-limited as a page fetch is: it sends requests.
+    pub fn write_records(
+        &mut self,
+        destination: &Destination,
+        records: &[OutgoingRecord],
+    ) -> Result<Result<Vec<WriteResult>, SyncError>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_write_records(&mut self.store, destination, records)
+            .map_err(|e| component_failed("write-records", &self.sandbox, e))
+    }
+
+    /// `reconcile`.
+    pub fn reconcile(
+        &mut self,
+        rules: &[FieldRule],
+        records: &[ReconcileInput],
+    ) -> Result<Vec<Reconciled>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_reconcile(&mut self.store, rules, records)
+            .map_err(|e| component_failed("reconcile", &self.sandbox, e))
     }
 
     /// `classify-error`.

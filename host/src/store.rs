@@ -16,12 +16,15 @@ use std::path::Path;
 
 mod accounts;
 pub use accounts::{AccountData, AccountRef, AccountRow};
+mod links;
+pub use links::{Link, LinkSide};
 
 /// Bumped with every schema change; `open` refuses a newer store.
 /// 2: `sync_control` (pause, trigger, lease). 3: `contacts.syncing`.
 /// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
 /// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
-const SCHEMA_VERSION: i64 = 6;
+/// 6: accounts. 7: `links` (syncs into a CRM).
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -95,6 +98,19 @@ CREATE TABLE IF NOT EXISTS record_errors (
     resolution  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS record_errors_by_run ON record_errors (run_id);
+CREATE TABLE IF NOT EXISTS links (
+    id               INTEGER PRIMARY KEY,
+    sync             TEXT NOT NULL,
+    source_id        TEXT,
+    source_kind      TEXT,
+    destination_id   TEXT,
+    destination_kind TEXT,
+    email            TEXT,
+    agreed           TEXT NOT NULL DEFAULT '{}',
+    updated_at       TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS links_by_source ON links (sync, source_id);
+CREATE UNIQUE INDEX IF NOT EXISTS links_by_destination ON links (sync, destination_id);
 CREATE TABLE IF NOT EXISTS sync_control (
     sync        TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL DEFAULT 0,

@@ -160,6 +160,9 @@ pub struct SyncReport {
     /// The `[companies]` part's pass, run first (S3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub companies: Option<Box<SyncReport>>,
+    /// A sync into a CRM: what it wrote to each side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<crate::bridge::Written>,
 }
 
 /// Runs one pass of `config`'s sync: its `[companies]` part first, if it has
@@ -202,7 +205,10 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
         }
         .into());
     }
-    let report = run_leased(runtime, config, options, credentials, store, started);
+    let report = match &config.destination {
+        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, started),
+        None => run_leased(runtime, config, options, credentials, store, started),
+    };
     ContactStore::open(&config.store_path)?.release_lease(&config.name, &options.lease_owner)?;
     report
 }
@@ -313,6 +319,7 @@ fn run_leased(
         merged,
         error,
         companies: None,
+        written: None,
     })
 }
 
@@ -534,7 +541,7 @@ fn fingerprint(config: &Config) -> String {
 }
 
 /// Why a pass stopped early.
-enum Stop {
+pub(crate) enum Stop {
     /// Asked to stop (a daemon shutting down); the run stays resumable.
     Interrupted,
     /// A classified, sync-level error: recorded for the user.
@@ -707,7 +714,7 @@ impl Pass<'_> {
     fn check_properties(&mut self) -> Result<(), Stop> {
         self.credentials
             .ensure_fresh()
-            .map_err(|e| auth_stop(self.config, e))?;
+            .map_err(|e| auth_stop(&self.config.source.system, e))?;
         let source = unfiltered_source(self.config, HubspotScope::All);
         let known = match self.instance.list_properties(&source)? {
             Ok(definitions) => definitions,
@@ -744,56 +751,9 @@ impl Pass<'_> {
         mappings: &[FieldMapping],
     ) -> Result<MappedPage, Stop> {
         let policy = self.options.retry;
-        let mut attempts = 0;
-        let mut rate_limit_waits = 0;
-        let mut refreshed = false;
-        let started = Instant::now();
-        loop {
-            self.renew_lease()?;
-            self.credentials
-                .ensure_fresh()
-                .map_err(|e| auth_stop(self.config, e))?;
-            let error = match self.instance.fetch_mapped_page(source, cursor, mappings)? {
-                Ok(page) => return Ok(page),
-                Err(error) => error,
-            };
-            if started.elapsed() >= policy.max_total {
-                tracing::warn!(
-                    "giving up on the page after {:?} of retries",
-                    started.elapsed()
-                );
-                return Err(Stop::Classified(error));
-            }
-            match error.category {
-                ErrorCategory::AuthExpired if self.credentials.can_refresh() && !refreshed => {
-                    refreshed = true;
-                    self.credentials
-                        .refresh()
-                        .map_err(|e| auth_stop(self.config, e))?;
-                }
-                // A static token that expired stays expired: waiting cannot help.
-                ErrorCategory::AuthExpired => return Err(Stop::Classified(error)),
-                ErrorCategory::RateLimited
-                    if error.retryable && rate_limit_waits < policy.max_rate_limit_waits =>
-                {
-                    rate_limit_waits += 1;
-                    let delay = error
-                        .retry_after_ms
-                        .map(Duration::from_millis)
-                        .unwrap_or(Duration::from_secs(1))
-                        .min(policy.max_rate_limit_delay);
-                    tracing::info!(?delay, "rate limited by the source; waiting");
-                    std::thread::sleep(delay);
-                }
-                _ if error.retryable && attempts + 1 < policy.max_attempts => {
-                    let delay = backoff(&policy, attempts);
-                    attempts += 1;
-                    tracing::warn!(attempt = attempts, ?delay, "{}; retrying", error.message);
-                    std::thread::sleep(delay);
-                }
-                _ => return Err(Stop::Classified(error)),
-            }
-        }
+        with_retries(self, &policy, Retry::All, |pass| {
+            pass.instance.fetch_mapped_page(source, cursor, mappings)
+        })
     }
 
     /// X6: reads the source's archived contacts and marks the destination
@@ -839,19 +799,119 @@ impl Pass<'_> {
             return Ok(());
         }
         self.lease_renewed = Some(Instant::now());
-        let store = &self.instance.state().store;
-        let owner = &self.options.lease_owner;
-        match store.acquire_lease(
+        renew_lease(
+            &self.instance.state().store,
             &self.config.name,
-            owner,
-            now_ms(),
-            LEASE_TTL_MS,
-            holder_is_gone,
-        )? {
-            Ok(()) => Ok(()),
-            Err(holder) => Err(Stop::Internal(anyhow::anyhow!(
-                "lost the sync's lease to {holder}; stopping so two processes never write one sync"
-            ))),
+            &self.options.lease_owner,
+        )
+    }
+}
+
+/// Keeps `owner`'s lease on `sync`; losing it (a run so slow the lease
+/// expired and another process took over) stops the pass.
+pub(crate) fn renew_lease(store: &ContactStore, sync: &str, owner: &str) -> Result<(), Stop> {
+    match store.acquire_lease(sync, owner, now_ms(), LEASE_TTL_MS, holder_is_gone)? {
+        Ok(()) => Ok(()),
+        Err(holder) => Err(Stop::Internal(anyhow::anyhow!(
+            "lost the sync's lease to {holder}; stopping so two processes never write one sync"
+        ))),
+    }
+}
+
+impl Retrying for Pass<'_> {
+    fn credentials(&mut self) -> &mut Credentials {
+        self.credentials
+    }
+
+    fn system(&self) -> &SourceSystem {
+        &self.config.source.system
+    }
+
+    fn before_attempt(&mut self) -> Result<(), Stop> {
+        self.renew_lease()
+    }
+}
+
+/// Something that calls an API through the component and can be retried:
+/// it holds the credentials of one CRM.
+pub(crate) trait Retrying {
+    fn credentials(&mut self) -> &mut Credentials;
+    /// The CRM called, for the reconnect advice of E8.
+    fn system(&self) -> &SourceSystem;
+    /// Runs before every attempt (a pass renews its lease).
+    fn before_attempt(&mut self) -> Result<(), Stop> {
+        Ok(())
+    }
+}
+
+/// Which failures [`with_retries`] tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads and updates: sending again changes nothing more.
+    All,
+    /// Creates: only failures that say the request was not processed (rate
+    /// limits, expired sessions); after a 5xx or a timeout the records may
+    /// exist, and the next run finds them by email instead of creating twice.
+    NotProcessed,
+}
+
+/// Calls `attempt` until it succeeds or fails for good: expired OAuth
+/// sessions are refreshed once (E8), rate limits waited out (E4), transient
+/// failures retried with backoff (E10).
+pub(crate) fn with_retries<R: Retrying, T>(
+    caller: &mut R,
+    policy: &RetryPolicy,
+    retry: Retry,
+    mut attempt: impl FnMut(&mut R) -> Result<Result<T, SyncError>>,
+) -> Result<T, Stop> {
+    let mut attempts = 0;
+    let mut rate_limit_waits = 0;
+    let mut refreshed = false;
+    let started = Instant::now();
+    loop {
+        caller.before_attempt()?;
+        let system = caller.system().clone();
+        caller
+            .credentials()
+            .ensure_fresh()
+            .map_err(|e| auth_stop(&system, e))?;
+        let error = match attempt(caller)? {
+            Ok(answer) => return Ok(answer),
+            Err(error) => error,
+        };
+        if started.elapsed() >= policy.max_total {
+            tracing::warn!("giving up after {:?} of retries", started.elapsed());
+            return Err(Stop::Classified(error));
+        }
+        match error.category {
+            ErrorCategory::AuthExpired if caller.credentials().can_refresh() && !refreshed => {
+                refreshed = true;
+                caller
+                    .credentials()
+                    .refresh()
+                    .map_err(|e| auth_stop(&system, e))?;
+            }
+            // A static token that expired stays expired: waiting cannot help.
+            ErrorCategory::AuthExpired => return Err(Stop::Classified(error)),
+            ErrorCategory::RateLimited
+                if error.retryable && rate_limit_waits < policy.max_rate_limit_waits =>
+            {
+                rate_limit_waits += 1;
+                let delay = error
+                    .retry_after_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(policy.max_rate_limit_delay);
+                tracing::info!(?delay, "rate limited; waiting");
+                std::thread::sleep(delay);
+            }
+            _ if retry == Retry::All && error.retryable && attempts + 1 < policy.max_attempts => {
+                let delay = backoff(policy, attempts);
+                attempts += 1;
+                tracing::warn!(attempt = attempts, ?delay, "{}; retrying", error.message);
+                std::thread::sleep(delay);
+            }
+            _ => return Err(Stop::Classified(error)),
         }
     }
 }
@@ -1106,8 +1166,8 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-fn auth_stop(config: &Config, error: crate::auth::AuthError) -> Stop {
-    let resolution = match config.source.system {
+fn auth_stop(system: &SourceSystem, error: crate::auth::AuthError) -> Stop {
+    let resolution = match system {
         SourceSystem::Hubspot => {
             "Reconnect HubSpot: create a new refresh token (or private-app token), put it in the \
              environment variable the config names, and run the sync again."

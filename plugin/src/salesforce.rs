@@ -17,7 +17,7 @@ pub const RECORD_TYPE: &str = "record_type";
 /// The property a Lead's `Status` is read into.
 pub const LEAD_STATUS: &str = "lead_status";
 /// Fields only Leads have: never selected from Contacts.
-const LEAD_ONLY: &[&str] = &[
+pub(crate) const LEAD_ONLY: &[&str] = &[
     "Status",
     "Company",
     "IsConverted",
@@ -26,7 +26,7 @@ const LEAD_ONLY: &[&str] = &[
     "ConvertedDate",
 ];
 /// Fields only Contacts have: never selected from Leads.
-const CONTACT_ONLY: &[&str] = &["AccountId", "ReportsToId", "Department", "Birthdate"];
+pub(crate) const CONTACT_ONLY: &[&str] = &["AccountId", "ReportsToId", "Department", "Birthdate"];
 /// Converted-lead lookups per query: SOQL statements stay far below 100,000
 /// characters.
 const IDS_PER_LOOKUP: usize = 500;

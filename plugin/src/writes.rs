@@ -2,6 +2,7 @@
 //! sObject Collections, each record's result read back on its own (E9).
 
 use crate::errors;
+use crate::salesforce;
 use crate::transport::{self, HttpRequest, Method, Transport, parse_json};
 use crate::types::{
     Destination, FieldData, HttpFailure, OutgoingRecord, SalesforceDestination, SalesforceObject,
@@ -315,7 +316,18 @@ pub fn salesforce_request(org: &SalesforceDestination, batch: &[&OutgoingRecord]
             if let Some(id) = &record.id {
                 fields.insert("Id".into(), json!(id));
             }
-            for value in &record.values {
+            // A Lead's `Company` has no place on a Contact (its Account is the
+            // company), nor a Contact's `AccountId` on a Lead.
+            let other_objects_only = match org.object {
+                SalesforceObject::Lead => salesforce::CONTACT_ONLY,
+                SalesforceObject::Contact => salesforce::LEAD_ONLY,
+                SalesforceObject::Account => &[],
+            };
+            for value in record
+                .values
+                .iter()
+                .filter(|v| !other_objects_only.contains(&v.name.as_str()))
+            {
                 fields.insert(value.name.clone(), salesforce_value(value.value.as_ref()));
             }
             Value::Object(fields)
@@ -674,7 +686,11 @@ mod tests {
 
         let mut t =
             Script::default().answer(200, json!([{"id": "003X", "success": true, "errors": []}]));
-        let update = [record("9", Some("003X"), &[("Title", text("CEO"))])];
+        let update = [record(
+            "9",
+            Some("003X"),
+            &[("Title", text("CEO")), ("Company", text("Acme"))],
+        )];
         let org = SalesforceDestination {
             object: SalesforceObject::Contact,
             ..org

@@ -182,11 +182,49 @@ pub struct State {
     pub random_faults: Option<RandomFaults>,
     /// Faults served so far, by kind.
     pub faults_served: BTreeMap<&'static str, usize>,
+    /// Records created or updated through the batch write endpoints.
+    pub writes: usize,
+    clock: u64,
 }
 
 impl State {
     /// Creates or replaces the contact with `contact.id`, modified now, as an
     /// edit in HubSpot bumps `lastmodifieddate`.
+    /// The server's clock for a write: now, and always after the last write,
+    /// as `lastmodifieddate` is.
+    pub fn tick(&mut self) -> u64 {
+        self.clock = now_ms().max(self.clock + 1);
+        self.clock
+    }
+
+    /// Sets properties of contact `id` as an edit in HubSpot does (its
+    /// `lastmodifieddate` moves to now).
+    pub fn edit(&mut self, id: u64, properties: &[(&str, Option<&str>)]) {
+        let now = self.tick();
+        let contact = self
+            .contacts
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("a known contact");
+        for (name, value) in properties {
+            contact
+                .properties
+                .insert((*name).to_owned(), value.map(str::to_owned));
+        }
+        contact.modified = now;
+    }
+
+    /// The contact holding `email`, if any.
+    pub fn by_email(&self, email: &str) -> Option<&Contact> {
+        self.contacts.iter().find(|c| {
+            c.properties
+                .get("email")
+                .cloned()
+                .flatten()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        })
+    }
+
     pub fn put(&mut self, contact: Contact) {
         let contact = contact.modified_at(now_ms());
         match self.contacts.iter_mut().find(|c| c.id == contact.id) {
@@ -482,6 +520,12 @@ fn route(
         }
         (Method::Post, ["crm", "v3", "objects", kind, "batch", "read"]) if object(kind) => {
             batch_read(state, kind, body)
+        }
+        (Method::Post, ["crm", "v3", "objects", kind, "batch", "create"]) if object(kind) => {
+            batch_write(state, kind, body, true)
+        }
+        (Method::Post, ["crm", "v3", "objects", kind, "batch", "update"]) if object(kind) => {
+            batch_write(state, kind, body, false)
         }
         (Method::Post, ["crm", "v3", "objects", kind, "search"]) if object(kind) => {
             search(state, kind, body)
@@ -953,14 +997,23 @@ fn batch_read(state: &State, kind: &str, body: &str) -> (u16, Value) {
         );
     }
     let requested = requested_properties(&request).unwrap_or_default();
+    let by_email = request["idProperty"].as_str() == Some("email");
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for input in &inputs {
         let id = input["id"].as_str().unwrap_or("");
-        match records(state, kind)
-            .iter()
-            .find(|c| c.id.to_string() == id && !c.archived)
-        {
+        match records(state, kind).iter().find(|c| {
+            !c.archived
+                && if by_email {
+                    c.properties
+                        .get("email")
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(id))
+                } else {
+                    c.id.to_string() == id
+                }
+        }) {
             Some(c) => results.push(object(c, &requested)),
             None => missing.push(id.to_owned()),
         }
@@ -975,6 +1028,153 @@ fn batch_read(state: &State, kind: &str, body: &str) -> (u16, Value) {
                                    "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
                                    "context": {"ids": missing}}]);
         (207, answer)
+    }
+}
+
+/// `batch/create` and `batch/update` as documented: at most 100 inputs;
+/// properties must exist; emails must look like emails and be unique. A
+/// create whose every input carries an `objectWriteTraceId` answers 207 with
+/// the failed inputs' errors and creates the rest (multi-status); otherwise,
+/// and for updates, one invalid input refuses the whole batch (400/409).
+fn batch_write(state: &mut State, kind: &str, body: &str, create: bool) -> (u16, Value) {
+    let Ok(request) = serde_json::from_str::<Value>(body) else {
+        return validation_error("Invalid input JSON on line 1");
+    };
+    let inputs = request["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.is_empty() || inputs.len() > 100 {
+        return validation_error("inputs must hold 1 to 100 records");
+    }
+    let traced = inputs
+        .iter()
+        .all(|i| i["objectWriteTraceId"].as_str().is_some());
+    let standard = if kind == "companies" {
+        STANDARD_COMPANY_PROPERTIES
+    } else {
+        STANDARD_PROPERTIES
+    };
+    let known: Vec<String> = standard
+        .iter()
+        .map(|p| (*p).to_owned())
+        .chain(state.custom_properties.iter().map(|(p, _)| p.clone()))
+        .filter(|p| !state.deleted_properties.contains(p))
+        .collect();
+    let mut problems: Vec<Option<(u16, Value)>> = Vec::new();
+    for (index, input) in inputs.iter().enumerate() {
+        let id = input["id"].as_str().and_then(|id| id.parse::<u64>().ok());
+        let properties = input["properties"].as_object().cloned().unwrap_or_default();
+        let mut problem = None;
+        if !create
+            && id.is_none_or(|id| {
+                !records(state, kind)
+                    .iter()
+                    .any(|c| c.id == id && !c.archived)
+            })
+        {
+            problem = Some((
+                404,
+                json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+                "message": format!("Object not found. objectId are usually numeric. Input {index}")}),
+            ));
+        }
+        for (name, value) in &properties {
+            if problem.is_some() {
+                break;
+            }
+            if !known.contains(name) {
+                problem = Some((
+                    400,
+                    json!({"status": "error", "category": "VALIDATION_ERROR",
+                    "message": format!("Property values were not valid: [{{\"isValid\":false,\"message\":\"Property \\\"{name}\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"{name}\"}}]")}),
+                ));
+            } else if name == "email" {
+                let email = value.as_str().unwrap_or("");
+                let taken = records(state, kind).iter().any(|c| {
+                    Some(c.id) != id
+                        && c.properties
+                            .get("email")
+                            .cloned()
+                            .flatten()
+                            .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                });
+                if !email.is_empty() && !email.contains('@') {
+                    problem = Some((
+                        400,
+                        json!({"status": "error", "category": "VALIDATION_ERROR",
+                        "message": format!("Property values were not valid: [{{\"isValid\":false,\"message\":\"Email address {email} is invalid\",\"error\":\"INVALID_EMAIL\",\"name\":\"email\"}}]")}),
+                    ));
+                } else if taken && !email.is_empty() {
+                    problem = Some((
+                        409,
+                        json!({"status": "error", "category": "CONFLICT",
+                        "message": "Contact already exists. Existing ID: 0"}),
+                    ));
+                }
+            }
+        }
+        problems.push(problem);
+    }
+    if !(create && traced) {
+        if let Some((status, body)) = problems.iter().flatten().next() {
+            return (*status, body.clone());
+        }
+    }
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for (input, problem) in inputs.iter().zip(problems) {
+        if let Some((_, mut error)) = problem {
+            error["context"] = json!({"objectWriteTraceId": [input["objectWriteTraceId"]]});
+            errors.push(error);
+            continue;
+        }
+        let now = state.tick();
+        let properties = input["properties"].as_object().cloned().unwrap_or_default();
+        let id = match input["id"].as_str().and_then(|id| id.parse::<u64>().ok()) {
+            Some(id) => id,
+            None => {
+                let id = records(state, kind).iter().map(|c| c.id).max().unwrap_or(0) + 1;
+                let contact = Contact::new(id, &[]).modified_at(now);
+                if kind == "companies" {
+                    state.companies.push(contact);
+                } else {
+                    state.contacts.push(contact);
+                }
+                id
+            }
+        };
+        let record = records_mut(state, kind)
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("the record exists");
+        for (name, value) in properties {
+            let value = value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            record
+                .properties
+                .insert(name, (!value.is_empty()).then_some(value));
+        }
+        record.modified = now;
+        let written: Vec<String> = record.properties.keys().cloned().collect();
+        results.push(object(record, &written));
+    }
+    state.writes += results.len();
+    let mut answer = json!({"status": "COMPLETE", "results": results,
+                            "startedAt": "2024-06-01T00:00:00.000Z", "completedAt": "2024-06-01T00:00:00.010Z"});
+    if errors.is_empty() {
+        (if create { 201 } else { 200 }, answer)
+    } else {
+        answer["numErrors"] = json!(errors.len());
+        answer["errors"] = json!(errors);
+        (207, answer)
+    }
+}
+
+fn records_mut<'a>(state: &'a mut State, kind: &str) -> &'a mut Vec<Contact> {
+    if kind == "companies" {
+        &mut state.companies
+    } else {
+        &mut state.contacts
     }
 }
 

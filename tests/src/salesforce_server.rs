@@ -74,6 +74,8 @@ fn fields_of(object: &str) -> &'static [&'static str] {
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
+    pub body: String,
     pub path: String,
     /// The SOQL statement of a query, decoded.
     pub soql: Option<String>,
@@ -94,6 +96,10 @@ pub struct State {
     /// Issued sessions expire after this many API requests.
     pub requests_per_session: Option<usize>,
     session_uses: HashMap<String, usize>,
+    /// Records created or updated through sObject Collections.
+    pub writes: usize,
+    clock: u64,
+    next_id: u64,
     /// Sessions issued so far.
     pub issued: usize,
     pub seen: Vec<Seen>,
@@ -122,6 +128,72 @@ impl State {
             "Account" => &mut self.accounts,
             _ => &mut self.contacts,
         }
+    }
+
+    /// The org's clock for a save: now, and always after the last save.
+    pub fn tick(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_millis() as u64;
+        self.clock = now.max(self.clock + 1);
+        self.clock
+    }
+
+    /// A new record id with the object's key prefix (`00Q` Leads, `003`
+    /// Contacts, `001` Accounts).
+    fn new_id(&mut self, object: &str) -> String {
+        self.next_id += 1;
+        let prefix = match object {
+            "Lead" => "00Q",
+            "Account" => "001",
+            _ => "003",
+        };
+        format!("{prefix}Sv{:010}AAA", self.next_id)
+    }
+
+    /// Converts a Lead as Salesforce's convert action does: a new Contact
+    /// with the Lead's person fields, the Lead marked converted into it.
+    /// Returns the Contact's id.
+    pub fn convert_lead(&mut self, lead_id: &str) -> String {
+        let now = self.tick();
+        let contact_id = self.new_id("Contact");
+        let lead = self
+            .leads
+            .iter_mut()
+            .find(|l| l.id == lead_id)
+            .expect("a known lead");
+        let mut fields = BTreeMap::new();
+        for field in fields_of("Contact") {
+            if let Some(value) = lead.fields.get(*field) {
+                fields.insert((*field).to_owned(), value.clone());
+            }
+        }
+        lead.fields.insert("IsConverted".into(), json!(true));
+        lead.fields
+            .insert("ConvertedContactId".into(), json!(contact_id));
+        lead.modstamp = now;
+        self.contacts.push(Record {
+            id: contact_id.clone(),
+            fields,
+            modstamp: now,
+            deleted: false,
+        });
+        contact_id
+    }
+
+    /// The Lead or Contact holding `email`, if any.
+    pub fn person_by_email(&self, email: &str) -> Option<&Record> {
+        self.leads
+            .iter()
+            .filter(|l| l.fields.get("IsConverted") != Some(&json!(true)))
+            .chain(&self.contacts)
+            .find(|r| {
+                r.fields
+                    .get("Email")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
     }
 
     /// Sets a record's fields and bumps its `SystemModstamp`, as an edit does.
@@ -183,6 +255,7 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
         .split('&')
         .find_map(|p| p.strip_prefix("q="))
         .map(decode);
+    let method = request.method().as_str().to_owned();
     let authorization = request
         .headers()
         .iter()
@@ -191,6 +264,8 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
     let (status, answer) = {
         let mut state = state.lock().expect("server state");
         state.seen.push(Seen {
+            method: method.clone(),
+            body: body.clone(),
             path: path.to_owned(),
             soql: soql.clone(),
             authorization: authorization.clone(),
@@ -214,6 +289,12 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
                 401,
                 json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
             )
+        } else if path == format!("/services/data/{API_VERSION}/composite/sobjects") {
+            match method.as_str() {
+                "POST" => save(&mut state, &body, true),
+                "PATCH" => save(&mut state, &body, false),
+                _ => not_found(path),
+            }
         } else {
             route(&mut state, path, soql.as_deref())
         }
@@ -387,6 +468,144 @@ fn page(state: &mut State, mut rows: Vec<Value>) -> (u16, Value) {
     (200, answer)
 }
 
+/// sObject Collections create (`POST`) or update (`PATCH`) with
+/// `allOrNone` false: one save result per record, in order. Leads need
+/// `LastName` and `Company`, Contacts `LastName`; unknown fields and
+/// malformed emails are refused per record, as Salesforce does.
+fn save(state: &mut State, body: &str, create: bool) -> (u16, Value) {
+    let Ok(request) = serde_json::from_str::<Value>(body) else {
+        return (
+            400,
+            json!([{"message": "JSON parser error", "errorCode": "JSON_PARSER_ERROR"}]),
+        );
+    };
+    let records = request["records"].as_array().cloned().unwrap_or_default();
+    if records.is_empty() || records.len() > 200 {
+        return (
+            400,
+            json!([{"message": "a collection holds 1 to 200 records", "errorCode": "INVALID_FIELD"}]),
+        );
+    }
+    let mut results = Vec::new();
+    for record in records {
+        let object = record["attributes"]["type"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let fields: BTreeMap<String, Value> = record
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "attributes" && *k != "Id")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let failure = |code: &str, message: String, fields: Vec<&str>| json!({"success": false, "errors": [{"statusCode": code, "message": message, "fields": fields}]});
+        if fields_of(&object).is_empty() {
+            results.push(failure(
+                "INVALID_TYPE",
+                format!("sObject type '{object}' is not supported."),
+                vec![],
+            ));
+            continue;
+        }
+        if let Some(unknown) = fields
+            .keys()
+            .find(|f| !fields_of(&object).contains(&f.as_str()))
+        {
+            results.push(failure(
+                "INVALID_FIELD",
+                format!("No such column '{unknown}' on sobject of type {object}"),
+                vec![],
+            ));
+            continue;
+        }
+        if let Some(email) = fields.get("Email").and_then(Value::as_str)
+            && !email.contains('@')
+        {
+            results.push(failure(
+                "INVALID_EMAIL_ADDRESS",
+                format!("Email: invalid email address: {email}"),
+                vec!["Email"],
+            ));
+            continue;
+        }
+        let existing = record["Id"].as_str().map(str::to_owned);
+        let mut merged = match &existing {
+            Some(id) => match state
+                .records(&object)
+                .iter()
+                .find(|r| &r.id == id && !r.deleted)
+            {
+                Some(r) => r.fields.clone(),
+                None => {
+                    results.push(failure(
+                        "ENTITY_IS_DELETED",
+                        "entity is deleted".into(),
+                        vec![],
+                    ));
+                    continue;
+                }
+            },
+            None if !create => {
+                results.push(failure(
+                    "MISSING_ARGUMENT",
+                    "Id not specified in an update call".into(),
+                    vec![],
+                ));
+                continue;
+            }
+            None => BTreeMap::new(),
+        };
+        merged.extend(fields);
+        let required: &[&str] = match object.as_str() {
+            "Lead" => &["LastName", "Company"],
+            "Contact" => &["LastName"],
+            _ => &["Name"],
+        };
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|f| merged.get(*f).is_none_or(|v| v.is_null() || v == ""))
+            .collect();
+        if !missing.is_empty() {
+            results.push(failure(
+                "REQUIRED_FIELD_MISSING",
+                format!("Required fields are missing: [{}]", missing.join(", ")),
+                missing,
+            ));
+            continue;
+        }
+        let now = state.tick();
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = state.new_id(&object);
+                state.records_mut(&object).push(Record {
+                    id: id.clone(),
+                    fields: BTreeMap::new(),
+                    modstamp: now,
+                    deleted: false,
+                });
+                id
+            }
+        };
+        let saved = state
+            .records_mut(&object)
+            .iter_mut()
+            .find(|r| r.id == id)
+            .expect("the record exists");
+        merged.retain(|_, v| !v.is_null());
+        if object == "Lead" {
+            merged.entry("IsConverted".into()).or_insert(json!(false));
+        }
+        saved.fields = merged;
+        saved.modstamp = now;
+        state.writes += 1;
+        results.push(json!({"id": id, "success": true, "errors": []}));
+    }
+    (200, Value::Array(results))
+}
+
 /// One `Field op value` condition.
 fn holds(record: &Record, condition: &str) -> bool {
     let condition = condition.trim();
@@ -396,7 +615,12 @@ fn holds(record: &Record, condition: &str) -> bool {
             .split(',')
             .map(|v| v.trim().trim_matches('\'').to_owned())
             .collect();
-        return value(record, field.trim()).is_some_and(|v| wanted.contains(&v));
+        // Email comparisons ignore case in SOQL.
+        return value(record, field.trim()).is_some_and(|v| {
+            wanted
+                .iter()
+                .any(|w| w == &v || (field.trim() == "Email" && w.eq_ignore_ascii_case(&v)))
+        });
     }
     for op in [">=", "<=", "="] {
         if let Some((field, literal)) = condition.split_once(&format!(" {op} ")) {

@@ -1,0 +1,1023 @@
+//! A sync into a CRM (`[destination]` naming HubSpot or Salesforce): one-way,
+//! or two-way when some mapped field flows back (M6).
+//!
+//! A run reads what changed since the last run on the source and, two-way,
+//! on the destination; pairs records through the stored links, then by email
+//! (X1-X5, either way); asks the component what to write where
+//! (`reconcile`); writes through the component (`write-records`); and stores
+//! the links with the values both sides now agree on. Those agreed values are
+//! what makes the next run read the sync's own writes as no change (no echo).
+//!
+//! A run is not resumed page by page like a run into the store: its window
+//! ends where it started and the bookmark only moves when it completes, so a
+//! crashed or stopped run is simply run again. Links and agreed values commit
+//! with each step of writes, so what was written is not written again, and a
+//! create whose answer was lost is found by email instead of created twice.
+
+use crate::auth::{AuthError, Credentials};
+use crate::bindings::crmsync::sync::types::{
+    Destination, ErrorCategory, FieldData, FieldRule, FieldValue, HubspotScope, HubspotSource,
+    MappedRecord, OutgoingRecord, OutgoingValue, ReconcileInput, Reconciled, SalesforceDestination,
+    SalesforceObject, SalesforceScope, SalesforceSource, SideState, Source, SyncError, TimeWindow,
+    WriteOutcome,
+};
+use crate::config::{Config, CrmDestination, SourceSystem, mapped_properties, read_mappings};
+use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
+use crate::runtime::{HostState, Instance, Runtime};
+use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
+use crate::sync::{
+    Retry, Retrying, Stop, SyncOptions, SyncReport, error_row, now_ms, with_retries,
+};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The property a Salesforce person read gains: `lead` or `contact` (X8).
+pub const RECORD_TYPE: &str = "record_type";
+
+/// Pairs reconciled and written per step; each step's links commit together.
+const STEP: usize = 200;
+
+/// Emails per look-up (the component's limit).
+const EMAILS_PER_LOOKUP: usize = 100;
+
+/// What a run into a CRM wrote, per side.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Written {
+    pub to_destination: WriteCounts,
+    pub to_source: WriteCounts,
+}
+
+/// Records created and updated on one side.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct WriteCounts {
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// One CRM of the sync: its component instance, credentials and reads.
+struct Side {
+    system: SourceSystem,
+    base_url: String,
+    instance: Instance,
+    credentials: Credentials,
+    /// What a read of this side maps: every field under its key (M4 types).
+    mappings: Vec<FieldMapping>,
+    link_side: LinkSide,
+}
+
+use crate::bindings::crmsync::sync::types::FieldMapping;
+
+impl Retrying for Side {
+    fn credentials(&mut self) -> &mut Credentials {
+        &mut self.credentials
+    }
+
+    fn system(&self) -> &SourceSystem {
+        &self.system
+    }
+}
+
+impl Side {
+    /// A read of this side's people in `scope` (HubSpot's terms, carried
+    /// over to Salesforce's).
+    fn source(&self, scope: HubspotScope) -> Source {
+        let fields = mapped_properties(&self.mappings);
+        match &self.system {
+            SourceSystem::Hubspot => Source::HubspotContacts(HubspotSource {
+                base_url: self.base_url.clone(),
+                scope,
+                properties: fields,
+                filters: Vec::new(),
+                with_companies: false,
+            }),
+            SourceSystem::Salesforce {
+                api_version,
+                objects,
+            } => Source::Salesforce(SalesforceSource {
+                instance_url: self.base_url.clone(),
+                api_version: api_version.clone(),
+                objects: objects.clone(),
+                scope: match scope {
+                    HubspotScope::Modified(window) => SalesforceScope::Modified(window),
+                    HubspotScope::Emails(emails) => SalesforceScope::Emails(emails),
+                    _ => SalesforceScope::All,
+                },
+                fields,
+                filters: Vec::new(),
+            }),
+        }
+    }
+
+    /// Every record of `scope`, page by page.
+    fn read(
+        &mut self,
+        options: &SyncOptions,
+        scope: HubspotScope,
+    ) -> Result<Vec<MappedRecord>, Stop> {
+        let source = self.source(scope);
+        let mappings = self.mappings.clone();
+        let mut records = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            if options.stop.load(Ordering::Relaxed) {
+                return Err(Stop::Interrupted);
+            }
+            let page = with_retries(self, &options.retry, Retry::All, |side| {
+                side.instance
+                    .fetch_mapped_page(&source, cursor.as_deref(), &mappings)
+            })?;
+            records.extend(page.records);
+            match page.next_cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// The records holding these emails (the counterpart look-up of X3).
+    fn lookup(
+        &mut self,
+        options: &SyncOptions,
+        emails: &[String],
+    ) -> Result<Vec<MappedRecord>, Stop> {
+        let mut found = Vec::new();
+        for chunk in emails.chunks(EMAILS_PER_LOOKUP) {
+            found.extend(self.read(options, HubspotScope::Emails(chunk.to_vec()))?);
+        }
+        Ok(found)
+    }
+
+    /// Where records of `kind` are written on this side.
+    fn destination(&self, kind: Option<&str>) -> Destination {
+        match &self.system {
+            SourceSystem::Hubspot => Destination::HubspotContacts(self.base_url.clone()),
+            SourceSystem::Salesforce { api_version, .. } => {
+                Destination::Salesforce(SalesforceDestination {
+                    instance_url: self.base_url.clone(),
+                    api_version: api_version.clone(),
+                    object: match kind {
+                        Some("lead") => SalesforceObject::Lead,
+                        _ => SalesforceObject::Contact,
+                    },
+                })
+            }
+        }
+    }
+
+    /// The kind new records are created as: Salesforce Leads if this side
+    /// syncs Leads (as HubSpot's connector does), else Contacts.
+    fn create_kind(&self) -> Option<&'static str> {
+        match &self.system {
+            SourceSystem::Salesforce { objects, .. }
+                if objects.contains(&SalesforceObject::Lead) =>
+            {
+                Some("lead")
+            }
+            SourceSystem::Salesforce { .. } => Some("contact"),
+            SourceSystem::Hubspot => None,
+        }
+    }
+}
+
+/// The Salesforce record type of a read record (`lead`/`contact`).
+fn kind_of(record: &MappedRecord) -> Option<String> {
+    record
+        .contact
+        .fields
+        .iter()
+        .find(|f| f.name == RECORD_TYPE)
+        .and_then(|f| match &f.value {
+            FieldData::Text(kind) => Some(kind.clone()),
+            _ => None,
+        })
+}
+
+/// Writes that go out together: creates or updates, of one Salesforce object.
+type Batch = (bool, Option<String>);
+
+/// A linked pair being reconciled this run.
+#[derive(Default)]
+struct Pair {
+    link: Link,
+    source: Option<MappedRecord>,
+    destination: Option<MappedRecord>,
+}
+
+impl Pair {
+    fn email(&self) -> Option<String> {
+        let first = |r: &Option<MappedRecord>| r.as_ref()?.contact.emails.first().cloned();
+        first(&self.source)
+            .or_else(|| first(&self.destination))
+            .or_else(|| self.link.email.clone())
+    }
+}
+
+/// Runs one pass of a sync into a CRM; the caller holds the sync's lease.
+pub fn run(
+    runtime: &Runtime,
+    config: &Config,
+    crm: &CrmDestination,
+    options: &SyncOptions,
+    store: ContactStore,
+    started: Instant,
+) -> Result<SyncReport> {
+    let stats = Arc::new(HttpStats::default());
+    let replay = matches!(options.http_mode, HttpMode::Replay(_));
+    let env = |var: &str| std::env::var(var).ok();
+    let credentials =
+        |auth: &crate::config::AuthConfig, token_url: &str, table: &str| -> Result<Credentials> {
+            if replay {
+                return Ok(Credentials::none());
+            }
+            Credentials::from_config(auth, token_url, env).map_err(|e| match e {
+                AuthError::MissingVariable { key, var } => anyhow::anyhow!(
+                    "{}: environment variable {var} is not set",
+                    key.replacen("source", table, 1)
+                ),
+                other => other.into(),
+            })
+        };
+    let source_credentials = credentials(&config.source.auth, &config.token_url(), "source")?;
+    let destination_credentials = credentials(&crm.auth, &crm.token_url(), "destination")?;
+    let limits = HttpLimits {
+        max_response_bytes: config.source.max_response_bytes,
+        ..options.http_limits
+    };
+    let hooks = |origin: &crate::config::Origin, credentials: &Credentials, limiters| {
+        Hooks::new(
+            origin.clone(),
+            options.http_mode.clone(),
+            credentials.bearer(),
+            limits,
+            stats.clone(),
+        )
+        .with_limiters(limiters)
+    };
+    let source_limiters = options.limiters.clone().unwrap_or_else(|| {
+        AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
+    });
+    let destination_limiters = AccountLimiters::new(
+        crm.rate_limit,
+        crm.rate_limit.map(|_| HUBSPOT_SEARCH_DEFAULT),
+    );
+    let instance = |hooks| -> Result<Instance> {
+        runtime.instantiate(HostState::new(
+            hooks,
+            ContactStore::open_in_memory()?,
+            runtime.sandbox(),
+        ))
+    };
+    let is_salesforce = |s: &SourceSystem| matches!(s, SourceSystem::Salesforce { .. });
+    let source_email = crm.email_field(&config.source.system).cloned();
+    let mut source = Side {
+        system: config.source.system.clone(),
+        base_url: config.source.base_url.clone(),
+        instance: instance(hooks(
+            &config.source.origin,
+            &source_credentials,
+            source_limiters,
+        ))?,
+        credentials: source_credentials,
+        mappings: config.mappings.clone(),
+        link_side: LinkSide::Source,
+    };
+    let mut destination = Side {
+        system: crm.system.clone(),
+        base_url: crm.base_url.clone(),
+        instance: instance(hooks(
+            &crm.origin,
+            &destination_credentials,
+            destination_limiters,
+        ))?,
+        credentials: destination_credentials,
+        mappings: read_mappings(
+            &crm.fields,
+            |f| &f.destination,
+            source_email.as_ref(),
+            is_salesforce(&crm.system),
+        ),
+        link_side: LinkSide::Destination,
+    };
+
+    let fingerprint = fingerprint(config, crm);
+    let since_ms = store
+        .bookmark(&config.name)?
+        .filter(|b| !options.full && b.fingerprint == fingerprint)
+        .map(|b| (b.modified_ms - config.source.lookback.as_millis() as i64).max(0));
+    if let Some(old) = store.interrupted_run(&config.name)? {
+        // Its window is read again in full by this run: nothing is lost.
+        store.finish_run(
+            old.id,
+            Some("interrupted; its window is read again by the next run"),
+        )?;
+    }
+    let mode = match since_ms {
+        Some(since_ms) => RunMode::Incremental { since_ms },
+        None => RunMode::Full,
+    };
+    let run = store.start_run(&config.name, mode, now_ms())?;
+    tracing::info!(
+        run = run.id,
+        ?mode,
+        "sync {:?} into {:?}",
+        config.name,
+        crm.base_url
+    );
+    let mut pass = Bridge {
+        config,
+        crm,
+        options,
+        store: &store,
+        run_id: run.id,
+        counts: Counts::default(),
+        written: Written::default(),
+        merged: 0,
+        lease_renewed: Instant::now(),
+    };
+    let scope = match mode {
+        RunMode::Incremental { since_ms } => HubspotScope::Modified(TimeWindow {
+            since: since_ms as u64,
+            until: run.started_ms.max(0) as u64,
+        }),
+        RunMode::Full => HubspotScope::All,
+    };
+    let outcome = pass.run(&mut source, &mut destination, scope);
+    let mut status = "completed";
+    let error = match outcome {
+        Ok(()) => {
+            store.complete_run(
+                run.id,
+                &config.name,
+                &Bookmark {
+                    modified_ms: run.started_ms,
+                    fingerprint,
+                },
+            )?;
+            None
+        }
+        Err(Stop::Interrupted) => {
+            status = "interrupted";
+            None
+        }
+        Err(Stop::Classified(error)) => {
+            let row = error_row(run.id, &error);
+            store.record_error(run.id, &row)?;
+            store.finish_run(run.id, Some(&row.message))?;
+            Some(row)
+        }
+        Err(Stop::Internal(error)) => {
+            store.finish_run(run.id, Some(&format!("{error:#}")))?;
+            return Err(error.context(format!("sync {:?} (run {}) failed", config.name, run.id)));
+        }
+    };
+    store.checkpoint(run.id, None, &pass.counts, None)?;
+    let mut errors_by_category = BTreeMap::new();
+    for row in store.errors(run.id)? {
+        *errors_by_category.entry(row.category).or_insert(0) += 1;
+    }
+    Ok(SyncReport {
+        sync: config.name.clone(),
+        run_id: run.id,
+        status: if error.is_some() { "failed" } else { status }.to_owned(),
+        resumed: false,
+        mode: match mode {
+            RunMode::Full => "full",
+            RunMode::Incremental { .. } => "incremental",
+        }
+        .to_owned(),
+        counts: pass.counts,
+        errors_by_category,
+        requests: stats.sent.load(Ordering::Relaxed),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        stopped_syncing: 0,
+        merged: pass.merged,
+        error,
+        companies: None,
+        written: Some(pass.written),
+    })
+}
+
+/// What the bookmark was read under: both CRMs and the fields. Another one
+/// makes the next run full, so a newly mapped field is filled everywhere.
+fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
+    let fields: Vec<String> = crm
+        .fields
+        .iter()
+        .map(|f| {
+            format!(
+                "{}>{}:{:?}:{:?}:{:?}",
+                f.source, f.destination, f.value_type, f.direction, f.conflict
+            )
+        })
+        .collect();
+    format!(
+        "{} {:?} -> {} {:?} {}",
+        config.source.base_url,
+        config.source.system,
+        crm.base_url,
+        crm.system,
+        fields.join(",")
+    )
+}
+
+/// One pass's state.
+struct Bridge<'a> {
+    config: &'a Config,
+    crm: &'a CrmDestination,
+    options: &'a SyncOptions,
+    store: &'a ContactStore,
+    run_id: i64,
+    counts: Counts,
+    written: Written,
+    /// Links moved to a merge's or a lead conversion's survivor (X8).
+    merged: u64,
+    lease_renewed: Instant,
+}
+
+impl Bridge<'_> {
+    fn run(
+        &mut self,
+        source: &mut Side,
+        destination: &mut Side,
+        scope: HubspotScope,
+    ) -> Result<(), Stop> {
+        let two_way = self.crm.two_way();
+        let source_records = source.read(self.options, scope.clone())?;
+        self.renew_lease()?;
+        let destination_records = if two_way {
+            destination.read(self.options, scope)?
+        } else {
+            Vec::new()
+        };
+        self.renew_lease()?;
+        self.counts.seen = (source_records.len() + destination_records.len()) as u64;
+        self.counts.pages = 1;
+        self.follow_merges(&source_records, LinkSide::Source)?;
+        self.follow_merges(&destination_records, LinkSide::Destination)?;
+        let pairs = self.pair(
+            source,
+            destination,
+            source_records,
+            destination_records,
+            two_way,
+        )?;
+        let rules: Vec<FieldRule> = self
+            .crm
+            .fields
+            .iter()
+            .map(|f| FieldRule {
+                name: f.source.clone(),
+                direction: f.direction,
+                conflict: f.conflict,
+            })
+            .collect();
+        let mut pairs = pairs.into_iter().peekable();
+        while pairs.peek().is_some() {
+            if self.options.stop.load(Ordering::Relaxed) {
+                return Err(Stop::Interrupted);
+            }
+            self.renew_lease()?;
+            let step: Vec<Pair> = pairs.by_ref().take(STEP).collect();
+            self.apply_step(source, destination, &rules, step)?;
+        }
+        Ok(())
+    }
+
+    /// X8: a Lead converted into a Contact (or HubSpot contacts merged) moves
+    /// the link to the survivor, so its counterpart is updated, not doubled.
+    fn follow_merges(&mut self, records: &[MappedRecord], side: LinkSide) -> Result<()> {
+        for record in records {
+            for merged in &record.merged_ids {
+                let kind = kind_of(record);
+                if self.store.relink(
+                    &self.config.name,
+                    side,
+                    merged,
+                    &record.contact.external_id,
+                    kind.as_deref(),
+                )? {
+                    self.merged += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pairs the records read: by stored link (X1, X2), then by email among
+    /// the records read (X3), then by email looked up on the other side; a
+    /// record left alone gets a counterpart created (X5) unless it has no
+    /// email to match it by later (E1), or its email's record is linked to
+    /// another (X4, E2).
+    fn pair(
+        &mut self,
+        source: &mut Side,
+        destination: &mut Side,
+        source_records: Vec<MappedRecord>,
+        destination_records: Vec<MappedRecord>,
+        two_way: bool,
+    ) -> Result<Vec<Pair>, Stop> {
+        let sync = self.config.name.clone();
+        let mut pairs: Vec<Pair> = Vec::new();
+        let mut by_link: HashMap<i64, usize> = HashMap::new();
+        let mut unlinked: [Vec<MappedRecord>; 2] = [Vec::new(), Vec::new()];
+        for (side, records) in [
+            (LinkSide::Source, source_records),
+            (LinkSide::Destination, destination_records),
+        ] {
+            for record in records {
+                let Some(link) = self.store.link(&sync, side, &record.contact.external_id)? else {
+                    unlinked[(side == LinkSide::Destination) as usize].push(record);
+                    continue;
+                };
+                let id = link.id.expect("a stored link has an id");
+                let index = *by_link.entry(id).or_insert_with(|| {
+                    pairs.push(Pair {
+                        link,
+                        ..Pair::default()
+                    });
+                    pairs.len() - 1
+                });
+                match side {
+                    LinkSide::Source => pairs[index].source = Some(record),
+                    LinkSide::Destination => pairs[index].destination = Some(record),
+                }
+            }
+        }
+        let [unlinked_source, unlinked_destination] = unlinked;
+        // Among the records read this run.
+        let mut by_email: HashMap<String, usize> = HashMap::new();
+        for (i, record) in unlinked_destination.iter().enumerate() {
+            for email in &record.contact.emails {
+                by_email.entry(email.clone()).or_insert(i);
+            }
+        }
+        let mut unmatched_destination: Vec<Option<MappedRecord>> =
+            unlinked_destination.into_iter().map(Some).collect();
+        let mut alone_source = Vec::new();
+        for record in unlinked_source {
+            let found = record
+                .contact
+                .emails
+                .iter()
+                .find_map(|e| by_email.get(e).copied())
+                .and_then(|i| unmatched_destination[i].take());
+            match found {
+                Some(counterpart) => pairs.push(new_pair(Some(record), Some(counterpart))),
+                None => alone_source.push(record),
+            }
+        }
+        let alone_destination: Vec<MappedRecord> =
+            unmatched_destination.into_iter().flatten().collect();
+        pairs.extend(self.match_elsewhere(destination, alone_source, LinkSide::Source)?);
+        if two_way {
+            pairs.extend(self.match_elsewhere(source, alone_destination, LinkSide::Destination)?);
+        }
+        Ok(pairs)
+    }
+
+    /// Records of `side` with no counterpart among the records read: looks
+    /// their emails up on `other`.
+    fn match_elsewhere(
+        &mut self,
+        other: &mut Side,
+        records: Vec<MappedRecord>,
+        side: LinkSide,
+    ) -> Result<Vec<Pair>, Stop> {
+        let emails: Vec<String> = records
+            .iter()
+            .filter_map(|r| r.contact.emails.first().cloned())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let found = if emails.is_empty() {
+            Vec::new()
+        } else {
+            other.lookup(self.options, &emails)?
+        };
+        let mut by_email: HashMap<&str, &MappedRecord> = HashMap::new();
+        for record in &found {
+            for email in &record.contact.emails {
+                by_email.entry(email.as_str()).or_insert(record);
+            }
+        }
+        let mut taken: HashSet<String> = HashSet::new();
+        let mut pairs = Vec::new();
+        for record in records {
+            let id = record.contact.external_id.clone();
+            let Some(email) = record.contact.emails.first().cloned() else {
+                if self.crm.email_field(&self.config.source.system).is_some() {
+                    // As HubSpot's connector: no email, no counterpart
+                    // created (it could never be matched again).
+                    self.reject(SyncError {
+                        record_id: Some(id.clone()),
+                        ..missing_email(&id)
+                    })?;
+                    continue;
+                }
+                pairs.push(match side {
+                    LinkSide::Source => new_pair(Some(record), None),
+                    LinkSide::Destination => new_pair(None, Some(record)),
+                });
+                continue;
+            };
+            let counterpart = by_email.get(email.as_str()).copied().cloned();
+            if let Some(counterpart) = &counterpart {
+                let other_id = &counterpart.contact.external_id;
+                let linked = self
+                    .store
+                    .link(&self.config.name, other.link_side, other_id)?
+                    .is_some();
+                if linked || !taken.insert(other_id.clone()) {
+                    self.reject(email_taken(&id, &email, other_id))?;
+                    continue;
+                }
+            }
+            pairs.push(match side {
+                LinkSide::Source => new_pair(Some(record), counterpart),
+                LinkSide::Destination => new_pair(counterpart, Some(record)),
+            });
+        }
+        Ok(pairs)
+    }
+
+    /// Reconciles a step of pairs, writes both ways, commits their links.
+    fn apply_step(
+        &mut self,
+        source: &mut Side,
+        destination: &mut Side,
+        rules: &[FieldRule],
+        mut step: Vec<Pair>,
+    ) -> Result<(), Stop> {
+        let inputs: Vec<ReconcileInput> = step
+            .iter()
+            .map(|p| {
+                let base = agreed_values(&p.link.agreed);
+                ReconcileInput {
+                    source: p
+                        .source
+                        .as_ref()
+                        .map(|r| self.side_state(r, &base, LinkSide::Source)),
+                    destination: p
+                        .destination
+                        .as_ref()
+                        .map(|r| self.side_state(r, &base, LinkSide::Destination)),
+                    base,
+                }
+            })
+            .collect();
+        let plans = source.instance.reconcile(rules, &inputs)?;
+        let mut rejected = vec![false; step.len()];
+        let mut wrote = vec![false; step.len()];
+        for (towards, side) in [
+            (LinkSide::Destination, &mut *destination),
+            (LinkSide::Source, &mut *source),
+        ] {
+            let outcomes = self.write_side(side, towards, &mut step, &plans)?;
+            for (index, ok) in outcomes {
+                if ok {
+                    wrote[index] = true;
+                } else {
+                    rejected[index] = true;
+                }
+            }
+        }
+        self.store.begin()?;
+        for (index, (pair, plan)) in step.iter_mut().zip(&plans).enumerate() {
+            let linked = pair.link.source_id.is_some() && pair.link.destination_id.is_some();
+            if !linked {
+                continue;
+            }
+            let agreed = agreed_json(&plan.agreed);
+            let email = pair.email();
+            if !rejected[index] {
+                if pair.link.agreed == agreed && pair.link.email == email && pair.link.id.is_some()
+                {
+                    if !wrote[index] {
+                        self.counts.skipped += 1;
+                    }
+                    continue;
+                }
+                pair.link.agreed = agreed;
+            }
+            pair.link.email = email;
+            self.store.save_link(&self.config.name, &pair.link)?;
+            if !wrote[index] && !rejected[index] {
+                self.counts.skipped += 1;
+            }
+        }
+        self.store
+            .checkpoint(self.run_id, None, &self.counts, None)?;
+        self.store.commit()?;
+        Ok(())
+    }
+
+    /// Writes the plans' values for `towards` through `side`; returns
+    /// (pair index, written) for every pair it wrote or tried to.
+    fn write_side(
+        &mut self,
+        side: &mut Side,
+        towards: LinkSide,
+        step: &mut [Pair],
+        plans: &[Reconciled],
+    ) -> Result<Vec<(usize, bool)>, Stop> {
+        // Outgoing records grouped by where they go (Salesforce: per object).
+        let mut batches: BTreeMap<Batch, Vec<(usize, OutgoingRecord)>> = BTreeMap::new();
+        for (index, (pair, plan)) in step.iter().zip(plans).enumerate() {
+            let (values, id, kind, key) = match towards {
+                LinkSide::Destination => (
+                    &plan.to_destination,
+                    pair.link.destination_id.clone(),
+                    pair.link.destination_kind.clone(),
+                    pair.link.source_id.clone().or(source_id(pair)),
+                ),
+                LinkSide::Source => (
+                    &plan.to_source,
+                    pair.link.source_id.clone(),
+                    pair.link.source_kind.clone(),
+                    pair.link.destination_id.clone().or(destination_id(pair)),
+                ),
+            };
+            if values.is_empty() {
+                continue;
+            }
+            let Some(key) = key else { continue };
+            let create = id.is_none();
+            let kind = if create {
+                side.create_kind().map(str::to_owned)
+            } else {
+                kind
+            };
+            let values = values
+                .iter()
+                .map(|v| OutgoingValue {
+                    name: self.field_name(&v.name, towards),
+                    value: v.value.clone(),
+                })
+                .collect();
+            batches
+                .entry((create, kind))
+                .or_default()
+                .push((index, OutgoingRecord { key, id, values }));
+        }
+        let mut outcomes = Vec::new();
+        for ((create, kind), batch) in batches {
+            let destination = side.destination(kind.as_deref());
+            let records: Vec<OutgoingRecord> = batch.iter().map(|(_, r)| r.clone()).collect();
+            let retry = if create {
+                Retry::NotProcessed
+            } else {
+                Retry::All
+            };
+            let results = with_retries(side, &self.options.retry, retry, |side| {
+                side.instance.write_records(&destination, &records)
+            })?;
+            for ((index, _), result) in batch.iter().zip(results) {
+                let pair = &mut step[*index];
+                match result.outcome {
+                    WriteOutcome::Written(id) => {
+                        let counts = match towards {
+                            LinkSide::Destination => &mut self.written.to_destination,
+                            LinkSide::Source => &mut self.written.to_source,
+                        };
+                        if create {
+                            counts.created += 1;
+                            self.counts.created += 1;
+                            match towards {
+                                LinkSide::Destination => {
+                                    pair.link.destination_id = Some(id);
+                                    pair.link.destination_kind = kind.clone();
+                                }
+                                LinkSide::Source => {
+                                    pair.link.source_id = Some(id);
+                                    pair.link.source_kind = kind.clone();
+                                }
+                            }
+                        } else {
+                            counts.updated += 1;
+                            self.counts.updated += 1;
+                        }
+                        outcomes.push((*index, true));
+                    }
+                    WriteOutcome::Rejected(error) => {
+                        self.reject(error)?;
+                        outcomes.push((*index, false));
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// A record's values for `reconcile`. A field its Salesforce object does
+    /// not have keeps the agreed value: not read is not blanked.
+    fn side_state(&self, record: &MappedRecord, base: &[FieldValue], side: LinkSide) -> SideState {
+        let mut values: Vec<FieldValue> = record
+            .contact
+            .fields
+            .iter()
+            .filter(|f| f.name != RECORD_TYPE)
+            .cloned()
+            .collect();
+        let absent: &[&str] = match kind_of(record).as_deref() {
+            Some("contact") => LEAD_ONLY,
+            Some("lead") => CONTACT_ONLY,
+            _ => &[],
+        };
+        for field in &self.crm.fields {
+            let name = match side {
+                LinkSide::Source => &field.source,
+                LinkSide::Destination => &field.destination,
+            };
+            if absent.contains(&name.as_str()) {
+                values.retain(|v| v.name != field.source);
+                values.extend(base.iter().filter(|v| v.name == field.source).cloned());
+            }
+        }
+        SideState {
+            values,
+            modified_at: record.modified_at,
+        }
+    }
+
+    /// A field key (the source's name) as `towards` spells it.
+    fn field_name(&self, key: &str, towards: LinkSide) -> String {
+        match towards {
+            LinkSide::Source => key.to_owned(),
+            LinkSide::Destination => self
+                .crm
+                .fields
+                .iter()
+                .find(|f| f.source == key)
+                .map_or_else(|| key.to_owned(), |f| f.destination.clone()),
+        }
+    }
+
+    /// Records a record's failure (it is not synced; the run goes on).
+    fn reject(&mut self, error: SyncError) -> Result<()> {
+        self.counts.failed += 1;
+        self.store
+            .record_error(self.run_id, &error_row(self.run_id, &error))
+    }
+
+    fn renew_lease(&mut self) -> Result<(), Stop> {
+        if self.lease_renewed.elapsed() < std::time::Duration::from_secs(30) {
+            return Ok(());
+        }
+        self.lease_renewed = Instant::now();
+        crate::sync::renew_lease(self.store, &self.config.name, &self.options.lease_owner)
+    }
+}
+
+fn source_id(pair: &Pair) -> Option<String> {
+    pair.source.as_ref().map(|r| r.contact.external_id.clone())
+}
+
+fn destination_id(pair: &Pair) -> Option<String> {
+    pair.destination
+        .as_ref()
+        .map(|r| r.contact.external_id.clone())
+}
+
+/// A pair of records never linked before (one may be missing: created).
+fn new_pair(source: Option<MappedRecord>, destination: Option<MappedRecord>) -> Pair {
+    let link = Link {
+        source_id: source.as_ref().map(|r| r.contact.external_id.clone()),
+        source_kind: source.as_ref().and_then(kind_of),
+        destination_id: destination.as_ref().map(|r| r.contact.external_id.clone()),
+        destination_kind: destination.as_ref().and_then(kind_of),
+        ..Link::default()
+    };
+    Pair {
+        link,
+        source,
+        destination,
+    }
+}
+
+/// Salesforce fields only Leads have, and only Contacts: a record of the
+/// other object reads them as absent, which is no change (a converted Lead's
+/// Contact has no `Company`; its Account is the company).
+const LEAD_ONLY: &[&str] = &["Company", "Status", "LeadSource", "Industry", "Rating"];
+const CONTACT_ONLY: &[&str] = &["AccountId", "ReportsToId", "Department", "Birthdate"];
+
+/// Agreed values as stored: `{"text": "..."}`, `{"number": 1.5}`, ... so
+/// their type survives the round trip.
+fn agreed_json(values: &[FieldValue]) -> BTreeMap<String, serde_json::Value> {
+    values
+        .iter()
+        .map(|v| {
+            let tagged = match &v.value {
+                FieldData::Text(t) => serde_json::json!({ "text": t }),
+                FieldData::Number(n) => serde_json::json!({ "number": n }),
+                FieldData::Boolean(b) => serde_json::json!({ "boolean": b }),
+                FieldData::Date(d) => serde_json::json!({ "date": d }),
+                FieldData::DateTime(t) => serde_json::json!({ "date_time": t }),
+                FieldData::Multi(m) => serde_json::json!({ "multi": m }),
+            };
+            (v.name.clone(), tagged)
+        })
+        .collect()
+}
+
+fn agreed_values(agreed: &BTreeMap<String, serde_json::Value>) -> Vec<FieldValue> {
+    agreed
+        .iter()
+        .filter_map(|(name, tagged)| {
+            let (tag, value) = tagged.as_object()?.iter().next()?;
+            let text = || value.as_str().map(str::to_owned);
+            let value = match tag.as_str() {
+                "text" => FieldData::Text(text()?),
+                "number" => FieldData::Number(value.as_f64()?),
+                "boolean" => FieldData::Boolean(value.as_bool()?),
+                "date" => FieldData::Date(text()?),
+                "date_time" => FieldData::DateTime(text()?),
+                "multi" => FieldData::Multi(
+                    value
+                        .as_array()?
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                ),
+                _ => return None,
+            };
+            Some(FieldValue {
+                name: name.clone(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// E1 for a sync into a CRM: no email, so no counterpart is created.
+fn missing_email(id: &str) -> SyncError {
+    SyncError {
+        category: ErrorCategory::MissingHandle,
+        retryable: false,
+        retry_after_ms: None,
+        scope: crate::bindings::crmsync::sync::types::ErrorScope::Record,
+        record_id: Some(id.to_owned()),
+        field: Some("email".to_owned()),
+        message: format!(
+            "record {id} has no email, so no counterpart was created for it on the other side"
+        ),
+        resolution: format!(
+            "Add an email to record {id}: records are matched across the two CRMs by email, and \
+             one without could be created twice."
+        ),
+    }
+}
+
+/// E2 (X4) across two CRMs: the record holding this email on the other side
+/// is linked to another record already.
+fn email_taken(id: &str, email: &str, other: &str) -> SyncError {
+    SyncError {
+        category: ErrorCategory::EmailTaken,
+        retryable: false,
+        retry_after_ms: None,
+        scope: crate::bindings::crmsync::sync::types::ErrorScope::Record,
+        record_id: Some(id.to_owned()),
+        field: Some("email".to_owned()),
+        message: format!(
+            "email {email} of record {id} belongs to record {other} on the other side, which is \
+             already linked to another record, so record {id} was not synced"
+        ),
+        resolution: format!(
+            "Two records share the email {email}: merge them, or give record {id} its own email."
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreed_values_keep_their_type_through_the_store() {
+        let values = vec![
+            FieldValue {
+                name: "a".into(),
+                value: FieldData::Number(1.5),
+            },
+            FieldValue {
+                name: "b".into(),
+                value: FieldData::Multi(vec!["x".into(), "y".into()]),
+            },
+            FieldValue {
+                name: "c".into(),
+                value: FieldData::Boolean(false),
+            },
+            FieldValue {
+                name: "d".into(),
+                value: FieldData::DateTime("2024-06-01T00:00:00.000Z".into()),
+            },
+        ];
+        let stored = serde_json::to_string(&agreed_json(&values)).unwrap();
+        let read: BTreeMap<String, serde_json::Value> = serde_json::from_str(&stored).unwrap();
+        assert_eq!(agreed_values(&read), values);
+    }
+}

@@ -1,0 +1,425 @@
+//! `[destination]`: where a sync writes. The embedded store by default; or a
+//! CRM (HubSpot, Salesforce), with each mapped field's direction and conflict
+//! rule (M6) so the sync can run both ways.
+
+use super::{
+    AuthConfig, OAuthEnv, Origin, SourceSystem, parse_auth, parse_type, salesforce_objects,
+};
+use crate::bindings::crmsync::sync::types::{
+    ConflictRule, Direction, FieldMapping, FieldTarget, FieldType, SalesforceObject,
+};
+use crate::rate_limit::{HUBSPOT_DEFAULT, RateLimit};
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The `[destination]` table as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDestination {
+    system: Option<String>,
+    base_url: Option<String>,
+    token_env: Option<String>,
+    oauth: Option<OAuthEnv>,
+    rate_limit: Option<String>,
+    api_version: Option<String>,
+    objects: Option<Vec<String>>,
+    /// The direction of every mapping that does not name its own.
+    direction: Option<String>,
+    /// The conflict rule of every `both` mapping that does not name its own.
+    conflict: Option<String>,
+}
+
+/// A CRM a sync writes to (and, two-way, reads from).
+#[derive(Debug, Clone)]
+pub struct CrmDestination {
+    pub system: SourceSystem,
+    pub base_url: String,
+    /// The origin the component may call for the destination.
+    pub origin: Origin,
+    pub auth: AuthConfig,
+    pub rate_limit: Option<RateLimit>,
+    /// The mapped fields, in config order.
+    pub fields: Vec<SyncField>,
+}
+
+/// One mapped field between two CRMs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncField {
+    /// The source's property (HubSpot) or field (Salesforce) name.
+    pub source: String,
+    /// The destination's.
+    pub destination: String,
+    pub value_type: FieldType,
+    pub direction: Direction,
+    /// Used when `direction` is `both` and both sides changed.
+    pub conflict: ConflictRule,
+}
+
+impl CrmDestination {
+    /// The field whose values are the email handle records are matched by
+    /// (X3): the one mapping the source's standard email field.
+    pub fn email_field(&self, source: &SourceSystem) -> Option<&SyncField> {
+        self.fields
+            .iter()
+            .find(|f| f.source == standard(source, Concept::Email))
+    }
+
+    /// Whether any field flows back to the source: then the destination is
+    /// read too, and records it has alone are created at the source.
+    pub fn two_way(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|f| matches!(f.direction, Direction::ToSource | Direction::Both))
+    }
+
+    /// Where new records are created when the destination is Salesforce:
+    /// Leads if Leads are synced (as HubSpot's connector does), else Contacts.
+    pub fn salesforce_create_object(&self) -> Option<SalesforceObject> {
+        match &self.system {
+            SourceSystem::Salesforce { objects, .. } => Some(
+                objects
+                    .iter()
+                    .copied()
+                    .find(|o| *o == SalesforceObject::Lead)
+                    .unwrap_or(SalesforceObject::Contact),
+            ),
+            SourceSystem::Hubspot => None,
+        }
+    }
+
+    /// The OAuth token endpoint of the destination.
+    pub fn token_url(&self) -> String {
+        super::token_url(&self.system, &self.base_url)
+    }
+}
+
+/// The standard person fields both CRMs have, for the default mapping.
+#[derive(Clone, Copy)]
+enum Concept {
+    FirstName,
+    LastName,
+    Email,
+    Phone,
+    Title,
+    Company,
+}
+
+const CONCEPTS: [Concept; 6] = [
+    Concept::FirstName,
+    Concept::LastName,
+    Concept::Email,
+    Concept::Phone,
+    Concept::Title,
+    Concept::Company,
+];
+
+fn standard(system: &SourceSystem, concept: Concept) -> &'static str {
+    match (system, concept) {
+        (SourceSystem::Hubspot, Concept::FirstName) => "firstname",
+        (SourceSystem::Hubspot, Concept::LastName) => "lastname",
+        (SourceSystem::Hubspot, Concept::Email) => "email",
+        (SourceSystem::Hubspot, Concept::Phone) => "phone",
+        (SourceSystem::Hubspot, Concept::Title) => "jobtitle",
+        (SourceSystem::Hubspot, Concept::Company) => "company",
+        (SourceSystem::Salesforce { .. }, Concept::FirstName) => "FirstName",
+        (SourceSystem::Salesforce { .. }, Concept::LastName) => "LastName",
+        (SourceSystem::Salesforce { .. }, Concept::Email) => "Email",
+        (SourceSystem::Salesforce { .. }, Concept::Phone) => "Phone",
+        (SourceSystem::Salesforce { .. }, Concept::Title) => "Title",
+        // Leads only: a Lead needs it, and writes to Contacts leave it out.
+        (SourceSystem::Salesforce { .. }, Concept::Company) => "Company",
+    }
+}
+
+/// Whether the table names a CRM. `system = "store"` (the default) takes
+/// no other key: they would be silently unused.
+pub(super) fn names_crm(raw: &RawDestination) -> Result<bool> {
+    if raw.system.as_deref().is_some_and(|s| s != "store") {
+        return Ok(true);
+    }
+    let set = [
+        ("base_url", raw.base_url.is_some()),
+        ("token_env", raw.token_env.is_some()),
+        ("oauth", raw.oauth.is_some()),
+        ("rate_limit", raw.rate_limit.is_some()),
+        ("api_version", raw.api_version.is_some()),
+        ("objects", raw.objects.is_some()),
+        ("direction", raw.direction.is_some()),
+        ("conflict", raw.conflict.is_some()),
+    ];
+    if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+        bail!(
+            "destination.{key}: only for a CRM destination; set destination.system to \"hubspot\" \
+             or \"salesforce\", or remove it (the store needs none)"
+        );
+    }
+    Ok(false)
+}
+
+/// Parses a `[destination]` naming a CRM, with `mapping` (source property
+/// = destination field, or a table with `field`, `type`, `options`,
+/// `direction`, `conflict`).
+pub(super) fn parse(
+    raw: &RawDestination,
+    source: &SourceSystem,
+    mapping: &BTreeMap<String, toml::Value>,
+) -> Result<CrmDestination> {
+    let system = match raw.system.as_deref() {
+        Some("hubspot") => {
+            if raw.api_version.is_some() || raw.objects.is_some() {
+                bail!(
+                    "destination.api_version, destination.objects: Salesforce keys; this \
+                     destination is HubSpot"
+                );
+            }
+            SourceSystem::Hubspot
+        }
+        Some("salesforce") => {
+            let system = salesforce_objects(
+                raw.api_version.as_deref(),
+                raw.objects.as_deref(),
+                "destination",
+            )?;
+            if let SourceSystem::Salesforce { objects, .. } = &system
+                && objects.contains(&SalesforceObject::Account)
+            {
+                bail!(
+                    "destination.objects: a sync into a CRM writes people (\"Lead\", \"Contact\"); \
+                     Accounts are not synced between CRMs yet"
+                );
+            }
+            system
+        }
+        other => bail!(
+            "destination.system: unsupported system {:?} (supported: \"store\", \"hubspot\", \
+             \"salesforce\")",
+            other.unwrap_or_default()
+        ),
+    };
+    let base_url = match (&raw.base_url, &system) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, SourceSystem::Hubspot) => super::DEFAULT_HUBSPOT_BASE_URL.to_owned(),
+        (None, SourceSystem::Salesforce { .. }) => bail!(
+            "destination.base_url: a Salesforce destination needs the org's instance URL \
+             (e.g. \"https://acme.my.salesforce.com\")"
+        ),
+    };
+    let origin = Origin::parse(&base_url).context("destination.base_url")?;
+    let auth = parse_auth(raw.token_env.clone(), raw.oauth.clone(), "destination")?;
+    let rate_limit = match (&raw.rate_limit, &system) {
+        (Some(text), _) => RateLimit::parse(text).context("destination.rate_limit")?,
+        (None, SourceSystem::Hubspot) => Some(HUBSPOT_DEFAULT),
+        (None, SourceSystem::Salesforce { .. }) => None,
+    };
+    let direction = parse_direction(raw.direction.as_deref().unwrap_or("to_destination"))
+        .context("destination.direction")?;
+    let default_conflict = match raw.conflict.as_deref() {
+        Some(text) => parse_conflict(text, source, &system).context("destination.conflict")?,
+        // HubSpot's Salesforce connector defaults to "prefer Salesforce unless blank".
+        None => match (source, &system) {
+            (SourceSystem::Salesforce { .. }, SourceSystem::Hubspot) => {
+                ConflictRule::PreferSourceUnlessBlank
+            }
+            (SourceSystem::Hubspot, SourceSystem::Salesforce { .. }) => {
+                ConflictRule::PreferDestinationUnlessBlank
+            }
+            _ => ConflictRule::MostRecent,
+        },
+    };
+    let mut fields: Vec<SyncField> = CONCEPTS
+        .iter()
+        .map(|c| SyncField {
+            source: standard(source, *c).to_owned(),
+            destination: standard(&system, *c).to_owned(),
+            value_type: FieldType::Text,
+            direction,
+            conflict: default_conflict,
+        })
+        // Company is a Lead field: without Leads there is nothing to fill.
+        .filter(|f| f.destination != "Company" || writes_leads(&system))
+        .filter(|f| f.source != "Company" || writes_leads(source))
+        .collect();
+    for (property, target) in mapping {
+        if property.trim().is_empty() {
+            bail!("mapping: a source property name must not be empty");
+        }
+        let key = format!("mapping.{property}");
+        let field = match target {
+            toml::Value::String(field) => SyncField {
+                source: property.clone(),
+                destination: field.clone(),
+                value_type: FieldType::Text,
+                direction,
+                conflict: default_conflict,
+            },
+            toml::Value::Table(_) => {
+                let table: RawField = target
+                    .clone()
+                    .try_into()
+                    .map_err(|e| anyhow::anyhow!("{key}: {}", e.message()))?;
+                SyncField {
+                    source: property.clone(),
+                    destination: table.field,
+                    value_type: parse_type(table.value_type.as_deref(), table.options)
+                        .with_context(|| key.clone())?,
+                    direction: match table.direction.as_deref() {
+                        Some(text) => parse_direction(text).with_context(|| key.clone())?,
+                        None => direction,
+                    },
+                    conflict: match table.conflict.as_deref() {
+                        Some(text) => {
+                            parse_conflict(text, source, &system).with_context(|| key.clone())?
+                        }
+                        None => default_conflict,
+                    },
+                }
+            }
+            other => bail!(
+                "{key}: expected a destination field name or a table {{ field = \"...\", \
+                 direction = \"...\" }}, got {other}"
+            ),
+        };
+        fields.retain(|f| f.source != field.source);
+        if field.destination.is_empty() {
+            // An empty target drops a default mapping.
+            continue;
+        }
+        if let Some(taken) = fields.iter().find(|f| f.destination == field.destination) {
+            bail!(
+                "{key}: destination field {:?} is already filled from {:?}",
+                field.destination,
+                taken.source
+            );
+        }
+        fields.push(field);
+    }
+    if fields.is_empty() {
+        bail!("mapping: every field is unmapped; map at least one");
+    }
+    Ok(CrmDestination {
+        system,
+        base_url,
+        origin,
+        auth,
+        rate_limit,
+        fields,
+    })
+}
+
+fn writes_leads(system: &SourceSystem) -> bool {
+    match system {
+        SourceSystem::Salesforce { objects, .. } => objects.contains(&SalesforceObject::Lead),
+        SourceSystem::Hubspot => false,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    field: String,
+    #[serde(rename = "type")]
+    value_type: Option<String>,
+    options: Option<Vec<String>>,
+    direction: Option<String>,
+    conflict: Option<String>,
+}
+
+fn parse_direction(text: &str) -> Result<Direction> {
+    Ok(match text {
+        "to_destination" => Direction::ToDestination,
+        "to_source" => Direction::ToSource,
+        "both" => Direction::Both,
+        other => bail!(
+            "direction: unknown direction {other:?} (expected \"to_destination\", \"to_source\" \
+             or \"both\")"
+        ),
+    })
+}
+
+/// A conflict rule; `hubspot_wins`, `salesforce_wins` and
+/// `prefer_salesforce_unless_blank` name a system, which must be one side.
+fn parse_conflict(
+    text: &str,
+    source: &SourceSystem,
+    destination: &SourceSystem,
+) -> Result<ConflictRule> {
+    let is_salesforce = |s: &SourceSystem| matches!(s, SourceSystem::Salesforce { .. });
+    let side = |salesforce: bool| -> Result<bool> {
+        // true: the source side.
+        match (
+            is_salesforce(source) == salesforce,
+            is_salesforce(destination) == salesforce,
+        ) {
+            (true, false) => Ok(true),
+            (false, true) => Ok(false),
+            _ => bail!(
+                "conflict: {text:?} names a system that is not exactly one side of this sync; use \
+                 \"source_wins\" or \"destination_wins\""
+            ),
+        }
+    };
+    let wins = |source_side: bool| {
+        if source_side {
+            ConflictRule::SourceWins
+        } else {
+            ConflictRule::DestinationWins
+        }
+    };
+    Ok(match text {
+        "source_wins" => ConflictRule::SourceWins,
+        "destination_wins" => ConflictRule::DestinationWins,
+        "most_recent" => ConflictRule::MostRecent,
+        "prefer_source_unless_blank" => ConflictRule::PreferSourceUnlessBlank,
+        "prefer_destination_unless_blank" => ConflictRule::PreferDestinationUnlessBlank,
+        "hubspot_wins" => wins(side(false)?),
+        "salesforce_wins" => wins(side(true)?),
+        "prefer_salesforce_unless_blank" => {
+            if side(true)? {
+                ConflictRule::PreferSourceUnlessBlank
+            } else {
+                ConflictRule::PreferDestinationUnlessBlank
+            }
+        }
+        other => bail!(
+            "conflict: unknown rule {other:?} (expected \"source_wins\", \"destination_wins\", \
+             \"most_recent\", \"hubspot_wins\", \"salesforce_wins\", \
+             \"prefer_salesforce_unless_blank\", \"prefer_source_unless_blank\" or \
+             \"prefer_destination_unless_blank\")"
+        ),
+    })
+}
+
+/// What one side reads for the sync's fields: each field under its key
+/// (the source's name), typed, plus the email handle (normalised, M3) and,
+/// for Salesforce, the record type that says which object an id is.
+pub fn read_mappings(
+    fields: &[SyncField],
+    side: impl Fn(&SyncField) -> &str,
+    email: Option<&SyncField>,
+    salesforce: bool,
+) -> Vec<FieldMapping> {
+    let mut mappings: Vec<FieldMapping> = fields
+        .iter()
+        .map(|f| FieldMapping {
+            source: side(f).to_owned(),
+            target: FieldTarget::Custom(f.source.clone()),
+            value_type: f.value_type.clone(),
+        })
+        .collect();
+    if let Some(email) = email {
+        mappings.push(FieldMapping {
+            source: side(email).to_owned(),
+            target: FieldTarget::Email,
+            value_type: FieldType::Text,
+        });
+    }
+    if salesforce {
+        mappings.push(FieldMapping {
+            source: crate::bridge::RECORD_TYPE.to_owned(),
+            target: FieldTarget::Custom(crate::bridge::RECORD_TYPE.to_owned()),
+            value_type: FieldType::Text,
+        });
+    }
+    mappings
+}

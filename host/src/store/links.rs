@@ -1,0 +1,154 @@
+//! Links between two CRMs' records (a sync into a CRM): which source record
+//! is which destination record, and the values both last agreed on, which
+//! is how a two-way run tells a change from the echo of its own write (M6).
+
+use super::ContactStore;
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One linked pair (or a record whose counterpart is not created yet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Link {
+    /// The link's own id; `None` until saved.
+    pub id: Option<i64>,
+    pub source_id: Option<String>,
+    /// Salesforce: `lead` or `contact`; `None` for HubSpot.
+    pub source_kind: Option<String>,
+    pub destination_id: Option<String>,
+    pub destination_kind: Option<String>,
+    /// The normalised email the pair was matched by (X3), if any.
+    pub email: Option<String>,
+    /// Field key -> the value both sides hold, as the sync last wrote or
+    /// found it (tagged JSON: `{"text": "..."}`, `{"number": 1.5}`, ...).
+    pub agreed: BTreeMap<String, serde_json::Value>,
+    pub updated_at: String,
+}
+
+/// Which side of the pair an id belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkSide {
+    Source,
+    Destination,
+}
+
+impl LinkSide {
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            LinkSide::Source => ("source_id", "source_kind"),
+            LinkSide::Destination => ("destination_id", "destination_kind"),
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "id, source_id, source_kind, destination_id, destination_kind, email, agreed, updated_at";
+
+fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
+    let agreed: String = row.get(6)?;
+    Ok(Link {
+        id: row.get(0)?,
+        source_id: row.get(1)?,
+        source_kind: row.get(2)?,
+        destination_id: row.get(3)?,
+        destination_kind: row.get(4)?,
+        email: row.get(5)?,
+        agreed: serde_json::from_str(&agreed).unwrap_or_default(),
+        updated_at: row.get(7)?,
+    })
+}
+
+impl ContactStore {
+    /// The link of `sync` holding `id` on `side`.
+    pub fn link(&self, sync: &str, side: LinkSide, id: &str) -> Result<Option<Link>> {
+        let (column, _) = side.columns();
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM links WHERE sync = ?1 AND {column} = ?2"
+            ))?
+            .query_row(params![sync, id], read_link)
+            .optional()?)
+    }
+
+    /// Inserts or updates a link; returns its id.
+    pub fn save_link(&self, sync: &str, link: &Link) -> Result<i64> {
+        let agreed = serde_json::to_string(&link.agreed)?;
+        let now = super::now_text();
+        match link.id {
+            Some(id) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE links SET source_id = ?2, source_kind = ?3, destination_id = ?4,
+                                destination_kind = ?5, email = ?6, agreed = ?7, updated_at = ?8
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        link.source_id,
+                        link.source_kind,
+                        link.destination_id,
+                        link.destination_kind,
+                        link.email,
+                        agreed,
+                        now
+                    ])?;
+                Ok(id)
+            }
+            None => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO links (sync, source_id, source_kind, destination_id,
+                                destination_kind, email, agreed, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        sync,
+                        link.source_id,
+                        link.source_kind,
+                        link.destination_id,
+                        link.destination_kind,
+                        link.email,
+                        agreed,
+                        now
+                    ])?;
+                Ok(self.conn.last_insert_rowid())
+            }
+        }
+    }
+
+    /// A record merged into another (a Salesforce Lead converted into a
+    /// Contact, HubSpot contacts merged): the link moves to the survivor, so
+    /// the counterpart is updated, never doubled (X8). Returns whether a
+    /// link moved; none does when the survivor is linked already.
+    pub fn relink(
+        &self,
+        sync: &str,
+        side: LinkSide,
+        merged: &str,
+        survivor: &str,
+        kind: Option<&str>,
+    ) -> Result<bool> {
+        if self.link(sync, side, survivor)?.is_some() {
+            return Ok(false);
+        }
+        let (id_column, kind_column) = side.columns();
+        let moved = self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE links SET {id_column} = ?3, {kind_column} = ?4 WHERE sync = ?1 AND {id_column} = ?2"
+            ))?
+            .execute(params![sync, merged, survivor, kind])?;
+        Ok(moved > 0)
+    }
+
+    /// Every link of `sync`, oldest first (`crmsync links`).
+    pub fn links(&self, sync: &str) -> Result<Vec<Link>> {
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM links WHERE sync = ?1 ORDER BY id"
+        ))?;
+        let rows = statement.query_map([sync], read_link)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

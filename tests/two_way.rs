@@ -1,0 +1,622 @@
+//! Syncs into a CRM and two-way HubSpot <-> Salesforce syncs (M6, X8, E9,
+//! R6), through the real component against both loopback servers: edits on
+//! both sides converge, each conflict rule picks its side, the sync's own
+//! writes are not echoed back, a rejected record is named while the rest of
+//! its batch lands, and a converted Lead keeps its one HubSpot contact.
+
+use crmsync_host::config::Config;
+use crmsync_host::store::{ContactStore, LinkSide};
+use crmsync_host::sync::SyncReport;
+use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
+use crmsync_tests::salesforce_server::{Record, SalesforceServer};
+use crmsync_tests::*;
+use serde_json::{Value, json};
+
+fn config(
+    dir: &std::path::Path,
+    name: &str,
+    hubspot: &HubSpotServer,
+    salesforce: &SalesforceServer,
+    destination: &str,
+    mapping: &str,
+) -> Config {
+    let path = write_config(
+        dir,
+        name,
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nlookback = \"0s\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n{destination}\n\
+             [mapping]\n{mapping}\n",
+            hubspot.base_url,
+            token_env(),
+            salesforce.instance_url,
+            token_env()
+        ),
+    );
+    Config::load(&path).unwrap()
+}
+
+fn servers() -> (HubSpotServer, SalesforceServer) {
+    (HubSpotServer::start(TOKEN), SalesforceServer::start(TOKEN))
+}
+
+fn hubspot_contact(id: u64, props: &[(&str, &str)]) -> Contact {
+    let props: Vec<(&str, Option<&str>)> = props.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    Contact::new(id, &props).modified_at(now_ms())
+}
+
+fn now_ms() -> u64 {
+    crmsync_tests::hubspot_server::now_ms()
+}
+
+fn person(id: &str, fields: &[(&str, &str)]) -> Record {
+    let fields: Vec<(&str, Value)> = fields.iter().map(|(k, v)| (*k, json!(v))).collect();
+    Record::new(id, &fields, now_ms())
+}
+
+fn run(config: &Config) -> SyncReport {
+    let report = sync(config, &live_options()).unwrap();
+    assert_eq!(report.status, "completed", "{report:#?}");
+    report
+}
+
+/// Writes a run made to each side: (to Salesforce, to HubSpot).
+fn writes(report: &SyncReport) -> (u64, u64) {
+    let written = report.written.as_ref().expect("a sync into a CRM");
+    (
+        written.to_destination.created + written.to_destination.updated,
+        written.to_source.created + written.to_source.updated,
+    )
+}
+
+fn hubspot_value(server: &HubSpotServer, email: &str, property: &str) -> Option<String> {
+    server
+        .state()
+        .by_email(email)
+        .unwrap_or_else(|| panic!("HubSpot holds {email}"))
+        .properties
+        .get(property)
+        .cloned()
+        .flatten()
+}
+
+fn salesforce_value(server: &SalesforceServer, email: &str, field: &str) -> Option<String> {
+    server
+        .state()
+        .person_by_email(email)
+        .unwrap_or_else(|| panic!("Salesforce holds {email}"))
+        .fields
+        .get(field)
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// The ids of every live Salesforce person (unconverted Leads and Contacts).
+fn salesforce_people(server: &SalesforceServer) -> Vec<String> {
+    let state = server.state();
+    state
+        .leads
+        .iter()
+        .filter(|l| l.fields.get("IsConverted") != Some(&json!(true)))
+        .chain(&state.contacts)
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+const BOTH: &str = "direction = \"both\"";
+
+#[test]
+fn a_two_way_sync_converges_after_edits_on_both_sides_without_echoes_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        hs.put(hubspot_contact(
+            1,
+            &[
+                ("firstname", "Ann"),
+                ("lastname", "Ames"),
+                ("email", "ann@acme.io"),
+                ("jobtitle", "CTO"),
+            ],
+        ));
+        hs.put(hubspot_contact(
+            2,
+            &[
+                ("firstname", "Bo"),
+                ("lastname", "Berg"),
+                ("email", "bo@beta.io"),
+                ("company", "Beta"),
+            ],
+        ));
+        let mut sf = salesforce.state();
+        sf.contacts.push(person(
+            "003A",
+            &[
+                ("FirstName", "Ann"),
+                ("LastName", "Ames"),
+                ("Email", "ann@acme.io"),
+                ("Title", "VP"),
+            ],
+        ));
+        sf.leads.push(person(
+            "00QC",
+            &[
+                ("FirstName", "Cy"),
+                ("LastName", "Cole"),
+                ("Email", "cy@cole.io"),
+                ("Company", "Cole"),
+                ("IsConverted", "false"),
+            ],
+        ));
+    }
+    let config = config(dir.path(), "both", &hubspot, &salesforce, BOTH, "");
+
+    // First run: Ann is matched by email (Salesforce's title wins: the
+    // default "prefer Salesforce unless blank"); Bo becomes a Lead; Cy a
+    // HubSpot contact.
+    let first = run(&config);
+    assert_eq!(first.mode, "full");
+    assert_eq!(
+        hubspot_value(&hubspot, "ann@acme.io", "jobtitle").as_deref(),
+        Some("VP")
+    );
+    assert_eq!(
+        salesforce_value(&salesforce, "bo@beta.io", "Company").as_deref(),
+        Some("Beta")
+    );
+    assert!(
+        salesforce
+            .state()
+            .person_by_email("bo@beta.io")
+            .unwrap()
+            .id
+            .starts_with("00Q")
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "cy@cole.io", "lastname").as_deref(),
+        Some("Cole")
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "cy@cole.io", "company").as_deref(),
+        Some("Cole")
+    );
+    assert_eq!(hubspot.state().contacts.len(), 3);
+    assert_eq!(salesforce_people(&salesforce).len(), 3);
+
+    // Second run, nothing edited: it reads back its own writes (newer than
+    // its bookmark) and writes nothing — no echo.
+    let (hs_writes, sf_writes) = (hubspot.state().writes, salesforce.state().writes);
+    let second = run(&config);
+    assert_eq!(second.mode, "incremental");
+    assert!(second.counts.seen >= 3, "the echoes were read: {second:#?}");
+    assert_eq!(writes(&second), (0, 0), "{second:#?}");
+    assert_eq!(
+        (hubspot.state().writes, salesforce.state().writes),
+        (hs_writes, sf_writes)
+    );
+
+    // Edits on both sides: a phone in HubSpot, a title in Salesforce, and
+    // Bo's title on both (Salesforce's wins).
+    let bo_lead = salesforce
+        .state()
+        .person_by_email("bo@beta.io")
+        .unwrap()
+        .id
+        .clone();
+    hubspot.state().edit(1, &[("phone", Some("+1 555 0100"))]);
+    hubspot.state().edit(2, &[("jobtitle", Some("Founder"))]);
+    let cy_contact = hubspot.state().by_email("cy@cole.io").unwrap().id;
+    {
+        let now = salesforce.state().tick();
+        salesforce
+            .state()
+            .edit("Lead", "00QC", &[("Title", json!("Boss"))], now);
+        salesforce
+            .state()
+            .edit("Lead", &bo_lead, &[("Title", json!("CEO"))], now);
+    }
+    let third = run(&config);
+    assert_eq!(writes(&third), (1, 2), "{third:#?}");
+    assert_eq!(
+        salesforce_value(&salesforce, "ann@acme.io", "Phone").as_deref(),
+        Some("+1 555 0100")
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "cy@cole.io", "jobtitle").as_deref(),
+        Some("Boss")
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "bo@beta.io", "jobtitle").as_deref(),
+        Some("CEO")
+    );
+    assert_eq!(
+        salesforce_value(&salesforce, "bo@beta.io", "Title").as_deref(),
+        Some("CEO")
+    );
+
+    // Converged: another run writes nothing, and both sides agree.
+    let fourth = run(&config);
+    assert_eq!(writes(&fourth), (0, 0), "{fourth:#?}");
+    for email in ["ann@acme.io", "bo@beta.io", "cy@cole.io"] {
+        for (property, field) in [
+            ("firstname", "FirstName"),
+            ("lastname", "LastName"),
+            ("jobtitle", "Title"),
+            ("phone", "Phone"),
+        ] {
+            assert_eq!(
+                hubspot_value(&hubspot, email, property),
+                salesforce_value(&salesforce, email, field),
+                "{email} {property}"
+            );
+        }
+    }
+    assert_eq!(hubspot.state().contacts.len(), 3, "no duplicates");
+    assert_eq!(salesforce_people(&salesforce).len(), 3, "no duplicates");
+
+    // Cy's Lead is converted: the link follows it to the new Contact, and a
+    // later edit of the Contact updates Cy's one HubSpot contact (X8).
+    let cy = salesforce.state().convert_lead("00QC");
+    let converted = run(&config);
+    assert_eq!(converted.merged, 1, "{converted:#?}");
+    assert_eq!(writes(&converted), (0, 0), "{converted:#?}");
+    {
+        let now = salesforce.state().tick();
+        salesforce
+            .state()
+            .edit("Contact", &cy, &[("Title", json!("Chair"))], now);
+    }
+    let after = run(&config);
+    assert_eq!(writes(&after), (0, 1), "{after:#?}");
+    assert_eq!(
+        hubspot.state().contacts.len(),
+        3,
+        "the conversion made no second contact"
+    );
+    assert_eq!(
+        hubspot.state().by_email("cy@cole.io").unwrap().id,
+        cy_contact
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "cy@cole.io", "jobtitle").as_deref(),
+        Some("Chair")
+    );
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let link = store
+        .link("both", LinkSide::Destination, &cy)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        link.source_id.as_deref(),
+        Some(cy_contact.to_string().as_str())
+    );
+    assert_eq!(link.destination_kind.as_deref(), Some("contact"));
+}
+
+#[test]
+fn each_conflict_rule_resolves_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        hs.put(hubspot_contact(
+            1,
+            &[
+                ("firstname", "Ann"),
+                ("lastname", "Ames"),
+                ("email", "ann@acme.io"),
+                ("jobtitle", "CTO"),
+                ("phone", "+1 1"),
+                ("mobilephone", "+1 2"),
+                ("company", "Acme"),
+            ],
+        ));
+        let mut sf = salesforce.state();
+        sf.leads.push(person(
+            "00QA",
+            &[
+                ("FirstName", "Ann"),
+                ("LastName", "Ames"),
+                ("Email", "ann@acme.io"),
+                ("Title", "CTO"),
+                ("Phone", "+1 1"),
+                ("MobilePhone", "+1 2"),
+                ("Company", "Acme"),
+                ("IsConverted", "false"),
+            ],
+        ));
+    }
+    let config = config(
+        dir.path(),
+        "rules",
+        &hubspot,
+        &salesforce,
+        BOTH,
+        "jobtitle = { field = \"Title\", conflict = \"hubspot_wins\" }\n\
+         phone = { field = \"Phone\", conflict = \"salesforce_wins\" }\n\
+         firstname = { field = \"FirstName\", conflict = \"most_recent\" }\n\
+         mobilephone = { field = \"MobilePhone\", conflict = \"prefer_salesforce_unless_blank\" }\n\
+         company = { field = \"Company\", conflict = \"prefer_salesforce_unless_blank\" }\n",
+    );
+    let first = run(&config);
+    assert_eq!(
+        writes(&first),
+        (0, 0),
+        "equal records only link: {first:#?}"
+    );
+
+    // Both sides change every field; Salesforce's edit is the later one.
+    hubspot.state().edit(
+        1,
+        &[
+            ("jobtitle", Some("HS title")),
+            ("phone", Some("+1 100")),
+            ("firstname", Some("Annie")),
+            ("mobilephone", Some("+1 200")),
+            ("company", Some("HS Co")),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    {
+        let now = salesforce.state().tick();
+        salesforce.state().edit(
+            "Lead",
+            "00QA",
+            &[
+                ("Title", json!("SF title")),
+                ("Phone", json!("+1 300")),
+                ("FirstName", json!("Anna")),
+                ("MobilePhone", Value::Null),
+                ("Company", json!("SF Co")),
+            ],
+            now,
+        );
+    }
+    let second = run(&config);
+    assert_eq!(writes(&second), (1, 1), "one update each way: {second:#?}");
+    let both = |property: &str, field: &str| {
+        let hs = hubspot_value(&hubspot, "ann@acme.io", property);
+        assert_eq!(
+            hs,
+            salesforce_value(&salesforce, "ann@acme.io", field),
+            "{property} agrees"
+        );
+        hs
+    };
+    assert_eq!(
+        both("jobtitle", "Title").as_deref(),
+        Some("HS title"),
+        "hubspot_wins"
+    );
+    assert_eq!(
+        both("phone", "Phone").as_deref(),
+        Some("+1 300"),
+        "salesforce_wins"
+    );
+    assert_eq!(
+        both("firstname", "FirstName").as_deref(),
+        Some("Anna"),
+        "most_recent"
+    );
+    assert_eq!(
+        both("mobilephone", "MobilePhone").as_deref(),
+        Some("+1 200"),
+        "prefer Salesforce, which is blank"
+    );
+    assert_eq!(
+        both("company", "Company").as_deref(),
+        Some("SF Co"),
+        "prefer Salesforce"
+    );
+    let third = run(&config);
+    assert_eq!(writes(&third), (0, 0), "{third:#?}");
+}
+
+#[test]
+fn a_rejected_record_is_named_and_the_rest_of_its_batch_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        for (id, email, company) in [(1, "a@x.io", "A"), (2, "b@x.io", ""), (3, "c@x.io", "C")] {
+            let mut props = vec![("lastname", "Li"), ("email", email)];
+            if !company.is_empty() {
+                props.push(("company", company));
+            }
+            hs.put(hubspot_contact(id, &props));
+        }
+    }
+    // One-way (the default direction): HubSpot contacts become Leads.
+    let config = config(dir.path(), "oneway", &hubspot, &salesforce, "", "");
+    let report = run(&config);
+    assert_eq!(writes(&report), (2, 0), "{report:#?}");
+    assert_eq!(report.counts.failed, 1);
+    let posts: Vec<_> = salesforce
+        .state()
+        .seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.ends_with("/composite/sobjects"))
+        .map(|s| serde_json::from_str::<Value>(&s.body).unwrap())
+        .collect();
+    assert_eq!(posts.len(), 1, "one collection request for the batch");
+    assert_eq!(posts[0]["records"].as_array().unwrap().len(), 3);
+    assert_eq!(posts[0]["allOrNone"], json!(false));
+    assert!(salesforce.state().person_by_email("a@x.io").is_some());
+    assert!(salesforce.state().person_by_email("c@x.io").is_some());
+    assert!(salesforce.state().person_by_email("b@x.io").is_none());
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let errors = store.errors(report.run_id).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].category, "validation");
+    assert_eq!(errors[0].record_id.as_deref(), Some("2"));
+    assert_eq!(errors[0].field.as_deref(), Some("Company"));
+    assert!(
+        errors[0].message.contains("REQUIRED_FIELD_MISSING"),
+        "{}",
+        errors[0].message
+    );
+    // One-way: Salesforce is not read back, and nothing flows to HubSpot.
+    let again = run(&config);
+    assert_eq!(writes(&again), (0, 0), "{again:#?}");
+    assert!(
+        !salesforce
+            .queries()
+            .iter()
+            .any(|q| q.contains("SystemModstamp >="))
+    );
+}
+
+#[test]
+fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut sf = salesforce.state();
+        sf.leads.push(person(
+            "00Q1",
+            &[
+                ("LastName", "One"),
+                ("Email", "one@x.io"),
+                ("Company", "X"),
+                ("IsConverted", "false"),
+            ],
+        ));
+        sf.leads.push(person(
+            "00Q2",
+            &[
+                ("LastName", "Two"),
+                ("Email", "two-at-x.io"),
+                ("Company", "X"),
+                ("IsConverted", "false"),
+            ],
+        ));
+        sf.contacts.push(person(
+            "0033",
+            &[("LastName", "Three"), ("Email", "three@x.io")],
+        ));
+    }
+    let path = write_config(
+        dir.path(),
+        "intohubspot",
+        &format!(
+            "[source]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nlookback = \"0s\"\n\
+             [destination]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
+            salesforce.instance_url,
+            token_env(),
+            hubspot.base_url,
+            token_env()
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let report = run(&config);
+    assert_eq!(writes(&report), (2, 0), "{report:#?}");
+    let creates: Vec<_> = hubspot.requests_to("/crm/v3/objects/contacts/batch/create");
+    assert_eq!(creates.len(), 1, "one batch create");
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let errors = store.errors(report.run_id).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].record_id.as_deref(), Some("00Q2"));
+    assert_eq!(errors[0].field.as_deref(), Some("email"));
+    assert_eq!(hubspot.state().contacts.len(), 2);
+    let one = hubspot.state().by_email("one@x.io").unwrap().id;
+
+    // The Lead is converted; its Contact updates the same HubSpot contact.
+    let contact = salesforce.state().convert_lead("00Q1");
+    {
+        let now = salesforce.state().tick();
+        salesforce
+            .state()
+            .edit("Contact", &contact, &[("Title", json!("Buyer"))], now);
+    }
+    let converted = run(&config);
+    assert_eq!(converted.merged, 1, "{converted:#?}");
+    assert_eq!(hubspot.state().contacts.len(), 2, "no second contact");
+    assert_eq!(
+        hubspot_value(&hubspot, "one@x.io", "jobtitle").as_deref(),
+        Some("Buyer")
+    );
+    assert_eq!(hubspot.state().by_email("one@x.io").unwrap().id, one);
+}
+
+#[test]
+fn a_counterpart_found_by_email_is_linked_not_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    hubspot.state().put(hubspot_contact(
+        1,
+        &[
+            ("lastname", "Ames"),
+            ("email", "ann@acme.io"),
+            ("company", "A"),
+        ],
+    ));
+    let config = config(dir.path(), "lookup", &hubspot, &salesforce, BOTH, "");
+    run(&config);
+    // A second HubSpot contact appears whose email a Salesforce Lead already
+    // has, untouched since long ago (not in any window): found by email.
+    salesforce.state().leads.push(Record::new(
+        "00QOLD",
+        &[
+            ("LastName", json!("Old")),
+            ("Email", json!("old@x.io")),
+            ("Company", json!("O")),
+            ("IsConverted", json!(false)),
+        ],
+        1_600_000_000_000,
+    ));
+    hubspot.state().put(hubspot_contact(
+        2,
+        &[("lastname", "Old"), ("email", "old@x.io")],
+    ));
+    let report = run(&config);
+    assert_eq!(
+        salesforce_people(&salesforce).len(),
+        2,
+        "linked, not created: {report:#?}"
+    );
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let link = store
+        .link("lookup", LinkSide::Source, "2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.destination_id.as_deref(), Some("00QOLD"));
+    assert!(
+        salesforce
+            .queries()
+            .iter()
+            .any(|q| q.contains("Email IN ('old@x.io')"))
+    );
+}
+
+#[test]
+fn destination_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |body: &str| {
+        let path = write_config(dir.path(), "bad", body);
+        format!("{:#}", Config::load(&path).unwrap_err())
+    };
+    let source = "[source]\nsystem = \"hubspot\"\n";
+    let error = load(&format!("{source}[destination]\nsystem = \"pipedrive\"\n"));
+    assert!(error.contains("destination.system"), "{error}");
+    let error = load(&format!("{source}[destination]\nsystem = \"salesforce\"\n"));
+    assert!(error.contains("destination.base_url"), "{error}");
+    let error = load(&format!(
+        "{source}[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\ndirection = \"sideways\"\n"
+    ));
+    assert!(error.contains("destination.direction"), "{error}");
+    let error = load(&format!(
+        "{source}[destination]\nsystem = \"hubspot\"\n[mapping]\nemail = {{ field = \"email\", conflict = \"salesforce_wins\" }}\n"
+    ));
+    assert!(
+        error.contains("mapping.email") && error.contains("not exactly one side"),
+        "{error}"
+    );
+    let error = load(&format!(
+        "{source}[destination]\nsystem = \"store\"\ndirection = \"both\"\n"
+    ));
+    assert!(error.contains("destination.direction"), "{error}");
+    let error = load(&format!(
+        "{source}list_id = \"7\"\n[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n"
+    ));
+    assert!(error.contains("source.list_id"), "{error}");
+}
