@@ -19,6 +19,7 @@ impl Transport for HyperTransport {
         let method = match request.method {
             Method::Get => http::Method::GET,
             Method::Post => http::Method::POST,
+            Method::Patch => http::Method::PATCH,
         };
         let body = Bytes::from(request.body.clone().unwrap_or_default());
         let outgoing = http::Request::builder()

@@ -1113,10 +1113,10 @@ fn batch_write(state: &mut State, kind: &str, body: &str, create: bool) -> (u16,
         }
         problems.push(problem);
     }
-    if !(create && traced) {
-        if let Some((status, body)) = problems.iter().flatten().next() {
-            return (*status, body.clone());
-        }
+    if !(create && traced)
+        && let Some((status, body)) = problems.iter().flatten().next()
+    {
+        return (*status, body.clone());
     }
     let mut results = Vec::new();
     let mut errors = Vec::new();
