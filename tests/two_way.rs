@@ -620,3 +620,46 @@ fn destination_config_errors_name_the_key() {
     ));
     assert!(error.contains("source.list_id"), "{error}");
 }
+
+#[test]
+fn the_command_line_reports_both_sides_and_lists_the_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    hubspot.state().put(hubspot_contact(
+        1,
+        &[
+            ("lastname", "Ames"),
+            ("email", "ann@acme.io"),
+            ("company", "Acme"),
+        ],
+    ));
+    salesforce.state().contacts.push(person(
+        "003B",
+        &[("LastName", "Berg"), ("Email", "bo@beta.io")],
+    ));
+    let config = config(dir.path(), "cli", &hubspot, &salesforce, BOTH, "");
+    let path = dir.path().join("cli.toml");
+    let path = path.to_str().unwrap();
+    let component = component_path().to_str().unwrap();
+    let (exit, out) = crmsync(&["sync", "--config", path, "--component", component]).unwrap();
+    assert_eq!(exit, crmsync_host::cli::Exit::Success, "{out}");
+    assert!(
+        out.contains(
+            "written to the destination: created 1 updated 0;  to the source: created 1 updated 0"
+        ),
+        "{out}"
+    );
+    let (_, out) = crmsync(&["links", "--config", path]).unwrap();
+    assert!(out.contains("2 links"), "{out}");
+    assert!(out.contains("<-> 003B (contact)"), "{out}");
+    assert!(out.contains("ann@acme.io"), "{out}");
+    let (_, json) = crmsync(&["links", "--config", path, "--json"]).unwrap();
+    let links: Vec<Value> = serde_json::from_str(&json).unwrap();
+    let ann = links
+        .iter()
+        .find(|l| l["email"] == json!("ann@acme.io"))
+        .unwrap();
+    assert_eq!(ann["source_id"], json!("1"));
+    assert_eq!(ann["agreed"]["lastname"], json!({"text": "Ames"}));
+    assert_eq!(config.name, "cli");
+}

@@ -38,6 +38,9 @@ pub enum Command {
     Contacts(ReadArgs),
     /// List the destination accounts (synced companies) and their contact counts.
     Accounts(ReadArgs),
+    /// List a sync into a CRM's links: which source record is which
+    /// destination record, and the values both sides last agreed on.
+    Links(ReadArgs),
     /// Show the errors of the last run (of each part: companies, then contacts).
     Errors(ErrorsArgs),
     /// Show the sync's run history, newest first.
@@ -184,6 +187,31 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                     )?;
                 }
                 writeln!(out, "{} contacts", contacts.len())?;
+            }
+            Ok(Exit::Success)
+        }
+        Command::Links(args) => {
+            let (config, store) = open_store(&args.config)?;
+            let links = store.links(&config.name)?;
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&links)?)?;
+            } else {
+                for link in &links {
+                    let side = |id: &Option<String>, kind: &Option<String>| match (id, kind) {
+                        (Some(id), Some(kind)) => format!("{} ({kind})", terminal_safe(id)),
+                        (Some(id), None) => terminal_safe(id),
+                        (None, _) => "(not created)".to_owned(),
+                    };
+                    writeln!(
+                        out,
+                        "{:<24} <-> {:<28} {:<32} {} fields agreed",
+                        side(&link.source_id, &link.source_kind),
+                        side(&link.destination_id, &link.destination_kind),
+                        terminal_safe(link.email.as_deref().unwrap_or("-")),
+                        link.agreed.len()
+                    )?;
+                }
+                writeln!(out, "{} links", links.len())?;
             }
             Ok(Exit::Success)
         }
@@ -573,10 +601,20 @@ pub fn write_summary(out: &mut dyn Write, report: &SyncReport, config: &Path) ->
             report.stopped_syncing
         )?;
     }
+    if let Some(written) = &report.written {
+        writeln!(
+            out,
+            "  written to the destination: created {} updated {};  to the source: created {} updated {}",
+            written.to_destination.created,
+            written.to_destination.updated,
+            written.to_source.created,
+            written.to_source.updated
+        )?;
+    }
     if report.merged > 0 {
         writeln!(
             out,
-            "  {} contacts merged at the source: one contact each, linked to the survivor",
+            "  {} records merged (or Leads converted): one record each, linked to the survivor",
             report.merged
         )?;
     }
