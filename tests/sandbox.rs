@@ -99,6 +99,19 @@ fn a_component_that_spins_forever_is_stopped_and_the_host_goes_on() {
         format!("{error:#}"),
         "the sync component failed in list-properties: it ran past its time limit and was stopped"
     );
+    // Writing to a CRM is bounded the same way.
+    let error = instance(&runtime, &server)
+        .write_records(
+            &crmsync_host::bindings::crmsync::sync::types::Destination::HubspotContacts(
+                server.base_url.clone(),
+            ),
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        format!("{error:#}"),
+        "the sync component failed in write-records: it ran past its time limit and was stopped"
+    );
     let fresh = instance(&runtime, &server)
         .classify_error(&Failure::Transport("x".into()))
         .unwrap();

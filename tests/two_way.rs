@@ -661,5 +661,127 @@ fn the_command_line_reports_both_sides_and_lists_the_links() {
         .unwrap();
     assert_eq!(ann["source_id"], json!("1"));
     assert_eq!(ann["agreed"]["lastname"], json!({"text": "Ames"}));
+    let (_, status) = crmsync(&["status", "--config", path]).unwrap();
+    assert!(status.contains("synced: 2"), "{status}");
     assert_eq!(config.name, "cli");
+}
+
+#[test]
+fn a_scheduled_run_picks_up_new_records_and_a_lead_status_change_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    hubspot
+        .state()
+        .custom_properties
+        .push(("salesforce_lead_status".into(), "string".into()));
+    salesforce.state().leads.push(person(
+        "00QL",
+        &[
+            ("LastName", "Lane"),
+            ("Email", "lane@x.io"),
+            ("Company", "L"),
+            ("Status", "Open"),
+            ("IsConverted", "false"),
+        ],
+    ));
+    let config = config(
+        dir.path(),
+        "triggers",
+        &hubspot,
+        &salesforce,
+        BOTH,
+        "salesforce_lead_status = { field = \"Status\", direction = \"to_source\" }\n",
+    );
+    run(&config);
+    assert_eq!(
+        hubspot_value(&hubspot, "lane@x.io", "salesforce_lead_status").as_deref(),
+        Some("Open")
+    );
+    // Between runs: the Lead's status changes, a Lead and a HubSpot contact
+    // are created.
+    {
+        let now = salesforce.state().tick();
+        salesforce
+            .state()
+            .edit("Lead", "00QL", &[("Status", json!("Working"))], now);
+        salesforce.state().leads.push(person(
+            "00QN",
+            &[
+                ("LastName", "New"),
+                ("Email", "new-lead@x.io"),
+                ("Company", "N"),
+                ("Status", "Open"),
+                ("IsConverted", "false"),
+            ],
+        ));
+    }
+    hubspot.state().put(hubspot_contact(
+        40,
+        &[
+            ("lastname", "Fresh"),
+            ("email", "fresh@x.io"),
+            ("company", "F"),
+        ],
+    ));
+    let report = run(&config);
+    assert_eq!(report.mode, "incremental");
+    assert_eq!(
+        hubspot_value(&hubspot, "lane@x.io", "salesforce_lead_status").as_deref(),
+        Some("Working")
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "new-lead@x.io", "lastname").as_deref(),
+        Some("New")
+    );
+    assert_eq!(
+        salesforce_value(&salesforce, "fresh@x.io", "LastName").as_deref(),
+        Some("Fresh")
+    );
+    // A HubSpot edit of a to_source field does not flow to Salesforce.
+    let lane = hubspot.state().by_email("lane@x.io").unwrap().id;
+    hubspot
+        .state()
+        .edit(lane, &[("salesforce_lead_status", Some("Closed"))]);
+    let after = run(&config);
+    assert_eq!(writes(&after), (0, 0), "{after:#?}");
+    assert_eq!(
+        salesforce_value(&salesforce, "lane@x.io", "Status").as_deref(),
+        Some("Working")
+    );
+}
+
+#[test]
+fn a_second_record_with_a_linked_email_is_email_taken_not_a_second_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        hs.put(hubspot_contact(
+            1,
+            &[("lastname", "Dee"), ("email", "dup@x.io"), ("company", "D")],
+        ));
+        hs.put(hubspot_contact(
+            2,
+            &[("lastname", "Dee"), ("email", "DUP@x.io"), ("company", "D")],
+        ));
+    }
+    salesforce.state().leads.push(person(
+        "00QD",
+        &[
+            ("LastName", "Dee"),
+            ("Email", "dup@x.io"),
+            ("Company", "D"),
+            ("IsConverted", "false"),
+        ],
+    ));
+    let config = config(dir.path(), "dup", &hubspot, &salesforce, BOTH, "");
+    let report = run(&config);
+    assert_eq!(report.counts.failed, 1, "{report:#?}");
+    assert_eq!(report.errors_by_category.get("email-taken"), Some(&1));
+    assert_eq!(salesforce_people(&salesforce).len(), 1, "no second Lead");
+    let store = ContactStore::open(&config.store_path).unwrap();
+    assert_eq!(store.links("dup").unwrap().len(), 1);
+    let errors = store.errors(report.run_id).unwrap();
+    assert_eq!(errors[0].record_id.as_deref(), Some("2"));
+    assert!(errors[0].message.contains("00QD"), "{}", errors[0].message);
 }

@@ -573,20 +573,39 @@ impl Bridge<'_> {
         }
         let alone_destination: Vec<MappedRecord> =
             unmatched_destination.into_iter().flatten().collect();
-        pairs.extend(self.match_elsewhere(destination, alone_source, LinkSide::Source)?);
+        // A counterpart already paired this run is taken, as a linked one is.
+        let claimed = |pairs: &[Pair], side: LinkSide| -> HashSet<String> {
+            pairs
+                .iter()
+                .filter_map(|p| match side {
+                    LinkSide::Source => p.link.source_id.clone(),
+                    LinkSide::Destination => p.link.destination_id.clone(),
+                })
+                .collect()
+        };
+        let taken = claimed(&pairs, LinkSide::Destination);
+        pairs.extend(self.match_elsewhere(destination, alone_source, LinkSide::Source, taken)?);
         if two_way {
-            pairs.extend(self.match_elsewhere(source, alone_destination, LinkSide::Destination)?);
+            let taken = claimed(&pairs, LinkSide::Source);
+            pairs.extend(self.match_elsewhere(
+                source,
+                alone_destination,
+                LinkSide::Destination,
+                taken,
+            )?);
         }
         Ok(pairs)
     }
 
     /// Records of `side` with no counterpart among the records read: looks
-    /// their emails up on `other`.
+    /// their emails up on `other`. `taken` are `other`'s records already
+    /// paired this run.
     fn match_elsewhere(
         &mut self,
         other: &mut Side,
         records: Vec<MappedRecord>,
         side: LinkSide,
+        mut taken: HashSet<String>,
     ) -> Result<Vec<Pair>, Stop> {
         let emails: Vec<String> = records
             .iter()
@@ -605,7 +624,6 @@ impl Bridge<'_> {
                 by_email.entry(email.as_str()).or_insert(record);
             }
         }
-        let mut taken: HashSet<String> = HashSet::new();
         let mut pairs = Vec::new();
         for record in records {
             let id = record.contact.external_id.clone();

@@ -205,9 +205,10 @@ pub fn status(config: &Config) -> Result<Status> {
         }),
         records_at_source: last_full.map(|r| r.counts.seen),
         records_at_source_run: last_full.map(|r| r.id),
-        records_synced: match config.object {
-            SyncObject::Contacts => store.linked_contacts()?,
-            SyncObject::Companies => store.linked_accounts()?,
+        records_synced: match (&config.destination, config.object) {
+            (Some(_), _) => store.linked_pairs(&config.name)?,
+            (None, SyncObject::Contacts) => store.linked_contacts()?,
+            (None, SyncObject::Companies) => store.linked_accounts()?,
         },
         open_errors,
         last_run: last,

@@ -143,6 +143,16 @@ impl ContactStore {
         Ok(moved > 0)
     }
 
+    /// Records of `sync` linked on both sides (`crmsync status`).
+    pub fn linked_pairs(&self, sync: &str) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM links WHERE sync = ?1 AND source_id IS NOT NULL
+                 AND destination_id IS NOT NULL",
+            [sync],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Every link of `sync`, oldest first (`crmsync links`).
     pub fn links(&self, sync: &str) -> Result<Vec<Link>> {
         let mut statement = self.conn.prepare(&format!(

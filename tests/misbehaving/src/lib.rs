@@ -8,8 +8,9 @@ wit_bindgen::generate!({ world: "plugin", path: "../../wit", generate_all });
 #[cfg(target_arch = "wasm32")]
 mod component {
     use super::crmsync::sync::types::{
-        ErrorCategory, ErrorScope, Failure, FieldMapping, MappedContact, MappedPage, MappedRecord,
-        MatchOutcome, Page, PropertyDefinition, Source, SourceRecord, SyncError,
+        Destination, ErrorCategory, ErrorScope, Failure, FieldMapping, FieldRule, MappedContact,
+        MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Page, PropertyDefinition,
+        ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
     };
     use super::exports::crmsync::sync::sync::Guest;
 
@@ -115,6 +116,21 @@ mod component {
         /// Behaves, so a test can show an instance still works between failures.
         fn classify_error(_failure: Failure) -> SyncError {
             report("classified".into())
+        }
+
+        /// Spins, as `fetch-page` does: writes are time-limited like reads.
+        fn write_records(
+            _destination: Destination,
+            _records: Vec<OutgoingRecord>,
+        ) -> Result<Vec<WriteResult>, SyncError> {
+            loop {
+                std::hint::black_box(0u64);
+            }
+        }
+
+        /// Panics.
+        fn reconcile(_rules: Vec<FieldRule>, _records: Vec<ReconcileInput>) -> Vec<Reconciled> {
+            panic!("misbehaving on purpose")
         }
     }
 }
