@@ -520,6 +520,39 @@ fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_
     assert_eq!(hubspot.state().contacts.len(), 2);
     let one = hubspot.state().by_email("one@x.io").unwrap().id;
 
+    // Two updates in one batch, one of them invalid: HubSpot refuses the
+    // batch whole; each record is sent alone, so the valid one lands.
+    {
+        let now = salesforce.state().tick();
+        salesforce
+            .state()
+            .edit("Lead", "00Q1", &[("Title", json!("Lead title"))], now);
+        salesforce
+            .state()
+            .edit("Contact", "0033", &[("Email", json!("three-at-x.io"))], now);
+    }
+    let updates = run(&config);
+    assert_eq!(writes(&updates), (1, 0), "{updates:#?}");
+    // (00Q2 may be refused again: SOQL windows start at whole seconds, so
+    // a record changed in the second before the last run is read again.)
+    let errors = store.errors(updates.run_id).unwrap();
+    let three = errors
+        .iter()
+        .find(|e| e.record_id.as_deref() == Some("0033"))
+        .unwrap_or_else(|| panic!("0033 is refused: {errors:#?}"));
+    assert_eq!(three.field.as_deref(), Some("email"));
+    assert_eq!(
+        hubspot_value(&hubspot, "one@x.io", "jobtitle").as_deref(),
+        Some("Lead title")
+    );
+    assert_eq!(
+        hubspot
+            .requests_to("/crm/v3/objects/contacts/batch/update")
+            .len(),
+        3,
+        "the batch, then each record alone"
+    );
+
     // The Lead is converted; its Contact updates the same HubSpot contact.
     let contact = salesforce.state().convert_lead("00Q1");
     {
@@ -784,4 +817,59 @@ fn a_second_record_with_a_linked_email_is_email_taken_not_a_second_link() {
     let errors = store.errors(report.run_id).unwrap();
     assert_eq!(errors[0].record_id.as_deref(), Some("2"));
     assert!(errors[0].message.contains("00QD"), "{}", errors[0].message);
+}
+
+#[test]
+fn a_salesforce_destination_with_oauth_gets_its_session_from_the_refresh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut sf = salesforce.state();
+        sf.valid_tokens.clear();
+        sf.refresh_token = Some("sf-refresh".into());
+    }
+    set_env("TWO_WAY_SF_CLIENT", "client");
+    set_env("TWO_WAY_SF_SECRET", "secret");
+    set_env("TWO_WAY_SF_REFRESH", "sf-refresh");
+    hubspot.state().put(hubspot_contact(
+        1,
+        &[
+            ("lastname", "Ames"),
+            ("email", "ann@acme.io"),
+            ("company", "Acme"),
+        ],
+    ));
+    let path = write_config(
+        dir.path(),
+        "oauth",
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\n\
+             [destination.oauth]\nclient_id_env = \"TWO_WAY_SF_CLIENT\"\n\
+             client_secret_env = \"TWO_WAY_SF_SECRET\"\nrefresh_token_env = \"TWO_WAY_SF_REFRESH\"\n",
+            hubspot.base_url,
+            token_env(),
+            salesforce.instance_url,
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let report = run(&config);
+    assert_eq!(writes(&report), (1, 0), "{report:#?}");
+    assert_eq!(salesforce.state().issued, 1);
+    let sent = salesforce
+        .state()
+        .seen
+        .last()
+        .unwrap()
+        .authorization
+        .clone();
+    assert_eq!(sent.as_deref(), Some("Bearer 00Dsession!1"));
+    // The HubSpot side kept its own token: credentials never cross sides.
+    assert!(
+        hubspot
+            .state()
+            .seen
+            .iter()
+            .all(|s| s.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")[..]))
+    );
 }
