@@ -490,6 +490,15 @@ fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_
                 ("IsConverted", "false"),
             ],
         ));
+        sf.leads.push(person(
+            "00Q4",
+            &[
+                ("LastName", "Four"),
+                ("Email", "four@x.io"),
+                ("Company", "X"),
+                ("IsConverted", "false"),
+            ],
+        ));
         sf.contacts.push(person(
             "0033",
             &[("LastName", "Three"), ("Email", "three@x.io")],
@@ -509,15 +518,19 @@ fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_
     );
     let config = Config::load(&path).unwrap();
     let report = run(&config);
-    assert_eq!(writes(&report), (2, 0), "{report:#?}");
+    assert_eq!(writes(&report), (3, 0), "{report:#?}");
+    // Written page by page: the Leads' page in one batch (the bad email
+    // refused in its 207, the other created), then the Contacts' page.
     let creates: Vec<_> = hubspot.requests_to("/crm/v3/objects/contacts/batch/create");
-    assert_eq!(creates.len(), 1, "one batch create");
+    assert_eq!(creates.len(), 2, "one batch create per source page");
+    let leads: Value = serde_json::from_str(&creates[0].body).unwrap();
+    assert_eq!(leads["inputs"].as_array().unwrap().len(), 3);
     let store = ContactStore::open(&config.store_path).unwrap();
     let errors = store.errors(report.run_id).unwrap();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0].record_id.as_deref(), Some("00Q2"));
     assert_eq!(errors[0].field.as_deref(), Some("email"));
-    assert_eq!(hubspot.state().contacts.len(), 2);
+    assert_eq!(hubspot.state().contacts.len(), 3);
     let one = hubspot.state().by_email("one@x.io").unwrap().id;
 
     // Two updates in one batch, one of them invalid: HubSpot refuses the
@@ -529,7 +542,7 @@ fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_
             .edit("Lead", "00Q1", &[("Title", json!("Lead title"))], now);
         salesforce
             .state()
-            .edit("Contact", "0033", &[("Email", json!("three-at-x.io"))], now);
+            .edit("Lead", "00Q4", &[("Email", json!("four-at-x.io"))], now);
     }
     let updates = run(&config);
     assert_eq!(writes(&updates), (1, 0), "{updates:#?}");
@@ -538,8 +551,8 @@ fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_
     let errors = store.errors(updates.run_id).unwrap();
     let three = errors
         .iter()
-        .find(|e| e.record_id.as_deref() == Some("0033"))
-        .unwrap_or_else(|| panic!("0033 is refused: {errors:#?}"));
+        .find(|e| e.record_id.as_deref() == Some("00Q4"))
+        .unwrap_or_else(|| panic!("00Q4 is refused: {errors:#?}"));
     assert_eq!(three.field.as_deref(), Some("email"));
     assert_eq!(
         hubspot_value(&hubspot, "one@x.io", "jobtitle").as_deref(),
@@ -563,7 +576,7 @@ fn salesforce_into_hubspot_names_a_rejected_email_and_keeps_one_contact_through_
     }
     let converted = run(&config);
     assert_eq!(converted.merged, 1, "{converted:#?}");
-    assert_eq!(hubspot.state().contacts.len(), 2, "no second contact");
+    assert_eq!(hubspot.state().contacts.len(), 3, "no second contact");
     assert_eq!(
         hubspot_value(&hubspot, "one@x.io", "jobtitle").as_deref(),
         Some("Buyer")

@@ -50,7 +50,10 @@ struct Args {
     /// The `crmsync` binary (default: beside this one).
     #[arg(long)]
     crmsync: Option<PathBuf>,
-    /// Only these sections: e2e, path, startup, throttled, python.
+    /// Contacts a one-way sync into Salesforce creates.
+    #[arg(long, default_value_t = 100_000)]
+    bridge_contacts: u64,
+    /// Only these sections: e2e, path, startup, store, throttled, python, bridge.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -138,6 +141,10 @@ fn main() -> Result<()> {
     if wants("throttled") {
         child.warm_up()?;
         throttled(&child, args.throttled_contacts, &mut report)?;
+    }
+    if wants("bridge") {
+        child.warm_up()?;
+        bridge(&child, args.bridge_contacts, &mut report)?;
     }
     if wants("python") {
         match &args.python {
@@ -493,15 +500,23 @@ impl Child<'_> {
     }
 
     fn sync(&self, base_url: &str, rate_limit: &str, name: &str) -> Result<Run> {
+        self.sync_with(
+            name,
+            &format!(
+                "[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\nrate_limit = \"{rate_limit}\"\n"
+            ),
+        )
+    }
+
+    /// A fresh sync named `name` with this config body (a store is added).
+    fn sync_with(&self, name: &str, body: &str) -> Result<Run> {
         let dir = self.work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("sync.toml");
         std::fs::write(
             &config,
-            format!(
-                "name = \"{name}\"\n[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\nrate_limit = \"{rate_limit}\"\n[store]\npath = \"bench.sqlite\"\n"
-            ),
+            format!("name = \"{name}\"\n{body}[store]\npath = \"bench.sqlite\"\n"),
         )?;
         let started = Instant::now();
         let mut child = Command::new(self.crmsync)
@@ -600,6 +615,44 @@ fn end_to_end(child: &Child<'_>, n: u64, rounds: usize, report: &mut Report) -> 
         None,
     );
     Ok(rate)
+}
+
+/// A first (full) one-way sync of HubSpot contacts into Salesforce: every
+/// contact read, its email looked up in Salesforce (Leads, then Contacts),
+/// and created as a Lead in collections of 200.
+fn bridge(child: &Child<'_>, n: u64, report: &mut Report) -> Result<()> {
+    println!("\ninto a CRM: {n} HubSpot contacts created as Salesforce Leads, first run");
+    let server = BenchServer::start(Setup {
+        contacts: n,
+        limit: None,
+    });
+    let url = &server.base_url;
+    let run = child.sync_with(
+        &format!("bridge-{n}"),
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{url}\"\nrate_limit = \"none\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"{url}\"\n"
+        ),
+    )?;
+    let created = run.report["written"]["to_destination"]["created"]
+        .as_u64()
+        .unwrap_or(0);
+    anyhow::ensure!(created == n, "created {created} of {n}: {}", run.report);
+    let rate = n as f64 / run.wall.as_secs_f64();
+    let requests = server.stats.requests.load(Ordering::Relaxed);
+    report.add(
+        &format!("into Salesforce, {n} contacts"),
+        format!("{rate:.0} contacts/s ({requests} requests)"),
+        "",
+        None,
+    );
+    report.add(
+        &format!("into Salesforce, {n} contacts, peak RSS"),
+        format!("{:.1} MiB", run.peak_rss_kib as f64 / 1024.0),
+        "",
+        None,
+    );
+    Ok(())
 }
 
 /// A run against a server enforcing 190 requests per rolling 10 s.

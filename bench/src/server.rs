@@ -3,6 +3,7 @@
 //! are rendered straight into a byte buffer, and several threads answer. It
 //! can enforce HubSpot's rolling-window limit with real 429s. It measures its
 //! own busy time, so a report can show the server was not the bottleneck.
+//! It also takes Salesforce writes (sObject Collections), for syncs into a CRM.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -27,6 +28,8 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Nanoseconds spent rendering and writing answers, summed over threads.
     pub busy_ns: AtomicU64,
+    /// Records saved through sObject Collections.
+    pub saved: AtomicU64,
 }
 
 /// A running server; stops when dropped.
@@ -117,6 +120,7 @@ fn answer(
             .split('&')
             .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
     };
+    let mut request = request;
     let body = match (request.method(), path) {
         (Method::Get, "/crm/v3/properties/contacts") => catalogue(),
         (Method::Get, "/crm/v3/objects/contacts") if param("archived") == Some("true") => {
@@ -129,6 +133,21 @@ fn answer(
         }
         (Method::Post, "/crm/v3/objects/contacts/search") => {
             r#"{"total":0,"results":[]}"#.to_owned()
+        }
+        // Salesforce as a destination: no person exists yet (every email
+        // look-up finds nothing), and every saved record succeeds.
+        (Method::Get, "/services/data/v60.0/query") => {
+            r#"{"totalSize":0,"done":true,"records":[]}"#.to_owned()
+        }
+        (Method::Post, "/services/data/v60.0/composite/sobjects") => {
+            let mut body = String::new();
+            let _ = request.as_reader().read_to_string(&mut body);
+            let records = body.matches(r#""attributes""#).count();
+            let first = stats.saved.fetch_add(records as u64, Ordering::Relaxed);
+            let results: Vec<String> = (first..first + records as u64)
+                .map(|n| format!(r#"{{"id":"00Q{n:012}","success":true,"errors":[]}}"#))
+                .collect();
+            format!("[{}]", results.join(","))
         }
         _ => {
             let _ = request.respond(

@@ -200,6 +200,54 @@ fn kind_of(record: &MappedRecord) -> Option<String> {
 /// Writes that go out together: creates or updates, of one Salesforce object.
 type Batch = (bool, Option<String>);
 
+/// The destination's records read this run, waiting for the source record
+/// that pairs with them.
+struct Held {
+    records: Vec<Option<MappedRecord>>,
+    by_id: HashMap<String, usize>,
+    by_email: HashMap<String, Vec<usize>>,
+}
+
+impl Held {
+    fn new(records: Vec<MappedRecord>) -> Self {
+        let mut by_id = HashMap::new();
+        let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, record) in records.iter().enumerate() {
+            by_id.insert(record.contact.external_id.clone(), i);
+            for email in &record.contact.emails {
+                by_email.entry(email.clone()).or_default().push(i);
+            }
+        }
+        Held {
+            records: records.into_iter().map(Some).collect(),
+            by_id,
+            by_email,
+        }
+    }
+
+    /// Takes the record with this id, if it is still held.
+    fn take(&mut self, id: &str) -> Option<MappedRecord> {
+        let index = *self.by_id.get(id)?;
+        self.records[index].take()
+    }
+
+    /// Ids of held records sharing one of these emails, in email order.
+    fn with_emails(&self, emails: &[String]) -> Vec<String> {
+        emails
+            .iter()
+            .filter_map(|e| self.by_email.get(e))
+            .flatten()
+            .filter_map(|&i| self.records[i].as_ref())
+            .map(|r| r.contact.external_id.clone())
+            .collect()
+    }
+
+    /// Every record no one took.
+    fn rest(self) -> Vec<MappedRecord> {
+        self.records.into_iter().flatten().collect()
+    }
+}
+
 /// A linked pair being reconciled this run.
 #[derive(Default)]
 struct Pair {
@@ -440,6 +488,10 @@ struct Bridge<'a> {
 }
 
 impl Bridge<'_> {
+    /// Streams the source's pages past the destination's changes (held in
+    /// memory: a two-way run's only unbounded state, small once runs are
+    /// incremental), writing and committing as it goes; then the
+    /// destination records no source record took.
     fn run(
         &mut self,
         source: &mut Side,
@@ -447,25 +499,14 @@ impl Bridge<'_> {
         scope: HubspotScope,
     ) -> Result<(), Stop> {
         let two_way = self.crm.two_way();
-        let source_records = source.read(self.options, scope.clone())?;
-        self.renew_lease()?;
-        let destination_records = if two_way {
-            destination.read(self.options, scope)?
+        let held = if two_way {
+            destination.read(self.options, scope.clone())?
         } else {
             Vec::new()
         };
-        self.renew_lease()?;
-        self.counts.seen = (source_records.len() + destination_records.len()) as u64;
-        self.counts.pages = 1;
-        self.follow_merges(&source_records, LinkSide::Source)?;
-        self.follow_merges(&destination_records, LinkSide::Destination)?;
-        let pairs = self.pair(
-            source,
-            destination,
-            source_records,
-            destination_records,
-            two_way,
-        )?;
+        self.counts.seen += held.len() as u64;
+        self.follow_merges(&held, LinkSide::Destination)?;
+        let mut held = Held::new(held);
         let rules: Vec<FieldRule> = self
             .crm
             .fields
@@ -476,14 +517,45 @@ impl Bridge<'_> {
                 conflict: f.conflict,
             })
             .collect();
-        let mut pairs = pairs.into_iter().peekable();
-        while pairs.peek().is_some() {
+        let read = source.source(scope);
+        let mappings = source.mappings.clone();
+        let mut cursor: Option<String> = None;
+        loop {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
             self.renew_lease()?;
+            let page = with_retries(source, &self.options.retry, Retry::All, |side| {
+                side.instance
+                    .fetch_mapped_page(&read, cursor.as_deref(), &mappings)
+            })?;
+            self.counts.pages += 1;
+            self.counts.seen += page.records.len() as u64;
+            self.follow_merges(&page.records, LinkSide::Source)?;
+            let pairs = self.pair_source_page(destination, page.records, &mut held)?;
+            self.apply(source, destination, &rules, pairs)?;
+            match page.next_cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => break,
+            }
+        }
+        let pairs = self.pair_held(source, held.rest(), two_way)?;
+        self.apply(source, destination, &rules, pairs)
+    }
+
+    /// Reconciles and writes `pairs` a step at a time.
+    fn apply(
+        &mut self,
+        source: &mut Side,
+        destination: &mut Side,
+        rules: &[FieldRule],
+        pairs: Vec<Pair>,
+    ) -> Result<(), Stop> {
+        let mut pairs = pairs.into_iter().peekable();
+        while pairs.peek().is_some() {
+            self.renew_lease()?;
             let step: Vec<Pair> = pairs.by_ref().take(STEP).collect();
-            self.apply_step(source, destination, &rules, step)?;
+            self.apply_step(source, destination, rules, step)?;
         }
         Ok(())
     }
@@ -508,90 +580,94 @@ impl Bridge<'_> {
         Ok(())
     }
 
-    /// Pairs the records read: by stored link (X1, X2), then by email among
-    /// the records read (X3), then by email looked up on the other side; a
-    /// record left alone gets a counterpart created (X5) unless it has no
-    /// email to match it by later (E1), or its email's record is linked to
-    /// another (X4, E2).
-    fn pair(
+    /// Pairs a page of source records: by stored link (X1, X2), then by
+    /// email with an unlinked destination record read this run (X3), then by
+    /// email looked up on the destination; a record left alone gets its
+    /// counterpart created (X5) unless it has no email to match it by later
+    /// (E1), or its email's record is linked to another (X4, E2).
+    fn pair_source_page(
+        &mut self,
+        destination: &mut Side,
+        records: Vec<MappedRecord>,
+        held: &mut Held,
+    ) -> Result<Vec<Pair>, Stop> {
+        let sync = self.config.name.clone();
+        let mut pairs = Vec::new();
+        let mut alone = Vec::new();
+        for record in records {
+            if let Some(link) =
+                self.store
+                    .link(&sync, LinkSide::Source, &record.contact.external_id)?
+            {
+                let counterpart = link.destination_id.as_deref().and_then(|id| held.take(id));
+                pairs.push(Pair {
+                    link,
+                    source: Some(record),
+                    destination: counterpart,
+                });
+                continue;
+            }
+            let mut counterpart = None;
+            for id in held.with_emails(&record.contact.emails) {
+                if self
+                    .store
+                    .link(&sync, LinkSide::Destination, &id)?
+                    .is_none()
+                {
+                    counterpart = held.take(&id);
+                    break;
+                }
+            }
+            match counterpart {
+                Some(counterpart) => pairs.push(new_pair(Some(record), Some(counterpart))),
+                None => alone.push(record),
+            }
+        }
+        // A counterpart already paired on this page is taken, as a linked one is.
+        let taken: HashSet<String> = pairs
+            .iter()
+            .filter_map(|p| p.link.destination_id.clone())
+            .collect();
+        let found = self.match_elsewhere(destination, alone, LinkSide::Source, taken)?;
+        for pair in &found {
+            if let Some(id) = &pair.link.destination_id {
+                held.take(id);
+            }
+        }
+        pairs.extend(found);
+        Ok(pairs)
+    }
+
+    /// The destination records no source record took: their links, or
+    /// (two-way) a counterpart looked up on the source or created there.
+    fn pair_held(
         &mut self,
         source: &mut Side,
-        destination: &mut Side,
-        source_records: Vec<MappedRecord>,
-        destination_records: Vec<MappedRecord>,
+        records: Vec<MappedRecord>,
         two_way: bool,
     ) -> Result<Vec<Pair>, Stop> {
         let sync = self.config.name.clone();
-        let mut pairs: Vec<Pair> = Vec::new();
-        let mut by_link: HashMap<i64, usize> = HashMap::new();
-        let mut unlinked: [Vec<MappedRecord>; 2] = [Vec::new(), Vec::new()];
-        for (side, records) in [
-            (LinkSide::Source, source_records),
-            (LinkSide::Destination, destination_records),
-        ] {
-            for record in records {
-                let Some(link) = self.store.link(&sync, side, &record.contact.external_id)? else {
-                    unlinked[(side == LinkSide::Destination) as usize].push(record);
-                    continue;
-                };
-                let id = link.id.expect("a stored link has an id");
-                let index = *by_link.entry(id).or_insert_with(|| {
-                    pairs.push(Pair {
-                        link,
-                        ..Pair::default()
-                    });
-                    pairs.len() - 1
-                });
-                match side {
-                    LinkSide::Source => pairs[index].source = Some(record),
-                    LinkSide::Destination => pairs[index].destination = Some(record),
-                }
+        let mut pairs = Vec::new();
+        let mut alone = Vec::new();
+        for record in records {
+            match self
+                .store
+                .link(&sync, LinkSide::Destination, &record.contact.external_id)?
+            {
+                Some(link) => pairs.push(Pair {
+                    link,
+                    source: None,
+                    destination: Some(record),
+                }),
+                None => alone.push(record),
             }
         }
-        let [unlinked_source, unlinked_destination] = unlinked;
-        // Among the records read this run.
-        let mut by_email: HashMap<String, usize> = HashMap::new();
-        for (i, record) in unlinked_destination.iter().enumerate() {
-            for email in &record.contact.emails {
-                by_email.entry(email.clone()).or_insert(i);
-            }
-        }
-        let mut unmatched_destination: Vec<Option<MappedRecord>> =
-            unlinked_destination.into_iter().map(Some).collect();
-        let mut alone_source = Vec::new();
-        for record in unlinked_source {
-            let found = record
-                .contact
-                .emails
-                .iter()
-                .find_map(|e| by_email.get(e).copied())
-                .and_then(|i| unmatched_destination[i].take());
-            match found {
-                Some(counterpart) => pairs.push(new_pair(Some(record), Some(counterpart))),
-                None => alone_source.push(record),
-            }
-        }
-        let alone_destination: Vec<MappedRecord> =
-            unmatched_destination.into_iter().flatten().collect();
-        // A counterpart already paired this run is taken, as a linked one is.
-        let claimed = |pairs: &[Pair], side: LinkSide| -> HashSet<String> {
-            pairs
-                .iter()
-                .filter_map(|p| match side {
-                    LinkSide::Source => p.link.source_id.clone(),
-                    LinkSide::Destination => p.link.destination_id.clone(),
-                })
-                .collect()
-        };
-        let taken = claimed(&pairs, LinkSide::Destination);
-        pairs.extend(self.match_elsewhere(destination, alone_source, LinkSide::Source, taken)?);
         if two_way {
-            let taken = claimed(&pairs, LinkSide::Source);
             pairs.extend(self.match_elsewhere(
                 source,
-                alone_destination,
+                alone,
                 LinkSide::Destination,
-                taken,
+                HashSet::new(),
             )?);
         }
         Ok(pairs)
