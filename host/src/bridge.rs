@@ -16,10 +16,10 @@
 
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{
-    Destination, ErrorCategory, FieldData, FieldRule, FieldValue, HubspotScope, HubspotSource,
-    MappedRecord, OutgoingRecord, OutgoingValue, ReconcileInput, Reconciled, SalesforceDestination,
-    SalesforceObject, SalesforceScope, SalesforceSource, SideState, Source, SyncError, TimeWindow,
-    WriteOutcome,
+    Destination, ErrorCategory, ErrorScope, FieldData, FieldRule, FieldValue, HubspotScope,
+    HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue, ReconcileInput, Reconciled,
+    SalesforceDestination, SalesforceObject, SalesforceScope, SalesforceSource, SideState, Source,
+    SyncError, TimeWindow, WriteOutcome,
 };
 use crate::config::{Config, CrmDestination, SourceSystem, mapped_properties, read_mappings};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
@@ -27,7 +27,8 @@ use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
 use crate::sync::{
-    Retry, Retrying, Stop, SyncOptions, SyncReport, error_row, now_ms, with_retries,
+    Retry, Retrying, Stop, SyncOptions, SyncReport, error_row, incremental_since, now_ms,
+    with_retries,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -353,10 +354,7 @@ pub fn run(
     };
 
     let fingerprint = fingerprint(config, crm);
-    let since_ms = store
-        .bookmark(&config.name)?
-        .filter(|b| !options.full && b.fingerprint == fingerprint)
-        .map(|b| (b.modified_ms - config.source.lookback.as_millis() as i64).max(0));
+    let since_ms = incremental_since(&store, config, &fingerprint, !options.full)?;
     if let Some(old) = store.interrupted_run(&config.name)? {
         // Its window is read again in full by this run: nothing is lost.
         store.finish_run(
@@ -364,10 +362,7 @@ pub fn run(
             Some("interrupted; its window is read again by the next run"),
         )?;
     }
-    let mode = match since_ms {
-        Some(since_ms) => RunMode::Incremental { since_ms },
-        None => RunMode::Full,
-    };
+    let mode = RunMode::since(since_ms);
     let run = store.start_run(&config.name, mode, now_ms())?;
     tracing::info!(
         run = run.id,
@@ -707,10 +702,7 @@ impl Bridge<'_> {
                 if self.crm.email_field(&self.config.source.system).is_some() {
                     // As HubSpot's connector: no email, no counterpart
                     // created (it could never be matched again).
-                    self.reject(SyncError {
-                        record_id: Some(id.clone()),
-                        ..missing_email(&id)
-                    })?;
+                    self.reject(missing_email(&id))?;
                     continue;
                 }
                 pairs.push(match side {
@@ -1049,40 +1041,49 @@ fn agreed_values(agreed: &BTreeMap<String, serde_json::Value>) -> Vec<FieldValue
 
 /// E1 for a sync into a CRM: no email, so no counterpart is created.
 fn missing_email(id: &str) -> SyncError {
-    SyncError {
-        category: ErrorCategory::MissingHandle,
-        retryable: false,
-        retry_after_ms: None,
-        scope: crate::bindings::crmsync::sync::types::ErrorScope::Record,
-        record_id: Some(id.to_owned()),
-        field: Some("email".to_owned()),
-        message: format!(
-            "record {id} has no email, so no counterpart was created for it on the other side"
-        ),
-        resolution: format!(
+    record_error(
+        ErrorCategory::MissingHandle,
+        id,
+        format!("record {id} has no email, so no counterpart was created for it on the other side"),
+        format!(
             "Add an email to record {id}: records are matched across the two CRMs by email, and \
              one without could be created twice."
         ),
-    }
+    )
 }
 
 /// E2 (X4) across two CRMs: the record holding this email on the other side
 /// is linked to another record already.
 fn email_taken(id: &str, email: &str, other: &str) -> SyncError {
-    SyncError {
-        category: ErrorCategory::EmailTaken,
-        retryable: false,
-        retry_after_ms: None,
-        scope: crate::bindings::crmsync::sync::types::ErrorScope::Record,
-        record_id: Some(id.to_owned()),
-        field: Some("email".to_owned()),
-        message: format!(
+    record_error(
+        ErrorCategory::EmailTaken,
+        id,
+        format!(
             "email {email} of record {id} belongs to record {other} on the other side, which is \
              already linked to another record, so record {id} was not synced"
         ),
-        resolution: format!(
+        format!(
             "Two records share the email {email}: merge them, or give record {id} its own email."
         ),
+    )
+}
+
+/// A record's failure about its email: not synced, no retry helps.
+fn record_error(
+    category: ErrorCategory,
+    id: &str,
+    message: String,
+    resolution: String,
+) -> SyncError {
+    SyncError {
+        category,
+        retryable: false,
+        retry_after_ms: None,
+        scope: ErrorScope::Record,
+        record_id: Some(id.to_owned()),
+        field: Some("email".to_owned()),
+        message,
+        resolution,
     }
 }
 

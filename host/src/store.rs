@@ -376,6 +376,16 @@ pub enum RunMode {
     Incremental { since_ms: i64 },
 }
 
+impl RunMode {
+    /// Incremental from `since_ms` when there is one, else full.
+    pub fn since(since_ms: Option<i64>) -> Self {
+        match since_ms {
+            Some(since_ms) => RunMode::Incremental { since_ms },
+            None => RunMode::Full,
+        }
+    }
+}
+
 /// A run that is under way, fresh or resumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRun {

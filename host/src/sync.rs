@@ -485,10 +485,12 @@ fn unfiltered_source(config: &Config, scope: HubspotScope) -> Source {
 fn open_run(store: &ContactStore, config: &Config, full: bool) -> Result<OpenRun> {
     let chosen_by_membership =
         config.source.list_id.is_some() || config.source.from_synced_companies.is_some();
-    let since_ms = store
-        .bookmark(&config.name)?
-        .filter(|b| !full && !chosen_by_membership && b.fingerprint == fingerprint(config))
-        .map(|b| (b.modified_ms - config.source.lookback.as_millis() as i64).max(0));
+    let since_ms = incremental_since(
+        store,
+        config,
+        &fingerprint(config),
+        !full && !chosen_by_membership,
+    )?;
     if let Some(run) = store.interrupted_run(&config.name)? {
         let superseded = matches!(run.mode, RunMode::Incremental { .. }) && since_ms.is_none();
         if !superseded {
@@ -501,11 +503,22 @@ fn open_run(store: &ContactStore, config: &Config, full: bool) -> Result<OpenRun
             Some("superseded by a full run (sync --full, or the scope or mappings changed)"),
         )?;
     }
-    let mode = match since_ms {
-        Some(since_ms) => RunMode::Incremental { since_ms },
-        None => RunMode::Full,
-    };
-    store.start_run(&config.name, mode, now_ms())
+    store.start_run(&config.name, RunMode::since(since_ms), now_ms())
+}
+
+/// Where an incremental run starts reading (R4): the lookback before the
+/// bookmark the last completed run left, if it was left under the same
+/// `fingerprint` and an incremental run may be made at all.
+pub(crate) fn incremental_since(
+    store: &ContactStore,
+    config: &Config,
+    fingerprint: &str,
+    allowed: bool,
+) -> Result<Option<i64>> {
+    Ok(store
+        .bookmark(&config.name)?
+        .filter(|b| allowed && b.fingerprint == fingerprint)
+        .map(|b| (b.modified_ms - config.source.lookback.as_millis() as i64).max(0)))
 }
 
 /// What a sync reads: its source account, scope and mappings. A bookmark
