@@ -35,3 +35,12 @@ echo "== destination accounts"
 echo
 echo "== their contacts, each linked to its company's account"
 "$crmsync" contacts --config examples/companies.toml
+echo
+echo "== two-way HubSpot <-> Salesforce, first run: replaying fixtures/two-way/hubspot-salesforce.json"
+"$crmsync" sync --config examples/two-way.toml --replay fixtures/two-way/hubspot-salesforce.json
+echo
+echo "== the pairs it linked, and the values both sides now agree on"
+"$crmsync" links --config examples/two-way.toml
+echo
+echo "== what it could not sync"
+"$crmsync" errors --config examples/two-way.toml

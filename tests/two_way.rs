@@ -886,3 +886,59 @@ fn a_salesforce_destination_with_oauth_gets_its_session_from_the_refresh_token()
             .all(|s| s.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")[..]))
     );
 }
+
+#[test]
+fn the_bundled_two_way_cassette_replays_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(workspace().join("examples/two-way.toml"))
+        .unwrap()
+        .replace("../target/demo/two-way.sqlite", "two-way.sqlite");
+    let path = dir.path().join("two-way.toml");
+    std::fs::write(&path, example).unwrap();
+    let path = path.to_str().unwrap();
+    let cassette = workspace().join("fixtures/two-way/hubspot-salesforce.json");
+    let (exit, out) = crmsync(&[
+        "sync",
+        "--config",
+        path,
+        "--component",
+        component_path().to_str().unwrap(),
+        "--replay",
+        cassette.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(exit, crmsync_host::cli::Exit::Success, "{out}");
+    assert!(
+        out.contains(
+            "written to the destination: created 1 updated 0;  to the source: created 1 updated 1"
+        ),
+        "{out}"
+    );
+    let (_, links) = crmsync(&["links", "--config", path, "--json"]).unwrap();
+    let links: Vec<Value> = serde_json::from_str(&links).unwrap();
+    let by_email = |email: &str| {
+        links
+            .iter()
+            .find(|l| l["email"] == json!(email))
+            .unwrap_or_else(|| panic!("{email} is linked: {links:#?}"))
+    };
+    // Matched by email; Salesforce's title won (prefer Salesforce unless blank).
+    assert_eq!(
+        by_email("ann@acme.io")["destination_id"],
+        json!("003Dm00000AnnAAA")
+    );
+    assert_eq!(
+        by_email("ann@acme.io")["agreed"]["jobtitle"],
+        json!({"text": "VP Engineering"})
+    );
+    // Created each way.
+    assert_eq!(by_email("bo@beta.io")["destination_kind"], json!("lead"));
+    assert_eq!(
+        by_email("cy@cole.io")["destination_id"],
+        json!("00QDm00000CyCAAA")
+    );
+    assert_eq!(links.len(), 3);
+    let (_, errors) = crmsync(&["errors", "--config", path]).unwrap();
+    assert!(errors.contains("missing-handle"), "{errors}");
+    assert!(errors.contains("REQUIRED_FIELD_MISSING"), "{errors}");
+}

@@ -354,7 +354,8 @@ pub fn run(
     };
 
     let fingerprint = fingerprint(config, crm);
-    let since_ms = incremental_since(&store, config, &fingerprint, !options.full)?;
+    // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
+    let since_ms = incremental_since(&store, config, &fingerprint, !options.full && !replay)?;
     if let Some(old) = store.interrupted_run(&config.name)? {
         // Its window is read again in full by this run: nothing is lost.
         store.finish_run(
@@ -678,10 +679,11 @@ impl Bridge<'_> {
         side: LinkSide,
         mut taken: HashSet<String>,
     ) -> Result<Vec<Pair>, Stop> {
+        // Sorted: the same records make the same requests (replayable, testable).
         let emails: Vec<String> = records
             .iter()
             .filter_map(|r| r.contact.emails.first().cloned())
-            .collect::<HashSet<_>>()
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         let found = if emails.is_empty() {
@@ -838,13 +840,20 @@ impl Bridge<'_> {
             } else {
                 kind
             };
-            let values = values
+            // A field the record's Salesforce object lacks (a Contact's
+            // `Company`) is not written; with nothing else, neither is the record.
+            let absent = absent_fields(kind.as_deref());
+            let values: Vec<OutgoingValue> = values
                 .iter()
                 .map(|v| OutgoingValue {
                     name: self.field_name(&v.name, towards),
                     value: v.value.clone(),
                 })
+                .filter(|v| !absent.contains(&v.name.as_str()))
                 .collect();
+            if values.is_empty() {
+                continue;
+            }
             batches
                 .entry((create, kind))
                 .or_default()
@@ -909,11 +918,7 @@ impl Bridge<'_> {
             .filter(|f| f.name != RECORD_TYPE)
             .cloned()
             .collect();
-        let absent: &[&str] = match kind_of(record).as_deref() {
-            Some("contact") => LEAD_ONLY,
-            Some("lead") => CONTACT_ONLY,
-            _ => &[],
-        };
+        let absent = absent_fields(kind_of(record).as_deref());
         for field in &self.crm.fields {
             let name = match side {
                 LinkSide::Source => &field.source,
@@ -990,6 +995,15 @@ fn new_pair(source: Option<MappedRecord>, destination: Option<MappedRecord>) -> 
 /// Contact has no `Company`; its Account is the company).
 const LEAD_ONLY: &[&str] = &["Company", "Status", "LeadSource", "Industry", "Rating"];
 const CONTACT_ONLY: &[&str] = &["AccountId", "ReportsToId", "Department", "Birthdate"];
+
+/// The fields a Salesforce record of `kind` does not have.
+fn absent_fields(kind: Option<&str>) -> &'static [&'static str] {
+    match kind {
+        Some("contact") => LEAD_ONLY,
+        Some("lead") => CONTACT_ONLY,
+        _ => &[],
+    }
+}
 
 /// Agreed values as stored: `{"text": "..."}`, `{"number": 1.5}`, ... so
 /// their type survives the round trip.
