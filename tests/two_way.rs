@@ -942,3 +942,64 @@ fn the_bundled_two_way_cassette_replays_the_demo() {
     assert!(errors.contains("missing-handle"), "{errors}");
     assert!(errors.contains("REQUIRED_FIELD_MISSING"), "{errors}");
 }
+
+#[test]
+fn a_mapped_field_deleted_on_one_side_is_reported_and_clears_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    hubspot.state().put(hubspot_contact(
+        1,
+        &[
+            ("lastname", "Ames"),
+            ("email", "ann@acme.io"),
+            ("jobtitle", "CTO"),
+            ("company", "Acme"),
+        ],
+    ));
+    let config = config(
+        dir.path(),
+        "deleted",
+        &hubspot,
+        &salesforce,
+        BOTH,
+        "mobilephone = \"Shoe_Size__c\"\n",
+    );
+    let first = run(&config);
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let errors = store.errors(first.run_id).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].category, "field-not-found");
+    assert_eq!(errors[0].field.as_deref(), Some("Shoe_Size__c"));
+    assert_eq!(
+        salesforce_value(&salesforce, "ann@acme.io", "Title").as_deref(),
+        Some("CTO")
+    );
+
+    // HubSpot deletes the jobtitle property: its values read as nothing.
+    // Left in, that nothing would clear Salesforce's Title.
+    {
+        let mut hs = hubspot.state();
+        hs.deleted_properties.push("jobtitle".into());
+    }
+    hubspot
+        .state()
+        .edit(1, &[("jobtitle", None), ("lastname", Some("Ames-Lee"))]);
+    let second = run(&config);
+    let errors = store.errors(second.run_id).unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.category == "field-not-found" && e.field.as_deref() == Some("jobtitle")),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        salesforce_value(&salesforce, "ann@acme.io", "LastName").as_deref(),
+        Some("Ames-Lee"),
+        "the other fields go on"
+    );
+    assert_eq!(
+        salesforce_value(&salesforce, "ann@acme.io", "Title").as_deref(),
+        Some("CTO"),
+        "a deleted property clears nothing"
+    );
+}

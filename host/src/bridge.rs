@@ -16,10 +16,10 @@
 
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{
-    Destination, ErrorCategory, ErrorScope, FieldData, FieldRule, FieldValue, HubspotScope,
-    HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue, ReconcileInput, Reconciled,
-    SalesforceDestination, SalesforceObject, SalesforceScope, SalesforceSource, SideState, Source,
-    SyncError, TimeWindow, WriteOutcome,
+    Destination, ErrorCategory, ErrorScope, Failure, FieldData, FieldRule, FieldTarget, FieldValue,
+    HubspotScope, HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue, ReconcileInput,
+    Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope, SalesforceSource,
+    SideState, Source, SyncError, TimeWindow, WriteOutcome,
 };
 use crate::config::{Config, CrmDestination, SourceSystem, mapped_properties, read_mappings};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
@@ -495,6 +495,13 @@ impl Bridge<'_> {
         scope: HubspotScope,
     ) -> Result<(), Stop> {
         let two_way = self.crm.two_way();
+        let mut dropped = self.check_fields(source)?;
+        dropped.extend(self.check_fields(destination)?);
+        for side in [&mut *source, &mut *destination] {
+            side.mappings.retain(
+                |m| !matches!(&m.target, FieldTarget::Custom(key) if dropped.contains(key)),
+            );
+        }
         let held = if two_way {
             destination.read(self.options, scope.clone())?
         } else {
@@ -507,6 +514,7 @@ impl Bridge<'_> {
             .crm
             .fields
             .iter()
+            .filter(|f| !dropped.contains(&f.source))
             .map(|f| FieldRule {
                 name: f.source.clone(),
                 direction: f.direction,
@@ -537,6 +545,57 @@ impl Bridge<'_> {
         }
         let pairs = self.pair_held(source, held.rest(), two_way)?;
         self.apply(source, destination, &rules, pairs)
+    }
+
+    /// E6 on one side: a mapped field the CRM does not have (deleted or
+    /// renamed) is reported and left out of the run, on both sides: read as
+    /// blank, it would clear the other side's values. Returns the keys of the
+    /// fields left out. Advisory, as in a sync into the store: a catalogue
+    /// that cannot be read leaves everything in.
+    fn check_fields(&mut self, side: &mut Side) -> Result<HashSet<String>, Stop> {
+        let mut catalogues = vec![side.source(HubspotScope::All)];
+        if let Source::Salesforce(all) = &catalogues[0] {
+            // Each object's own fields: a Lead's `Company` is no Contact's.
+            catalogues = all
+                .objects
+                .iter()
+                .map(|object| {
+                    Source::Salesforce(SalesforceSource {
+                        objects: vec![*object],
+                        ..all.clone()
+                    })
+                })
+                .collect();
+        }
+        let mut known: HashSet<String> = HashSet::new();
+        for catalogue in &catalogues {
+            match with_retries(side, &self.options.retry, Retry::All, |side| {
+                side.instance.list_properties(catalogue)
+            }) {
+                Ok(definitions) => known.extend(definitions.into_iter().map(|d| d.name)),
+                Err(Stop::Classified(error)) => {
+                    tracing::warn!("mapped fields not checked: {}", error.message);
+                    return Ok(HashSet::new());
+                }
+                Err(stop) => return Err(stop),
+            }
+        }
+        let mut dropped = HashSet::new();
+        for field in &self.crm.fields {
+            let name = match side.link_side {
+                LinkSide::Source => &field.source,
+                LinkSide::Destination => &field.destination,
+            };
+            if !known.contains(name) {
+                let error = side
+                    .instance
+                    .classify_error(&Failure::FieldNotFound(name.clone()))?;
+                self.store
+                    .record_error(self.run_id, &error_row(self.run_id, &error))?;
+                dropped.insert(field.source.clone());
+            }
+        }
+        Ok(dropped)
     }
 
     /// Reconciles and writes `pairs` a step at a time.

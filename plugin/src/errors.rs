@@ -369,11 +369,12 @@ pub fn field_not_found(property: &str) -> SyncError {
         record_id: None,
         field: Some(property.to_owned()),
         message: format!(
-            "the mapped HubSpot property {property:?} does not exist (deleted or renamed), so it is not synced"
+            "the mapped property {property:?} does not exist in the CRM (deleted or renamed), so it \
+             is not synced"
         ),
         resolution: format!(
-            "Choose another HubSpot property instead of {property:?} in [mapping] or source.properties; \
-             the other fields keep syncing meanwhile."
+            "Map another property instead of {property:?} in [mapping] or source.properties \
+             (`crmsync fields` lists what exists); the other fields keep syncing meanwhile."
         ),
     }
 }
