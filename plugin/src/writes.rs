@@ -629,6 +629,36 @@ mod tests {
     }
 
     #[test]
+    fn companies_and_accounts_go_to_their_own_endpoints() {
+        let mut t = Script::default().answer(201, json!({"results": [{"id": "9"}]}));
+        let company = [record("001A", None, &[("domain", text("acme.io"))])];
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotCompanies("http://h".into()),
+            &company,
+        )
+        .unwrap();
+        assert_eq!(
+            t.sent[0].url,
+            "http://h/crm/v3/objects/companies/batch/create"
+        );
+        assert_eq!(results[0].outcome, WriteOutcome::Written("9".into()));
+        let mut t =
+            Script::default().answer(200, json!([{"id": "001B", "success": true, "errors": []}]));
+        let org = SalesforceDestination {
+            instance_url: "http://s".into(),
+            api_version: "v60.0".into(),
+            object: SalesforceObject::Account,
+        };
+        let account = [record("7", None, &[("Name", text("Acme"))])];
+        write_records(&mut t, &Destination::Salesforce(org), &account).unwrap();
+        assert_eq!(
+            body(&t.sent[0])["records"][0],
+            json!({"attributes": {"type": "Account"}, "Name": "Acme"})
+        );
+    }
+
+    #[test]
     fn a_hubspot_failure_of_the_call_itself_is_the_calls_error() {
         let mut t = Script::default().answer(
             401,
