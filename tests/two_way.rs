@@ -1003,3 +1003,61 @@ fn a_mapped_field_deleted_on_one_side_is_reported_and_clears_nothing() {
         "a deleted property clears nothing"
     );
 }
+
+#[test]
+fn a_counterpart_deleted_at_the_destination_is_reported_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut sf = salesforce.state();
+        sf.contacts.push(person(
+            "003A",
+            &[("LastName", "Ames"), ("Email", "ann@acme.io")],
+        ));
+        sf.contacts.push(person(
+            "003B",
+            &[("LastName", "Berg"), ("Email", "bo@beta.io")],
+        ));
+    }
+    let path = write_config(
+        dir.path(),
+        "gone",
+        &format!(
+            "[source]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nlookback = \"0s\"\n\
+             [destination]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
+            salesforce.instance_url,
+            token_env(),
+            hubspot.base_url,
+            token_env()
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    run(&config);
+    // Ann's HubSpot contact is deleted (archived); both Salesforce records change.
+    let ann = hubspot.state().by_email("ann@acme.io").unwrap().id;
+    hubspot.state().set_archived(ann, true);
+    {
+        let now = salesforce.state().tick();
+        salesforce
+            .state()
+            .edit("Contact", "003A", &[("Title", json!("CEO"))], now);
+        salesforce
+            .state()
+            .edit("Contact", "003B", &[("Title", json!("VP"))], now);
+    }
+    let report = run(&config);
+    assert_eq!(writes(&report), (1, 0), "{report:#?}");
+    assert_eq!(
+        hubspot_value(&hubspot, "bo@beta.io", "jobtitle").as_deref(),
+        Some("VP")
+    );
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let errors = store.errors(report.run_id).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].record_id.as_deref(), Some("003A"));
+    assert!(
+        errors[0].message.contains("no record"),
+        "{}",
+        errors[0].message
+    );
+}

@@ -141,8 +141,8 @@ struct HubspotErrorDetail {
 }
 
 /// Sends one batch; a batch refused whole for its content (400, 409: HubSpot
-/// names no record) is sent again one record per request, so one bad record
-/// does not hold back the rest.
+/// names no record; 404: one of the records no longer exists) is sent again
+/// one record per request, so one bad record does not hold back the rest.
 fn hubspot_batch(
     transport: &mut impl Transport,
     base: &str,
@@ -153,7 +153,7 @@ fn hubspot_batch(
     let mut refused = None;
     let body = transport::exchange(transport, &request, |failure| {
         let error = errors::classify_http(&failure, errors::Endpoint::Other);
-        if matches!(failure.status, 400 | 409) {
+        if matches!(failure.status, 400 | 404 | 409) {
             refused = Some(failure);
         }
         error
@@ -167,6 +167,18 @@ fn hubspot_batch(
             }
             Ok(results)
         }
+        (Err(_), Some(failure)) if failure.status == 404 => Ok(vec![rejected(
+            &batch[0].key,
+            errors::rejected_record(
+                &batch[0].key,
+                None,
+                &format!(
+                    "HubSpot has no record {} any more (deleted or merged away)",
+                    batch[0].id.as_deref().unwrap_or("?")
+                ),
+                "HubSpot",
+            ),
+        )]),
         (Err(_), Some(failure)) => Ok(vec![rejected(
             &batch[0].key,
             hubspot_rejection(
@@ -656,6 +668,31 @@ mod tests {
             body(&t.sent[0])["records"][0],
             json!({"attributes": {"type": "Account"}, "Name": "Acme"})
         );
+    }
+
+    #[test]
+    fn a_record_gone_from_hubspot_is_rejected_alone() {
+        let records = [
+            record("a", Some("1"), &[("jobtitle", text("CEO"))]),
+            record("b", Some("404404"), &[("jobtitle", text("VP"))]),
+        ];
+        let gone = json!({"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Object not found."});
+        let mut t = Script::default()
+            .answer(404, gone.clone())
+            .answer(200, json!({"results": [{"id": "1"}]}))
+            .answer(404, gone);
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(results[0].outcome, WriteOutcome::Written("1".into()));
+        let WriteOutcome::Rejected(error) = &results[1].outcome else {
+            panic!("b is rejected");
+        };
+        assert!(error.message.contains("404404"), "{}", error.message);
+        assert_eq!(error.scope, ErrorScope::Record);
     }
 
     #[test]
