@@ -27,8 +27,8 @@ use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
 use crate::sync::{
-    Retry, Retrying, Stop, SyncOptions, SyncReport, error_row, incremental_since, now_ms,
-    with_retries,
+    Retry, Retrying, Stop, SyncOptions, SyncReport, end_run, error_row, errors_by_category,
+    incremental_since, now_ms, with_retries,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -391,51 +391,27 @@ pub fn run(
         RunMode::Full => HubspotScope::All,
     };
     let outcome = pass.run(&mut source, &mut destination, scope);
-    let mut status = "completed";
-    let error = match outcome {
-        Ok(()) => {
-            store.complete_run(
-                run.id,
-                &config.name,
-                &Bookmark {
-                    modified_ms: run.started_ms,
-                    fingerprint,
-                },
-            )?;
-            None
-        }
-        Err(Stop::Interrupted) => {
-            status = "interrupted";
-            None
-        }
-        Err(Stop::Classified(error)) => {
-            let row = error_row(run.id, &error);
-            store.record_error(run.id, &row)?;
-            store.finish_run(run.id, Some(&row.message))?;
-            Some(row)
-        }
-        Err(Stop::Internal(error)) => {
-            store.finish_run(run.id, Some(&format!("{error:#}")))?;
-            return Err(error.context(format!("sync {:?} (run {}) failed", config.name, run.id)));
-        }
-    };
-    store.checkpoint(run.id, None, &pass.counts, None)?;
-    let mut errors_by_category = BTreeMap::new();
-    for row in store.errors(run.id)? {
-        *errors_by_category.entry(row.category).or_insert(0) += 1;
+    // Completed: the next window starts where this one ended.
+    if outcome.is_ok() {
+        store.complete_run(
+            run.id,
+            &config.name,
+            &Bookmark {
+                modified_ms: run.started_ms,
+                fingerprint,
+            },
+        )?;
     }
+    let (status, error) = end_run(&store, config, run.id, outcome)?;
+    store.checkpoint(run.id, None, &pass.counts, None)?;
     Ok(SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
-        status: if error.is_some() { "failed" } else { status }.to_owned(),
+        status: status.to_owned(),
         resumed: false,
-        mode: match mode {
-            RunMode::Full => "full",
-            RunMode::Incremental { .. } => "incremental",
-        }
-        .to_owned(),
+        mode: mode.name().to_owned(),
         counts: pass.counts,
-        errors_by_category,
+        errors_by_category: errors_by_category(&store, run.id)?,
         requests: stats.sent.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
         stopped_syncing: 0,

@@ -377,6 +377,14 @@ pub enum RunMode {
 }
 
 impl RunMode {
+    /// `full` or `incremental`, as reports say.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunMode::Full => "full",
+            RunMode::Incremental { .. } => "incremental",
+        }
+    }
+
     /// Incremental from `since_ms` when there is one, else full.
     pub fn since(since_ms: Option<i64>) -> Self {
         match since_ms {

@@ -276,43 +276,15 @@ fn run_leased(
     let merged = applier.merged;
     let counts = applier.counts;
     let store = &instance.state().store;
-    let mut status = "completed";
-    let error = match outcome {
-        Ok(()) => None,
-        Err(Stop::Interrupted) => {
-            // The last page is committed with its cursor: the next pass resumes here.
-            status = "interrupted";
-            None
-        }
-        Err(Stop::Classified(error)) => {
-            store.rollback();
-            let row = error_row(run.id, &error);
-            store.record_error(run.id, &row)?;
-            store.finish_run(run.id, Some(&row.message))?;
-            Some(row)
-        }
-        Err(Stop::Internal(error)) => {
-            store.rollback();
-            store.finish_run(run.id, Some(&format!("{error:#}")))?;
-            return Err(error.context(format!("sync {:?} (run {}) failed", config.name, run.id)));
-        }
-    };
-    let mut errors_by_category = BTreeMap::new();
-    for row in store.errors(run.id)? {
-        *errors_by_category.entry(row.category).or_insert(0) += 1;
-    }
+    let (status, error) = end_run(store, config, run.id, outcome)?;
     Ok(SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
-        status: if error.is_some() { "failed" } else { status }.to_owned(),
+        status: status.to_owned(),
         resumed: run.resumed,
-        mode: match run.mode {
-            RunMode::Full => "full",
-            RunMode::Incremental { .. } => "incremental",
-        }
-        .to_owned(),
+        mode: run.mode.name().to_owned(),
         counts,
-        errors_by_category,
+        errors_by_category: errors_by_category(store, run.id)?,
         requests: stats.sent.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
         stopped_syncing,
@@ -321,6 +293,47 @@ fn run_leased(
         companies: None,
         written: None,
     })
+}
+
+/// Ends a pass's run by how it stopped, and says so: `completed`,
+/// `interrupted` (resumable: what was committed stays), or `failed` with the
+/// classified error recorded. The pass's open transaction, if a stop left
+/// one, is rolled back first, so the error and the run's end are committed.
+/// A host or component failure is recorded on the run and returned.
+pub(crate) fn end_run(
+    store: &ContactStore,
+    config: &Config,
+    run_id: i64,
+    outcome: Result<(), Stop>,
+) -> Result<(&'static str, Option<ErrorRow>)> {
+    match outcome {
+        Ok(()) => Ok(("completed", None)),
+        Err(Stop::Interrupted) => Ok(("interrupted", None)),
+        Err(Stop::Classified(error)) => {
+            store.rollback();
+            let row = error_row(run_id, &error);
+            store.record_error(run_id, &row)?;
+            store.finish_run(run_id, Some(&row.message))?;
+            Ok(("failed", Some(row)))
+        }
+        Err(Stop::Internal(error)) => {
+            store.rollback();
+            store.finish_run(run_id, Some(&format!("{error:#}")))?;
+            Err(error.context(format!("sync {:?} (run {run_id}) failed", config.name)))
+        }
+    }
+}
+
+/// A run's errors counted by category, for its report.
+pub(crate) fn errors_by_category(
+    store: &ContactStore,
+    run_id: i64,
+) -> Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for row in store.errors(run_id)? {
+        *counts.entry(row.category).or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 /// The credentials for `config`'s source, from the environment; a replay

@@ -1207,14 +1207,20 @@ fn properties(state: &State, kind: &str) -> (u16, Value) {
     (200, json!({ "results": results }))
 }
 
-fn token(state: &mut State, body: &str) -> (u16, Value) {
+/// Whether a form-encoded token request is the refresh-token grant for
+/// `refresh_token`, with a client id and secret (HubSpot's and Salesforce's
+/// token endpoints take the same form).
+pub(crate) fn is_refresh_grant(body: &str, refresh_token: Option<&String>) -> bool {
     let form = parse_query(body);
-    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
-        && state.refresh_token.is_some()
-        && form.get("refresh_token") == state.refresh_token.as_ref()
+    form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && refresh_token.is_some()
+        && form.get("refresh_token") == refresh_token
         && form.get("client_id").is_some_and(|v| !v.is_empty())
-        && form.get("client_secret").is_some_and(|v| !v.is_empty());
-    if !ok {
+        && form.get("client_secret").is_some_and(|v| !v.is_empty())
+}
+
+fn token(state: &mut State, body: &str) -> (u16, Value) {
+    if !is_refresh_grant(body, state.refresh_token.as_ref()) {
         return (
             400,
             json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",

@@ -5,7 +5,7 @@
 //! with `=`, `>=`, `<=` and `IN (…)` conditions) and refuses unknown fields
 //! with `INVALID_FIELD`, as Salesforce does.
 
-use crate::hubspot_server::{decode, parse_query};
+use crate::hubspot_server::{decode, is_refresh_grant};
 use crate::loopback::Loopback;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -310,13 +310,7 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
 /// The refresh-token grant, answered as Salesforce does: a new session and
 /// the instance URL, with neither `expires_in` nor a new refresh token.
 fn oauth_token(state: &mut State, body: &str) -> (u16, Value) {
-    let form = parse_query(body);
-    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
-        && state.refresh_token.is_some()
-        && form.get("refresh_token") == state.refresh_token.as_ref()
-        && form.get("client_id").is_some_and(|v| !v.is_empty())
-        && form.get("client_secret").is_some_and(|v| !v.is_empty());
-    if !ok {
+    if !is_refresh_grant(body, state.refresh_token.as_ref()) {
         return (
             400,
             json!({"error": "invalid_grant", "error_description": "expired access/refresh token"}),
