@@ -1,0 +1,18 @@
+//! The integration tests: the real component, loaded by the real runner, against loopback
+//! HubSpot- and Salesforce-shaped servers. Each module is one area of the product; they share one
+//! binary so the component is built and compiled once (see `tests/Cargo.toml`).
+
+mod cli;
+mod companies;
+mod contract;
+mod crash;
+mod daemon;
+mod embed_wasmtime;
+mod failures;
+mod filters;
+mod incremental;
+mod notify;
+mod salesforce;
+mod sandbox;
+mod sync;
+mod two_way;
