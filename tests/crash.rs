@@ -107,7 +107,12 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
     let started = Instant::now();
     while kills < 12 && started.elapsed() < Duration::from_secs(300) {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash::crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, dir.path().join("crashed.toml"))
             .env("CRMSYNC_CRASH_COMPONENT", component_path())
             .env(token_env(), TOKEN)

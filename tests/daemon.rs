@@ -31,7 +31,12 @@ fn cli_child() {
 fn child(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "daemon::cli_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "daemon::cli_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, args.join("\n"))
         .env(token_env(), TOKEN)
         .stdout(Stdio::null())
