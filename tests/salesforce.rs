@@ -111,11 +111,11 @@ fn leads_and_contacts_sync_as_people_with_their_record_type() {
     let queries = server.queries();
     assert_eq!(
         queries[0],
-        "SELECT Id, SystemModstamp, FirstName, LastName, Email, Phone, MobilePhone, Status FROM Lead \
+        "SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, FirstName, LastName, Email, Phone, MobilePhone, Status, IsConverted, ConvertedContactId, ConvertedAccountId FROM Lead \
          WHERE IsConverted = false ORDER BY SystemModstamp ASC, Id ASC"
     );
     assert!(queries.iter().any(|q| q.starts_with(
-        "SELECT Id, SystemModstamp, FirstName, LastName, Email, Phone, MobilePhone, AccountId FROM Contact"
+        "SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, FirstName, LastName, Email, Phone, MobilePhone, AccountId FROM Contact"
     )));
     // Three Leads at two per page: the second page came from nextRecordsUrl.
     let locators = server
@@ -331,7 +331,7 @@ fn accounts_sync_first_and_contacts_link_to_their_account() {
             .queries()
             .iter()
             .any(|q| q
-                .starts_with("SELECT Id, SystemModstamp, Name, Website, Industry FROM Account"))
+                .starts_with("SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, Name, Website, Industry FROM Account"))
     );
 }
 

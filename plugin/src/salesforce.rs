@@ -51,7 +51,15 @@ fn object_name(object: SalesforceObject) -> &'static str {
 /// not select; nothing for Accounts, whose fields are their own mapping's.
 fn person_fields(object: SalesforceObject) -> (&'static [&'static str], &'static [&'static str]) {
     match object {
-        SalesforceObject::Lead => (&["Status"], CONTACT_ONLY),
+        SalesforceObject::Lead => (
+            &[
+                "Status",
+                "IsConverted",
+                "ConvertedContactId",
+                "ConvertedAccountId",
+            ],
+            CONTACT_ONLY,
+        ),
         SalesforceObject::Contact => (&["AccountId"], LEAD_ONLY),
         SalesforceObject::Account => (&[], &[]),
     }
@@ -149,7 +157,10 @@ fn next_request(source: &SalesforceSource, next: &str) -> HttpRequest {
 /// The SOQL statement reading `object` for `source`'s scope.
 pub fn soql(source: &SalesforceSource, object: SalesforceObject) -> String {
     let name = object_name(object);
-    let mut fields: Vec<&str> = vec!["Id", "SystemModstamp"];
+    // `SystemModstamp` windows incremental reads (it also moves on system
+    // changes, so nothing is missed); `LastModifiedDate` is the user's edit
+    // time, read when the stamp is absent.
+    let mut fields: Vec<&str> = vec!["Id", "SystemModstamp", "LastModifiedDate", "IsDeleted"];
     if source.scope == SalesforceScope::Deleted {
         return format!("SELECT Id FROM {name} WHERE IsDeleted = true ORDER BY Id");
     }
@@ -504,11 +515,11 @@ mod tests {
         let all = source(SalesforceScope::All);
         assert_eq!(
             soql(&all, SalesforceObject::Lead),
-            "SELECT Id, SystemModstamp, FirstName, Email, Status FROM Lead WHERE IsConverted = false ORDER BY SystemModstamp ASC, Id ASC"
+            "SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, FirstName, Email, Status, IsConverted, ConvertedContactId, ConvertedAccountId FROM Lead WHERE IsConverted = false ORDER BY SystemModstamp ASC, Id ASC"
         );
         assert_eq!(
             soql(&all, SalesforceObject::Contact),
-            "SELECT Id, SystemModstamp, FirstName, Email, AccountId FROM Contact ORDER BY SystemModstamp ASC, Id ASC"
+            "SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, FirstName, Email, AccountId FROM Contact ORDER BY SystemModstamp ASC, Id ASC"
         );
         let window = source(SalesforceScope::Modified(TimeWindow {
             since: 1_717_243_200_500,
@@ -686,7 +697,7 @@ mod tests {
         };
         assert_eq!(
             soql(&accounts, SalesforceObject::Account),
-            "SELECT Id, SystemModstamp, Name, Website FROM Account ORDER BY SystemModstamp ASC, Id ASC"
+            "SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, Name, Website FROM Account ORDER BY SystemModstamp ASC, Id ASC"
         );
         let (records, _) = parse_query_page(
             br#"{"done": true, "records": [{"Id": "0011", "Name": "Acme", "Website": "acme.example"}]}"#,

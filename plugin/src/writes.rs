@@ -85,8 +85,10 @@ pub fn hubspot_request(base: &str, object: &str, batch: &[&OutgoingRecord]) -> H
                 .map(|v| (v.name.clone(), json!(hubspot_value(v.value.as_ref()))))
                 .collect();
             let mut input = json!({"properties": properties, "objectWriteTraceId": record.key});
-            if let Some(id) = &record.id {
-                input["id"] = json!(id);
+            match &record.id {
+                Some(id) => input["id"] = json!(id),
+                // The create schema lists `associations` as required; none are made here.
+                None => input["associations"] = json!([]),
             }
             input
         })
@@ -566,7 +568,7 @@ mod tests {
         );
         assert_eq!(
             body(&t.sent[0]),
-            json!({"inputs": [{"properties": {"email": "a@x.io", "jobtitle": ""}, "objectWriteTraceId": "003A"}]})
+            json!({"inputs": [{"properties": {"email": "a@x.io", "jobtitle": ""}, "objectWriteTraceId": "003A", "associations": []}]})
         );
         assert_eq!(
             t.sent[1].url,

@@ -41,7 +41,10 @@ impl Record {
     }
 }
 
-/// The fields each object has (besides `Id`, `SystemModstamp`, `IsDeleted`).
+/// The fields each object has besides [`COMMON`].
+/// The system fields every object has.
+const COMMON: [&str; 4] = ["Id", "SystemModstamp", "LastModifiedDate", "IsDeleted"];
+
 fn fields_of(object: &str) -> &'static [&'static str] {
     match object {
         "Lead" => &[
@@ -347,7 +350,7 @@ fn route(state: &mut State, path: &str, soql: Option<&str>) -> (u16, Value) {
             ),
         },
         ["sobjects", object, "describe"] if !fields_of(object).is_empty() => {
-            let fields: Vec<Value> = ["Id", "SystemModstamp", "IsDeleted"]
+            let fields: Vec<Value> = COMMON
                 .iter()
                 .chain(fields_of(object))
                 .map(|f| json!({"name": f, "label": f, "type": if *f == "Status" { "picklist" } else { "string" },
@@ -397,7 +400,7 @@ fn query(state: &mut State, soql: &str, all: bool) -> (u16, Value) {
     }
     let fields: Vec<&str> = select.split(',').map(str::trim).collect();
     for field in &fields {
-        if !["Id", "SystemModstamp", "IsDeleted"].contains(field)
+        if !COMMON.contains(field)
             && !fields_of(object).contains(field)
         {
             return (
@@ -429,7 +432,8 @@ fn query(state: &mut State, soql: &str, all: bool) -> (u16, Value) {
             for field in &fields {
                 let value = match *field {
                     "Id" => json!(r.id),
-                    "SystemModstamp" => json!(stamp(r.modstamp)),
+                    // Edits are the only changes here, so both times agree.
+                    "SystemModstamp" | "LastModifiedDate" => json!(stamp(r.modstamp)),
                     "IsDeleted" => json!(r.deleted),
                     other => r.fields.get(other).cloned().unwrap_or(Value::Null),
                 };
