@@ -665,6 +665,48 @@ fn destination_config_errors_name_the_key() {
         "{source}list_id = \"7\"\n[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n"
     ));
     assert!(error.contains("source.list_id"), "{error}");
+    let salesforce = "[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n";
+    let error = load(&format!(
+        "{source}{salesforce}[companies]\nproperties = [\"industry\"]\n"
+    ));
+    assert!(error.contains("companies.properties"), "{error}");
+    let error = load(&format!(
+        "{source}{salesforce}[companies.mapping]\nname = {{ field = \"Name\", direction = \"up\" }}\n"
+    ));
+    assert!(error.contains("companies.mapping.name"), "{error}");
+    let error = load(&format!("{source}{salesforce}objects = [\"Account\"]\n"));
+    assert!(
+        error.contains("destination.objects") && error.contains("\"Lead\""),
+        "{error}"
+    );
+    let error = load(
+        "[source]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:2\"\n\
+         [destination]\nsystem = \"hubspot\"\n[companies]\n",
+    );
+    assert!(
+        error.contains("source.objects") && error.contains("Account"),
+        "{error}"
+    );
+    // Accounts listed on the Salesforce side are the company part.
+    let path = write_config(
+        dir.path(),
+        "good",
+        &format!(
+            "{source}[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\nobjects = [\"Contact\", \"Account\"]\n"
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let part = config.companies.as_ref().expect("a company part");
+    let crm = part.destination.as_ref().unwrap();
+    let fields: Vec<(&str, &str)> = crm
+        .fields
+        .iter()
+        .map(|f| (f.source.as_str(), f.destination.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [("name", "Name"), ("domain", "Website"), ("phone", "Phone")]
+    );
 }
 
 #[test]
@@ -1059,5 +1101,174 @@ fn a_counterpart_deleted_at_the_destination_is_reported_and_the_run_goes_on() {
         errors[0].message.contains("no record"),
         "{}",
         errors[0].message
+    );
+}
+
+fn account(server: &SalesforceServer, name: &str) -> Option<Record> {
+    server
+        .state()
+        .accounts
+        .iter()
+        .find(|a| a.fields.get("Name") == Some(&json!(name)))
+        .cloned()
+}
+
+fn company_value(server: &HubSpotServer, id: u64, property: &str) -> Option<String> {
+    server
+        .state()
+        .companies
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("HubSpot holds company {id}"))
+        .properties
+        .get(property)
+        .cloned()
+        .flatten()
+}
+
+#[test]
+fn companies_and_accounts_sync_both_ways_matched_by_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        for company in [
+            hubspot_contact(9001, &[("name", "Acme"), ("domain", "acme.com")]),
+            hubspot_contact(9002, &[("name", "Globex"), ("domain", "globex.example")]),
+            hubspot_contact(9003, &[("name", "Initech")]),
+            // A second company claiming Acme's domain.
+            hubspot_contact(9004, &[("name", "Acme Europe"), ("domain", "ACME.com")]),
+        ] {
+            hs.companies.push(company);
+        }
+        let mut sf = salesforce.state();
+        let now = sf.tick();
+        sf.accounts.push(Record::new(
+            "001A",
+            &[
+                ("Name", json!("Acme Corp")),
+                ("Website", json!("https://www.acme.com/about")),
+            ],
+            now,
+        ));
+        sf.accounts.push(Record::new(
+            "001U",
+            &[
+                ("Name", json!("Umbrella")),
+                ("Website", json!("umbrella.io")),
+            ],
+            now,
+        ));
+    }
+    let config = config(
+        dir.path(),
+        "firms",
+        &hubspot,
+        &salesforce,
+        BOTH,
+        "\n[companies]\n",
+    );
+    let companies = config.companies.as_ref().expect("a company part");
+    assert_eq!(companies.name, "firms.companies");
+
+    let first = run(&config);
+    let part = first.companies.as_deref().expect("the company part ran");
+    assert_eq!(part.status, "completed", "{part:#?}");
+    // Globex and Initech become Accounts; Umbrella a HubSpot company; Acme
+    // is paired by domain and takes Salesforce's name (prefer Salesforce).
+    assert_eq!(writes(part), (2, 2), "{part:#?}");
+    assert_eq!(part.errors_by_category.get("domain-taken"), Some(&1));
+    assert_eq!(
+        company_value(&hubspot, 9001, "name").as_deref(),
+        Some("Acme Corp")
+    );
+    // The same domain written two ways is no conflict: both keep theirs.
+    assert_eq!(
+        company_value(&hubspot, 9001, "domain").as_deref(),
+        Some("acme.com")
+    );
+    assert_eq!(
+        account(&salesforce, "Acme Corp").unwrap().fields["Website"],
+        json!("https://www.acme.com/about")
+    );
+    assert_eq!(
+        account(&salesforce, "Globex").unwrap().fields["Website"],
+        json!("globex.example")
+    );
+    assert!(
+        account(&salesforce, "Initech").is_some(),
+        "no domain, still created"
+    );
+    assert!(
+        account(&salesforce, "Acme Europe").is_none(),
+        "domain taken"
+    );
+    let umbrella = hubspot
+        .state()
+        .companies
+        .iter()
+        .find(|c| c.properties.get("name") == Some(&Some("Umbrella".into())))
+        .map(|c| c.id)
+        .expect("Umbrella created in HubSpot");
+    assert_eq!(
+        company_value(&hubspot, umbrella, "domain").as_deref(),
+        Some("umbrella.io")
+    );
+    assert_eq!(salesforce.state().accounts.len(), 4);
+    assert_eq!(hubspot.state().companies.len(), 5);
+    let searches = hubspot.requests_to("/crm/v3/objects/companies/search");
+    assert!(
+        searches
+            .iter()
+            .any(|s| s.body.contains("\"operator\":\"IN\"") && s.body.contains("umbrella.io")),
+        "Umbrella was looked up by domain: {searches:#?}"
+    );
+
+    // Nothing edited: the sync's own writes come back as no change.
+    let second = run(&config);
+    let part = second.companies.as_deref().unwrap();
+    assert_eq!(writes(part), (0, 0), "{part:#?}");
+
+    // An edit on each side flows to the other.
+    let now = salesforce.state().tick();
+    salesforce
+        .state()
+        .edit("Account", "001U", &[("Phone", json!("+1 555 0199"))], now);
+    {
+        let mut hs = hubspot.state();
+        let now = hs.tick();
+        let globex = hs.companies.iter_mut().find(|c| c.id == 9002).unwrap();
+        globex
+            .properties
+            .insert("name".into(), Some("Globex Inc".into()));
+        globex.modified = now;
+    }
+    let third = run(&config);
+    let part = third.companies.as_deref().unwrap();
+    assert_eq!(writes(part), (1, 1), "{part:#?}");
+    assert_eq!(
+        company_value(&hubspot, umbrella, "phone").as_deref(),
+        Some("+1 555 0199")
+    );
+    assert!(account(&salesforce, "Globex Inc").is_some());
+    let fourth = run(&config);
+    assert_eq!(writes(fourth.companies.as_deref().unwrap()), (0, 0));
+
+    // `crmsync links` lists both parts.
+    let path = dir.path().join("firms.toml");
+    let path = path.to_str().unwrap();
+    let (_, out) = crmsync(&["links", "--config", path]).unwrap();
+    assert!(out.contains("4 company links"), "{out}");
+    let (_, json) = crmsync(&["links", "--config", path, "--json"]).unwrap();
+    let links: Vec<Value> = serde_json::from_str(&json).unwrap();
+    let acme = links
+        .iter()
+        .find(|l| l["part"] == json!("companies") && l["source_id"] == json!("9001"))
+        .unwrap_or_else(|| panic!("{links:#?}"));
+    assert_eq!(acme["destination_id"], json!("001A"));
+    assert_eq!(
+        acme["email"],
+        json!("acme.com"),
+        "the domain it was matched by"
     );
 }

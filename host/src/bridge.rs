@@ -21,7 +21,9 @@ use crate::bindings::crmsync::sync::types::{
     Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope, SalesforceSource,
     SideState, Source, SyncError, TimeWindow, WriteOutcome,
 };
-use crate::config::{Config, CrmDestination, SourceSystem, mapped_properties, read_mappings};
+use crate::config::{
+    Config, CrmDestination, SourceSystem, SyncObject, mapped_properties, read_mappings,
+};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
 use crate::runtime::{HostState, Instance, Runtime};
@@ -43,8 +45,8 @@ pub const RECORD_TYPE: &str = "record_type";
 /// Pairs reconciled and written per step; each step's links commit together.
 const STEP: usize = 200;
 
-/// Emails per look-up (the component's limit).
-const EMAILS_PER_LOOKUP: usize = 100;
+/// Emails or domains per look-up (the component's limit).
+const HANDLES_PER_LOOKUP: usize = 100;
 
 /// What a run into a CRM wrote, per side.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -69,6 +71,8 @@ struct Side {
     /// What a read of this side maps: every field under its key (M4 types).
     mappings: Vec<FieldMapping>,
     link_side: LinkSide,
+    /// People, or companies (a config's company part).
+    object: SyncObject,
 }
 
 use crate::bindings::crmsync::sync::types::FieldMapping;
@@ -89,13 +93,19 @@ impl Side {
     fn source(&self, scope: HubspotScope) -> Source {
         let fields = mapped_properties(&self.mappings);
         match &self.system {
-            SourceSystem::Hubspot => Source::HubspotContacts(HubspotSource {
-                base_url: self.base_url.clone(),
-                scope,
-                properties: fields,
-                filters: Vec::new(),
-                with_companies: false,
-            }),
+            SourceSystem::Hubspot => {
+                let read = HubspotSource {
+                    base_url: self.base_url.clone(),
+                    scope,
+                    properties: fields,
+                    filters: Vec::new(),
+                    with_companies: false,
+                };
+                match self.object {
+                    SyncObject::Contacts => Source::HubspotContacts(read),
+                    SyncObject::Companies => Source::HubspotCompanies(read),
+                }
+            }
             SourceSystem::Salesforce {
                 api_version,
                 objects,
@@ -106,6 +116,7 @@ impl Side {
                 scope: match scope {
                     HubspotScope::Modified(window) => SalesforceScope::Modified(window),
                     HubspotScope::Emails(emails) => SalesforceScope::Emails(emails),
+                    HubspotScope::Domains(domains) => SalesforceScope::Domains(domains),
                     _ => SalesforceScope::All,
                 },
                 fields,
@@ -140,30 +151,41 @@ impl Side {
         }
     }
 
-    /// The records holding these emails (the counterpart look-up of X3).
+    /// The records holding these handles (the counterpart look-up of X3):
+    /// people by email, companies by domain.
     fn lookup(
         &mut self,
         options: &SyncOptions,
-        emails: &[String],
+        handles: &[String],
     ) -> Result<Vec<MappedRecord>, Stop> {
         let mut found = Vec::new();
-        for chunk in emails.chunks(EMAILS_PER_LOOKUP) {
-            found.extend(self.read(options, HubspotScope::Emails(chunk.to_vec()))?);
+        for chunk in handles.chunks(HANDLES_PER_LOOKUP) {
+            let scope = match self.object {
+                SyncObject::Contacts => HubspotScope::Emails(chunk.to_vec()),
+                SyncObject::Companies => HubspotScope::Domains(chunk.to_vec()),
+            };
+            found.extend(self.read(options, scope)?);
         }
         Ok(found)
     }
 
     /// Where records of `kind` are written on this side.
     fn destination(&self, kind: Option<&str>) -> Destination {
-        match &self.system {
-            SourceSystem::Hubspot => Destination::HubspotContacts(self.base_url.clone()),
-            SourceSystem::Salesforce { api_version, .. } => {
+        match (&self.system, self.object) {
+            (SourceSystem::Hubspot, SyncObject::Contacts) => {
+                Destination::HubspotContacts(self.base_url.clone())
+            }
+            (SourceSystem::Hubspot, SyncObject::Companies) => {
+                Destination::HubspotCompanies(self.base_url.clone())
+            }
+            (SourceSystem::Salesforce { api_version, .. }, object) => {
                 Destination::Salesforce(SalesforceDestination {
                     instance_url: self.base_url.clone(),
                     api_version: api_version.clone(),
-                    object: match kind {
-                        Some("lead") => SalesforceObject::Lead,
-                        _ => SalesforceObject::Contact,
+                    object: match (object, kind) {
+                        (SyncObject::Companies, _) => SalesforceObject::Account,
+                        (SyncObject::Contacts, Some("lead")) => SalesforceObject::Lead,
+                        (SyncObject::Contacts, _) => SalesforceObject::Contact,
                     },
                 })
             }
@@ -173,6 +195,10 @@ impl Side {
     /// The kind new records are created as: Salesforce Leads if this side
     /// syncs Leads (as HubSpot's connector does), else Contacts.
     fn create_kind(&self) -> Option<&'static str> {
+        if self.object == SyncObject::Companies {
+            // One object: Accounts need no kind to tell them apart.
+            return None;
+        }
         match &self.system {
             SourceSystem::Salesforce { objects, .. }
                 if objects.contains(&SalesforceObject::Lead) =>
@@ -182,6 +208,15 @@ impl Side {
             SourceSystem::Salesforce { .. } => Some("contact"),
             SourceSystem::Hubspot => None,
         }
+    }
+}
+
+/// The handles a record is matched by across the CRMs: a person's emails
+/// (X3), a company's domains.
+fn handles(record: &MappedRecord, object: SyncObject) -> &[String] {
+    match object {
+        SyncObject::Contacts => &record.contact.emails,
+        SyncObject::Companies => &record.contact.domains,
     }
 }
 
@@ -206,23 +241,23 @@ type Batch = (bool, Option<String>);
 struct Held {
     records: Vec<Option<MappedRecord>>,
     by_id: HashMap<String, usize>,
-    by_email: HashMap<String, Vec<usize>>,
+    by_handle: HashMap<String, Vec<usize>>,
 }
 
 impl Held {
-    fn new(records: Vec<MappedRecord>) -> Self {
+    fn new(records: Vec<MappedRecord>, object: SyncObject) -> Self {
         let mut by_id = HashMap::new();
-        let mut by_email: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_handle: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, record) in records.iter().enumerate() {
             by_id.insert(record.contact.external_id.clone(), i);
-            for email in &record.contact.emails {
-                by_email.entry(email.clone()).or_default().push(i);
+            for handle in handles(record, object) {
+                by_handle.entry(handle.clone()).or_default().push(i);
             }
         }
         Held {
             records: records.into_iter().map(Some).collect(),
             by_id,
-            by_email,
+            by_handle,
         }
     }
 
@@ -232,11 +267,11 @@ impl Held {
         self.records[index].take()
     }
 
-    /// Ids of held records sharing one of these emails, in email order.
-    fn with_emails(&self, emails: &[String]) -> Vec<String> {
-        emails
+    /// Ids of held records sharing one of these handles, in handle order.
+    fn with_handles(&self, handles: &[String]) -> Vec<String> {
+        handles
             .iter()
-            .filter_map(|e| self.by_email.get(e))
+            .filter_map(|h| self.by_handle.get(h))
             .flatten()
             .filter_map(|&i| self.records[i].as_ref())
             .map(|r| r.contact.external_id.clone())
@@ -258,8 +293,9 @@ struct Pair {
 }
 
 impl Pair {
-    fn email(&self) -> Option<String> {
-        let first = |r: &Option<MappedRecord>| r.as_ref()?.contact.emails.first().cloned();
+    /// The handle the pair is known by (stored in the link's `email`).
+    fn handle(&self, object: SyncObject) -> Option<String> {
+        let first = |r: &Option<MappedRecord>| handles(r.as_ref()?, object).first().cloned();
         first(&self.source)
             .or_else(|| first(&self.destination))
             .or_else(|| self.link.email.clone())
@@ -322,7 +358,6 @@ pub fn run(
         ))
     };
     let is_salesforce = |s: &SourceSystem| matches!(s, SourceSystem::Salesforce { .. });
-    let source_email = crm.email_field(&config.source.system).cloned();
     let mut source = Side {
         system: config.source.system.clone(),
         base_url: config.source.base_url.clone(),
@@ -334,6 +369,7 @@ pub fn run(
         credentials: source_credentials,
         mappings: config.mappings.clone(),
         link_side: LinkSide::Source,
+        object: crm.object,
     };
     let mut destination = Side {
         system: crm.system.clone(),
@@ -345,12 +381,13 @@ pub fn run(
         ))?,
         credentials: destination_credentials,
         mappings: read_mappings(
-            &crm.fields,
+            crm,
             |f| &f.destination,
-            source_email.as_ref(),
+            &config.source.system,
             is_salesforce(&crm.system),
         ),
         link_side: LinkSide::Destination,
+        object: crm.object,
     };
 
     let fingerprint = fingerprint(config, crm);
@@ -485,7 +522,7 @@ impl Bridge<'_> {
         };
         self.counts.seen += held.len() as u64;
         self.follow_merges(&held, LinkSide::Destination)?;
-        let mut held = Held::new(held);
+        let mut held = Held::new(held, self.crm.object);
         let rules: Vec<FieldRule> = self
             .crm
             .fields
@@ -639,7 +676,7 @@ impl Bridge<'_> {
                 continue;
             }
             let mut counterpart = None;
-            for id in held.with_emails(&record.contact.emails) {
+            for id in held.with_handles(handles(&record, self.crm.object)) {
                 if self
                     .store
                     .link(&sync, LinkSide::Destination, &id)?
@@ -714,41 +751,47 @@ impl Bridge<'_> {
         side: LinkSide,
         mut taken: HashSet<String>,
     ) -> Result<Vec<Pair>, Stop> {
+        let object = self.crm.object;
         // Sorted: the same records make the same requests (replayable, testable).
-        let emails: Vec<String> = records
+        let wanted: Vec<String> = records
             .iter()
-            .filter_map(|r| r.contact.emails.first().cloned())
+            .filter_map(|r| handles(r, object).first().cloned())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let found = if emails.is_empty() {
+        let found = if wanted.is_empty() {
             Vec::new()
         } else {
-            other.lookup(self.options, &emails)?
+            other.lookup(self.options, &wanted)?
         };
-        let mut by_email: HashMap<&str, &MappedRecord> = HashMap::new();
+        // A look-up by domain finds every Website containing it: only exact
+        // (normalised) handles count.
+        let mut by_handle: HashMap<&str, &MappedRecord> = HashMap::new();
         for record in &found {
-            for email in &record.contact.emails {
-                by_email.entry(email.as_str()).or_insert(record);
+            for handle in handles(record, object) {
+                by_handle.entry(handle.as_str()).or_insert(record);
             }
         }
         let mut pairs = Vec::new();
         for record in records {
             let id = record.contact.external_id.clone();
-            let Some(email) = record.contact.emails.first().cloned() else {
-                if self.crm.email_field(&self.config.source.system).is_some() {
+            let Some(handle) = handles(&record, object).first().cloned() else {
+                let handle_mapped = self.crm.handle_field(&self.config.source.system).is_some();
+                if object == SyncObject::Contacts && handle_mapped {
                     // As HubSpot's connector: no email, no counterpart
                     // created (it could never be matched again).
                     self.reject(missing_email(&id))?;
                     continue;
                 }
+                // A company needs no domain (as in a sync into the store):
+                // its link alone pairs it from now on.
                 pairs.push(match side {
                     LinkSide::Source => new_pair(Some(record), None),
                     LinkSide::Destination => new_pair(None, Some(record)),
                 });
                 continue;
             };
-            let counterpart = by_email.get(email.as_str()).copied().cloned();
+            let counterpart = by_handle.get(handle.as_str()).copied().cloned();
             if let Some(counterpart) = &counterpart {
                 let other_id = &counterpart.contact.external_id;
                 let linked = self
@@ -756,7 +799,7 @@ impl Bridge<'_> {
                     .link(&self.config.name, other.link_side, other_id)?
                     .is_some();
                 if linked || !taken.insert(other_id.clone()) {
-                    self.reject(email_taken(&id, &email, other_id))?;
+                    self.reject(handle_taken(object, &id, &handle, other_id))?;
                     continue;
                 }
             }
@@ -816,7 +859,7 @@ impl Bridge<'_> {
                 continue;
             }
             let agreed = agreed_json(&plan.agreed);
-            let email = pair.email();
+            let email = pair.handle(self.crm.object);
             if !rejected[index] {
                 if pair.link.agreed == agreed && pair.link.email == email && pair.link.id.is_some()
                 {
@@ -953,6 +996,20 @@ impl Bridge<'_> {
             .filter(|f| f.name != RECORD_TYPE)
             .cloned()
             .collect();
+        // A company's domain compares as its handle: `https://www.acme.com/`
+        // in Salesforce's Website is HubSpot's `acme.com`, no conflict; and
+        // what is written either way is the bare domain HubSpot expects.
+        if self.crm.object == SyncObject::Companies
+            && let Some(handle) = self.crm.handle_field(&self.config.source.system)
+        {
+            values.retain(|v| v.name != handle.source);
+            if let Some(domain) = record.contact.domains.first() {
+                values.push(FieldValue {
+                    name: handle.source.clone(),
+                    value: FieldData::Text(domain.clone()),
+                });
+            }
+        }
         let absent = absent_fields(kind_of(record).as_deref());
         for field in &self.crm.fields {
             let name = match side {
@@ -1101,20 +1158,26 @@ fn missing_email(id: &str) -> SyncError {
     )
 }
 
-/// E2 (X4) across two CRMs: the record holding this email on the other side
-/// is linked to another record already.
-fn email_taken(id: &str, email: &str, other: &str) -> SyncError {
-    record_error(
-        ErrorCategory::EmailTaken,
+/// E2 (X4) across two CRMs: the record holding this email (or, for
+/// companies, domain) on the other side is linked to another record already.
+fn handle_taken(object: SyncObject, id: &str, handle: &str, other: &str) -> SyncError {
+    let (category, what, field) = match object {
+        SyncObject::Contacts => (ErrorCategory::EmailTaken, "email", "email"),
+        SyncObject::Companies => (ErrorCategory::DomainTaken, "domain", "domain"),
+    };
+    let mut error = record_error(
+        category,
         id,
         format!(
-            "email {email} of record {id} belongs to record {other} on the other side, which is \
+            "{what} {handle} of record {id} belongs to record {other} on the other side, which is \
              already linked to another record, so record {id} was not synced"
         ),
         format!(
-            "Two records share the email {email}: merge them, or give record {id} its own email."
+            "Two records share the {what} {handle}: merge them, or give record {id} its own {what}."
         ),
-    )
+    );
+    error.field = Some(field.to_owned());
+    error
 }
 
 /// A record's failure about its email: not synced, no retry helps.

@@ -192,26 +192,48 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         }
         Command::Links(args) => {
             let (config, store) = open_store(&args.config)?;
-            let links = store.links(&config.name)?;
+            // Companies first, as they run; each link says which part it is.
+            let mut parts_links = Vec::new();
+            for part in parts(&config) {
+                let label = if part == config.name {
+                    "people"
+                } else {
+                    "companies"
+                };
+                parts_links.push((label, store.links(part)?));
+            }
             if args.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&links)?)?;
-            } else {
-                for link in &links {
-                    let side = |id: &Option<String>, kind: &Option<String>| match (id, kind) {
-                        (Some(id), Some(kind)) => format!("{} ({kind})", terminal_safe(id)),
-                        (Some(id), None) => terminal_safe(id),
-                        (None, _) => "(not created)".to_owned(),
-                    };
-                    writeln!(
-                        out,
-                        "{:<24} <-> {:<28} {:<32} {} fields agreed",
-                        side(&link.source_id, &link.source_kind),
-                        side(&link.destination_id, &link.destination_kind),
-                        terminal_safe(link.email.as_deref().unwrap_or("-")),
-                        link.agreed.len()
-                    )?;
+                let mut all = Vec::new();
+                for (label, links) in &parts_links {
+                    for link in links {
+                        let mut value = serde_json::to_value(link)?;
+                        value["part"] = serde_json::Value::from(*label);
+                        all.push(value);
+                    }
                 }
-                writeln!(out, "{} links", links.len())?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+            } else {
+                for (label, links) in &parts_links {
+                    for link in links {
+                        let side = |id: &Option<String>, kind: &Option<String>| match (id, kind) {
+                            (Some(id), Some(kind)) => format!("{} ({kind})", terminal_safe(id)),
+                            (Some(id), None) => terminal_safe(id),
+                            (None, _) => "(not created)".to_owned(),
+                        };
+                        writeln!(
+                            out,
+                            "{:<24} <-> {:<28} {:<32} {} fields agreed",
+                            side(&link.source_id, &link.source_kind),
+                            side(&link.destination_id, &link.destination_kind),
+                            terminal_safe(link.email.as_deref().unwrap_or("-")),
+                            link.agreed.len()
+                        )?;
+                    }
+                    match *label {
+                        "companies" => writeln!(out, "{} company links", links.len())?,
+                        _ => writeln!(out, "{} links", links.len())?,
+                    }
+                }
             }
             Ok(Exit::Success)
         }

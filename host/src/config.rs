@@ -451,8 +451,9 @@ impl Config {
             ),
             system => (system, None),
         };
-        let destination = match &raw.destination {
+        let (destination, company_crm) = match &raw.destination {
             Some(table) if destination::names_crm(table)? => {
+                let companies = raw.companies.as_ref();
                 let refused = [
                     ("source.list_id", list_id.is_some()),
                     ("source.contacts", source.contacts.is_some()),
@@ -460,31 +461,64 @@ impl Config {
                     ("source.object", object != SyncObject::Contacts),
                     ("source.properties", !source.properties.is_empty()),
                     ("[[filter]]", !raw.filter.is_empty()),
-                    ("[companies]", raw.companies.is_some()),
-                    ("source.objects \"Account\"", salesforce_accounts.is_some()),
+                    (
+                        "companies.properties",
+                        companies.is_some_and(|c| !c.properties.is_empty()),
+                    ),
+                    (
+                        "companies.filter",
+                        companies.is_some_and(|c| !c.filter.is_empty()),
+                    ),
                 ];
                 if let Some((key, _)) = refused.iter().find(|(_, set)| *set) {
                     bail!(
-                        "{key}: a sync into a CRM (destination.system) syncs people, chosen and \
-                         mapped by [mapping]; {key} is for syncs into the store"
+                        "{key}: a sync into a CRM (destination.system) syncs what [mapping] and \
+                         [companies.mapping] map; {key} is for syncs into the store"
                     );
                 }
-                Some(destination::parse(table, &system, &raw.mapping)?)
+                let people =
+                    destination::parse(table, &system, &raw.mapping, SyncObject::Contacts)?;
+                // Companies sync between the CRMs when either side lists
+                // Salesforce Accounts or the config has a `[companies]` table.
+                let company_part = companies.is_some()
+                    || salesforce_accounts.is_some()
+                    || destination::lists_accounts(table);
+                let company_crm = if company_part {
+                    let accounts_source = match (&salesforce_accounts, &system) {
+                        (Some(accounts), _) => accounts.clone(),
+                        (None, SourceSystem::Hubspot) => SourceSystem::Hubspot,
+                        (None, SourceSystem::Salesforce { .. }) => bail!(
+                            "source.objects: the company part reads Salesforce Accounts: add \
+                             \"Account\" to source.objects"
+                        ),
+                    };
+                    let empty = BTreeMap::new();
+                    let mapping = companies.map_or(&empty, |c| &c.mapping);
+                    Some(destination::parse(
+                        table,
+                        &accounts_source,
+                        mapping,
+                        SyncObject::Companies,
+                    )?)
+                } else {
+                    None
+                };
+                (Some(people), company_crm)
             }
-            Some(_) => None,
-            None => None,
+            _ => (None, None),
+        };
+        let crm_part = |crm: &CrmDestination, system: &SourceSystem| Part {
+            mappings: read_mappings(
+                crm,
+                |f| &f.source,
+                system,
+                matches!(system, SourceSystem::Salesforce { .. }),
+            ),
+            filters: Vec::new(),
+            chosen_properties: crm.fields.iter().map(|f| f.source.clone()).collect(),
         };
         let part = match &destination {
-            Some(crm) => Part {
-                mappings: read_mappings(
-                    &crm.fields,
-                    |f| &f.source,
-                    crm.email_field(&system),
-                    matches!(system, SourceSystem::Salesforce { .. }),
-                ),
-                filters: Vec::new(),
-                chosen_properties: crm.fields.iter().map(|f| f.source.clone()).collect(),
-            },
+            Some(crm) => crm_part(crm, &system),
             None => parse_part(
                 object,
                 match (&system, object) {
@@ -510,6 +544,14 @@ impl Config {
             .as_ref()
             .or(salesforce_accounts.as_ref().map(|_| &empty));
         let companies_part = match (companies_table, object) {
+            _ if destination.is_some() => company_crm.as_ref().map(|crm| {
+                crm_part(
+                    crm,
+                    salesforce_accounts
+                        .as_ref()
+                        .unwrap_or(&SourceSystem::Hubspot),
+                )
+            }),
             (None, _) => None,
             (Some(_), SyncObject::Companies) => {
                 bail!(
@@ -626,6 +668,7 @@ impl Config {
                 object: SyncObject::Companies,
                 companies: None,
                 chosen_properties: part.chosen_properties,
+                destination: company_crm,
                 ..config.clone()
             })
         });

@@ -194,6 +194,20 @@ pub fn soql(source: &SalesforceSource, object: SalesforceObject) -> String {
             format!("Email IN ({list})")
         });
     }
+    if let SalesforceScope::Domains(domains) = &source.scope {
+        // `Website` is free text (`https://www.acme.com/about`): a substring
+        // finds every spelling, and the caller keeps exact domain matches.
+        let like = domains
+            .iter()
+            .map(|d| format!("Website LIKE '%{}%'", escape(&d.to_lowercase())))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        conditions.push(if like.is_empty() {
+            "Id = null".into()
+        } else {
+            format!("({like})")
+        });
+    }
     if let SalesforceScope::Modified(window) = &source.scope {
         conditions.push(format!(
             "SystemModstamp >= {}",
@@ -538,6 +552,20 @@ mod tests {
         assert_eq!(
             soql(&source(SalesforceScope::Deleted), SalesforceObject::Contact),
             "SELECT Id FROM Contact WHERE IsDeleted = true ORDER BY Id"
+        );
+        let accounts = SalesforceSource {
+            objects: vec![SalesforceObject::Account],
+            fields: vec!["Name".into(), "Website".into()],
+            ..source(SalesforceScope::Domains(vec![
+                "acme.com".into(),
+                "o'neil.io".into(),
+            ]))
+        };
+        assert_eq!(
+            soql(&accounts, SalesforceObject::Account),
+            "SELECT Id, SystemModstamp, LastModifiedDate, IsDeleted, Name, Website FROM Account \
+             WHERE (Website LIKE '%acme.com%' OR Website LIKE '%o\\'neil.io%') \
+             ORDER BY SystemModstamp ASC, Id ASC"
         );
     }
 

@@ -400,9 +400,7 @@ fn query(state: &mut State, soql: &str, all: bool) -> (u16, Value) {
     }
     let fields: Vec<&str> = select.split(',').map(str::trim).collect();
     for field in &fields {
-        if !COMMON.contains(field)
-            && !fields_of(object).contains(field)
-        {
+        if !COMMON.contains(field) && !fields_of(object).contains(field) {
             return (
                 400,
                 json!([{"message": format!("\n{soql}\nERROR at Row:1:Column:8\nNo such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name."),
@@ -607,6 +605,26 @@ fn save(state: &mut State, body: &str, create: bool) -> (u16, Value) {
 /// One `Field op value` condition.
 fn holds(record: &Record, condition: &str) -> bool {
     let condition = condition.trim();
+    if let Some(group) = condition
+        .strip_prefix('(')
+        .and_then(|c| c.strip_suffix(')'))
+    {
+        return group.split(" OR ").any(|c| holds(record, c));
+    }
+    if let Some((field, pattern)) = condition.split_once(" LIKE ") {
+        // `%` at either end only, and case-insensitive, as SOQL's LIKE is.
+        let pattern = pattern.trim().trim_matches('\'').to_lowercase();
+        let needle = pattern.trim_matches('%');
+        return value(record, field.trim()).is_some_and(|v| {
+            let v = v.to_lowercase();
+            match (pattern.starts_with('%'), pattern.ends_with('%')) {
+                (true, true) => v.contains(needle),
+                (true, false) => v.ends_with(needle),
+                (false, true) => v.starts_with(needle),
+                (false, false) => v == needle,
+            }
+        });
+    }
     if let Some((field, list)) = condition.split_once(" IN (") {
         let wanted: Vec<String> = list
             .trim_end_matches(')')

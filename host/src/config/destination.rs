@@ -3,7 +3,8 @@
 //! rule (M6) so the sync can run both ways.
 
 use super::{
-    AuthConfig, OAuthEnv, Origin, SourceSystem, parse_auth, parse_type, salesforce_objects,
+    AuthConfig, OAuthEnv, Origin, SourceSystem, SyncObject, parse_auth, parse_type,
+    salesforce_objects,
 };
 use crate::bindings::crmsync::sync::types::{
     ConflictRule, Direction, FieldMapping, FieldTarget, FieldType, SalesforceObject,
@@ -39,6 +40,9 @@ pub struct CrmDestination {
     pub origin: Origin,
     pub auth: AuthConfig,
     pub rate_limit: Option<RateLimit>,
+    /// People (contacts, Leads) or companies (HubSpot companies, Salesforce
+    /// Accounts): a config's `[companies]` part is a sync of its own.
+    pub object: SyncObject,
     /// The mapped fields, in config order.
     pub fields: Vec<SyncField>,
 }
@@ -57,12 +61,17 @@ pub struct SyncField {
 }
 
 impl CrmDestination {
-    /// The field whose values are the email handle records are matched by
-    /// (X3): the one mapping the source's standard email field.
-    pub fn email_field(&self, source: &SourceSystem) -> Option<&SyncField> {
+    /// The field whose values are the handle records are matched by across
+    /// the two CRMs: the one mapping the source's standard email field (X3),
+    /// or for companies its domain (HubSpot `domain`, Salesforce `Website`).
+    pub fn handle_field(&self, source: &SourceSystem) -> Option<&SyncField> {
+        let concept = match self.object {
+            SyncObject::Contacts => Concept::Email,
+            SyncObject::Companies => Concept::Domain,
+        };
         self.fields
             .iter()
-            .find(|f| f.source == standard(source, Concept::Email))
+            .find(|f| f.source == standard(source, concept))
     }
 
     /// Whether any field flows back to the source: then the destination is
@@ -73,28 +82,13 @@ impl CrmDestination {
             .any(|f| matches!(f.direction, Direction::ToSource | Direction::Both))
     }
 
-    /// Where new records are created when the destination is Salesforce:
-    /// Leads if Leads are synced (as HubSpot's connector does), else Contacts.
-    pub fn salesforce_create_object(&self) -> Option<SalesforceObject> {
-        match &self.system {
-            SourceSystem::Salesforce { objects, .. } => Some(
-                objects
-                    .iter()
-                    .copied()
-                    .find(|o| *o == SalesforceObject::Lead)
-                    .unwrap_or(SalesforceObject::Contact),
-            ),
-            SourceSystem::Hubspot => None,
-        }
-    }
-
     /// The OAuth token endpoint of the destination.
     pub fn token_url(&self) -> String {
         super::token_url(&self.system, &self.base_url)
     }
 }
 
-/// The standard person fields both CRMs have, for the default mapping.
+/// The standard fields both CRMs have, for the default mappings.
 #[derive(Clone, Copy)]
 enum Concept {
     FirstName,
@@ -103,9 +97,12 @@ enum Concept {
     Phone,
     Title,
     Company,
+    CompanyName,
+    Domain,
+    CompanyPhone,
 }
 
-const CONCEPTS: [Concept; 6] = [
+const PERSON_CONCEPTS: [Concept; 6] = [
     Concept::FirstName,
     Concept::LastName,
     Concept::Email,
@@ -113,6 +110,11 @@ const CONCEPTS: [Concept; 6] = [
     Concept::Title,
     Concept::Company,
 ];
+
+/// A company's name, domain and phone: what both CRMs hold alike. Industry
+/// is left out on purpose: the two CRMs' picklists have different values.
+const COMPANY_CONCEPTS: [Concept; 3] =
+    [Concept::CompanyName, Concept::Domain, Concept::CompanyPhone];
 
 fn standard(system: &SourceSystem, concept: Concept) -> &'static str {
     match (system, concept) {
@@ -129,6 +131,12 @@ fn standard(system: &SourceSystem, concept: Concept) -> &'static str {
         (SourceSystem::Salesforce { .. }, Concept::Title) => "Title",
         // Leads only: a Lead needs it, and writes to Contacts leave it out.
         (SourceSystem::Salesforce { .. }, Concept::Company) => "Company",
+        (SourceSystem::Hubspot, Concept::CompanyName) => "name",
+        (SourceSystem::Hubspot, Concept::Domain) => "domain",
+        (SourceSystem::Hubspot, Concept::CompanyPhone) => "phone",
+        (SourceSystem::Salesforce { .. }, Concept::CompanyName) => "Name",
+        (SourceSystem::Salesforce { .. }, Concept::Domain) => "Website",
+        (SourceSystem::Salesforce { .. }, Concept::CompanyPhone) => "Phone",
     }
 }
 
@@ -157,14 +165,29 @@ pub(super) fn names_crm(raw: &RawDestination) -> Result<bool> {
     Ok(false)
 }
 
-/// Parses a `[destination]` naming a CRM, with `mapping` (source property
-/// = destination field, or a table with `field`, `type`, `options`,
-/// `direction`, `conflict`).
+/// Whether `[destination]` lists Salesforce Accounts: then the sync has a
+/// company part, as it has with a `[companies]` table.
+pub(super) fn lists_accounts(raw: &RawDestination) -> bool {
+    raw.objects
+        .as_ref()
+        .is_some_and(|objects| objects.iter().any(|o| o == "Account"))
+}
+
+/// Parses a `[destination]` naming a CRM for `object`'s part of the sync,
+/// with its `mapping` (`[mapping]` for people, `[companies.mapping]` for
+/// companies: source property = destination field, or a table with
+/// `field`, `type`, `options`, `direction`, `conflict`). `source` reads
+/// that part's objects.
 pub(super) fn parse(
     raw: &RawDestination,
     source: &SourceSystem,
     mapping: &BTreeMap<String, toml::Value>,
+    object: SyncObject,
 ) -> Result<CrmDestination> {
+    let mapping_key = match object {
+        SyncObject::Contacts => "mapping",
+        SyncObject::Companies => "companies.mapping",
+    };
     let system = match raw.system.as_deref() {
         Some("hubspot") => {
             if raw.api_version.is_some() || raw.objects.is_some() {
@@ -176,20 +199,35 @@ pub(super) fn parse(
             SourceSystem::Hubspot
         }
         Some("salesforce") => {
-            let system = salesforce_objects(
+            let SourceSystem::Salesforce {
+                api_version,
+                objects,
+            } = salesforce_objects(
                 raw.api_version.as_deref(),
                 raw.objects.as_deref(),
                 "destination",
-            )?;
-            if let SourceSystem::Salesforce { objects, .. } = &system
-                && objects.contains(&SalesforceObject::Account)
-            {
+            )?
+            else {
+                unreachable!("salesforce_objects gives a Salesforce system")
+            };
+            // People go to Leads and Contacts; Accounts are the company part's.
+            let objects: Vec<SalesforceObject> = match object {
+                SyncObject::Contacts => objects
+                    .into_iter()
+                    .filter(|o| *o != SalesforceObject::Account)
+                    .collect(),
+                SyncObject::Companies => vec![SalesforceObject::Account],
+            };
+            if objects.is_empty() {
                 bail!(
-                    "destination.objects: a sync into a CRM writes people (\"Lead\", \"Contact\"); \
-                     Accounts are not synced between CRMs yet"
+                    "destination.objects: a sync into a CRM writes people; list \"Lead\" or \
+                     \"Contact\" beside \"Account\""
                 );
             }
-            system
+            SourceSystem::Salesforce {
+                api_version,
+                objects,
+            }
         }
         other => bail!(
             "destination.system: unsupported system {:?} (supported: \"store\", \"hubspot\", \
@@ -227,7 +265,11 @@ pub(super) fn parse(
             _ => ConflictRule::MostRecent,
         },
     };
-    let mut fields: Vec<SyncField> = CONCEPTS
+    let concepts: &[Concept] = match object {
+        SyncObject::Contacts => &PERSON_CONCEPTS,
+        SyncObject::Companies => &COMPANY_CONCEPTS,
+    };
+    let mut fields: Vec<SyncField> = concepts
         .iter()
         .map(|c| SyncField {
             source: standard(source, *c).to_owned(),
@@ -242,9 +284,9 @@ pub(super) fn parse(
         .collect();
     for (property, target) in mapping {
         if property.trim().is_empty() {
-            bail!("mapping: a source property name must not be empty");
+            bail!("{mapping_key}: a source property name must not be empty");
         }
-        let key = format!("mapping.{property}");
+        let key = format!("{mapping_key}.{property}");
         let field = match target {
             toml::Value::String(field) => SyncField {
                 source: property.clone(),
@@ -295,7 +337,7 @@ pub(super) fn parse(
         fields.push(field);
     }
     if fields.is_empty() {
-        bail!("mapping: every field is unmapped; map at least one");
+        bail!("{mapping_key}: every field is unmapped; map at least one");
     }
     Ok(CrmDestination {
         system,
@@ -303,6 +345,7 @@ pub(super) fn parse(
         origin,
         auth,
         rate_limit,
+        object,
         fields,
     })
 }
@@ -391,14 +434,16 @@ fn parse_conflict(
 }
 
 /// What one side reads for the sync's fields: each field under its key
-/// (the source's name), typed, plus the email handle (normalised, M3) and,
-/// for Salesforce, the record type that says which object an id is.
+/// (the source's name), typed, plus the handle (the email, M3, or a
+/// company's domain, normalised) and, for Salesforce people, the record
+/// type that says which object an id is.
 pub fn read_mappings(
-    fields: &[SyncField],
+    crm: &CrmDestination,
     side: impl Fn(&SyncField) -> &str,
-    email: Option<&SyncField>,
+    source: &SourceSystem,
     salesforce: bool,
 ) -> Vec<FieldMapping> {
+    let fields = &crm.fields;
     let mut mappings: Vec<FieldMapping> = fields
         .iter()
         .map(|f| FieldMapping {
@@ -407,14 +452,17 @@ pub fn read_mappings(
             value_type: f.value_type.clone(),
         })
         .collect();
-    if let Some(email) = email {
+    if let Some(handle) = crm.handle_field(source) {
         mappings.push(FieldMapping {
-            source: side(email).to_owned(),
-            target: FieldTarget::Email,
+            source: side(handle).to_owned(),
+            target: match crm.object {
+                SyncObject::Contacts => FieldTarget::Email,
+                SyncObject::Companies => FieldTarget::Domain,
+            },
             value_type: FieldType::Text,
         });
     }
-    if salesforce {
+    if salesforce && crm.object == SyncObject::Contacts {
         mappings.push(FieldMapping {
             source: crate::bridge::RECORD_TYPE.to_owned(),
             target: FieldTarget::Custom(crate::bridge::RECORD_TYPE.to_owned()),
