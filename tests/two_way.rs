@@ -1272,3 +1272,132 @@ fn companies_and_accounts_sync_both_ways_matched_by_domain() {
         "the domain it was matched by"
     );
 }
+
+#[test]
+fn a_contacts_company_follows_it_across_as_account_id_and_primary_association() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        hs.companies.push(hubspot_contact(
+            9001,
+            &[("name", "Acme"), ("domain", "acme.com")],
+        ));
+        hs.put(hubspot_contact(
+            1,
+            &[
+                ("firstname", "Ann"),
+                ("lastname", "Ames"),
+                ("email", "ann@acme.io"),
+            ],
+        ));
+        hs.put(hubspot_contact(
+            2,
+            &[("lastname", "Berg"), ("email", "bo@beta.io")],
+        ));
+        hs.associations.push((1, 9001, true));
+        let mut sf = salesforce.state();
+        let now = sf.tick();
+        sf.accounts.push(Record::new(
+            "001A",
+            &[("Name", json!("Acme")), ("Website", json!("acme.com"))],
+            now,
+        ));
+        sf.accounts.push(Record::new(
+            "001U",
+            &[
+                ("Name", json!("Umbrella")),
+                ("Website", json!("umbrella.io")),
+            ],
+            now,
+        ));
+        sf.contacts.push(person(
+            "003A",
+            &[
+                ("FirstName", "Ann"),
+                ("LastName", "Ames"),
+                ("Email", "ann@acme.io"),
+            ],
+        ));
+        sf.contacts.push(person(
+            "003C",
+            &[
+                ("LastName", "Cole"),
+                ("Email", "cy@umbrella.io"),
+                ("AccountId", "001U"),
+            ],
+        ));
+    }
+    // People are created as Contacts (no Leads synced), which have an Account.
+    let config = config(
+        dir.path(),
+        "linked",
+        &hubspot,
+        &salesforce,
+        &format!("{BOTH}\nobjects = [\"Contact\", \"Account\"]"),
+        "",
+    );
+    let first = run(&config);
+    assert_eq!(first.companies.as_deref().unwrap().status, "completed");
+    let umbrella = hubspot
+        .state()
+        .companies
+        .iter()
+        .find(|c| c.properties.get("domain") == Some(&Some("umbrella.io".into())))
+        .map(|c| c.id)
+        .expect("Umbrella became a HubSpot company first");
+    // Ann's HubSpot company is her Salesforce Contact's Account now.
+    assert_eq!(
+        salesforce
+            .state()
+            .person_by_email("ann@acme.io")
+            .unwrap()
+            .fields["AccountId"],
+        json!("001A")
+    );
+    // Cy came from Salesforce with his Account: created in HubSpot with the
+    // company as his primary one, in the create request itself.
+    let cy = hubspot.state().by_email("cy@umbrella.io").unwrap().id;
+    assert!(hubspot.state().associations.contains(&(cy, umbrella, true)));
+    let creates: Vec<Value> = hubspot
+        .requests_to("/crm/v3/objects/contacts/batch/create")
+        .iter()
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    assert_eq!(
+        creates[0]["inputs"][0]["associations"],
+        json!([{"to": {"id": umbrella.to_string()},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}]}])
+    );
+    // Bo has no company, and his new Salesforce Contact has no Account.
+    assert_eq!(
+        salesforce
+            .state()
+            .person_by_email("bo@beta.io")
+            .unwrap()
+            .fields
+            .get("AccountId"),
+        None
+    );
+    let second = run(&config);
+    assert_eq!(writes(&second), (0, 0), "{second:#?}");
+
+    // Bo joins Umbrella in Salesforce: HubSpot associates him with it.
+    let bo = salesforce
+        .state()
+        .person_by_email("bo@beta.io")
+        .unwrap()
+        .id
+        .clone();
+    let now = salesforce.state().tick();
+    salesforce
+        .state()
+        .edit("Contact", &bo, &[("AccountId", json!("001U"))], now);
+    let third = run(&config);
+    assert_eq!(writes(&third), (0, 1), "{third:#?}");
+    assert!(hubspot.state().associations.contains(&(2, umbrella, true)));
+    let associate = hubspot.requests_to("/crm/v4/associations/contacts/companies/batch/create");
+    assert_eq!(associate.len(), 1, "one association request for the batch");
+    let fourth = run(&config);
+    assert_eq!(writes(&fourth), (0, 0), "{fourth:#?}");
+}

@@ -42,6 +42,11 @@ use std::time::Instant;
 /// The property a Salesforce person read gains: `lead` or `contact` (X8).
 pub const RECORD_TYPE: &str = "record_type";
 
+/// The key of a contact's company among a pair's values: the id of the
+/// company part's link both CRMs' companies share, so the value is the same
+/// on both sides. Not a property name either CRM can have.
+pub const COMPANY_KEY: &str = "@company";
+
 /// Pairs reconciled and written per step; each step's links commit together.
 const STEP: usize = 200;
 
@@ -73,6 +78,8 @@ struct Side {
     link_side: LinkSide,
     /// People, or companies (a config's company part).
     object: SyncObject,
+    /// People whose companies sync too: HubSpot reads their associations.
+    with_companies: bool,
 }
 
 use crate::bindings::crmsync::sync::types::FieldMapping;
@@ -99,7 +106,7 @@ impl Side {
                     scope,
                     properties: fields,
                     filters: Vec::new(),
-                    with_companies: false,
+                    with_companies: self.with_companies,
                 };
                 match self.object {
                     SyncObject::Contacts => Source::HubspotContacts(read),
@@ -358,6 +365,11 @@ pub fn run(
         ))
     };
     let is_salesforce = |s: &SourceSystem| matches!(s, SourceSystem::Salesforce { .. });
+    // People of a config with a company part carry their company across.
+    let company_part = match crm.object {
+        SyncObject::Contacts => config.companies.as_ref().map(|part| part.name.clone()),
+        SyncObject::Companies => None,
+    };
     let mut source = Side {
         system: config.source.system.clone(),
         base_url: config.source.base_url.clone(),
@@ -370,6 +382,7 @@ pub fn run(
         mappings: config.mappings.clone(),
         link_side: LinkSide::Source,
         object: crm.object,
+        with_companies: company_part.is_some(),
     };
     let mut destination = Side {
         system: crm.system.clone(),
@@ -388,9 +401,14 @@ pub fn run(
         ),
         link_side: LinkSide::Destination,
         object: crm.object,
+        with_companies: company_part.is_some(),
     };
 
-    let fingerprint = fingerprint(config, crm);
+    let mut fingerprint = fingerprint(config, crm);
+    if company_part.is_some() {
+        // Newly linked companies must be carried for records that did not change.
+        fingerprint.push_str(" with=companies");
+    }
     // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
     let since_ms = incremental_since(&store, config, &fingerprint, !options.full && !replay)?;
     if let Some(old) = store.interrupted_run(&config.name)? {
@@ -412,6 +430,7 @@ pub fn run(
     let mut pass = Bridge {
         config,
         crm,
+        company_part,
         options,
         store: &store,
         run_id: run.id,
@@ -486,6 +505,8 @@ fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
 struct Bridge<'a> {
     config: &'a Config,
     crm: &'a CrmDestination,
+    /// The company part's sync name, when people carry their company.
+    company_part: Option<String>,
     options: &'a SyncOptions,
     store: &'a ContactStore,
     run_id: i64,
@@ -533,6 +554,11 @@ impl Bridge<'_> {
                 direction: f.direction,
                 conflict: f.conflict,
             })
+            .chain(self.company_part.as_ref().map(|_| FieldRule {
+                name: COMPANY_KEY.to_owned(),
+                direction: self.crm.direction,
+                conflict: self.crm.conflict,
+            }))
             .collect();
         let read = source.source(scope);
         let mappings = source.mappings.clone();
@@ -819,23 +845,21 @@ impl Bridge<'_> {
         rules: &[FieldRule],
         mut step: Vec<Pair>,
     ) -> Result<(), Stop> {
-        let inputs: Vec<ReconcileInput> = step
-            .iter()
-            .map(|p| {
-                let base = agreed_values(&p.link.agreed);
-                ReconcileInput {
-                    source: p
-                        .source
-                        .as_ref()
-                        .map(|r| self.side_state(r, &base, LinkSide::Source)),
-                    destination: p
-                        .destination
-                        .as_ref()
-                        .map(|r| self.side_state(r, &base, LinkSide::Destination)),
-                    base,
-                }
-            })
-            .collect();
+        let mut inputs: Vec<ReconcileInput> = Vec::with_capacity(step.len());
+        for pair in &step {
+            let base = agreed_values(&pair.link.agreed);
+            let state = |record: &Option<MappedRecord>, side| -> Result<Option<SideState>> {
+                record
+                    .as_ref()
+                    .map(|r| self.side_state(r, &base, side))
+                    .transpose()
+            };
+            inputs.push(ReconcileInput {
+                source: state(&pair.source, LinkSide::Source)?,
+                destination: state(&pair.destination, LinkSide::Destination)?,
+                base,
+            });
+        }
         let plans = source.instance.reconcile(rules, &inputs)?;
         let mut rejected = vec![false; step.len()];
         let mut wrote = vec![false; step.len()];
@@ -921,21 +945,32 @@ impl Bridge<'_> {
             // A field the record's Salesforce object lacks (a Contact's
             // `Company`) is not written; with nothing else, neither is the record.
             let absent = absent_fields(kind.as_deref());
+            let company = match values.iter().find(|v| v.name == COMPANY_KEY) {
+                Some(_) if kind.as_deref() == Some("lead") => None,
+                Some(v) => self.company_id(v.value.as_ref(), towards)?,
+                None => None,
+            };
             let values: Vec<OutgoingValue> = values
                 .iter()
+                .filter(|v| v.name != COMPANY_KEY)
                 .map(|v| OutgoingValue {
                     name: self.field_name(&v.name, towards),
                     value: v.value.clone(),
                 })
                 .filter(|v| !absent.contains(&v.name.as_str()))
                 .collect();
-            if values.is_empty() {
+            if values.is_empty() && company.is_none() {
                 continue;
             }
-            batches
-                .entry((create, kind))
-                .or_default()
-                .push((index, OutgoingRecord { key, id, values }));
+            batches.entry((create, kind)).or_default().push((
+                index,
+                OutgoingRecord {
+                    key,
+                    id,
+                    values,
+                    company,
+                },
+            ));
         }
         let mut outcomes = Vec::new();
         for ((create, kind), batch) in batches {
@@ -988,7 +1023,12 @@ impl Bridge<'_> {
 
     /// A record's values for `reconcile`. A field its Salesforce object does
     /// not have keeps the agreed value: not read is not blanked.
-    fn side_state(&self, record: &MappedRecord, base: &[FieldValue], side: LinkSide) -> SideState {
+    fn side_state(
+        &self,
+        record: &MappedRecord,
+        base: &[FieldValue],
+        side: LinkSide,
+    ) -> Result<SideState> {
         let mut values: Vec<FieldValue> = record
             .contact
             .fields
@@ -1021,10 +1061,45 @@ impl Bridge<'_> {
                 values.extend(base.iter().filter(|v| v.name == field.source).cloned());
             }
         }
-        SideState {
+        if let Some(part) = &self.company_part {
+            values.retain(|v| v.name != COMPANY_KEY);
+            if kind_of(record).as_deref() == Some("lead") {
+                // A Lead has no Account (its company is text): not read, not blank.
+                values.extend(base.iter().filter(|v| v.name == COMPANY_KEY).cloned());
+            } else {
+                // The first of its companies (HubSpot's primary first) that syncs.
+                for company in &record.company_ids {
+                    if let Some(link) = self.store.link(part, side, company)?
+                        && let Some(id) = link.id
+                    {
+                        values.push(FieldValue {
+                            name: COMPANY_KEY.to_owned(),
+                            value: FieldData::Text(id.to_string()),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(SideState {
             values,
             modified_at: record.modified_at,
-        }
+        })
+    }
+
+    /// The company a plan's `@company` value names, by its id on `towards`.
+    /// A cleared company is `None`: associations are left as they are.
+    fn company_id(&self, value: Option<&FieldData>, towards: LinkSide) -> Result<Option<String>> {
+        let Some(FieldData::Text(link)) = value else {
+            return Ok(None);
+        };
+        let Ok(link) = link.parse::<i64>() else {
+            return Ok(None);
+        };
+        Ok(self.store.link_by_id(link)?.and_then(|link| match towards {
+            LinkSide::Source => link.source_id,
+            LinkSide::Destination => link.destination_id,
+        }))
     }
 
     /// A field key (the source's name) as `towards` spells it.

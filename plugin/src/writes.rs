@@ -15,6 +15,13 @@ use serde_json::{Map, Value, json};
 pub const HUBSPOT_BATCH: usize = 100;
 /// sObject Collections take at most 200 records.
 pub const SALESFORCE_BATCH: usize = 200;
+/// HubSpot's default contact-to-company association label: the primary company.
+const PRIMARY_COMPANY: u32 = 1;
+
+/// The association `types` entry making a company a contact's primary one.
+fn primary_company_type() -> Value {
+    json!([{ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": PRIMARY_COMPANY }])
+}
 
 /// Writes `records` to `destination`: one result per record, in order.
 pub fn write_records(
@@ -87,8 +94,16 @@ pub fn hubspot_request(base: &str, object: &str, batch: &[&OutgoingRecord]) -> H
             let mut input = json!({"properties": properties, "objectWriteTraceId": record.key});
             match &record.id {
                 Some(id) => input["id"] = json!(id),
-                // The create schema lists `associations` as required; none are made here.
-                None => input["associations"] = json!([]),
+                // The create schema lists `associations` as required.
+                None => {
+                    input["associations"] = match (&record.company, object) {
+                        (Some(company), "contacts") => json!([{
+                            "to": { "id": company },
+                            "types": primary_company_type(),
+                        }]),
+                        _ => json!([]),
+                    }
+                }
             }
             input
         })
@@ -161,7 +176,14 @@ fn hubspot_batch(
         error
     });
     match (body, refused) {
-        (Ok(body), _) => read_hubspot_answer(&body, batch),
+        (Ok(body), _) => {
+            let mut results = read_hubspot_answer(&body, batch)?;
+            // A create carried its company; an update associates it after.
+            if object == "contacts" && batch.iter().all(|r| r.id.is_some()) {
+                associate_companies(transport, base, batch, &mut results)?;
+            }
+            Ok(results)
+        }
         (Err(_), Some(_)) if batch.len() > 1 => {
             let mut results = Vec::new();
             for record in batch {
@@ -190,6 +212,93 @@ fn hubspot_batch(
         )]),
         (Err(error), None) => Err(error),
     }
+}
+
+/// Makes each updated contact's `company` its primary company: one v4
+/// batch association create for the batch. A contact whose association the
+/// answer does not confirm is rejected (its properties were written; the
+/// pair is tried again when it next changes).
+fn associate_companies(
+    transport: &mut impl Transport,
+    base: &str,
+    batch: &[&OutgoingRecord],
+    results: &mut [WriteResult],
+) -> Result<(), SyncError> {
+    let wanted: Vec<(usize, &str, &str)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(results[*i].outcome, WriteOutcome::Written(_)))
+        .filter_map(|(i, r)| Some((i, r.id.as_deref()?, r.company.as_deref()?)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let inputs: Vec<Value> = wanted
+        .iter()
+        .map(|(_, contact, company)| {
+            json!({ "from": { "id": contact }, "to": { "id": company }, "types": primary_company_type() })
+        })
+        .collect();
+    let request = HttpRequest {
+        method: Method::Post,
+        url: format!(
+            "{}/crm/v4/associations/contacts/companies/batch/create",
+            base.trim_end_matches('/')
+        ),
+        body: Some(
+            serde_json::to_vec(&json!({ "inputs": inputs })).expect("a request body serialises"),
+        ),
+    };
+    let mut refused = None;
+    let body = transport::exchange(transport, &request, |failure| {
+        let error = errors::classify_http(&failure, errors::Endpoint::Other);
+        if matches!(failure.status, 400 | 404 | 409) {
+            refused = Some(failure.body.clone());
+        }
+        error
+    });
+    let (confirmed, said) = match (body, refused) {
+        (Ok(body), _) => {
+            let answer: Value = parse_json(&body, "HubSpot association answer")?;
+            let confirmed: Vec<(String, String)> = answer["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    let from = r.get("fromObjectId").or_else(|| r["from"].get("id"))?;
+                    let to = r.get("toObjectId").or_else(|| r["to"].get("id"))?;
+                    Some((id_text(from)?, id_text(to)?))
+                })
+                .collect();
+            let said = answer["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("no result for this association")
+                .to_owned();
+            (confirmed, said)
+        }
+        (Err(_), Some(body)) => (Vec::new(), truncate_text(&body)),
+        (Err(error), None) => return Err(error),
+    };
+    for (index, contact, company) in wanted {
+        if !confirmed
+            .iter()
+            .any(|(from, to)| from == contact && to == company)
+        {
+            results[index].outcome = WriteOutcome::Rejected(errors::rejected_record(
+                &batch[index].key,
+                Some("associations"),
+                &format!(
+                    "HubSpot did not associate contact {contact} with company {company}: {said}"
+                ),
+                "HubSpot",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn truncate_text(text: &str) -> String {
+    text.chars().take(300).collect()
 }
 
 /// Reads a 200/201/207 answer: results by trace id (updates also by id,
@@ -329,6 +438,9 @@ pub fn salesforce_request(org: &SalesforceDestination, batch: &[&OutgoingRecord]
             );
             if let Some(id) = &record.id {
                 fields.insert("Id".into(), json!(id));
+            }
+            if let (Some(account), SalesforceObject::Contact) = (&record.company, org.object) {
+                fields.insert("AccountId".into(), json!(account));
             }
             // A Lead's `Company` has no place on a Contact (its Account is the
             // company), nor a Contact's `AccountId` on a Lead.
@@ -513,6 +625,7 @@ mod tests {
 
     fn record(key: &str, id: Option<&str>, values: &[(&str, Option<FieldData>)]) -> OutgoingRecord {
         OutgoingRecord {
+            company: None,
             key: key.into(),
             id: id.map(str::to_owned),
             values: values
@@ -670,6 +783,90 @@ mod tests {
             body(&t.sent[0])["records"][0],
             json!({"attributes": {"type": "Account"}, "Name": "Acme"})
         );
+    }
+
+    #[test]
+    fn a_contacts_company_is_its_primary_association_or_account_id() {
+        let with_company = |key: &str, id: Option<&str>, company: &str| OutgoingRecord {
+            company: Some(company.into()),
+            ..record(key, id, &[("lastname", text("Li"))])
+        };
+        // A create carries the association in its input.
+        let mut t = Script::default().answer(
+            201,
+            json!({"results": [{"id": "5", "objectWriteTraceId": "003A"}]}),
+        );
+        write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &[with_company("003A", None, "9001")],
+        )
+        .unwrap();
+        assert_eq!(t.sent.len(), 1);
+        assert_eq!(
+            body(&t.sent[0])["inputs"][0]["associations"],
+            json!([{"to": {"id": "9001"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}]}])
+        );
+        // Updates are associated after, in one v4 request; the contact whose
+        // association is not confirmed is rejected, naming it.
+        let mut t = Script::default()
+            .answer(200, json!({"results": [{"id": "5"}, {"id": "6"}]}))
+            .answer(
+                207,
+                json!({"results": [{"fromObjectId": 5, "toObjectId": 9001, "labels": []}],
+                                "errors": [{"status": "error", "category": "VALIDATION_ERROR",
+                                            "message": "No company 404 to associate"}]}),
+            );
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &[
+                with_company("003A", Some("5"), "9001"),
+                with_company("003B", Some("6"), "404"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            t.sent[1].url,
+            "http://h/crm/v4/associations/contacts/companies/batch/create"
+        );
+        assert_eq!(
+            body(&t.sent[1])["inputs"],
+            json!([
+                {"from": {"id": "5"}, "to": {"id": "9001"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}]},
+                {"from": {"id": "6"}, "to": {"id": "404"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}]}
+            ])
+        );
+        assert_eq!(results[0].outcome, WriteOutcome::Written("5".into()));
+        let WriteOutcome::Rejected(error) = &results[1].outcome else {
+            panic!("{results:?}")
+        };
+        assert_eq!(error.field.as_deref(), Some("associations"));
+        assert!(
+            error.message.contains("No company 404"),
+            "{}",
+            error.message
+        );
+        // Salesforce: a Contact's AccountId; a Lead has none.
+        for (object, expected) in [
+            (SalesforceObject::Contact, json!("001A")),
+            (SalesforceObject::Lead, Value::Null),
+        ] {
+            let mut t = Script::default()
+                .answer(200, json!([{"id": "003X", "success": true, "errors": []}]));
+            let org = SalesforceDestination {
+                instance_url: "http://s".into(),
+                api_version: "v60.0".into(),
+                object,
+            };
+            write_records(
+                &mut t,
+                &Destination::Salesforce(org),
+                &[with_company("5", None, "001A")],
+            )
+            .unwrap();
+            assert_eq!(body(&t.sent[0])["records"][0]["AccountId"], expected);
+        }
     }
 
     #[test]

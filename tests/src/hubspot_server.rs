@@ -539,6 +539,18 @@ fn route(
         {
             associations_batch(state, from, body)
         }
+        (
+            Method::Post,
+            [
+                "crm",
+                "v4",
+                "associations",
+                "contacts",
+                "companies",
+                "batch",
+                "create",
+            ],
+        ) => create_associations(state, body),
         (Method::Get, ["crm", "v4", "objects", from, id, "associations", to])
             if object(from) && object(to) && from != to =>
         {
@@ -618,6 +630,73 @@ fn associated(state: &State, from: &str) -> Vec<(u64, u64, bool)> {
             }
         })
         .collect()
+}
+
+/// Associates `contact` with `company`; a primary association (type 1)
+/// makes every other company of the contact a plain one, as HubSpot does.
+fn associate(state: &mut State, contact: u64, company: u64, primary: bool) {
+    if primary {
+        for association in state.associations.iter_mut().filter(|a| a.0 == contact) {
+            association.2 = false;
+        }
+    }
+    match state
+        .associations
+        .iter_mut()
+        .find(|a| a.0 == contact && a.1 == company)
+    {
+        Some(existing) => existing.2 |= primary,
+        None => state.associations.push((contact, company, primary)),
+    }
+}
+
+/// Whether an association's `types` hold the primary label (type 1).
+fn primary_type(types: &Value) -> bool {
+    types
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["associationTypeId"].as_u64() == Some(1))
+}
+
+/// `POST /crm/v4/associations/contacts/companies/batch/create`: 201 with
+/// each association made, or 207 with errors for ids that do not exist.
+fn create_associations(state: &mut State, body: &str) -> (u16, Value) {
+    let Ok(request) = serde_json::from_str::<Value>(body) else {
+        return validation_error("Invalid input JSON");
+    };
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for input in request["inputs"].as_array().into_iter().flatten() {
+        let id = |side: &str| {
+            input[side]["id"]
+                .as_str()
+                .and_then(|id| id.parse::<u64>().ok())
+        };
+        let (Some(contact), Some(company)) = (id("from"), id("to")) else {
+            return validation_error("from.id and to.id are required");
+        };
+        let exists =
+            |records: &[Contact], id: u64| records.iter().any(|r| r.id == id && !r.archived);
+        if !exists(&state.contacts, contact) || !exists(&state.companies, company) {
+            errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "message": format!("No contact {contact} or company {company} to associate"),
+                "context": {"fromObjectId": [contact.to_string()]}}));
+            continue;
+        }
+        associate(state, contact, company, primary_type(&input["types"]));
+        results.push(json!({"fromObjectTypeId": "0-1", "fromObjectId": contact,
+                            "toObjectTypeId": "0-2", "toObjectId": company, "labels": []}));
+    }
+    let mut answer = json!({"status": "COMPLETE", "results": results,
+                            "startedAt": "2024-06-01T00:00:00.000Z", "completedAt": "2024-06-01T00:00:00.010Z"});
+    if errors.is_empty() {
+        (201, answer)
+    } else {
+        answer["numErrors"] = json!(errors.len());
+        answer["errors"] = json!(errors);
+        (207, answer)
+    }
 }
 
 /// A v4 association entry.
@@ -1141,6 +1220,16 @@ fn batch_write(state: &mut State, kind: &str, body: &str, create: bool) -> (u16,
                 id
             }
         };
+        if kind == "contacts" {
+            for association in input["associations"].as_array().into_iter().flatten() {
+                if let Some(company) = association["to"]["id"]
+                    .as_str()
+                    .and_then(|c| c.parse::<u64>().ok())
+                {
+                    associate(state, id, company, primary_type(&association["types"]));
+                }
+            }
+        }
         let record = records_mut(state, kind)
             .iter_mut()
             .find(|c| c.id == id)

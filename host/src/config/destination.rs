@@ -45,6 +45,11 @@ pub struct CrmDestination {
     pub object: SyncObject,
     /// The mapped fields, in config order.
     pub fields: Vec<SyncField>,
+    /// `destination.direction` and `destination.conflict` (or their
+    /// defaults): what a link the sync keeps itself, a contact's company,
+    /// follows.
+    pub direction: Direction,
+    pub conflict: ConflictRule,
 }
 
 /// One mapped field between two CRMs.
@@ -347,6 +352,8 @@ pub(super) fn parse(
         rate_limit,
         object,
         fields,
+        direction,
+        conflict: default_conflict,
     })
 }
 

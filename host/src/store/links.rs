@@ -72,6 +72,16 @@ impl ContactStore {
             .optional()?)
     }
 
+    /// The link with this id, of any sync (a contact's company names its
+    /// company link by id).
+    pub fn link_by_id(&self, id: i64) -> Result<Option<Link>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM links WHERE id = ?1"))?
+            .query_row(params![id], read_link)
+            .optional()?)
+    }
+
     /// Inserts or updates a link; returns its id.
     pub fn save_link(&self, sync: &str, link: &Link) -> Result<i64> {
         let agreed = serde_json::to_string(&link.agreed)?;
