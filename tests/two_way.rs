@@ -952,12 +952,21 @@ fn the_bundled_two_way_cassette_replays_the_demo() {
     assert_eq!(exit, crmsync_host::cli::Exit::Success, "{out}");
     assert!(
         out.contains(
-            "written to the destination: created 1 updated 0;  to the source: created 1 updated 1"
+            "written to the destination: created 1 updated 1;  to the source: created 1 updated 1"
         ),
         "{out}"
     );
     let (_, links) = crmsync(&["links", "--config", path, "--json"]).unwrap();
     let links: Vec<Value> = serde_json::from_str(&links).unwrap();
+    let (companies, links): (Vec<Value>, Vec<Value>) = links
+        .into_iter()
+        .partition(|l| l["part"] == json!("companies"));
+    // Acme matched by domain (www and path aside), Globex created in HubSpot.
+    assert_eq!(companies.len(), 2, "{companies:#?}");
+    assert_eq!(companies[0]["destination_id"], json!("001Dm00000AcmAAA"));
+    assert_eq!(companies[0]["email"], json!("acme.io"));
+    assert_eq!(companies[0]["agreed"]["name"], json!({"text": "Acme Inc."}));
+    assert_eq!(companies[1]["destination_id"], json!("001Dm00000GlxAAA"));
     let by_email = |email: &str| {
         links
             .iter()
@@ -972,6 +981,11 @@ fn the_bundled_two_way_cassette_replays_the_demo() {
     assert_eq!(
         by_email("ann@acme.io")["agreed"]["jobtitle"],
         json!({"text": "VP Engineering"})
+    );
+    // Ann's company is her Contact's Account now.
+    assert_eq!(
+        by_email("ann@acme.io")["agreed"]["@company"],
+        json!({"text": companies[0]["id"].to_string()})
     );
     // Created each way.
     assert_eq!(by_email("bo@beta.io")["destination_kind"], json!("lead"));

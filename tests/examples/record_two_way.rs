@@ -2,7 +2,8 @@
 //! the first run of `examples/two-way.toml` between the loopback HubSpot and
 //! Salesforce servers, seeded with a few people who show what a two-way run
 //! does (a pair matched by email with a conflict, a record created each way,
-//! one refused by Salesforce, one with no email).
+//! one refused by Salesforce, one with no email), and companies (one matched
+//! by domain, whose contact gets its Account; one created in HubSpot).
 //!
 //! `cargo run -p crmsync-tests --example record_two_way` (after building the
 //! component) rewrites the file; `tests/two_way.rs` replays it.
@@ -48,6 +49,12 @@ fn main() -> anyhow::Result<()> {
         for (i, properties) in people.iter().enumerate() {
             hs.put(Contact::new(i as u64 + 1, properties));
         }
+        // Ann's company, which Salesforce knows by its website.
+        hs.companies.push(Contact::new(
+            9001,
+            &[("name", Some("Acme")), ("domain", Some("acme.io"))],
+        ));
+        hs.associations.push((1, 9001, true));
         let mut sf = salesforce.state();
         sf.contacts.push(Record::new(
             "003Dm00000AnnAAA",
@@ -56,6 +63,23 @@ fn main() -> anyhow::Result<()> {
                 ("LastName", json!("Ames")),
                 ("Email", json!("ann@acme.io")),
                 ("Title", json!("VP Engineering")),
+            ],
+            1_717_200_000_000,
+        ));
+        sf.accounts.push(Record::new(
+            "001Dm00000AcmAAA",
+            &[
+                ("Name", json!("Acme Inc.")),
+                ("Website", json!("https://www.acme.io/")),
+            ],
+            1_717_200_000_000,
+        ));
+        // Only in Salesforce: becomes a HubSpot company.
+        sf.accounts.push(Record::new(
+            "001Dm00000GlxAAA",
+            &[
+                ("Name", json!("Globex")),
+                ("Website", json!("globex.example")),
             ],
             1_717_200_000_000,
         ));
