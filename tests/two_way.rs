@@ -6,7 +6,7 @@
 
 use crmsync_host::config::Config;
 use crmsync_host::store::{ContactStore, LinkSide};
-use crmsync_host::sync::SyncReport;
+use crmsync_host::sync::{SyncOptions, SyncReport};
 use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
 use crmsync_tests::salesforce_server::{Record, SalesforceServer};
 use crmsync_tests::*;
@@ -1414,4 +1414,99 @@ fn a_contacts_company_follows_it_across_as_account_id_and_primary_association() 
     assert_eq!(associate.len(), 1, "one association request for the batch");
     let fourth = run(&config);
     assert_eq!(writes(&fourth), (0, 0), "{fourth:#?}");
+}
+
+#[test]
+fn a_create_hubspot_refuses_as_an_existing_contact_pairs_with_it_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        // Ann's old address is only an additional email: the look-up by
+        // (primary) email misses her, and HubSpot refuses a second contact.
+        hs.put(hubspot_contact(
+            7,
+            &[
+                ("lastname", "Ames"),
+                ("email", "ann@new.io"),
+                ("hs_additional_emails", "ann@old.io"),
+            ],
+        ));
+        // Linked to Salesforce's Cy below: not Bo's to take.
+        hs.put(hubspot_contact(
+            8,
+            &[
+                ("lastname", "Cole"),
+                ("email", "cy@x.io"),
+                ("hs_additional_emails", "bo@x.io"),
+            ],
+        ));
+        let mut sf = salesforce.state();
+        sf.contacts.push(person(
+            "003A",
+            &[
+                ("LastName", "Ames"),
+                ("Email", "Ann@Old.io"),
+                ("Title", "VP"),
+            ],
+        ));
+        sf.contacts.push(person(
+            "003C",
+            &[("LastName", "Cole"), ("Email", "cy@x.io")],
+        ));
+        sf.contacts.push(person(
+            "003D",
+            &[("LastName", "Berg"), ("Email", "bo@x.io")],
+        ));
+    }
+    let path = write_config(
+        dir.path(),
+        "existing",
+        &format!(
+            "[source]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nobjects = [\"Contact\"]\n\
+             [destination]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
+            salesforce.instance_url,
+            token_env(),
+            hubspot.base_url,
+            token_env()
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let report = run(&config);
+    assert_eq!(
+        hubspot.state().contacts.len(),
+        2,
+        "no second contact: {report:#?}"
+    );
+    assert_eq!(
+        hubspot_value(&hubspot, "ann@old.io", "jobtitle").as_deref(),
+        Some("VP")
+    );
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let ann = store
+        .link("existing", LinkSide::Source, "003A")
+        .unwrap()
+        .expect("Ann is linked");
+    assert_eq!(ann.destination_id.as_deref(), Some("7"));
+    // Bo's email is Cy's contact's: taken (X4), not a second link to it.
+    let errors = store.errors(report.run_id).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].category, "email-taken");
+    assert_eq!(errors[0].record_id.as_deref(), Some("003D"));
+    assert!(
+        store
+            .link("existing", LinkSide::Source, "003D")
+            .unwrap()
+            .is_none()
+    );
+    // Settled: the next full run writes nothing more for Ann.
+    let again = sync(
+        &config,
+        &SyncOptions {
+            full: true,
+            ..live_options()
+        },
+    )
+    .unwrap();
+    assert_eq!(again.written.unwrap().to_destination.created, 0);
 }

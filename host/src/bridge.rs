@@ -973,7 +973,10 @@ impl Bridge<'_> {
             ));
         }
         let mut outcomes = Vec::new();
-        for ((create, kind), batch) in batches {
+        let mut queue: std::collections::VecDeque<_> = batches.into_iter().collect();
+        // Existing records paired in this step: their links are not saved yet.
+        let mut adopted: HashSet<String> = HashSet::new();
+        while let Some(((create, kind), batch)) = queue.pop_front() {
             let destination = side.destination(kind.as_deref());
             let records: Vec<OutgoingRecord> = batch.iter().map(|(_, r)| r.clone()).collect();
             let retry = if create {
@@ -984,9 +987,54 @@ impl Bridge<'_> {
             let results = with_retries(side, &self.options.retry, retry, |side| {
                 side.instance.write_records(&destination, &records)
             })?;
-            for ((index, _), result) in batch.iter().zip(results) {
+            // Creates the CRM refused as existing records: written as updates.
+            let mut existing = Vec::new();
+            for ((index, record), result) in batch.iter().zip(results) {
+                if let WriteOutcome::Exists(id) = &result.outcome {
+                    // Paired on this step already: its link is not saved yet.
+                    let in_step = step.iter().enumerate().any(|(i, p)| {
+                        let held = match towards {
+                            LinkSide::Destination => &p.link.destination_id,
+                            LinkSide::Source => &p.link.source_id,
+                        };
+                        i != *index && held.as_deref() == Some(id.as_str())
+                    });
+                    if in_step {
+                        adopted.insert(id.clone());
+                    }
+                }
                 let pair = &mut step[*index];
                 match result.outcome {
+                    WriteOutcome::Exists(id) => {
+                        if self.store.link(&self.config.name, towards, &id)?.is_some()
+                            || !adopted.insert(id.clone())
+                        {
+                            // X4: the record holding the handle is another's.
+                            let handle = pair.handle(self.crm.object).unwrap_or_default();
+                            self.reject(handle_taken(self.crm.object, &record.key, &handle, &id))?;
+                            outcomes.push((*index, false));
+                            continue;
+                        }
+                        // X3: the record was there all along (the look-up
+                        // missed it: a secondary email, the search index).
+                        match towards {
+                            LinkSide::Destination => {
+                                pair.link.destination_id = Some(id.clone());
+                                pair.link.destination_kind = kind.clone();
+                            }
+                            LinkSide::Source => {
+                                pair.link.source_id = Some(id.clone());
+                                pair.link.source_kind = kind.clone();
+                            }
+                        }
+                        existing.push((
+                            *index,
+                            OutgoingRecord {
+                                id: Some(id),
+                                ..record.clone()
+                            },
+                        ));
+                    }
                     WriteOutcome::Written(id) => {
                         let counts = match towards {
                             LinkSide::Destination => &mut self.written.to_destination,
@@ -1017,6 +1065,9 @@ impl Bridge<'_> {
                     }
                 }
             }
+            if !existing.is_empty() {
+                queue.push_back(((false, kind), existing));
+            }
         }
         Ok(outcomes)
     }
@@ -1036,17 +1087,16 @@ impl Bridge<'_> {
             .filter(|f| f.name != RECORD_TYPE)
             .cloned()
             .collect();
-        // A company's domain compares as its handle: `https://www.acme.com/`
-        // in Salesforce's Website is HubSpot's `acme.com`, no conflict; and
-        // what is written either way is the bare domain HubSpot expects.
-        if self.crm.object == SyncObject::Companies
-            && let Some(handle) = self.crm.handle_field(&self.config.source.system)
-        {
+        // The handle compares as a handle: an email whatever its case (HubSpot
+        // lower-cases what it is sent), a company's domain whatever URL holds
+        // it (`https://www.acme.com/` in a Website is HubSpot's `acme.com`);
+        // so neither is a conflict, and what is written is the normalised form.
+        if let Some(handle) = self.crm.handle_field(&self.config.source.system) {
             values.retain(|v| v.name != handle.source);
-            if let Some(domain) = record.contact.domains.first() {
+            if let Some(normalised) = handles(record, self.crm.object).first() {
                 values.push(FieldValue {
                     name: handle.source.clone(),
-                    value: FieldData::Text(domain.clone()),
+                    value: FieldData::Text(normalised.clone()),
                 });
             }
         }

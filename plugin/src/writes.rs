@@ -203,13 +203,17 @@ fn hubspot_batch(
                 "HubSpot",
             ),
         )]),
-        (Err(_), Some(failure)) => Ok(vec![rejected(
-            &batch[0].key,
-            hubspot_rejection(
-                &batch[0].key,
-                &serde_json::from_str(&failure.body).unwrap_or_default(),
-            ),
-        )]),
+        (Err(_), Some(failure)) => {
+            let error: HubspotBatchError = serde_json::from_str(&failure.body).unwrap_or_default();
+            let outcome = match existing_id(&error) {
+                Some(id) if batch[0].id.is_none() => WriteOutcome::Exists(id),
+                _ => WriteOutcome::Rejected(hubspot_rejection(&batch[0].key, &error)),
+            };
+            Ok(vec![WriteResult {
+                key: batch[0].key.clone(),
+                outcome,
+            }])
+        }
         (Err(error), None) => Err(error),
     }
 }
@@ -322,10 +326,10 @@ pub fn read_hubspot_answer(
                 .iter()
                 .position(|r| r.key == key || r.id.as_deref() == Some(key.as_str()))
             {
-                outcomes[i] = Some(WriteOutcome::Rejected(hubspot_rejection(
-                    &batch[i].key,
-                    error,
-                )));
+                outcomes[i] = Some(match existing_id(error) {
+                    Some(id) if batch[i].id.is_none() => WriteOutcome::Exists(id),
+                    _ => WriteOutcome::Rejected(hubspot_rejection(&batch[i].key, error)),
+                });
             }
         }
     }
@@ -362,6 +366,18 @@ pub fn read_hubspot_answer(
             }),
         })
         .collect())
+}
+
+/// The record a HubSpot conflict names: `Contact already exists. Existing ID: 123`.
+fn existing_id(error: &HubspotBatchError) -> Option<String> {
+    let message = error.message.as_deref()?;
+    let rest = &message[message.find("Existing ID:")? + "Existing ID:".len()..];
+    let id: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!id.is_empty()).then_some(id)
 }
 
 /// E9 for one HubSpot record: the property named by the error's detail
@@ -867,6 +883,57 @@ mod tests {
             .unwrap();
             assert_eq!(body(&t.sent[0])["records"][0]["AccountId"], expected);
         }
+    }
+
+    #[test]
+    fn a_create_refused_as_an_existing_contact_names_it() {
+        let conflict = |id: &str| {
+            json!({"status": "error", "category": "CONFLICT",
+                   "message": format!("Contact already exists. Existing ID: {id}")})
+        };
+        // In a 207, by trace id; refused whole, once re-sent alone.
+        let mut multi = conflict("701");
+        multi["context"] = json!({"objectWriteTraceId": ["b"]});
+        let mut t = Script::default().answer(
+            207,
+            json!({"results": [{"id": "9", "objectWriteTraceId": "a"}], "errors": [multi]}),
+        );
+        let records = [record("a", None, &[]), record("b", None, &[])];
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(results[0].outcome, WriteOutcome::Written("9".into()));
+        assert_eq!(results[1].outcome, WriteOutcome::Exists("701".into()));
+        let mut t = Script::default()
+            .answer(409, conflict("42"))
+            .answer(
+                201,
+                json!({"results": [{"id": "10", "objectWriteTraceId": "a"}]}),
+            )
+            .answer(409, conflict("42"));
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(t.sent.len(), 3);
+        assert_eq!(results[1].outcome, WriteOutcome::Exists("42".into()));
+        // Any other conflict is a rejection.
+        let mut t = Script::default().answer(
+            409,
+            json!({"status": "error", "category": "CONFLICT", "message": "Object already exists"}),
+        );
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &[record("a", None, &[])],
+        )
+        .unwrap();
+        assert!(matches!(results[0].outcome, WriteOutcome::Rejected(_)));
     }
 
     #[test]

@@ -1167,14 +1167,17 @@ fn batch_write(state: &mut State, kind: &str, body: &str, create: bool) -> (u16,
                 ));
             } else if name == "email" {
                 let email = value.as_str().unwrap_or("");
-                let taken = records(state, kind).iter().any(|c| {
+                // A contact's additional emails are as unique as its primary one.
+                let holder = records(state, kind).iter().find(|c| {
                     Some(c.id) != id
-                        && c.properties
-                            .get("email")
-                            .cloned()
-                            .flatten()
-                            .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                        && ["email", "hs_additional_emails"].iter().any(|p| {
+                            c.properties.get(*p).cloned().flatten().is_some_and(|e| {
+                                e.split(';').any(|e| e.trim().eq_ignore_ascii_case(email))
+                            })
+                        })
                 });
+                let taken = holder.is_some();
+                let holder = holder.map_or(0, |c| c.id);
                 if !email.is_empty() && !email.contains('@') {
                     problem = Some((
                         400,
@@ -1185,7 +1188,7 @@ fn batch_write(state: &mut State, kind: &str, body: &str, create: bool) -> (u16,
                     problem = Some((
                         409,
                         json!({"status": "error", "category": "CONFLICT",
-                        "message": "Contact already exists. Existing ID: 0"}),
+                        "message": format!("Contact already exists. Existing ID: {holder}")}),
                     ));
                 }
             }
