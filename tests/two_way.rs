@@ -1510,3 +1510,126 @@ fn a_create_hubspot_refuses_as_an_existing_contact_pairs_with_it_instead() {
     .unwrap();
     assert_eq!(again.written.unwrap().to_destination.created, 0);
 }
+
+#[test]
+fn owners_are_carried_across_by_email_and_an_owner_change_is_a_field_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        hs.owners = vec![
+            (101, "sam@acme.io".into()),
+            (102, "kim@acme.io".into()),
+            (103, "lee@acme.io".into()),
+        ];
+        hs.put(hubspot_contact(
+            1,
+            &[
+                ("lastname", "Ames"),
+                ("email", "ann@acme.io"),
+                ("hubspot_owner_id", "101"),
+            ],
+        ));
+        // Lee has no Salesforce user.
+        hs.put(hubspot_contact(
+            2,
+            &[
+                ("lastname", "Berg"),
+                ("email", "bo@beta.io"),
+                ("company", "Beta"),
+                ("hubspot_owner_id", "103"),
+            ],
+        ));
+        let mut sf = salesforce.state();
+        for (id, email) in [("005S", "sam@acme.io"), ("005K", "Kim@Acme.io")] {
+            sf.users
+                .push(person(id, &[("Email", email), ("IsActive", "true")]));
+        }
+        sf.users.push(person(
+            "005Z",
+            &[("Email", "gone@acme.io"), ("IsActive", "false")],
+        ));
+        sf.contacts.push(person(
+            "003A",
+            &[
+                ("LastName", "Ames"),
+                ("Email", "ann@acme.io"),
+                ("OwnerId", "005S"),
+            ],
+        ));
+        sf.contacts.push(person(
+            "003C",
+            &[
+                ("LastName", "Cole"),
+                ("Email", "cy@cole.io"),
+                ("OwnerId", "005K"),
+            ],
+        ));
+    }
+    let config = config(
+        dir.path(),
+        "owners",
+        &hubspot,
+        &salesforce,
+        BOTH,
+        "hubspot_owner_id = { field = \"OwnerId\", type = \"owner\" }",
+    );
+    let first = run(&config);
+    // Ann's owners are the same person: nothing to write for her owner.
+    assert_eq!(
+        salesforce_value(&salesforce, "ann@acme.io", "OwnerId").as_deref(),
+        Some("005S")
+    );
+    // Cy's Salesforce owner is HubSpot's Kim (emails compare ignoring case).
+    assert_eq!(
+        hubspot_value(&hubspot, "cy@cole.io", "hubspot_owner_id").as_deref(),
+        Some("102")
+    );
+    // Bo's owner has no Salesforce user: Bo is created, his owner reported.
+    assert!(salesforce.state().person_by_email("bo@beta.io").is_some());
+    assert_eq!(salesforce_value(&salesforce, "bo@beta.io", "OwnerId"), None);
+    let store = ContactStore::open(&config.store_path).unwrap();
+    let errors = store.errors(first.run_id).unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].category, "validation");
+    assert_eq!(errors[0].field.as_deref(), Some("OwnerId"));
+    assert_eq!(errors[0].record_id.as_deref(), Some("2"));
+    assert!(
+        errors[0].message.contains("lee@acme.io"),
+        "{}",
+        errors[0].message
+    );
+    let users = salesforce
+        .queries()
+        .into_iter()
+        .filter(|q| q.contains("FROM User"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        users,
+        ["SELECT Id, Email FROM User WHERE IsActive = true ORDER BY Id"]
+    );
+    let second = run(&config);
+    assert_eq!(writes(&second), (0, 0), "{second:#?}");
+
+    // Ann is reassigned in Salesforce, Cy in HubSpot: each flows across.
+    let now = salesforce.state().tick();
+    salesforce
+        .state()
+        .edit("Contact", "003A", &[("OwnerId", json!("005K"))], now);
+    let cy = hubspot.state().by_email("cy@cole.io").unwrap().id;
+    hubspot
+        .state()
+        .edit(cy, &[("hubspot_owner_id", Some("101"))]);
+    let third = run(&config);
+    assert_eq!(writes(&third), (1, 1), "{third:#?}");
+    assert_eq!(
+        hubspot_value(&hubspot, "ann@acme.io", "hubspot_owner_id").as_deref(),
+        Some("102")
+    );
+    assert_eq!(
+        salesforce_value(&salesforce, "cy@cole.io", "OwnerId").as_deref(),
+        Some("005S")
+    );
+    let fourth = run(&config);
+    assert_eq!(writes(&fourth), (0, 0), "{fourth:#?}");
+}

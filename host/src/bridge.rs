@@ -22,7 +22,7 @@ use crate::bindings::crmsync::sync::types::{
     SideState, Source, SyncError, TimeWindow, WriteOutcome,
 };
 use crate::config::{
-    Config, CrmDestination, SourceSystem, SyncObject, mapped_properties, read_mappings,
+    Config, CrmDestination, SourceSystem, SyncField, SyncObject, mapped_properties, read_mappings,
 };
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
@@ -430,6 +430,7 @@ pub fn run(
     let mut pass = Bridge {
         config,
         crm,
+        owners: Owners::default(),
         company_part,
         options,
         store: &store,
@@ -486,8 +487,13 @@ fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
         .iter()
         .map(|f| {
             format!(
-                "{}>{}:{:?}:{:?}:{:?}",
-                f.source, f.destination, f.value_type, f.direction, f.conflict
+                "{}>{}:{:?}:{:?}:{:?}{}",
+                f.source,
+                f.destination,
+                f.value_type,
+                f.direction,
+                f.conflict,
+                if f.owner { ":owner" } else { "" }
             )
         })
         .collect();
@@ -501,10 +507,55 @@ fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
     )
 }
 
+/// The owners of both CRMs, by id and by email: an owner field's value is
+/// the owner's email while reconciled, so it means the same on both sides.
+#[derive(Default)]
+struct Owners {
+    /// Per side (source, destination): owner id -> email.
+    email: [HashMap<String, String>; 2],
+    /// Per side: email -> owner id (the first owner listed with it).
+    id: [HashMap<String, String>; 2],
+}
+
+impl Owners {
+    fn index(side: LinkSide) -> usize {
+        match side {
+            LinkSide::Source => 0,
+            LinkSide::Destination => 1,
+        }
+    }
+
+    fn add(&mut self, side: LinkSide, owners: Vec<crate::bindings::crmsync::sync::types::Owner>) {
+        let i = Self::index(side);
+        for owner in owners {
+            if let Some(email) = owner.email {
+                self.email[i].insert(owner.id.clone(), email.clone());
+                self.id[i].entry(email).or_insert(owner.id);
+            }
+        }
+    }
+
+    /// An owner id of `side` as the email both sides know it by; an owner
+    /// with no email stays its id (it cannot be carried across).
+    fn email_of(&self, side: LinkSide, id: &str) -> String {
+        self.email[Self::index(side)]
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_owned())
+    }
+
+    /// The owner of `side` with this email.
+    fn id_of(&self, side: LinkSide, email: &str) -> Option<&String> {
+        self.id[Self::index(side)].get(&email.to_lowercase())
+    }
+}
+
 /// One pass's state.
 struct Bridge<'a> {
     config: &'a Config,
     crm: &'a CrmDestination,
+    /// Both CRMs' owners, when a field carries owners across.
+    owners: Owners,
     /// The company part's sync name, when people carry their company.
     company_part: Option<String>,
     options: &'a SyncOptions,
@@ -531,6 +582,24 @@ impl Bridge<'_> {
         let two_way = self.crm.two_way();
         let mut dropped = self.check_fields(source)?;
         dropped.extend(self.check_fields(destination)?);
+        if self
+            .crm
+            .fields
+            .iter()
+            .any(|f| f.owner && !dropped.contains(&f.source))
+        {
+            match self.read_owners(source, destination)? {
+                Some(owners) => self.owners = owners,
+                // Unreadable users: owner fields sit the run out, on both sides.
+                None => dropped.extend(
+                    self.crm
+                        .fields
+                        .iter()
+                        .filter(|f| f.owner)
+                        .map(|f| f.source.clone()),
+                ),
+            }
+        }
         for side in [&mut *source, &mut *destination] {
             side.mappings.retain(
                 |m| !matches!(&m.target, FieldTarget::Custom(key) if dropped.contains(key)),
@@ -635,6 +704,119 @@ impl Bridge<'_> {
             }
         }
         Ok(dropped)
+    }
+
+    /// Both CRMs' owners; `None` (with the error recorded) when one side's
+    /// cannot be read, such as a HubSpot token without the owners scope.
+    fn read_owners(
+        &mut self,
+        source: &mut Side,
+        destination: &mut Side,
+    ) -> Result<Option<Owners>, Stop> {
+        let mut owners = Owners::default();
+        for side in [source, destination] {
+            let read = side.source(HubspotScope::All);
+            match with_retries(side, &self.options.retry, Retry::All, |side| {
+                side.instance.list_owners(&read)
+            }) {
+                Ok(list) => owners.add(side.link_side, list),
+                Err(Stop::Classified(error)) => {
+                    let mut error = error;
+                    error.scope = ErrorScope::Field;
+                    error.message = format!(
+                        "owners were not synced this run: {} (owner fields need the CRM's users)",
+                        error.message
+                    );
+                    self.store
+                        .record_error(self.run_id, &error_row(self.run_id, &error))?;
+                    return Ok(None);
+                }
+                Err(stop) => return Err(stop),
+            }
+        }
+        Ok(Some(owners))
+    }
+
+    /// Owner fields in a step's plans: each email written becomes the
+    /// owner's id on the side it goes to. An owner that side has no user for
+    /// (or a cleared one: records always have an owner) is not written, is
+    /// reported on the field, and stays as agreed before, so it is no change
+    /// to echo back.
+    fn place_owners(&mut self, step: &[Pair], plans: &mut [Reconciled]) -> Result<()> {
+        let owner_fields: Vec<&SyncField> = self.crm.fields.iter().filter(|f| f.owner).collect();
+        if owner_fields.is_empty() {
+            return Ok(());
+        }
+        for (pair, plan) in step.iter().zip(plans.iter_mut()) {
+            let base = agreed_values(&pair.link.agreed);
+            for towards in [LinkSide::Destination, LinkSide::Source] {
+                let values = match towards {
+                    LinkSide::Destination => &mut plan.to_destination,
+                    LinkSide::Source => &mut plan.to_source,
+                };
+                let mut unplaced = Vec::new();
+                values.retain_mut(|value| {
+                    let Some(field) = owner_fields.iter().find(|f| f.source == value.name) else {
+                        return true;
+                    };
+                    let email = match &value.value {
+                        Some(FieldData::Text(email)) => email.clone(),
+                        _ => {
+                            unplaced.push((field.source.clone(), None));
+                            return false;
+                        }
+                    };
+                    match self.owners.id_of(towards, &email) {
+                        Some(id) => {
+                            value.value = Some(FieldData::Text(id.clone()));
+                            true
+                        }
+                        None => {
+                            unplaced.push((field.source.clone(), Some(email)));
+                            false
+                        }
+                    }
+                });
+                for (key, email) in unplaced {
+                    plan.agreed.retain(|v| v.name != key);
+                    plan.agreed
+                        .extend(base.iter().filter(|v| v.name == key).cloned());
+                    let Some(email) = email else { continue };
+                    let record = match towards {
+                        LinkSide::Destination => pair.link.source_id.clone().or(source_id(pair)),
+                        LinkSide::Source => {
+                            pair.link.destination_id.clone().or(destination_id(pair))
+                        }
+                    };
+                    let field = self.field_name(&key, towards);
+                    let system = match (towards, &self.crm.system, &self.config.source.system) {
+                        (LinkSide::Destination, SourceSystem::Hubspot, _)
+                        | (LinkSide::Source, _, SourceSystem::Hubspot) => "HubSpot",
+                        _ => "Salesforce",
+                    };
+                    let error = SyncError {
+                        category: ErrorCategory::Validation,
+                        retryable: false,
+                        retry_after_ms: None,
+                        scope: ErrorScope::Field,
+                        record_id: record.clone(),
+                        field: Some(field.clone()),
+                        message: format!(
+                            "the owner of record {} ({email}) is no {system} user, so {field} was \
+                             not changed",
+                            record.as_deref().unwrap_or("?")
+                        ),
+                        resolution: format!(
+                            "Owners are matched by email: give the {system} user the email \
+                             {email}, or change the record's owner."
+                        ),
+                    };
+                    self.store
+                        .record_error(self.run_id, &error_row(self.run_id, &error))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reconciles and writes `pairs` a step at a time.
@@ -860,7 +1042,8 @@ impl Bridge<'_> {
                 base,
             });
         }
-        let plans = source.instance.reconcile(rules, &inputs)?;
+        let mut plans = source.instance.reconcile(rules, &inputs)?;
+        self.place_owners(&step, &mut plans)?;
         let mut rejected = vec![false; step.len()];
         let mut wrote = vec![false; step.len()];
         for (towards, side) in [
@@ -1098,6 +1281,14 @@ impl Bridge<'_> {
                     name: handle.source.clone(),
                     value: FieldData::Text(normalised.clone()),
                 });
+            }
+        }
+        // An owner is its email while reconciled (ids differ between CRMs).
+        for field in self.crm.fields.iter().filter(|f| f.owner) {
+            if let Some(value) = values.iter_mut().find(|v| v.name == field.source)
+                && let FieldData::Text(id) = &value.value
+            {
+                value.value = FieldData::Text(self.owners.email_of(side, id));
             }
         }
         let absent = absent_fields(kind_of(record).as_deref());

@@ -7,7 +7,7 @@ use crate::bindings::PluginPre;
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
     Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
-    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Page, PropertyDefinition,
+    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
     ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
 };
 use crate::http::Hooks;
@@ -368,6 +368,16 @@ impl Instance {
             .crmsync_sync_sync()
             .call_list_properties(&mut self.store, source)
             .map_err(|e| component_failed("list-properties", &self.sandbox, e))
+    }
+
+    /// `list-owners`; it sends requests, so it has `fetch-page`'s time limit.
+    pub fn list_owners(&mut self, source: &Source) -> Result<Result<Vec<Owner>, SyncError>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.fetch_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_list_owners(&mut self.store, source)
+            .map_err(|e| component_failed("list-owners", &self.sandbox, e))
     }
 
     /// `map-fields`.

@@ -8,7 +8,7 @@ use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{
     Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
-    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Page, PropertyDefinition,
+    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
     ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord, SyncError, WriteResult,
 };
 use crate::{errors, filters, hubspot, mapping, matching, reconcile, salesforce, writes};
@@ -56,6 +56,15 @@ impl Guest for Component {
                 hubspot::list_properties(&mut WasiHttp, Object::Companies, source)
             }
             Source::Salesforce(source) => salesforce::list_properties(&mut WasiHttp, source),
+        }
+    }
+
+    fn list_owners(source: Source) -> Result<Vec<Owner>, SyncError> {
+        match &source {
+            Source::HubspotContacts(source) | Source::HubspotCompanies(source) => {
+                hubspot::list_owners(&mut WasiHttp, source)
+            }
+            Source::Salesforce(source) => salesforce::list_owners(&mut WasiHttp, source),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::errors::{self, Endpoint};
 use crate::filters;
 use crate::transport::{self, HttpRequest, Method, Transport, encode_component, parse_json};
 use crate::types::{
-    HubspotScope, HubspotSource, Page, Property, PropertyDefinition, SourceRecord, SyncError,
+    HubspotScope, HubspotSource, Owner, Page, Property, PropertyDefinition, SourceRecord, SyncError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -423,6 +423,55 @@ pub fn list_properties(
     };
     let body = send(transport, &request, Endpoint::Other)?;
     parse_properties(&body)
+}
+
+/// Every active owner: `GET /crm/v3/owners?limit=100&archived=false`,
+/// following `paging.next.after`.
+pub fn list_owners(
+    transport: &mut impl Transport,
+    source: &HubspotSource,
+) -> Result<Vec<Owner>, SyncError> {
+    let mut owners = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{}/crm/v3/owners?limit=100&archived=false", base(source));
+        if let Some(after) = &after {
+            url.push_str(&format!("&after={}", encode_component(after)));
+        }
+        let request = HttpRequest {
+            method: Method::Get,
+            url,
+            body: None,
+        };
+        let body = send(transport, &request, Endpoint::Other)?;
+        let page: OwnersPage = parse_json(&body, "owner list")?;
+        for owner in page.results.unwrap_or_default() {
+            let Some(id) = owner.get("id").and_then(id_string) else {
+                continue;
+            };
+            owners.push(Owner {
+                id,
+                email: owner
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .map(|e| e.trim().to_lowercase())
+                    .filter(|e| !e.is_empty()),
+            });
+        }
+        match next_after(page.paging.as_ref()) {
+            Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+            _ => return Ok(owners),
+        }
+    }
+}
+
+/// `CollectionResponsePublicOwnerForwardPaging`, read tolerantly.
+#[derive(Deserialize)]
+struct OwnersPage {
+    #[serde(default)]
+    results: Option<Vec<serde_json::Map<String, Value>>>,
+    #[serde(default)]
+    paging: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1313,6 +1362,42 @@ mod tests {
 
     fn cursor(page: &Page) -> SearchCursor {
         serde_json::from_str(page.next_cursor.as_deref().expect("a next page")).unwrap()
+    }
+
+    #[test]
+    fn owners_are_listed_page_by_page_with_their_emails() {
+        let mut scripted = Scripted::default()
+            .answer(
+                200,
+                r#"{"results": [{"id": "101", "email": " Sam@Acme.io ", "type": "PERSON"},
+                                {"id": "102", "email": null}, {"firstName": "no id"}],
+                    "paging": {"next": {"after": "2"}}}"#,
+            )
+            .answer(
+                200,
+                r#"{"results": [{"id": 103, "email": "lee@acme.io", "teams": []}]}"#,
+            );
+        let owners = list_owners(&mut scripted, &source(HubspotScope::All)).unwrap();
+        let owners: Vec<(&str, Option<&str>)> = owners
+            .iter()
+            .map(|o| (o.id.as_str(), o.email.as_deref()))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("101", Some("sam@acme.io")),
+                ("102", None),
+                ("103", Some("lee@acme.io"))
+            ]
+        );
+        assert_eq!(
+            scripted.sent[0].url,
+            "https://api.hubapi.com/crm/v3/owners?limit=100&archived=false"
+        );
+        assert_eq!(
+            scripted.sent[1].url,
+            "https://api.hubapi.com/crm/v3/owners?limit=100&archived=false&after=2"
+        );
     }
 
     #[test]

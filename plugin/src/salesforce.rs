@@ -5,7 +5,7 @@
 use crate::errors;
 use crate::transport::{self, HttpRequest, Method, Transport, encode_component, parse_json};
 use crate::types::{
-    Page, Property, PropertyDefinition, SalesforceObject, SalesforceScope, SalesforceSource,
+    Owner, Page, Property, PropertyDefinition, SalesforceObject, SalesforceScope, SalesforceSource,
     SourceRecord, SyncError,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -273,6 +273,37 @@ fn add_converted_leads(
         }
     }
     Ok(())
+}
+
+/// Every active User, who can own records: one query, paged by
+/// `nextRecordsUrl`.
+pub fn list_owners(
+    transport: &mut impl Transport,
+    source: &SalesforceSource,
+) -> Result<Vec<Owner>, SyncError> {
+    let mut owners = Vec::new();
+    let mut request = query_request(
+        source,
+        "SELECT Id, Email FROM User WHERE IsActive = true ORDER BY Id",
+        false,
+    );
+    loop {
+        let body = send(transport, &request)?;
+        let page: QueryPage = parse_json(&body, "Salesforce query answer")?;
+        for user in page.records.unwrap_or_default() {
+            let Some(id) = text(user.get("Id")) else {
+                continue;
+            };
+            owners.push(Owner {
+                id,
+                email: text(user.get("Email")).map(|e| e.trim().to_lowercase()),
+            });
+        }
+        match page.next_records_url.filter(|_| page.done != Some(true)) {
+            Some(next) => request = next_request(source, &next),
+            None => return Ok(owners),
+        }
+    }
 }
 
 /// Escapes a SOQL string literal's quote and backslash.

@@ -20,6 +20,7 @@ pub const STANDARD_PROPERTIES: &[&str] = &[
     "mobilephone",
     "company",
     "jobtitle",
+    "hubspot_owner_id",
     "hs_object_id",
     "createdate",
     "lastmodifieddate",
@@ -151,6 +152,8 @@ pub struct State {
     /// Contact -> company associations: `(contact id, company id, primary)`.
     pub associations: Vec<(u64, u64, bool)>,
     pub lists: HashMap<String, Vec<u64>>,
+    /// Owners (`hubspot_owner_id` values): `(id, email)`.
+    pub owners: Vec<(u64, String)>,
     /// Most results per page the server returns (HubSpot may return fewer than `limit`).
     pub page_size: Option<usize>,
     /// Access tokens that are accepted.
@@ -534,6 +537,7 @@ fn route(
             memberships(state, list_id, query)
         }
         (Method::Get, ["crm", "v3", "properties", kind]) if object(kind) => properties(state, kind),
+        (Method::Get, ["crm", "v3", "owners"]) => owners(state, query),
         (Method::Post, ["crm", "v4", "associations", from, to, "batch", "read"])
             if object(from) && object(to) && from != to =>
         {
@@ -561,6 +565,35 @@ fn route(
             json!({"status": "error", "message": format!("no route for {path}"), "category": "OBJECT_NOT_FOUND"}),
         ),
     }
+}
+
+/// `GET /crm/v3/owners?limit=&after=`: owners by id, `after` an offset.
+fn owners(state: &State, params: &HashMap<String, String>) -> (u16, Value) {
+    let limit: usize = params
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .min(500);
+    let after: usize = params
+        .get("after")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let results: Vec<Value> = state
+        .owners
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|(id, email)| {
+            json!({"id": id.to_string(), "email": email, "type": "PERSON", "firstName": "", "lastName": "",
+                   "userId": id, "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-01-01T00:00:00Z",
+                   "archived": false, "teams": []})
+        })
+        .collect();
+    let mut answer = json!({ "results": results });
+    if after + limit < state.owners.len() {
+        answer["paging"] = json!({"next": {"after": (after + limit).to_string()}});
+    }
+    (200, answer)
 }
 
 /// Parses `a=1&b=2` (a query string or a form body).

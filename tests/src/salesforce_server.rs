@@ -59,6 +59,7 @@ fn fields_of(object: &str) -> &'static [&'static str] {
             "IsConverted",
             "ConvertedContactId",
             "ConvertedAccountId",
+            "OwnerId",
         ],
         "Contact" => &[
             "FirstName",
@@ -68,8 +69,10 @@ fn fields_of(object: &str) -> &'static [&'static str] {
             "MobilePhone",
             "Title",
             "AccountId",
+            "OwnerId",
         ],
-        "Account" => &["Name", "Website", "Industry", "Phone"],
+        "Account" => &["Name", "Website", "Industry", "Phone", "OwnerId"],
+        "User" => &["Email", "IsActive", "Name"],
         _ => &[],
     }
 }
@@ -91,6 +94,8 @@ pub struct State {
     pub leads: Vec<Record>,
     pub contacts: Vec<Record>,
     pub accounts: Vec<Record>,
+    /// Users, who own records (`OwnerId`).
+    pub users: Vec<Record>,
     /// Records per query page (Salesforce's default batch is 2,000).
     pub batch_size: usize,
     pub valid_tokens: Vec<String>,
@@ -121,6 +126,7 @@ impl State {
         match object {
             "Lead" => &self.leads,
             "Account" => &self.accounts,
+            "User" => &self.users,
             _ => &self.contacts,
         }
     }
@@ -129,6 +135,7 @@ impl State {
         match object {
             "Lead" => &mut self.leads,
             "Account" => &mut self.accounts,
+            "User" => &mut self.users,
             _ => &mut self.contacts,
         }
     }

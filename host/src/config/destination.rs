@@ -63,6 +63,9 @@ pub struct SyncField {
     pub direction: Direction,
     /// Used when `direction` is `both` and both sides changed.
     pub conflict: ConflictRule,
+    /// `type = "owner"`: the values are owner ids (`hubspot_owner_id`,
+    /// `OwnerId`), carried across by the owners' emails.
+    pub owner: bool,
 }
 
 impl CrmDestination {
@@ -282,6 +285,7 @@ pub(super) fn parse(
             value_type: FieldType::Text,
             direction,
             conflict: default_conflict,
+            owner: false,
         })
         // Company is a Lead field: without Leads there is nothing to fill.
         .filter(|f| f.destination != "Company" || writes_leads(&system))
@@ -299,17 +303,27 @@ pub(super) fn parse(
                 value_type: FieldType::Text,
                 direction,
                 conflict: default_conflict,
+                owner: false,
             },
             toml::Value::Table(_) => {
                 let table: RawField = target
                     .clone()
                     .try_into()
                     .map_err(|e| anyhow::anyhow!("{key}: {}", e.message()))?;
+                let owner = table.value_type.as_deref() == Some("owner");
+                if owner && table.options.is_some() {
+                    bail!("{key}: an owner field takes no options: its values are the CRM's users");
+                }
                 SyncField {
                     source: property.clone(),
                     destination: table.field,
-                    value_type: parse_type(table.value_type.as_deref(), table.options)
-                        .with_context(|| key.clone())?,
+                    owner,
+                    value_type: if owner {
+                        FieldType::Text
+                    } else {
+                        parse_type(table.value_type.as_deref(), table.options)
+                            .with_context(|| key.clone())?
+                    },
                     direction: match table.direction.as_deref() {
                         Some(text) => parse_direction(text).with_context(|| key.clone())?,
                         None => direction,

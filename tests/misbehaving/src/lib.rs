@@ -9,7 +9,7 @@ wit_bindgen::generate!({ world: "plugin", path: "../../wit", generate_all });
 mod component {
     use super::crmsync::sync::types::{
         Destination, ErrorCategory, ErrorScope, Failure, FieldMapping, FieldRule, MappedContact,
-        MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Page, PropertyDefinition,
+        MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
         ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
     };
     use super::exports::crmsync::sync::sync::Guest;
@@ -27,6 +27,14 @@ mod component {
             field: None,
             message,
             resolution: String::new(),
+        }
+    }
+
+    /// Busy forever: only the host's time limit ends it.
+    fn spin() -> ! {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
         }
     }
 
@@ -88,10 +96,12 @@ mod component {
 
         /// Spins forever.
         fn list_properties(_source: Source) -> Result<Vec<PropertyDefinition>, SyncError> {
-            let mut n: u64 = 0;
-            loop {
-                n = std::hint::black_box(n.wrapping_add(1));
-            }
+            spin()
+        }
+
+        /// Spins forever, as `list-properties` does.
+        fn list_owners(_source: Source) -> Result<Vec<Owner>, SyncError> {
+            spin()
         }
 
         /// Allocates until something stops it.
