@@ -794,23 +794,21 @@ impl Bridge<'_> {
                         | (LinkSide::Source, _, SourceSystem::Hubspot) => "HubSpot",
                         _ => "Salesforce",
                     };
-                    let error = SyncError {
-                        category: ErrorCategory::Validation,
-                        retryable: false,
-                        retry_after_ms: None,
-                        scope: ErrorScope::Field,
-                        record_id: record.clone(),
-                        field: Some(field.clone()),
-                        message: format!(
+                    let error = record_error(
+                        ErrorCategory::Validation,
+                        ErrorScope::Field,
+                        record.as_deref(),
+                        &field,
+                        format!(
                             "the owner of record {} ({email}) is no {system} user, so {field} was \
                              not changed",
                             record.as_deref().unwrap_or("?")
                         ),
-                        resolution: format!(
+                        format!(
                             "Owners are matched by email: give the {system} user the email \
                              {email}, or change the record's owner."
                         ),
-                    };
+                    );
                     self.store
                         .record_error(self.run_id, &error_row(self.run_id, &error))?;
                 }
@@ -1465,7 +1463,9 @@ fn agreed_values(agreed: &BTreeMap<String, serde_json::Value>) -> Vec<FieldValue
 fn missing_email(id: &str) -> SyncError {
     record_error(
         ErrorCategory::MissingHandle,
-        id,
+        ErrorScope::Record,
+        Some(id),
+        "email",
         format!("record {id} has no email, so no counterpart was created for it on the other side"),
         format!(
             "Add an email to record {id}: records are matched across the two CRMs by email, and \
@@ -1477,13 +1477,15 @@ fn missing_email(id: &str) -> SyncError {
 /// E2 (X4) across two CRMs: the record holding this email (or, for
 /// companies, domain) on the other side is linked to another record already.
 fn handle_taken(object: SyncObject, id: &str, handle: &str, other: &str) -> SyncError {
-    let (category, what, field) = match object {
-        SyncObject::Contacts => (ErrorCategory::EmailTaken, "email", "email"),
-        SyncObject::Companies => (ErrorCategory::DomainTaken, "domain", "domain"),
+    let (category, what) = match object {
+        SyncObject::Contacts => (ErrorCategory::EmailTaken, "email"),
+        SyncObject::Companies => (ErrorCategory::DomainTaken, "domain"),
     };
-    let mut error = record_error(
+    record_error(
         category,
-        id,
+        ErrorScope::Record,
+        Some(id),
+        what,
         format!(
             "{what} {handle} of record {id} belongs to record {other} on the other side, which is \
              already linked to another record, so record {id} was not synced"
@@ -1491,15 +1493,15 @@ fn handle_taken(object: SyncObject, id: &str, handle: &str, other: &str) -> Sync
         format!(
             "Two records share the {what} {handle}: merge them, or give record {id} its own {what}."
         ),
-    );
-    error.field = Some(field.to_owned());
-    error
+    )
 }
 
-/// A record's failure about its email: not synced, no retry helps.
+/// A record's failure (or one field's, by `scope`): no retry helps.
 fn record_error(
     category: ErrorCategory,
-    id: &str,
+    scope: ErrorScope,
+    id: Option<&str>,
+    field: &str,
     message: String,
     resolution: String,
 ) -> SyncError {
@@ -1507,9 +1509,9 @@ fn record_error(
         category,
         retryable: false,
         retry_after_ms: None,
-        scope: ErrorScope::Record,
-        record_id: Some(id.to_owned()),
-        field: Some("email".to_owned()),
+        scope,
+        record_id: id.map(str::to_owned),
+        field: Some(field.to_owned()),
         message,
         resolution,
     }
