@@ -662,9 +662,17 @@ fn destination_config_errors_name_the_key() {
     ));
     assert!(error.contains("destination.direction"), "{error}");
     let error = load(&format!(
-        "{source}list_id = \"7\"\n[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n"
+        "{source}contacts = \"synced_companies\"\n[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n"
     ));
-    assert!(error.contains("source.list_id"), "{error}");
+    assert!(error.contains("source.contacts"), "{error}");
+    let error = load(&format!(
+        "{source}[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n\
+         [[filter]]\nfield = \"lifecyclestage\"\nop = \"is_empty\"\n"
+    ));
+    assert!(
+        error.contains("filter[0]") && error.contains("lifecyclestage"),
+        "{error}"
+    );
     let salesforce = "[destination]\nsystem = \"salesforce\"\nbase_url = \"http://127.0.0.1:1\"\n";
     let error = load(&format!(
         "{source}{salesforce}[companies]\nproperties = [\"industry\"]\n"
@@ -1632,4 +1640,97 @@ fn owners_are_carried_across_by_email_and_an_owner_change_is_a_field_change() {
     );
     let fourth = run(&config);
     assert_eq!(writes(&fourth), (0, 0), "{fourth:#?}");
+}
+
+#[test]
+fn filters_and_a_list_choose_which_source_records_sync_into_the_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        for (id, name, company) in [(1, "ann", "Acme"), (2, "bo", "Beta"), (3, "cy", "acme")] {
+            let email = format!("{name}@x.io");
+            hs.put(hubspot_contact(
+                id,
+                &[("lastname", name), ("email", &email), ("company", company)],
+            ));
+        }
+        hs.lists.insert("42".into(), vec![1, 2]);
+    }
+    // Filters: only Acme's people (text compares ignoring case, as HubSpot's do).
+    let filtered = config(
+        dir.path(),
+        "acme",
+        &hubspot,
+        &salesforce,
+        BOTH,
+        "\n[[filter]]\nfield = \"company\"\nop = \"equals\"\nvalue = \"Acme\"\n",
+    );
+    let first = run(&filtered);
+    assert_eq!(writes(&first), (2, 0), "{first:#?}");
+    assert!(salesforce.state().person_by_email("bo@x.io").is_none());
+    // Cy leaves Acme: his Lead is kept, and stops syncing either way.
+    hubspot.state().edit(3, &[("company", Some("Initech"))]);
+    let second = run(&filtered);
+    assert_eq!(second.stopped_syncing, 1, "{second:#?}");
+    assert_eq!(writes(&second), (0, 0), "{second:#?}");
+    assert_eq!(
+        salesforce_value(&salesforce, "cy@x.io", "Company").as_deref(),
+        Some("acme")
+    );
+    let cy = salesforce
+        .state()
+        .person_by_email("cy@x.io")
+        .unwrap()
+        .id
+        .clone();
+    let now = salesforce.state().tick();
+    salesforce
+        .state()
+        .edit("Lead", &cy, &[("Title", json!("Chief"))], now);
+    let third = run(&filtered);
+    assert_eq!(writes(&third), (0, 0), "not written back: {third:#?}");
+    assert_eq!(hubspot_value(&hubspot, "cy@x.io", "jobtitle"), None);
+    // Back at Acme: he syncs again.
+    hubspot.state().edit(3, &[("company", Some("ACME"))]);
+    let fourth = run(&filtered);
+    // (Salesforce's title may come along: its window starts at a whole second.)
+    assert_eq!(writes(&fourth).0, 1, "{fourth:#?}");
+    assert_eq!(
+        salesforce_value(&salesforce, "cy@x.io", "Company").as_deref(),
+        Some("ACME")
+    );
+    let (_, json) = crmsync(&[
+        "links",
+        "--config",
+        dir.path().join("acme.toml").to_str().unwrap(),
+        "--json",
+    ])
+    .unwrap();
+    assert!(!json.contains("\"syncing\": false"), "{json}");
+
+    // A list: its members, read whole every run; one who leaves stops syncing.
+    let path = write_config(
+        dir.path(),
+        "listed",
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nlist_id = \"42\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
+            hubspot.base_url,
+            token_env(),
+            salesforce.instance_url,
+            token_env()
+        ),
+    );
+    let listed = Config::load(&path).unwrap();
+    let first = run(&listed);
+    assert_eq!(first.mode, "full");
+    assert!(
+        salesforce.state().person_by_email("bo@x.io").is_some(),
+        "a member"
+    );
+    hubspot.state().lists.insert("42".into(), vec![2]);
+    let second = run(&listed);
+    assert_eq!(second.mode, "full", "lists are read whole");
+    assert_eq!(second.stopped_syncing, 1, "Ann left the list: {second:#?}");
 }

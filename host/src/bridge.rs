@@ -17,9 +17,9 @@
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{
     Destination, ErrorCategory, ErrorScope, Failure, FieldData, FieldRule, FieldTarget, FieldValue,
-    HubspotScope, HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue, ReconcileInput,
-    Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope, SalesforceSource,
-    SideState, Source, SyncError, TimeWindow, WriteOutcome,
+    Filter, HubspotScope, HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue,
+    ReconcileInput, Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope,
+    SalesforceSource, SideState, Source, SyncError, TimeWindow, WriteOutcome,
 };
 use crate::config::{
     Config, CrmDestination, SourceSystem, SyncField, SyncObject, mapped_properties, read_mappings,
@@ -80,6 +80,10 @@ struct Side {
     object: SyncObject,
     /// People whose companies sync too: HubSpot reads their associations.
     with_companies: bool,
+    /// The source side's filters (S4), applied to its reads, not to look-ups.
+    filters: Vec<Filter>,
+    /// The source side's list (S2): its full reads read the list's members.
+    list_id: Option<String>,
 }
 
 use crate::bindings::crmsync::sync::types::FieldMapping;
@@ -99,13 +103,23 @@ impl Side {
     /// over to Salesforce's).
     fn source(&self, scope: HubspotScope) -> Source {
         let fields = mapped_properties(&self.mappings);
+        // A look-up finds a counterpart wherever it stands: a filter there
+        // would make a second record of one that does not match.
+        let filters = match scope {
+            HubspotScope::Emails(_) | HubspotScope::Domains(_) => Vec::new(),
+            _ => self.filters.clone(),
+        };
         match &self.system {
             SourceSystem::Hubspot => {
+                let scope = match (scope, &self.list_id) {
+                    (HubspotScope::All, Some(list)) => HubspotScope::ListMembers(list.clone()),
+                    (scope, _) => scope,
+                };
                 let read = HubspotSource {
                     base_url: self.base_url.clone(),
                     scope,
                     properties: fields,
-                    filters: Vec::new(),
+                    filters,
                     with_companies: self.with_companies,
                 };
                 match self.object {
@@ -127,7 +141,7 @@ impl Side {
                     _ => SalesforceScope::All,
                 },
                 fields,
-                filters: Vec::new(),
+                filters,
             }),
         }
     }
@@ -383,6 +397,8 @@ pub fn run(
         link_side: LinkSide::Source,
         object: crm.object,
         with_companies: company_part.is_some(),
+        filters: config.filters.clone(),
+        list_id: config.source.list_id.clone(),
     };
     let mut destination = Side {
         system: crm.system.clone(),
@@ -402,6 +418,8 @@ pub fn run(
         link_side: LinkSide::Destination,
         object: crm.object,
         with_companies: company_part.is_some(),
+        filters: Vec::new(),
+        list_id: None,
     };
 
     let mut fingerprint = fingerprint(config, crm);
@@ -410,7 +428,10 @@ pub fn run(
         fingerprint.push_str(" with=companies");
     }
     // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
-    let since_ms = incremental_since(&store, config, &fingerprint, !options.full && !replay)?;
+    // A list's members are re-read whole: membership is no search filter,
+    // and a contact that left the list must stop syncing.
+    let incremental = !options.full && !replay && config.source.list_id.is_none();
+    let since_ms = incremental_since(&store, config, &fingerprint, incremental)?;
     if let Some(old) = store.interrupted_run(&config.name)? {
         // Its window is read again in full by this run: nothing is lost.
         store.finish_run(
@@ -437,6 +458,7 @@ pub fn run(
         run_id: run.id,
         counts: Counts::default(),
         written: Written::default(),
+        stopped_syncing: 0,
         merged: 0,
         lease_renewed: Instant::now(),
     };
@@ -471,7 +493,7 @@ pub fn run(
         errors_by_category: errors_by_category(&store, run.id)?,
         requests: stats.sent.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
-        stopped_syncing: 0,
+        stopped_syncing: pass.stopped_syncing,
         merged: pass.merged,
         error,
         companies: None,
@@ -498,12 +520,14 @@ fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
         })
         .collect();
     format!(
-        "{} {:?} -> {} {:?} {}",
+        "{} {:?} -> {} {:?} {} filters={:?} list={:?}",
         config.source.base_url,
         config.source.system,
         crm.base_url,
         crm.system,
-        fields.join(",")
+        fields.join(","),
+        config.filters,
+        config.source.list_id
     )
 }
 
@@ -563,6 +587,9 @@ struct Bridge<'a> {
     run_id: i64,
     counts: Counts,
     written: Written,
+    /// Links whose source record stopped matching, or was not read by a
+    /// complete full run (X6).
+    stopped_syncing: u64,
     /// Links moved to a merge's or a lead conversion's survivor (X8).
     merged: u64,
     lease_renewed: Instant,
@@ -629,6 +656,10 @@ impl Bridge<'_> {
                 conflict: self.crm.conflict,
             }))
             .collect();
+        // A full read sees every live source record: links it does not
+        // read at all stop syncing when it completes (X6).
+        let mut read_ids: Option<HashSet<String>> =
+            matches!(scope, HubspotScope::All).then(HashSet::new);
         let read = source.source(scope);
         let mappings = source.mappings.clone();
         let mut cursor: Option<String> = None;
@@ -644,6 +675,13 @@ impl Bridge<'_> {
             self.counts.pages += 1;
             self.counts.seen += page.records.len() as u64;
             self.follow_merges(&page.records, LinkSide::Source)?;
+            for id in &page.excluded {
+                self.stopped_syncing +=
+                    u64::from(self.store.set_link_syncing(&self.config.name, id, false)?);
+            }
+            if let Some(ids) = &mut read_ids {
+                ids.extend(page.records.iter().map(|r| r.contact.external_id.clone()));
+            }
             let pairs = self.pair_source_page(destination, page.records, &mut held)?;
             self.apply(source, destination, &rules, pairs)?;
             match page.next_cursor {
@@ -652,7 +690,11 @@ impl Bridge<'_> {
             }
         }
         let pairs = self.pair_held(source, held.rest(), two_way)?;
-        self.apply(source, destination, &rules, pairs)
+        self.apply(source, destination, &rules, pairs)?;
+        if let Some(ids) = read_ids {
+            self.stopped_syncing += self.store.stop_syncing_unread(&self.config.name, &ids)?;
+        }
+        Ok(())
     }
 
     /// E6 on one side: a mapped field the CRM does not have (deleted or
@@ -869,10 +911,16 @@ impl Bridge<'_> {
         let mut pairs = Vec::new();
         let mut alone = Vec::new();
         for record in records {
-            if let Some(link) =
+            if let Some(mut link) =
                 self.store
                     .link(&sync, LinkSide::Source, &record.contact.external_id)?
             {
+                if !link.syncing {
+                    // Read matching again: it syncs again.
+                    self.store
+                        .set_link_syncing(&sync, &record.contact.external_id, true)?;
+                    link.syncing = true;
+                }
                 let counterpart = link.destination_id.as_deref().and_then(|id| held.take(id));
                 pairs.push(Pair {
                     link,
@@ -928,6 +976,8 @@ impl Bridge<'_> {
                 .store
                 .link(&sync, LinkSide::Destination, &record.contact.external_id)?
             {
+                // Its source record no longer syncs: nothing flows back to it.
+                Some(link) if !link.syncing => {}
                 Some(link) => pairs.push(Pair {
                     link,
                     source: None,

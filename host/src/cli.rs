@@ -222,11 +222,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                         };
                         writeln!(
                             out,
-                            "{:<24} <-> {:<28} {:<32} {} fields agreed",
+                            "{:<24} <-> {:<28} {:<32} {} fields agreed{}",
                             side(&link.source_id, &link.source_kind),
                             side(&link.destination_id, &link.destination_kind),
                             terminal_safe(link.email.as_deref().unwrap_or("-")),
-                            link.agreed.len()
+                            link.agreed.len(),
+                            if link.syncing {
+                                ""
+                            } else {
+                                "  (no longer syncing)"
+                            }
                         )?;
                     }
                     match *label {

@@ -455,12 +455,10 @@ impl Config {
             Some(table) if destination::names_crm(table)? => {
                 let companies = raw.companies.as_ref();
                 let refused = [
-                    ("source.list_id", list_id.is_some()),
                     ("source.contacts", source.contacts.is_some()),
                     ("source.companies_sync", source.companies_sync.is_some()),
                     ("source.object", object != SyncObject::Contacts),
                     ("source.properties", !source.properties.is_empty()),
-                    ("[[filter]]", !raw.filter.is_empty()),
                     (
                         "companies.properties",
                         companies.is_some_and(|c| !c.properties.is_empty()),
@@ -518,7 +516,20 @@ impl Config {
             chosen_properties: crm.fields.iter().map(|f| f.source.clone()).collect(),
         };
         let part = match &destination {
-            Some(crm) => crm_part(crm, &system),
+            Some(crm) => {
+                let mut part = crm_part(crm, &system);
+                // S4 on the source side: which source records sync across.
+                part.filters = raw
+                    .filter
+                    .iter()
+                    .enumerate()
+                    .map(|(index, filter)| {
+                        parse_filter(filter, &part.mappings)
+                            .with_context(|| format!("filter[{index}]"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                part
+            }
             None => parse_part(
                 object,
                 match (&system, object) {

@@ -24,7 +24,7 @@ pub use links::{Link, LinkSide};
 /// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
 /// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
 /// 6: accounts. 7: `links` (syncs into a CRM).
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS links (
     destination_kind TEXT,
     email            TEXT,
     agreed           TEXT NOT NULL DEFAULT '{}',
-    updated_at       TEXT NOT NULL
+    updated_at       TEXT NOT NULL,
+    syncing          INTEGER NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX IF NOT EXISTS links_by_source ON links (sync, source_id);
 CREATE UNIQUE INDEX IF NOT EXISTS links_by_destination ON links (sync, destination_id);
@@ -124,6 +125,8 @@ CREATE TABLE IF NOT EXISTS sync_control (
 
 /// Columns added after a table's first version: `(table, column, declaration)`.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Links made before filters on syncs into a CRM all synced.
+    ("links", "syncing", "INTEGER NOT NULL DEFAULT 1"),
     // Before X6 every contact was syncing.
     ("contacts", "syncing", "INTEGER NOT NULL DEFAULT 1"),
     // Contacts no run has seen yet are never swept (see `stop_syncing_unseen`).

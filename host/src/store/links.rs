@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One linked pair (or a record whose counterpart is not created yet).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Link {
     /// The link's own id; `None` until saved.
     pub id: Option<i64>,
@@ -24,6 +24,26 @@ pub struct Link {
     /// found it (tagged JSON: `{"text": "..."}`, `{"number": 1.5}`, ...).
     pub agreed: BTreeMap<String, serde_json::Value>,
     pub updated_at: String,
+    /// `false` once the source record stopped matching the sync's filters or
+    /// list, or was no longer read by a complete run (X6): kept, not written
+    /// either way, until it is read matching again.
+    pub syncing: bool,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            id: None,
+            source_id: None,
+            source_kind: None,
+            destination_id: None,
+            destination_kind: None,
+            email: None,
+            agreed: BTreeMap::new(),
+            updated_at: String::new(),
+            syncing: true,
+        }
+    }
 }
 
 /// Which side of the pair an id belongs to.
@@ -42,8 +62,8 @@ impl LinkSide {
     }
 }
 
-const COLUMNS: &str =
-    "id, source_id, source_kind, destination_id, destination_kind, email, agreed, updated_at";
+const COLUMNS: &str = "id, source_id, source_kind, destination_id, destination_kind, email, agreed, \
+                       updated_at, syncing";
 
 fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
     let agreed: String = row.get(6)?;
@@ -56,6 +76,7 @@ fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
         email: row.get(5)?,
         agreed: serde_json::from_str(&agreed).unwrap_or_default(),
         updated_at: row.get(7)?,
+        syncing: row.get(8)?,
     })
 }
 
@@ -91,7 +112,8 @@ impl ContactStore {
                 self.conn
                     .prepare_cached(
                         "UPDATE links SET source_id = ?2, source_kind = ?3, destination_id = ?4,
-                                destination_kind = ?5, email = ?6, agreed = ?7, updated_at = ?8
+                                destination_kind = ?5, email = ?6, agreed = ?7, updated_at = ?8,
+                                syncing = ?9
                          WHERE id = ?1",
                     )?
                     .execute(params![
@@ -102,7 +124,8 @@ impl ContactStore {
                         link.destination_kind,
                         link.email,
                         agreed,
-                        now
+                        now,
+                        link.syncing
                     ])?;
                 Ok(id)
             }
@@ -110,8 +133,8 @@ impl ContactStore {
                 self.conn
                     .prepare_cached(
                         "INSERT INTO links (sync, source_id, source_kind, destination_id,
-                                destination_kind, email, agreed, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                destination_kind, email, agreed, updated_at, syncing)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     )?
                     .execute(params![
                         sync,
@@ -121,7 +144,8 @@ impl ContactStore {
                         link.destination_kind,
                         link.email,
                         agreed,
-                        now
+                        now,
+                        link.syncing
                     ])?;
                 Ok(self.conn.last_insert_rowid())
             }
@@ -151,6 +175,37 @@ impl ContactStore {
             ))?
             .execute(params![sync, merged, survivor, kind])?;
         Ok(moved > 0)
+    }
+
+    /// Marks the link of source record `id` syncing or not (filters, lists,
+    /// X6); returns whether a link changed.
+    pub fn set_link_syncing(&self, sync: &str, id: &str, syncing: bool) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE links SET syncing = ?3 WHERE sync = ?1 AND source_id = ?2 AND syncing != ?3",
+            )?
+            .execute(params![sync, id, syncing])?
+            > 0)
+    }
+
+    /// After a complete run: links whose source record the run did not read
+    /// stop syncing (it was deleted, or left the list). Returns how many.
+    pub fn stop_syncing_unread(
+        &self,
+        sync: &str,
+        read: &std::collections::HashSet<String>,
+    ) -> Result<u64> {
+        let linked: Vec<String> = self
+            .conn
+            .prepare("SELECT source_id FROM links WHERE sync = ?1 AND syncing = 1 AND source_id IS NOT NULL")?
+            .query_map([sync], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stopped = 0;
+        for id in linked.iter().filter(|id| !read.contains(*id)) {
+            stopped += u64::from(self.set_link_syncing(sync, id, false)?);
+        }
+        Ok(stopped)
     }
 
     /// Records of `sync` linked on both sides (`crmsync status`).
