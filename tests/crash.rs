@@ -11,6 +11,7 @@ use crmsync_host::runtime::{Runtime, Sandbox};
 use crmsync_host::store::{ContactStore, Fields};
 use crmsync_host::sync::run_sync;
 use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
+use crmsync_tests::salesforce_server::SalesforceServer;
 use crmsync_tests::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,37 +102,8 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
     let full_run = uninterrupted.elapsed_ms.max(200);
 
     let seed = fastrand::u64(..);
-    let mut rng = fastrand::Rng::with_seed(seed);
     let page_requests_before = server.live_pages().len();
-    let mut kills = 0;
-    let started = Instant::now();
-    while kills < 12 && started.elapsed() < Duration::from_secs(300) {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, dir.path().join("crashed.toml"))
-            .env("CRMSYNC_CRASH_COMPONENT", component_path())
-            .env(token_env(), TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Anywhere from start-up to a tenth of a full run, so a dozen kills
-        // land before the work is done.
-        std::thread::sleep(Duration::from_millis(rng.u64(20..full_run / 10 + 21)));
-        match child.try_wait().unwrap() {
-            Some(_) => break, // it finished before the kill
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let kills = kill_repeatedly(&dir.path().join("crashed.toml"), full_run, seed);
     assert!(kills >= 10, "only {kills} kills landed (seed {seed})");
     let last = sync(&crashed, &live_options()).unwrap();
     assert_eq!(last.status, "completed");
@@ -168,4 +140,121 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
         "uninterrupted run {full_run} ms; {kills} kills, {page_requests} page requests for {pages} pages, {} resumes (seed {seed})",
         run.resumed
     );
+}
+
+/// Runs the config in a child process and SIGKILLs it at a random point,
+/// a dozen times or until a run finishes first; returns the kills.
+fn kill_repeatedly(config: &Path, full_run: u64, seed: u64) -> u64 {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 12 && started.elapsed() < Duration::from_secs(300) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, config)
+            .env("CRMSYNC_CRASH_COMPONENT", component_path())
+            .env(token_env(), TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Anywhere from start-up to a tenth of a full run, so a dozen kills
+        // land before the work is done.
+        std::thread::sleep(Duration::from_millis(rng.u64(20..full_run / 10 + 21)));
+        match child.try_wait().unwrap() {
+            Some(_) => break, // it finished before the kill
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    kills
+}
+
+/// R3 for a sync into a CRM: a run killed at random points, run again, ends
+/// with every HubSpot contact exactly once in Salesforce. A create whose
+/// answer the kill lost is found by email by the next run, never made twice.
+#[test]
+fn r3_a_sync_into_salesforce_killed_at_random_points_creates_nobody_twice() {
+    const PEOPLE: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let hubspot = HubSpotServer::start(TOKEN);
+    let salesforce = SalesforceServer::start(TOKEN);
+    hubspot.state().contacts = (1..=PEOPLE)
+        .map(|i| {
+            Contact::new(
+                i,
+                &[
+                    ("lastname", Some(&i.to_string())),
+                    ("email", Some(&format!("person{i}@example.com"))),
+                    ("company", Some("Acme")),
+                ],
+            )
+        })
+        .collect();
+    let body = |name: &str, url: &str| {
+        format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nrate_limit = \"none\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"{url}\"\ntoken_env = \"{}\"\n\
+             [store]\npath = \"{name}.sqlite\"\n",
+            hubspot.base_url,
+            token_env(),
+            token_env()
+        )
+    };
+    // The uninterrupted run's time, against a server of its own.
+    let timing = SalesforceServer::start(TOKEN);
+    let reference = dir.path().join("reference.toml");
+    std::fs::write(&reference, body("reference", &timing.instance_url)).unwrap();
+    let uninterrupted = sync(&Config::load(&reference).unwrap(), &live_options()).unwrap();
+    assert_eq!(uninterrupted.status, "completed", "{uninterrupted:#?}");
+    let full_run = uninterrupted.elapsed_ms.max(200);
+
+    let crashed = dir.path().join("crashed.toml");
+    std::fs::write(&crashed, body("crashed", &salesforce.instance_url)).unwrap();
+    let seed = fastrand::u64(..);
+    let kills = kill_repeatedly(&crashed, full_run, seed);
+    assert!(kills >= 10, "only {kills} kills landed (seed {seed})");
+    let config = Config::load(&crashed).unwrap();
+    let last = sync(&config, &live_options()).unwrap();
+    assert_eq!(last.status, "completed", "{last:#?}");
+
+    let state = salesforce.state();
+    let mut emails: Vec<String> = state
+        .leads
+        .iter()
+        .filter_map(|l| l.fields.get("Email")?.as_str().map(str::to_owned))
+        .collect();
+    let created = emails.len();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(
+        (created, emails.len()),
+        (PEOPLE as usize, PEOPLE as usize),
+        "everyone once in Salesforce (seed {seed}, {kills} kills)"
+    );
+    drop(state);
+    let links = ContactStore::open(&config.store_path)
+        .unwrap()
+        .links("crashed")
+        .unwrap();
+    assert_eq!(links.len(), PEOPLE as usize, "one link each (seed {seed})");
+    let again = sync(&config, &live_options()).unwrap();
+    let written = again.written.unwrap();
+    assert_eq!(
+        (
+            written.to_destination.created,
+            written.to_destination.updated
+        ),
+        (0, 0),
+        "settled (seed {seed})"
+    );
+    eprintln!("into Salesforce: uninterrupted {full_run} ms; {kills} kills (seed {seed})");
 }
