@@ -125,6 +125,11 @@ pub fn classify_salesforce(http: &HttpFailure) -> SyncError {
                  to Leads and Contacts (and their fields), then run the sync again.",
         ),
         (500..=599, _) => transient(format!("Salesforce answered HTTP {status}{said}")),
+        (404, _) => not_found(
+            &format!("Salesforce has no such resource (HTTP 404){said}"),
+            "Check that base_url is the org's instance URL and api_version one the org \
+             offers (Setup > Company Information); the same request gets the same answer.",
+        ),
         (
             _,
             "REQUIRED_FIELD_MISSING"
@@ -228,6 +233,11 @@ pub fn classify_http(http: &HttpFailure, endpoint: Endpoint) -> SyncError {
             "Check the values named in the message; the request was not accepted as sent.",
         ),
         408 | 423 | 500..=599 => transient(format!("HubSpot answered HTTP {status}{said}")),
+        404 => not_found(
+            &format!("HubSpot has no such endpoint or record (HTTP 404){said}"),
+            "Check that base_url points at the HubSpot API (https://api.hubapi.com) and that \
+             the portal has the object; the same request gets the same answer.",
+        ),
         _ => invalid_response(&format!("unexpected HTTP status {status}{said}")),
     }
 }
@@ -334,6 +344,17 @@ pub fn invalid_response(detail: &str) -> SyncError {
         format!("the API answered something crmsync cannot read: {detail}"),
         "crmsync retries; if it persists, check that source.base_url points at the HubSpot API \
          (not a proxy or login page) and report the response.",
+    )
+}
+
+/// A 404: the API says what was asked for is not there. Retrying asks again
+/// for the same thing, so it is not retried.
+fn not_found(message: &str, resolution: &str) -> SyncError {
+    sync_error(
+        ErrorCategory::InvalidResponse,
+        false,
+        message.to_owned(),
+        resolution,
     )
 }
 
@@ -589,6 +610,30 @@ mod tests {
         assert_eq!(
             classify_http(&f, Endpoint::Other).retry_after_ms,
             Some(7_000)
+        );
+    }
+
+    #[test]
+    fn a_404_is_not_retried_on_either_crm() {
+        let gone = |body: &str| HttpFailure {
+            status: 404,
+            retry_after: None,
+            body: body.into(),
+        };
+        let hubspot = classify_http(
+            &gone(r#"{"status":"error","message":"Not Found","category":"OBJECT_NOT_FOUND"}"#),
+            Endpoint::Other,
+        );
+        assert!(!hubspot.retryable);
+        assert!(hubspot.message.contains("HTTP 404"), "{}", hubspot.message);
+        let salesforce = classify_salesforce(&gone(
+            r#"[{"message":"The requested resource does not exist","errorCode":"NOT_FOUND"}]"#,
+        ));
+        assert!(!salesforce.retryable);
+        assert!(
+            salesforce.message.contains("NOT_FOUND"),
+            "{}",
+            salesforce.message
         );
     }
 
