@@ -139,6 +139,25 @@ fn answer(
         (Method::Get, "/services/data/v60.0/query") => {
             r#"{"totalSize":0,"done":true,"records":[]}"#.to_owned()
         }
+        // The E6 check before a run: the person fields every mapping uses.
+        (Method::Get, path)
+            if path.starts_with("/services/data/v60.0/sobjects/")
+                && path.ends_with("/describe") =>
+        {
+            let fields: Vec<String> = [
+                "Id",
+                "FirstName",
+                "LastName",
+                "Email",
+                "Phone",
+                "Title",
+                "Company",
+            ]
+            .iter()
+            .map(|f| format!(r#"{{"name":"{f}","label":"{f}","type":"string"}}"#))
+            .collect();
+            format!(r#"{{"fields":[{}]}}"#, fields.join(","))
+        }
         (Method::Post, "/services/data/v60.0/composite/sobjects") => {
             let mut body = String::new();
             let _ = request.as_reader().read_to_string(&mut body);
