@@ -156,6 +156,8 @@ fn a_two_way_sync_converges_after_edits_on_both_sides_without_echoes_or_duplicat
     // HubSpot contact.
     let first = run(&config);
     assert_eq!(first.mode, "full");
+    // Cy's new HubSpot contact was made, not read, by this full run: it syncs.
+    assert_eq!(first.stopped_syncing, 0, "{first:#?}");
     assert_eq!(
         hubspot_value(&hubspot, "ann@acme.io", "jobtitle").as_deref(),
         Some("VP")

@@ -459,6 +459,7 @@ pub fn run(
         counts: Counts::default(),
         written: Written::default(),
         stopped_syncing: 0,
+        read_ids: None,
         merged: 0,
         lease_renewed: Instant::now(),
     };
@@ -590,6 +591,10 @@ struct Bridge<'a> {
     /// Links whose source record stopped matching, or was not read by a
     /// complete full run (X6).
     stopped_syncing: u64,
+    /// A full run's source records: those it read, and those it made at the
+    /// source (a destination record's counterpart). Links of any other
+    /// source record stop syncing when the run completes.
+    read_ids: Option<HashSet<String>>,
     /// Links moved to a merge's or a lead conversion's survivor (X8).
     merged: u64,
     lease_renewed: Instant,
@@ -658,8 +663,7 @@ impl Bridge<'_> {
             .collect();
         // A full read sees every live source record: links it does not
         // read at all stop syncing when it completes (X6).
-        let mut read_ids: Option<HashSet<String>> =
-            matches!(scope, HubspotScope::All).then(HashSet::new);
+        self.read_ids = matches!(scope, HubspotScope::All).then(HashSet::new);
         let read = source.source(scope);
         let mappings = source.mappings.clone();
         let mut cursor: Option<String> = None;
@@ -679,7 +683,7 @@ impl Bridge<'_> {
                 self.stopped_syncing +=
                     u64::from(self.store.set_link_syncing(&self.config.name, id, false)?);
             }
-            if let Some(ids) = &mut read_ids {
+            if let Some(ids) = &mut self.read_ids {
                 ids.extend(page.records.iter().map(|r| r.contact.external_id.clone()));
             }
             let pairs = self.pair_source_page(destination, page.records, &mut held)?;
@@ -691,7 +695,7 @@ impl Bridge<'_> {
         }
         let pairs = self.pair_held(source, held.rest(), two_way)?;
         self.apply(source, destination, &rules, pairs)?;
-        if let Some(ids) = read_ids {
+        if let Some(ids) = self.read_ids.take() {
             self.stopped_syncing += self.store.stop_syncing_unread(&self.config.name, &ids)?;
         }
         Ok(())
@@ -1254,6 +1258,9 @@ impl Bridge<'_> {
                                 pair.link.destination_kind = kind.clone();
                             }
                             LinkSide::Source => {
+                                if let Some(ids) = &mut self.read_ids {
+                                    ids.insert(id.clone());
+                                }
                                 pair.link.source_id = Some(id.clone());
                                 pair.link.source_kind = kind.clone();
                             }
@@ -1280,6 +1287,9 @@ impl Bridge<'_> {
                                     pair.link.destination_kind = kind.clone();
                                 }
                                 LinkSide::Source => {
+                                    if let Some(ids) = &mut self.read_ids {
+                                        ids.insert(id.clone());
+                                    }
                                     pair.link.source_id = Some(id);
                                     pair.link.source_kind = kind.clone();
                                 }
