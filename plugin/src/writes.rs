@@ -453,7 +453,8 @@ pub fn salesforce_request(org: &SalesforceDestination, batch: &[&OutgoingRecord]
                 json!({"type": object_name(org.object)}),
             );
             if let Some(id) = &record.id {
-                fields.insert("Id".into(), json!(id));
+                // As the sObject Collections reference spells it.
+                fields.insert("id".into(), json!(id));
             }
             if let (Some(account), SalesforceObject::Contact) = (&record.company, org.object) {
                 fields.insert("AccountId".into(), json!(account));
@@ -1032,7 +1033,7 @@ mod tests {
         assert_eq!(t.sent[0].method, Method::Patch);
         assert_eq!(
             body(&t.sent[0])["records"][0],
-            json!({"attributes": {"type": "Contact"}, "Id": "003X", "Title": "CEO"})
+            json!({"attributes": {"type": "Contact"}, "id": "003X", "Title": "CEO"})
         );
     }
 

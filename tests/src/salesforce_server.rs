@@ -499,7 +499,8 @@ fn save(state: &mut State, body: &str, create: bool) -> (u16, Value) {
             .as_object()
             .into_iter()
             .flatten()
-            .filter(|(k, _)| *k != "attributes" && *k != "Id")
+            // Field names are case-insensitive: the reference writes `id`.
+            .filter(|(k, _)| *k != "attributes" && !k.eq_ignore_ascii_case("id"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let failure = |code: &str, message: String, fields: Vec<&str>| json!({"success": false, "errors": [{"statusCode": code, "message": message, "fields": fields}]});
@@ -532,7 +533,10 @@ fn save(state: &mut State, body: &str, create: bool) -> (u16, Value) {
             ));
             continue;
         }
-        let existing = record["Id"].as_str().map(str::to_owned);
+        let existing = record["id"]
+            .as_str()
+            .or_else(|| record["Id"].as_str())
+            .map(str::to_owned);
         let mut merged = match &existing {
             Some(id) => match state
                 .records(&object)
