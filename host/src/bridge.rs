@@ -8,6 +8,12 @@
 //! the links with the values both sides now agree on. Those agreed values are
 //! what makes the next run read the sync's own writes as no change (no echo).
 //!
+//! The same pass syncs a config's company part (HubSpot companies <->
+//! Salesforce Accounts, paired by domain instead of email) before its
+//! people. Values that mean different things on each side are reconciled in
+//! a side-neutral form: a handle normalised, an owner as its email, a
+//! contact's company as the id of the company link both sides share.
+//!
 //! A run is not resumed page by page like a run into the store: its window
 //! ends where it started and the bookmark only moves when it completes, so a
 //! crashed or stopped run is simply run again. Links and agreed values commit
