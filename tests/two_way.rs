@@ -751,6 +751,13 @@ fn the_command_line_reports_both_sides_and_lists_the_links() {
     assert!(out.contains("2 links"), "{out}");
     assert!(out.contains("<-> 003B (contact)"), "{out}");
     assert!(out.contains("ann@acme.io"), "{out}");
+    // `fields` names the other CRM's field and the way each one flows.
+    let (_, fields) = crmsync(&["fields", "--config", path, "--component", component]).unwrap();
+    let jobtitle = fields
+        .lines()
+        .find(|l| l.starts_with("jobtitle"))
+        .unwrap_or_default();
+    assert!(jobtitle.ends_with("<-> Title"), "{fields}");
     let (_, json) = crmsync(&["links", "--config", path, "--json"]).unwrap();
     let links: Vec<Value> = serde_json::from_str(&json).unwrap();
     let ann = links

@@ -502,9 +502,19 @@ fn fields(args: FieldsArgs, out: &mut dyn Write) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     for field in &fields {
+        // A sync into a CRM says its own arrows (`<->`, `<-`).
+        let arrow = |target: &str| {
+            if target.starts_with(['<', '-']) {
+                target.to_owned()
+            } else {
+                format!("-> {target}")
+            }
+        };
         let mapping = match (&field.mapped_to, field.exists) {
-            (Some(target), true) => format!("-> {target}"),
-            (Some(target), false) => format!("-> {target}  (not at the source: field-not-found)"),
+            (Some(target), true) => arrow(target),
+            (Some(target), false) => {
+                format!("{}  (not at the source: field-not-found)", arrow(target))
+            }
             (None, _) => String::new(),
         };
         let options = if field.options.is_empty() {

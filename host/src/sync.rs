@@ -407,6 +407,17 @@ pub fn source_fields(
         .list_properties(&source)?
         .map_err(|e| anyhow::anyhow!("{}\n  fix: {}", e.message, e.resolution))?;
     let mapped_to = |name: &str| {
+        // A sync into a CRM: the other CRM's field, and which way it flows.
+        if let Some(crm) = &config.destination {
+            let field = crm.fields.iter().find(|f| f.source == name)?;
+            let flow = match field.direction {
+                crate::bindings::crmsync::sync::types::Direction::ToDestination => "->",
+                crate::bindings::crmsync::sync::types::Direction::ToSource => "<-",
+                crate::bindings::crmsync::sync::types::Direction::Both => "<->",
+            };
+            let owner = if field.owner { " (owner)" } else { "" };
+            return Some(format!("{flow} {}{owner}", field.destination));
+        }
         let targets: Vec<String> = config
             .mappings
             .iter()
