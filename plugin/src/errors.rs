@@ -42,6 +42,9 @@ pub enum Endpoint {
 /// Classifies any failure (the `classify-error` export).
 pub fn classify(failure: &Failure) -> SyncError {
     match failure {
+        // Salesforce answers errors as an array (`[{"message", "errorCode",
+        // "fields"}]`), HubSpot as an object: the body says whose it is.
+        Failure::Http(http) if is_salesforce_error_array(&http.body) => classify_salesforce(http),
         Failure::Http(http) => classify_http(http, Endpoint::Other),
         Failure::Transport(detail) => transient(format!("the request did not complete: {detail}")),
         Failure::InvalidResponse(detail) => invalid_response(detail),
@@ -50,6 +53,12 @@ pub fn classify(failure: &Failure) -> SyncError {
         Failure::FieldNotFound(property) => field_not_found(property),
         Failure::DependencyFailed(sync) => dependency_failed(sync),
     }
+}
+
+/// Whether `body` is Salesforce's error array.
+fn is_salesforce_error_array(body: &str) -> bool {
+    serde_json::from_str::<Vec<serde_json::Map<String, serde_json::Value>>>(body)
+        .is_ok_and(|errors| errors.first().is_some_and(|e| e.contains_key("errorCode")))
 }
 
 /// One entry of Salesforce's error array: `[{"message", "errorCode", "fields"}]`.
