@@ -1743,3 +1743,83 @@ fn filters_and_a_list_choose_which_source_records_sync_into_the_crm() {
     assert_eq!(second.mode, "full", "lists are read whole");
     assert_eq!(second.stopped_syncing, 1, "Ann left the list: {second:#?}");
 }
+
+#[test]
+fn a_record_deleted_on_either_side_stops_its_pair_syncing_and_nothing_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hubspot, salesforce) = servers();
+    {
+        let mut hs = hubspot.state();
+        hs.put(hubspot_contact(
+            1,
+            &[("lastname", "Ames"), ("email", "ann@acme.io")],
+        ));
+        hs.put(hubspot_contact(
+            2,
+            &[("lastname", "Berg"), ("email", "bo@beta.io")],
+        ));
+        let mut sf = salesforce.state();
+        sf.contacts.push(person(
+            "003A",
+            &[("LastName", "Ames"), ("Email", "ann@acme.io")],
+        ));
+        sf.contacts.push(person(
+            "003B",
+            &[("LastName", "Berg"), ("Email", "bo@beta.io")],
+        ));
+    }
+    let config = config(dir.path(), "deletes", &hubspot, &salesforce, BOTH, "");
+    run(&config);
+    // Ann is deleted in HubSpot, Bo in Salesforce (the recycle bin).
+    hubspot.state().set_archived(1, true);
+    salesforce.state().contacts[1].deleted = true;
+    let report = run(&config);
+    assert_eq!(report.stopped_syncing, 2, "{report:#?}");
+    let queries = salesforce.queries();
+    assert!(
+        queries.contains(&"SELECT Id FROM Contact WHERE IsDeleted = true ORDER BY Id".to_owned()),
+        "{queries:#?}"
+    );
+    // Their counterparts live on, and their edits go nowhere (no 404s).
+    let now = salesforce.state().tick();
+    salesforce
+        .state()
+        .edit("Contact", "003A", &[("Title", json!("CEO"))], now);
+    hubspot.state().edit(2, &[("jobtitle", Some("VP"))]);
+    let after = run(&config);
+    assert_eq!(writes(&after), (0, 0), "{after:#?}");
+    assert_eq!(after.counts.failed, 0, "{after:#?}");
+    let c = after.counts;
+    assert_eq!(
+        c.seen,
+        c.created + c.updated + c.skipped + c.failed,
+        "{c:?}"
+    );
+    // Bo is restored from the recycle bin and edited: the pair syncs again.
+    {
+        let mut sf = salesforce.state();
+        sf.contacts[1].deleted = false;
+        let now = sf.tick();
+        sf.edit("Contact", "003B", &[("Title", json!("COO"))], now);
+    }
+    let restored = run(&config);
+    assert_eq!(writes(&restored), (0, 1), "{restored:#?}");
+    assert_eq!(
+        hubspot_value(&hubspot, "bo@beta.io", "jobtitle").as_deref(),
+        Some("COO")
+    );
+    assert!(
+        hubspot
+            .state()
+            .contacts
+            .iter()
+            .any(|c| c.id == 2 && !c.archived)
+    );
+    assert!(
+        salesforce
+            .state()
+            .contacts
+            .iter()
+            .any(|c| c.id == "003A" && !c.deleted)
+    );
+}

@@ -144,6 +144,7 @@ impl Side {
                     HubspotScope::Modified(window) => SalesforceScope::Modified(window),
                     HubspotScope::Emails(emails) => SalesforceScope::Emails(emails),
                     HubspotScope::Domains(domains) => SalesforceScope::Domains(domains),
+                    HubspotScope::Archived => SalesforceScope::Deleted,
                     _ => SalesforceScope::All,
                 },
                 fields,
@@ -686,8 +687,12 @@ impl Bridge<'_> {
             self.counts.seen += page.records.len() as u64;
             self.follow_merges(&page.records, LinkSide::Source)?;
             for id in &page.excluded {
-                self.stopped_syncing +=
-                    u64::from(self.store.set_link_syncing(&self.config.name, id, false)?);
+                self.stopped_syncing += u64::from(self.store.set_link_syncing(
+                    &self.config.name,
+                    LinkSide::Source,
+                    id,
+                    false,
+                )?);
             }
             if let Some(ids) = &mut self.read_ids {
                 ids.extend(page.records.iter().map(|r| r.contact.external_id.clone()));
@@ -704,7 +709,47 @@ impl Bridge<'_> {
         if let Some(ids) = self.read_ids.take() {
             self.stopped_syncing += self.store.stop_syncing_unread(&self.config.name, &ids)?;
         }
+        self.stop_syncing_deleted(source)?;
+        if two_way {
+            self.stop_syncing_deleted(destination)?;
+        }
         Ok(())
+    }
+
+    /// X6 after a completed run: pairs whose record one side deleted
+    /// (HubSpot's archived listing, Salesforce's recycle bin) stop syncing
+    /// both ways, kept; nothing is deleted on the other side. Advisory, as in
+    /// a sync into the store: a side that cannot list its deletions only
+    /// delays this.
+    fn stop_syncing_deleted(&mut self, side: &mut Side) -> Result<(), Stop> {
+        let read = side.source(HubspotScope::Archived);
+        let mappings = side.mappings.clone();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match with_retries(side, &self.options.retry, Retry::All, |side| {
+                side.instance
+                    .fetch_mapped_page(&read, cursor.as_deref(), &mappings)
+            }) {
+                Ok(page) => page,
+                Err(Stop::Classified(error)) => {
+                    tracing::warn!("deleted records not read: {}", error.message);
+                    return Ok(());
+                }
+                Err(stop) => return Err(stop),
+            };
+            for record in &page.records {
+                self.stopped_syncing += u64::from(self.store.set_link_syncing(
+                    &self.config.name,
+                    side.link_side,
+                    &record.contact.external_id,
+                    false,
+                )?);
+            }
+            match page.next_cursor {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// E6 on one side: a mapped field the CRM does not have (deleted or
@@ -925,11 +970,24 @@ impl Bridge<'_> {
                 self.store
                     .link(&sync, LinkSide::Source, &record.contact.external_id)?
             {
-                if !link.syncing {
+                match (link.syncing, link.stopped_at) {
+                    (true, _) => {}
+                    // Its destination record was deleted: nothing to write to.
+                    (false, Some("destination")) => {
+                        self.counts.skipped += 1;
+                        continue;
+                    }
                     // Read matching again: it syncs again.
-                    self.store
-                        .set_link_syncing(&sync, &record.contact.external_id, true)?;
-                    link.syncing = true;
+                    (false, _) => {
+                        self.store.set_link_syncing(
+                            &sync,
+                            LinkSide::Source,
+                            &record.contact.external_id,
+                            true,
+                        )?;
+                        link.syncing = true;
+                        link.stopped_at = None;
+                    }
                 }
                 let counterpart = link.destination_id.as_deref().and_then(|id| held.take(id));
                 pairs.push(Pair {
@@ -986,8 +1044,24 @@ impl Bridge<'_> {
                 .store
                 .link(&sync, LinkSide::Destination, &record.contact.external_id)?
             {
+                // Read live again after its deletion (restored): it syncs again.
+                Some(mut link) if link.stopped_at == Some("destination") => {
+                    self.store.set_link_syncing(
+                        &sync,
+                        LinkSide::Destination,
+                        &record.contact.external_id,
+                        true,
+                    )?;
+                    link.syncing = true;
+                    link.stopped_at = None;
+                    pairs.push(Pair {
+                        link,
+                        source: None,
+                        destination: Some(record),
+                    });
+                }
                 // Its source record no longer syncs: nothing flows back to it.
-                Some(link) if !link.syncing => {}
+                Some(link) if !link.syncing => self.counts.skipped += 1,
                 Some(link) => pairs.push(Pair {
                     link,
                     source: None,

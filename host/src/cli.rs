@@ -227,10 +227,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                             side(&link.destination_id, &link.destination_kind),
                             terminal_safe(link.email.as_deref().unwrap_or("-")),
                             link.agreed.len(),
-                            if link.syncing {
-                                ""
-                            } else {
-                                "  (no longer syncing)"
+                            match (link.syncing, link.stopped_at) {
+                                (true, _) => "",
+                                (false, Some("destination")) => {
+                                    "  (no longer syncing: deleted at the destination)"
+                                }
+                                (false, _) =>
+                                    "  (no longer syncing: not at the source, or filtered out)",
                             }
                         )?;
                     }

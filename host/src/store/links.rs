@@ -25,9 +25,11 @@ pub struct Link {
     pub agreed: BTreeMap<String, serde_json::Value>,
     pub updated_at: String,
     /// `false` once the source record stopped matching the sync's filters or
-    /// list, or was no longer read by a complete run (X6): kept, not written
-    /// either way, until it is read matching again.
+    /// list, or either record was deleted (X6): kept, not written either way,
+    /// until the side that stopped it reads its record (matching) again.
     pub syncing: bool,
+    /// The side whose record stopped the pair (`"source"`, `"destination"`).
+    pub stopped_at: Option<&'static str>,
 }
 
 impl Default for Link {
@@ -42,6 +44,7 @@ impl Default for Link {
             agreed: BTreeMap::new(),
             updated_at: String::new(),
             syncing: true,
+            stopped_at: None,
         }
     }
 }
@@ -60,13 +63,31 @@ impl LinkSide {
             LinkSide::Destination => ("destination_id", "destination_kind"),
         }
     }
+
+    /// The `syncing` column's value for a pair this side stopped (1 is syncing).
+    fn stopped_code(self) -> i64 {
+        match self {
+            LinkSide::Source => 0,
+            LinkSide::Destination => 2,
+        }
+    }
 }
 
 const COLUMNS: &str = "id, source_id, source_kind, destination_id, destination_kind, email, agreed, \
                        updated_at, syncing";
 
+/// The `syncing` column of a link: 1 syncing, else the side that stopped it.
+fn link_state(link: &Link) -> i64 {
+    match (link.syncing, link.stopped_at) {
+        (true, _) => 1,
+        (false, Some("destination")) => LinkSide::Destination.stopped_code(),
+        (false, _) => LinkSide::Source.stopped_code(),
+    }
+}
+
 fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
     let agreed: String = row.get(6)?;
+    let state: i64 = row.get(8)?;
     Ok(Link {
         id: row.get(0)?,
         source_id: row.get(1)?,
@@ -76,7 +97,12 @@ fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
         email: row.get(5)?,
         agreed: serde_json::from_str(&agreed).unwrap_or_default(),
         updated_at: row.get(7)?,
-        syncing: row.get(8)?,
+        syncing: state == 1,
+        stopped_at: match state {
+            0 => Some("source"),
+            2 => Some("destination"),
+            _ => None,
+        },
     })
 }
 
@@ -125,7 +151,7 @@ impl ContactStore {
                         link.email,
                         agreed,
                         now,
-                        link.syncing
+                        link_state(link)
                     ])?;
                 Ok(id)
             }
@@ -145,7 +171,7 @@ impl ContactStore {
                         link.email,
                         agreed,
                         now,
-                        link.syncing
+                        link_state(link)
                     ])?;
                 Ok(self.conn.last_insert_rowid())
             }
@@ -177,15 +203,28 @@ impl ContactStore {
         Ok(moved > 0)
     }
 
-    /// Marks the link of source record `id` syncing or not (filters, lists,
-    /// X6); returns whether a link changed.
-    pub fn set_link_syncing(&self, sync: &str, id: &str, syncing: bool) -> Result<bool> {
+    /// Stops the pair holding `id` on `side` (its record stopped matching,
+    /// or was deleted: filters, lists, X6), or resumes a pair that side
+    /// stopped; returns whether a link changed.
+    pub fn set_link_syncing(
+        &self,
+        sync: &str,
+        side: LinkSide,
+        id: &str,
+        syncing: bool,
+    ) -> Result<bool> {
+        let (column, _) = side.columns();
+        let (to, from) = if syncing {
+            (1, side.stopped_code())
+        } else {
+            (side.stopped_code(), 1)
+        };
         Ok(self
             .conn
-            .prepare_cached(
-                "UPDATE links SET syncing = ?3 WHERE sync = ?1 AND source_id = ?2 AND syncing != ?3",
-            )?
-            .execute(params![sync, id, syncing])?
+            .prepare_cached(&format!(
+                "UPDATE links SET syncing = ?3 WHERE sync = ?1 AND {column} = ?2 AND syncing = ?4"
+            ))?
+            .execute(params![sync, id, to, from])?
             > 0)
     }
 
@@ -203,7 +242,7 @@ impl ContactStore {
             .collect::<rusqlite::Result<_>>()?;
         let mut stopped = 0;
         for id in linked.iter().filter(|id| !read.contains(*id)) {
-            stopped += u64::from(self.set_link_syncing(sync, id, false)?);
+            stopped += u64::from(self.set_link_syncing(sync, LinkSide::Source, id, false)?);
         }
         Ok(stopped)
     }
