@@ -23,7 +23,7 @@
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{
     Destination, ErrorCategory, ErrorScope, Failure, FieldData, FieldRule, FieldTarget, FieldValue,
-    Filter, HubspotScope, HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue,
+    Filter, HubspotScope, HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue, Owner,
     ReconcileInput, Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope,
     SalesforceSource, SideState, Source, SyncError, TimeWindow, WriteOutcome,
 };
@@ -557,7 +557,7 @@ impl Owners {
         }
     }
 
-    fn add(&mut self, side: LinkSide, owners: Vec<crate::bindings::crmsync::sync::types::Owner>) {
+    fn add(&mut self, side: LinkSide, owners: Vec<Owner>) {
         let i = Self::index(side);
         for owner in owners {
             if let Some(email) = owner.email {
@@ -1332,19 +1332,7 @@ impl Bridge<'_> {
                         }
                         // X3: the record was there all along (the look-up
                         // missed it: a secondary email, the search index).
-                        match towards {
-                            LinkSide::Destination => {
-                                pair.link.destination_id = Some(id.clone());
-                                pair.link.destination_kind = kind.clone();
-                            }
-                            LinkSide::Source => {
-                                if let Some(ids) = &mut self.read_ids {
-                                    ids.insert(id.clone());
-                                }
-                                pair.link.source_id = Some(id.clone());
-                                pair.link.source_kind = kind.clone();
-                            }
-                        }
+                        self.link_to(&mut pair.link, towards, &id, kind.clone());
                         existing.push((
                             *index,
                             OutgoingRecord {
@@ -1361,19 +1349,7 @@ impl Bridge<'_> {
                         if create {
                             counts.created += 1;
                             self.counts.created += 1;
-                            match towards {
-                                LinkSide::Destination => {
-                                    pair.link.destination_id = Some(id);
-                                    pair.link.destination_kind = kind.clone();
-                                }
-                                LinkSide::Source => {
-                                    if let Some(ids) = &mut self.read_ids {
-                                        ids.insert(id.clone());
-                                    }
-                                    pair.link.source_id = Some(id);
-                                    pair.link.source_kind = kind.clone();
-                                }
-                            }
+                            self.link_to(&mut pair.link, towards, &id, kind.clone());
                         } else {
                             counts.updated += 1;
                             self.counts.updated += 1;
@@ -1391,6 +1367,25 @@ impl Bridge<'_> {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Links the pair to its record `id` (of `kind`) on `towards`: one the
+    /// run created, or found there. A record the run puts at the source
+    /// counts as read by it (the full-run sweep keeps its link).
+    fn link_to(&mut self, link: &mut Link, towards: LinkSide, id: &str, kind: Option<String>) {
+        match towards {
+            LinkSide::Destination => {
+                link.destination_id = Some(id.to_owned());
+                link.destination_kind = kind;
+            }
+            LinkSide::Source => {
+                if let Some(ids) = &mut self.read_ids {
+                    ids.insert(id.to_owned());
+                }
+                link.source_id = Some(id.to_owned());
+                link.source_kind = kind;
+            }
+        }
     }
 
     /// A record's values for `reconcile`. A field its Salesforce object does
