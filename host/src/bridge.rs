@@ -153,15 +153,29 @@ impl Side {
         }
     }
 
-    /// Every record of `scope`, page by page.
+    /// Every record of `scope`.
     fn read(
         &mut self,
         options: &SyncOptions,
         scope: HubspotScope,
     ) -> Result<Vec<MappedRecord>, Stop> {
+        let mut records = Vec::new();
+        self.read_pages(options, scope, |page| {
+            records.extend(page);
+            Ok(())
+        })?;
+        Ok(records)
+    }
+
+    /// The records of `scope`, handed to `each` a page at a time.
+    fn read_pages(
+        &mut self,
+        options: &SyncOptions,
+        scope: HubspotScope,
+        mut each: impl FnMut(Vec<MappedRecord>) -> Result<(), Stop>,
+    ) -> Result<(), Stop> {
         let source = self.source(scope);
         let mappings = self.mappings.clone();
-        let mut records = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             if options.stop.load(Ordering::Relaxed) {
@@ -171,10 +185,10 @@ impl Side {
                 side.instance
                     .fetch_mapped_page(&source, cursor.as_deref(), &mappings)
             })?;
-            records.extend(page.records);
+            each(page.records)?;
             match page.next_cursor {
                 Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(records),
+                _ => return Ok(()),
             }
         }
     }
@@ -722,33 +736,24 @@ impl Bridge<'_> {
     /// a sync into the store: a side that cannot list its deletions only
     /// delays this.
     fn stop_syncing_deleted(&mut self, side: &mut Side) -> Result<(), Stop> {
-        let read = side.source(HubspotScope::Archived);
-        let mappings = side.mappings.clone();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = match with_retries(side, &self.options.retry, Retry::All, |side| {
-                side.instance
-                    .fetch_mapped_page(&read, cursor.as_deref(), &mappings)
-            }) {
-                Ok(page) => page,
-                Err(Stop::Classified(error)) => {
-                    tracing::warn!("deleted records not read: {}", error.message);
-                    return Ok(());
-                }
-                Err(stop) => return Err(stop),
-            };
-            for record in &page.records {
+        let link_side = side.link_side;
+        let read = side.read_pages(self.options, HubspotScope::Archived, |page| {
+            for record in &page {
                 self.stopped_syncing += u64::from(self.store.set_link_syncing(
                     &self.config.name,
-                    side.link_side,
+                    link_side,
                     &record.contact.external_id,
                     false,
                 )?);
             }
-            match page.next_cursor {
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(()),
+            Ok(())
+        });
+        match read {
+            Err(Stop::Classified(error)) => {
+                tracing::warn!("deleted records not read: {}", error.message);
+                Ok(())
             }
+            other => other,
         }
     }
 
