@@ -167,16 +167,8 @@ fn hubspot_batch(
     batch: &[&OutgoingRecord],
 ) -> Result<Vec<WriteResult>, SyncError> {
     let request = hubspot_request(base, object, batch);
-    let mut refused = None;
-    let body = transport::exchange(transport, &request, |failure| {
-        let error = errors::classify_http(&failure, errors::Endpoint::Other);
-        if matches!(failure.status, 400 | 404 | 409) {
-            refused = Some(failure);
-        }
-        error
-    });
-    match (body, refused) {
-        (Ok(body), _) => {
+    match hubspot_write(transport, &request)? {
+        Ok(body) => {
             let mut results = read_hubspot_answer(&body, batch)?;
             // A create carried its company; an update associates it after.
             if object == "contacts" && batch.iter().all(|r| r.id.is_some()) {
@@ -184,14 +176,14 @@ fn hubspot_batch(
             }
             Ok(results)
         }
-        (Err(_), Some(_)) if batch.len() > 1 => {
+        Err(_) if batch.len() > 1 => {
             let mut results = Vec::new();
             for record in batch {
                 results.extend(hubspot_batch(transport, base, object, &[record])?);
             }
             Ok(results)
         }
-        (Err(_), Some(failure)) if failure.status == 404 => Ok(vec![rejected(
+        Err(failure) if failure.status == 404 => Ok(vec![rejected(
             &batch[0].key,
             errors::rejected_record(
                 &batch[0].key,
@@ -203,7 +195,7 @@ fn hubspot_batch(
                 "HubSpot",
             ),
         )]),
-        (Err(_), Some(failure)) => {
+        Err(failure) => {
             let error: HubspotBatchError = serde_json::from_str(&failure.body).unwrap_or_default();
             let outcome = match existing_id(&error) {
                 Some(id) if batch[0].id.is_none() => WriteOutcome::Exists(id),
@@ -214,6 +206,27 @@ fn hubspot_batch(
                 outcome,
             }])
         }
+    }
+}
+
+/// Sends a HubSpot write: the answer's body, or the failure when HubSpot
+/// refused the request's content (400, 404, 409), which the caller answers
+/// per record; any other failure is the call's own error.
+fn hubspot_write(
+    transport: &mut impl Transport,
+    request: &HttpRequest,
+) -> Result<Result<Vec<u8>, HttpFailure>, SyncError> {
+    let mut refused = None;
+    let body = transport::exchange(transport, request, |failure| {
+        let error = errors::classify_http(&failure, errors::Endpoint::Other);
+        if matches!(failure.status, 400 | 404 | 409) {
+            refused = Some(failure);
+        }
+        error
+    });
+    match (body, refused) {
+        (Ok(body), _) => Ok(Ok(body)),
+        (Err(_), Some(failure)) => Ok(Err(failure)),
         (Err(error), None) => Err(error),
     }
 }
@@ -253,16 +266,8 @@ fn associate_companies(
             serde_json::to_vec(&json!({ "inputs": inputs })).expect("a request body serialises"),
         ),
     };
-    let mut refused = None;
-    let body = transport::exchange(transport, &request, |failure| {
-        let error = errors::classify_http(&failure, errors::Endpoint::Other);
-        if matches!(failure.status, 400 | 404 | 409) {
-            refused = Some(failure.body.clone());
-        }
-        error
-    });
-    let (confirmed, said) = match (body, refused) {
-        (Ok(body), _) => {
+    let (confirmed, said) = match hubspot_write(transport, &request)? {
+        Ok(body) => {
             let answer: Value = parse_json(&body, "HubSpot association answer")?;
             let confirmed: Vec<(String, String)> = answer["results"]
                 .as_array()
@@ -280,8 +285,7 @@ fn associate_companies(
                 .to_owned();
             (confirmed, said)
         }
-        (Err(_), Some(body)) => (Vec::new(), truncate_text(&body)),
-        (Err(error), None) => return Err(error),
+        Err(failure) => (Vec::new(), truncate_text(&failure.body)),
     };
     for (index, contact, company) in wanted {
         if !confirmed
