@@ -443,11 +443,7 @@ pub fn run(
         list_id: None,
     };
 
-    let mut fingerprint = fingerprint(config, crm);
-    if company_part.is_some() {
-        // Newly linked companies must be carried for records that did not change.
-        fingerprint.push_str(" with=companies");
-    }
+    let fingerprint = fingerprint(config, crm, company_part.is_some());
     // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
     // A list's members are re-read whole: membership is no search filter,
     // and a contact that left the list must stop syncing.
@@ -523,9 +519,11 @@ pub fn run(
     })
 }
 
-/// What the bookmark was read under: both CRMs and the fields. Another one
-/// makes the next run full, so a newly mapped field is filled everywhere.
-fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
+/// What the bookmark was read under: both CRMs, the fields, the filters and
+/// list, and whether contacts carry their company. Another one makes the next
+/// run full, so a newly mapped field (or a newly linked company) is filled
+/// everywhere.
+fn fingerprint(config: &Config, crm: &CrmDestination, with_companies: bool) -> String {
     let fields: Vec<String> = crm
         .fields
         .iter()
@@ -542,14 +540,19 @@ fn fingerprint(config: &Config, crm: &CrmDestination) -> String {
         })
         .collect();
     format!(
-        "{} {:?} -> {} {:?} {} filters={:?} list={:?}",
+        "{} {:?} -> {} {:?} {} filters={:?} list={:?}{}",
         config.source.base_url,
         config.source.system,
         crm.base_url,
         crm.system,
         fields.join(","),
         config.filters,
-        config.source.list_id
+        config.source.list_id,
+        if with_companies {
+            " with=companies"
+        } else {
+            ""
+        }
     )
 }
 
@@ -822,8 +825,7 @@ impl Bridge<'_> {
                 side.instance.list_owners(&read)
             }) {
                 Ok(list) => owners.add(side.link_side, list),
-                Err(Stop::Classified(error)) => {
-                    let mut error = error;
+                Err(Stop::Classified(mut error)) => {
                     error.scope = ErrorScope::Field;
                     error.message = format!(
                         "owners were not synced this run: {} (owner fields need the CRM's users)",
@@ -978,21 +980,12 @@ impl Bridge<'_> {
                 match (link.syncing, link.stopped_at) {
                     (true, _) => {}
                     // Its destination record was deleted: nothing to write to.
-                    (false, Some("destination")) => {
+                    (false, Some(LinkSide::Destination)) => {
                         self.counts.skipped += 1;
                         continue;
                     }
                     // Read matching again: it syncs again.
-                    (false, _) => {
-                        self.store.set_link_syncing(
-                            &sync,
-                            LinkSide::Source,
-                            &record.contact.external_id,
-                            true,
-                        )?;
-                        link.syncing = true;
-                        link.stopped_at = None;
-                    }
+                    (false, _) => self.resume(&mut link, LinkSide::Source)?,
                 }
                 let counterpart = link.destination_id.as_deref().and_then(|id| held.take(id));
                 pairs.push(Pair {
@@ -1050,15 +1043,8 @@ impl Bridge<'_> {
                 .link(&sync, LinkSide::Destination, &record.contact.external_id)?
             {
                 // Read live again after its deletion (restored): it syncs again.
-                Some(mut link) if link.stopped_at == Some("destination") => {
-                    self.store.set_link_syncing(
-                        &sync,
-                        LinkSide::Destination,
-                        &record.contact.external_id,
-                        true,
-                    )?;
-                    link.syncing = true;
-                    link.stopped_at = None;
+                Some(mut link) if link.stopped_at == Some(LinkSide::Destination) => {
+                    self.resume(&mut link, LinkSide::Destination)?;
                     pairs.push(Pair {
                         link,
                         source: None,
@@ -1294,8 +1280,6 @@ impl Bridge<'_> {
         }
         let mut outcomes = Vec::new();
         let mut queue: std::collections::VecDeque<_> = batches.into_iter().collect();
-        // Existing records paired in this step: their links are not saved yet.
-        let mut adopted: HashSet<String> = HashSet::new();
         while let Some(((create, kind), batch)) = queue.pop_front() {
             let destination = side.destination(kind.as_deref());
             let records: Vec<OutgoingRecord> = batch.iter().map(|(_, r)| r.clone()).collect();
@@ -1310,25 +1294,28 @@ impl Bridge<'_> {
             // Creates the CRM refused as existing records: written as updates.
             let mut existing = Vec::new();
             for ((index, record), result) in batch.iter().zip(results) {
-                if let WriteOutcome::Exists(id) = &result.outcome {
-                    // Paired on this step already: its link is not saved yet.
-                    let in_step = step.iter().enumerate().any(|(i, p)| {
+                // Another pair of this step holds it (paired before, or found
+                // existing a moment ago): its link is not saved yet.
+                let paired_in_step = |id: &str| {
+                    step.iter().enumerate().any(|(i, p)| {
                         let held = match towards {
                             LinkSide::Destination => &p.link.destination_id,
                             LinkSide::Source => &p.link.source_id,
                         };
-                        i != *index && held.as_deref() == Some(id.as_str())
-                    });
-                    if in_step {
-                        adopted.insert(id.clone());
+                        i != *index && held.as_deref() == Some(id)
+                    })
+                };
+                let taken = match &result.outcome {
+                    WriteOutcome::Exists(id) => {
+                        paired_in_step(id)
+                            || self.store.link(&self.config.name, towards, id)?.is_some()
                     }
-                }
+                    _ => false,
+                };
                 let pair = &mut step[*index];
                 match result.outcome {
                     WriteOutcome::Exists(id) => {
-                        if self.store.link(&self.config.name, towards, &id)?.is_some()
-                            || !adopted.insert(id.clone())
-                        {
+                        if taken {
                             // X4: the record holding the handle is another's.
                             let handle = pair.handle(self.crm.object).unwrap_or_default();
                             self.reject(handle_taken(self.crm.object, &record.key, &handle, &id))?;
@@ -1492,6 +1479,22 @@ impl Bridge<'_> {
                 .find(|f| f.source == key)
                 .map_or_else(|| key.to_owned(), |f| f.destination.clone()),
         }
+    }
+
+    /// A pair that `side` stopped syncs again: that side read its record
+    /// live (and matching) again.
+    fn resume(&mut self, link: &mut Link, side: LinkSide) -> Result<()> {
+        let id = match side {
+            LinkSide::Source => &link.source_id,
+            LinkSide::Destination => &link.destination_id,
+        };
+        if let Some(id) = id {
+            self.store
+                .set_link_syncing(&self.config.name, side, id, true)?;
+        }
+        link.syncing = true;
+        link.stopped_at = None;
+        Ok(())
     }
 
     /// Records a record's failure (it is not synced; the run goes on).

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::daemon::{self, run_daemon};
 use crate::http::{Hooks, HttpMode, HttpStats};
 use crate::runtime::{HostState, Runtime, Sandbox, default_component_path};
-use crate::store::{ContactData, ContactStore};
+use crate::store::{ContactData, ContactStore, LinkSide};
 use crate::sync::{SyncOptions, SyncReport, run_sync, source_fields};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -229,7 +229,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                             link.agreed.len(),
                             match (link.syncing, link.stopped_at) {
                                 (true, _) => "",
-                                (false, Some("destination")) => {
+                                (false, Some(LinkSide::Destination)) => {
                                     "  (no longer syncing: deleted at the destination)"
                                 }
                                 (false, _) =>

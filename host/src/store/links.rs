@@ -28,8 +28,8 @@ pub struct Link {
     /// list, or either record was deleted (X6): kept, not written either way,
     /// until the side that stopped it reads its record (matching) again.
     pub syncing: bool,
-    /// The side whose record stopped the pair (`"source"`, `"destination"`).
-    pub stopped_at: Option<&'static str>,
+    /// The side whose record stopped the pair; `None` while it syncs.
+    pub stopped_at: Option<LinkSide>,
 }
 
 impl Default for Link {
@@ -50,7 +50,8 @@ impl Default for Link {
 }
 
 /// Which side of the pair an id belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LinkSide {
     Source,
     Destination,
@@ -80,8 +81,7 @@ const COLUMNS: &str = "id, source_id, source_kind, destination_id, destination_k
 fn link_state(link: &Link) -> i64 {
     match (link.syncing, link.stopped_at) {
         (true, _) => 1,
-        (false, Some("destination")) => LinkSide::Destination.stopped_code(),
-        (false, _) => LinkSide::Source.stopped_code(),
+        (false, side) => side.unwrap_or(LinkSide::Source).stopped_code(),
     }
 }
 
@@ -99,8 +99,8 @@ fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
         updated_at: row.get(7)?,
         syncing: state == 1,
         stopped_at: match state {
-            0 => Some("source"),
-            2 => Some("destination"),
+            0 => Some(LinkSide::Source),
+            2 => Some(LinkSide::Destination),
             _ => None,
         },
     })
