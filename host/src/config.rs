@@ -505,31 +505,23 @@ impl Config {
             }
             _ => (None, None),
         };
-        let crm_part = |crm: &CrmDestination, system: &SourceSystem| Part {
-            mappings: read_mappings(
+        // A part of a sync into a CRM: each side reads the fields under their
+        // keys; `filters` (S4) choose the source records that sync across.
+        let crm_part = |crm: &CrmDestination, system: &SourceSystem, filters: &[RawFilter]| {
+            let mappings = read_mappings(
                 crm,
                 |f| &f.source,
                 system,
                 matches!(system, SourceSystem::Salesforce { .. }),
-            ),
-            filters: Vec::new(),
-            chosen_properties: crm.fields.iter().map(|f| f.source.clone()).collect(),
+            );
+            Ok::<_, anyhow::Error>(Part {
+                filters: parse_filters(filters, &mappings, "filter")?,
+                mappings,
+                chosen_properties: crm.fields.iter().map(|f| f.source.clone()).collect(),
+            })
         };
         let part = match &destination {
-            Some(crm) => {
-                let mut part = crm_part(crm, &system);
-                // S4 on the source side: which source records sync across.
-                part.filters = raw
-                    .filter
-                    .iter()
-                    .enumerate()
-                    .map(|(index, filter)| {
-                        parse_filter(filter, &part.mappings)
-                            .with_context(|| format!("filter[{index}]"))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                part
-            }
+            Some(crm) => crm_part(crm, &system, &raw.filter)?,
             None => parse_part(
                 object,
                 match (&system, object) {
@@ -555,14 +547,15 @@ impl Config {
             .as_ref()
             .or(salesforce_accounts.as_ref().map(|_| &empty));
         let companies_part = match (companies_table, object) {
-            _ if destination.is_some() => company_crm.as_ref().map(|crm| {
-                crm_part(
-                    crm,
-                    salesforce_accounts
+            _ if destination.is_some() => company_crm
+                .as_ref()
+                .map(|crm| {
+                    let system = salesforce_accounts
                         .as_ref()
-                        .unwrap_or(&SourceSystem::Hubspot),
-                )
-            }),
+                        .unwrap_or(&SourceSystem::Hubspot);
+                    crm_part(crm, system, &[])
+                })
+                .transpose()?,
             (None, _) => None,
             (Some(_), SyncObject::Companies) => {
                 bail!(
@@ -727,13 +720,7 @@ fn parse_part(
             .replacen("mapping", mapping_key, 1);
         anyhow::anyhow!(text)
     })?;
-    let filters = filters
-        .iter()
-        .enumerate()
-        .map(|(index, filter)| {
-            parse_filter(filter, &mappings).with_context(|| format!("{filter_key}[{index}]"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let filters = parse_filters(filters, &mappings, filter_key)?;
     let mut chosen_properties: Vec<String> = Vec::new();
     for property in properties.iter().chain(mapping.keys()) {
         if mappings.iter().any(|m| &m.source == property) && !chosen_properties.contains(property) {
@@ -953,6 +940,17 @@ pub const FILTER_OPERATORS: [&str; 12] = [
 
 /// One `[[filter]]`: its property must be mapped, and it compares as the
 /// mapping's type (names and handles are text).
+/// `[[filter]]` entries (S4), each typed as its property's mapping; errors
+/// name the entry (`filter[1]: …`, under `key`).
+fn parse_filters(raw: &[RawFilter], mappings: &[FieldMapping], key: &str) -> Result<Vec<Filter>> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, filter)| {
+            parse_filter(filter, mappings).with_context(|| format!("{key}[{index}]"))
+        })
+        .collect()
+}
+
 fn parse_filter(raw: &RawFilter, mappings: &[FieldMapping]) -> Result<Filter> {
     let Some(mapping) = mappings.iter().find(|m| m.source == raw.field) else {
         bail!(
