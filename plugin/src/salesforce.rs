@@ -250,29 +250,40 @@ fn add_converted_leads(
         let statement = format!(
             "SELECT Id, ConvertedContactId FROM Lead WHERE IsConverted = true AND ConvertedContactId IN ({list}) ORDER BY Id"
         );
-        let mut request = query_request(source, &statement, false);
-        loop {
-            let body = send(transport, &request)?;
-            let page: QueryPage = parse_json(&body, "Salesforce query answer")?;
-            for lead in page.records.unwrap_or_default() {
-                let (Some(lead_id), Some(contact)) =
-                    (text(lead.get("Id")), text(lead.get("ConvertedContactId")))
-                else {
-                    continue;
-                };
-                if let Some(record) = records.iter_mut().find(|r| r.id == contact)
-                    && !record.merged_ids.contains(&lead_id)
-                {
-                    record.merged_ids.push(lead_id);
-                }
-            }
-            match page.next_records_url.filter(|_| page.done != Some(true)) {
-                Some(next) => request = next_request(source, &next),
-                None => break,
+        for lead in query_whole(transport, source, &statement)? {
+            let (Some(lead_id), Some(contact)) =
+                (text(lead.get("Id")), text(lead.get("ConvertedContactId")))
+            else {
+                continue;
+            };
+            if let Some(record) = records.iter_mut().find(|r| r.id == contact)
+                && !record.merged_ids.contains(&lead_id)
+            {
+                record.merged_ids.push(lead_id);
             }
         }
     }
     Ok(())
+}
+
+/// Every row of a small query (a look-up, not a sync's read), following
+/// `nextRecordsUrl` until `done`.
+fn query_whole(
+    transport: &mut impl Transport,
+    source: &SalesforceSource,
+    statement: &str,
+) -> Result<Vec<serde_json::Map<String, Value>>, SyncError> {
+    let mut rows = Vec::new();
+    let mut request = query_request(source, statement, false);
+    loop {
+        let body = send(transport, &request)?;
+        let page: QueryPage = parse_json(&body, "Salesforce query answer")?;
+        rows.extend(page.records.unwrap_or_default());
+        match page.next_records_url.filter(|_| page.done != Some(true)) {
+            Some(next) => request = next_request(source, &next),
+            None => return Ok(rows),
+        }
+    }
 }
 
 /// Every active User, who can own records: one query, paged by
@@ -281,29 +292,20 @@ pub fn list_owners(
     transport: &mut impl Transport,
     source: &SalesforceSource,
 ) -> Result<Vec<Owner>, SyncError> {
-    let mut owners = Vec::new();
-    let mut request = query_request(
+    let users = query_whole(
+        transport,
         source,
         "SELECT Id, Email FROM User WHERE IsActive = true ORDER BY Id",
-        false,
-    );
-    loop {
-        let body = send(transport, &request)?;
-        let page: QueryPage = parse_json(&body, "Salesforce query answer")?;
-        for user in page.records.unwrap_or_default() {
-            let Some(id) = text(user.get("Id")) else {
-                continue;
-            };
-            owners.push(Owner {
-                id,
+    )?;
+    Ok(users
+        .iter()
+        .filter_map(|user| {
+            Some(Owner {
+                id: text(user.get("Id"))?,
                 email: text(user.get("Email")).map(|e| e.trim().to_lowercase()),
-            });
-        }
-        match page.next_records_url.filter(|_| page.done != Some(true)) {
-            Some(next) => request = next_request(source, &next),
-            None => return Ok(owners),
-        }
-    }
+            })
+        })
+        .collect())
 }
 
 /// Escapes a SOQL string literal's quote and backslash.
