@@ -12,6 +12,7 @@ mod failures;
 mod filters;
 mod incremental;
 mod notify;
+mod pairing;
 mod salesforce;
 mod sandbox;
 mod sync;

@@ -2,6 +2,7 @@
 //! sObject Collections, each record's result read back on its own (E9).
 
 use crate::errors;
+use crate::pairing::{self, Placement};
 use crate::salesforce;
 use crate::transport::{self, HttpRequest, Method, Transport, parse_json};
 use crate::types::{
@@ -30,30 +31,50 @@ pub fn write_records(
     records: &[OutgoingRecord],
 ) -> Result<Vec<WriteResult>, SyncError> {
     let mut results = Vec::with_capacity(records.len());
-    // Creates and updates go to different endpoints; each keeps its order.
-    let (creates, updates): (Vec<&OutgoingRecord>, Vec<&OutgoingRecord>) =
-        records.iter().partition(|r| r.id.is_none());
-    for group in [creates, updates] {
-        let size = match destination {
-            Destination::Salesforce(_) => SALESFORCE_BATCH,
-            _ => HUBSPOT_BATCH,
+    for batch in batches(destination, records) {
+        let written = match destination {
+            Destination::HubspotContacts(base) => {
+                hubspot_batch(transport, base, "contacts", &batch)?
+            }
+            Destination::HubspotCompanies(base) => {
+                hubspot_batch(transport, base, "companies", &batch)?
+            }
+            Destination::Salesforce(org) => salesforce_batch(transport, org, &batch)?,
         };
-        for batch in group.chunks(size) {
-            let written = match destination {
-                Destination::HubspotContacts(base) => {
-                    hubspot_batch(transport, base, "contacts", batch)?
-                }
-                Destination::HubspotCompanies(base) => {
-                    hubspot_batch(transport, base, "companies", batch)?
-                }
-                Destination::Salesforce(org) => salesforce_batch(transport, org, batch)?,
-            };
-            results.extend(written);
-        }
+        results.extend(written);
     }
     // Back in the caller's order.
     results.sort_by_key(|r| records.iter().position(|o| o.key == r.key));
     Ok(results)
+}
+
+/// The requests `records` go in: creates and updates apart (different
+/// endpoints), each at most the API's batch size. HubSpot creates that no
+/// content could pair with their result (see [`pairing`]) go one per request.
+fn batches<'a>(
+    destination: &Destination,
+    records: &'a [OutgoingRecord],
+) -> Vec<Vec<&'a OutgoingRecord>> {
+    let (creates, updates): (Vec<&OutgoingRecord>, Vec<&OutgoingRecord>) =
+        records.iter().partition(|r| r.id.is_none());
+    let (size, object) = match destination {
+        Destination::Salesforce(_) => (SALESFORCE_BATCH, None),
+        Destination::HubspotContacts(_) => (HUBSPOT_BATCH, Some("contacts")),
+        Destination::HubspotCompanies(_) => (HUBSPOT_BATCH, Some("companies")),
+    };
+    let mut batches: Vec<Vec<&OutgoingRecord>> = Vec::new();
+    let creates = match object {
+        Some(object) => {
+            let (pairable, alone) = pairing::split_creates(object, &creates);
+            batches.extend(alone.into_iter().map(|record| vec![record]));
+            pairable
+        }
+        None => creates,
+    };
+    for group in [creates, updates] {
+        batches.extend(group.chunks(size).map(<[_]>::to_vec));
+    }
+    batches
 }
 
 // ----- HubSpot ---------------------------------------------------------------
@@ -135,6 +156,13 @@ struct HubspotWritten {
     id: Value,
     #[serde(default)]
     object_write_trace_id: Option<String>,
+    /// Null when a server sends it so: no properties.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    properties: Map<String, Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize, Default)]
@@ -169,7 +197,9 @@ fn hubspot_batch(
     let request = hubspot_request(base, object, batch);
     match hubspot_write(transport, &request)? {
         Ok(body) => {
-            let mut results = read_hubspot_answer(&body, batch)?;
+            let mut placement = read_hubspot_answer(&body, object, batch)?;
+            reread_creates(transport, base, object, &mut placement)?;
+            let mut results = answered(batch, placement);
             // A create carried its company; an update associates it after.
             if object == "contacts" && batch.iter().all(|r| r.id.is_some()) {
                 associate_companies(transport, base, batch, &mut results)?;
@@ -309,15 +339,16 @@ fn truncate_text(text: &str) -> String {
     text.chars().take(300).collect()
 }
 
-/// Reads a 200/201/207 answer: results by trace id (updates also by id,
-/// creates in input order when HubSpot leaves the trace id out), errors by
-/// the trace id in their context.
-pub fn read_hubspot_answer(
+/// Reads a 200/201/207 answer: errors by the trace ids (or ids) in their
+/// context, results by trace id, id or content ([`pairing`]), never by
+/// position.
+pub fn read_hubspot_answer<'a>(
     body: &[u8],
-    batch: &[&OutgoingRecord],
-) -> Result<Vec<WriteResult>, SyncError> {
+    object: &'a str,
+    batch: &'a [&'a OutgoingRecord],
+) -> Result<Placement<'a>, SyncError> {
     let answer: HubspotBatchAnswer = parse_json(body, "HubSpot batch write answer")?;
-    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
+    let mut placement = Placement::new(object, batch);
     for error in &answer.errors {
         let keys = error
             .context
@@ -330,36 +361,90 @@ pub fn read_hubspot_answer(
                 .iter()
                 .position(|r| r.key == key || r.id.as_deref() == Some(key.as_str()))
             {
-                outcomes[i] = Some(match existing_id(error) {
+                placement.outcomes[i] = Some(match existing_id(error) {
                     Some(id) if batch[i].id.is_none() => WriteOutcome::Exists(id),
                     _ => WriteOutcome::Rejected(hubspot_rejection(&batch[i].key, error)),
                 });
             }
         }
     }
-    let mut unplaced = Vec::new();
-    for result in &answer.results {
-        let Some(id) = id_text(&result.id) else {
-            continue;
-        };
-        let place = batch.iter().position(|r| {
-            result.object_write_trace_id.as_deref() == Some(r.key.as_str())
-                || r.id.as_deref() == Some(id.as_str())
-        });
-        match place {
-            Some(i) if outcomes[i].is_none() => outcomes[i] = Some(WriteOutcome::Written(id)),
-            _ => unplaced.push(id),
+    for result in answer.results {
+        if let Some(id) = id_text(&result.id) {
+            placement.place_result(
+                id,
+                result.object_write_trace_id.as_deref(),
+                &result.properties,
+            );
         }
     }
-    let mut unplaced = unplaced.into_iter();
-    for (i, outcome) in outcomes.iter_mut().enumerate() {
-        if outcome.is_none() && batch[i].id.is_none() {
-            *outcome = unplaced.next().map(WriteOutcome::Written);
+    placement.place_lone();
+    Ok(placement)
+}
+
+/// Places the creates an answer left open by reading them back: the
+/// unplaced results by id, then (contacts) the open creates by email, each
+/// asking for the key property only. What is still open after is the
+/// caller's `invalid-response`, never a guess.
+fn reread_creates(
+    transport: &mut impl Transport,
+    base: &str,
+    object: &str,
+    placement: &mut Placement<'_>,
+) -> Result<(), SyncError> {
+    let (ids, _) = placement.rereads();
+    read_back(transport, base, object, &ids, None, placement)?;
+    // The emails of the creates the ids did not place.
+    let (_, emails) = placement.rereads();
+    read_back(transport, base, object, &emails, Some("email"), placement)
+}
+
+/// One `batch/read` of `inputs` (ids, or values of `id_property`) asking for
+/// the key property, each record read placed by content.
+fn read_back(
+    transport: &mut impl Transport,
+    base: &str,
+    object: &str,
+    inputs: &[String],
+    id_property: Option<&str>,
+    placement: &mut Placement<'_>,
+) -> Result<(), SyncError> {
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let mut body = json!({
+        "properties": [pairing::key_property(object)],
+        "inputs": inputs.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+    });
+    if let Some(id_property) = id_property {
+        body["idProperty"] = json!(id_property);
+    }
+    let request = HttpRequest {
+        method: Method::Post,
+        url: format!(
+            "{}/crm/v3/objects/{object}/batch/read",
+            base.trim_end_matches('/')
+        ),
+        body: Some(serde_json::to_vec(&body).expect("a request body serialises")),
+    };
+    // A read refused for its content (none of them exist) places nothing.
+    let Ok(answer) = hubspot_write(transport, &request)? else {
+        return Ok(());
+    };
+    let answer: HubspotBatchAnswer = parse_json(&answer, "HubSpot batch read answer")?;
+    for result in answer.results {
+        if let Some(id) = id_text(&result.id) {
+            placement.place_reread(id, &result.properties);
         }
     }
-    Ok(batch
+    Ok(())
+}
+
+/// The results of a placed batch, in its order; an input nothing placed is
+/// `invalid-response` (not linked: a later run finds it by its key instead).
+fn answered(batch: &[&OutgoingRecord], placement: Placement<'_>) -> Vec<WriteResult> {
+    batch
         .iter()
-        .zip(outcomes)
+        .zip(placement.outcomes)
         .map(|(record, outcome)| WriteResult {
             key: record.key.clone(),
             outcome: outcome.unwrap_or_else(|| {
@@ -369,7 +454,7 @@ pub fn read_hubspot_answer(
                 )))
             }),
         })
-        .collect())
+        .collect()
 }
 
 /// The record a HubSpot conflict names: `Contact already exists. Existing ID: 123`.
@@ -720,7 +805,11 @@ mod tests {
     fn a_hubspot_207_rejects_one_record_naming_its_property_and_keeps_the_rest() {
         let records = [
             record("a", None, &[("email", text("a@x.io"))]),
-            record("b", None, &[("lifecyclestage", text("nope"))]),
+            record(
+                "b",
+                None,
+                &[("email", text("b@x.io")), ("lifecyclestage", text("nope"))],
+            ),
             record("c", None, &[("email", text("c@x.io"))]),
         ];
         let mut t = Script::default().answer(
@@ -747,6 +836,136 @@ mod tests {
         assert_eq!(error.scope, ErrorScope::Record);
         assert_eq!(error.field.as_deref(), Some("lifecyclestage"));
         assert_eq!(error.record_id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn hubspot_creates_answered_in_any_order_pair_by_email_not_position() {
+        let records: Vec<OutgoingRecord> = (0..5)
+            .map(|i| {
+                record(
+                    &format!("00Q{i}"),
+                    None,
+                    &[("email", text(&format!("p{i}@x.io")))],
+                )
+            })
+            .collect();
+        // Reversed, no trace ids, as HubSpot's v3 answers: each result holds its email.
+        let results: Vec<Value> = (0..5)
+            .rev()
+            .map(|i| json!({"id": format!("{}", 100 + i), "properties": {"email": format!("P{i}@x.io")}}))
+            .collect();
+        let mut t =
+            Script::default().answer(201, json!({"status": "COMPLETE", "results": results}));
+        let written = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(t.sent.len(), 1);
+        for (i, result) in written.iter().enumerate() {
+            assert_eq!(result.key, format!("00Q{i}"));
+            assert_eq!(
+                result.outcome,
+                WriteOutcome::Written(format!("{}", 100 + i))
+            );
+        }
+    }
+
+    #[test]
+    fn results_without_their_email_are_read_back_rather_than_guessed() {
+        let records = [
+            record("a", None, &[("email", text("ann@x.io"))]),
+            record("b", None, &[("email", text("bo@x.io"))]),
+            record("c", None, &[("email", text("cy@x.io"))]),
+        ];
+        // Bare results; the read by id finds two, the read by email the third
+        // (which the answer left out: it is not one this write created).
+        let mut t = Script::default()
+            .answer(
+                201,
+                json!({"results": [{"id": "2"}, {"id": "1", "properties": null}]}),
+            )
+            .answer(
+                200,
+                json!({"results": [
+                {"id": "1", "properties": {"email": "bo@x.io"}},
+                {"id": "2", "properties": {"email": "ann@x.io"}}]}),
+            )
+            .answer(
+                200,
+                json!({"results": [{"id": "9", "properties": {"email": "cy@x.io"}}]}),
+            );
+        let written = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(t.sent[1].url, "http://h/crm/v3/objects/contacts/batch/read");
+        assert_eq!(
+            body(&t.sent[1]),
+            json!({"properties": ["email"], "inputs": [{"id": "2"}, {"id": "1"}]})
+        );
+        assert_eq!(
+            body(&t.sent[2]),
+            json!({"properties": ["email"], "idProperty": "email", "inputs": [{"id": "cy@x.io"}]})
+        );
+        assert_eq!(written[0].outcome, WriteOutcome::Written("2".into()));
+        assert_eq!(written[1].outcome, WriteOutcome::Written("1".into()));
+        assert_eq!(written[2].outcome, WriteOutcome::Exists("9".into()));
+        // Nothing found at all: not written, never somebody else's id.
+        let mut t = Script::default()
+            .answer(201, json!({"results": [{"id": "2"}, {"id": "1"}]}))
+            .answer(200, json!({"results": []}))
+            .answer(200, json!({"results": []}));
+        let written = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records[..2],
+        )
+        .unwrap();
+        assert!(
+            written
+                .iter()
+                .all(|r| matches!(&r.outcome, WriteOutcome::Rejected(e) if e.category == ErrorCategory::InvalidResponse)),
+            "{written:?}"
+        );
+    }
+
+    #[test]
+    fn companies_without_a_domain_are_created_one_per_request() {
+        let records = [
+            record("001A", None, &[("name", text("Acme"))]),
+            record(
+                "001B",
+                None,
+                &[("name", text("Globex")), ("domain", text("globex.example"))],
+            ),
+            record("001C", None, &[("name", text("Initech"))]),
+        ];
+        let mut t = Script::default()
+            .answer(201, json!({"results": [{"id": "7"}]}))
+            .answer(201, json!({"results": [{"id": "8"}]}))
+            .answer(
+                201,
+                json!({"results": [{"id": "9", "properties": {"domain": "globex.example"}}]}),
+            );
+        let written = write_records(
+            &mut t,
+            &Destination::HubspotCompanies("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        let inputs: Vec<usize> = t
+            .sent
+            .iter()
+            .map(|r| body(r)["inputs"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(inputs, [1, 1, 1]);
+        assert_eq!(written[0].outcome, WriteOutcome::Written("7".into()));
+        assert_eq!(written[1].outcome, WriteOutcome::Written("9".into()));
+        assert_eq!(written[2].outcome, WriteOutcome::Written("8".into()));
     }
 
     #[test]
@@ -903,7 +1122,10 @@ mod tests {
             207,
             json!({"results": [{"id": "9", "objectWriteTraceId": "a"}], "errors": [multi]}),
         );
-        let records = [record("a", None, &[]), record("b", None, &[])];
+        let records = [
+            record("a", None, &[("email", text("a@x.io"))]),
+            record("b", None, &[("email", text("b@x.io"))]),
+        ];
         let results = write_records(
             &mut t,
             &Destination::HubspotContacts("http://h".into()),

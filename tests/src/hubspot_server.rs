@@ -187,6 +187,15 @@ pub struct State {
     pub faults_served: BTreeMap<&'static str, usize>,
     /// Records created or updated through the batch write endpoints.
     pub writes: usize,
+    /// Batch write answers keep the inputs' order. Off by default: HubSpot's
+    /// `batch/create` answers in no particular order, so this server
+    /// shuffles them (seeded by `write_order_seed`) and no test can lean on order.
+    pub ordered_writes: bool,
+    /// Seeds the shuffle of batch write answers.
+    pub write_order_seed: u64,
+    /// Batch write results carry only their id (no `properties`), as a
+    /// terse server might: the client must read them back to pair them.
+    pub bare_write_results: bool,
     clock: u64,
 }
 
@@ -1284,6 +1293,16 @@ fn batch_write(state: &mut State, kind: &str, body: &str, create: bool) -> (u16,
         results.push(object(record, &written));
     }
     state.writes += results.len();
+    if !state.ordered_writes {
+        state.write_order_seed = state.write_order_seed.wrapping_add(1);
+        fastrand::Rng::with_seed(state.write_order_seed).shuffle(&mut results);
+        fastrand::Rng::with_seed(state.write_order_seed).shuffle(&mut errors);
+    }
+    if state.bare_write_results {
+        for result in &mut results {
+            *result = json!({"id": result["id"]});
+        }
+    }
     let mut answer = json!({"status": "COMPLETE", "results": results,
                             "startedAt": "2024-06-01T00:00:00.000Z", "completedAt": "2024-06-01T00:00:00.010Z"});
     if errors.is_empty() {
