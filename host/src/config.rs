@@ -284,6 +284,9 @@ struct RawSource {
     /// `"all"` (default) or `"synced_companies"`.
     contacts: Option<String>,
     companies_sync: Option<String>,
+    /// Plain `http://` to a host other than loopback (a TLS-terminating proxy).
+    #[serde(default)]
+    allow_plain_http: bool,
 }
 
 /// `[companies]`: the company part of a contact sync.
@@ -347,7 +350,9 @@ impl Config {
             .context("schedule")?;
 
         if let Some(url) = &raw.notify.webhook {
-            Origin::parse(url).context("notify.webhook")?;
+            Origin::parse(url)
+                .and_then(|o| o.require_tls(false))
+                .context("notify.webhook")?;
         }
         if raw
             .notify
@@ -384,6 +389,9 @@ impl Config {
         .trim_end_matches('/')
         .to_owned();
         let origin = Origin::parse(&base_url).context("source.base_url")?;
+        origin
+            .require_tls(source.allow_plain_http)
+            .context("source.base_url")?;
         let auth = parse_auth(source.token_env.clone(), source.oauth.clone(), "source")?;
         let rate_limit = match (&source.rate_limit, &system) {
             (Some(text), _) => RateLimit::parse(text).context("source.rate_limit")?,
@@ -1128,6 +1136,31 @@ impl Origin {
         })
     }
 
+    /// Whether the origin is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Plain `http://` carries tokens, OAuth secrets and people's records in
+    /// clear text: it is for loopback test servers only, unless `allowed`
+    /// (`allow_plain_http`, for a TLS-terminating proxy on a private network).
+    pub fn require_tls(&self, allowed: bool) -> Result<()> {
+        if self.https || allowed || self.is_loopback() {
+            return Ok(());
+        }
+        bail!(
+            "plain http:// to {} would send the access token (and any OAuth secret) in clear \
+             text; use https://, a loopback host (127.0.0.1, ::1, localhost) for a local test \
+             server, or allow_plain_http = true in the same table for a TLS-terminating proxy \
+             on a private network",
+            self.host
+        )
+    }
+
     /// Whether a request URI goes to this origin.
     pub fn allows(&self, uri: &http::Uri) -> bool {
         let https = match uri.scheme_str() {
@@ -1510,5 +1543,24 @@ mod tests {
         let o = Origin::parse("https://API.hubapi.com").unwrap();
         assert!(o.allows(&"https://api.hubapi.com/crm".parse().unwrap()));
         assert!(Origin::parse("https://user:pw@api.hubapi.com").is_err());
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_only_unless_allowed_and_names_the_key() {
+        for loopback in ["http://127.0.0.1:9", "http://127.8.9.1", "http://localhost:80", "http://[::1]:8080"] {
+            parse(&format!("[source]\nsystem = \"hubspot\"\nbase_url = \"{loopback}\"\ntoken_env = \"T\"\n"))
+                .unwrap_or_else(|e| panic!("{loopback}: {e:#}"));
+        }
+        let message = err("[source]\nsystem = \"hubspot\"\nbase_url = \"http://api.example.com\"\ntoken_env = \"T\"\n");
+        assert!(message.starts_with("source.base_url: plain http://"), "{message}");
+        assert!(message.contains("allow_plain_http"), "{message}");
+        let message = err("[source]\nsystem = \"hubspot\"\nbase_url = \"https://api.hubapi.com\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"http://10.0.0.5\"\ntoken_env = \"T\"\n");
+        assert!(message.starts_with("destination.base_url: plain http://"), "{message}");
+        let message = err("notify = { webhook = \"http://hooks.example.com/x\" }\n[source]\nsystem = \"hubspot\"\n");
+        assert!(message.starts_with("notify.webhook: plain http://"), "{message}");
+        // The documented opt-in for a TLS-terminating proxy on a private network.
+        parse("[source]\nsystem = \"hubspot\"\nbase_url = \"http://crm-proxy.internal\"\nallow_plain_http = true\n")
+            .unwrap();
     }
 }

@@ -76,13 +76,26 @@ impl NotifyConfig {
         if let Some(url) = &self.webhook
             && let Err(e) = post_with_retries(url, &body)
         {
-            tracing::warn!("notification to webhook {url} failed: {e:#}");
+            // A webhook URL's path is often its secret (Slack's are): never logged.
+            tracing::warn!("notification to webhook {} failed: {e:#}", redacted(url));
         }
         if !self.command.is_empty()
             && let Err(e) = run_command(&self.command, &body)
         {
             tracing::warn!("notify command {:?} failed: {e:#}", self.command[0]);
         }
+    }
+}
+
+/// A URL as logs may show it: scheme and host, never the path or query.
+fn redacted(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => format!(
+            "{}://{}/…",
+            uri.scheme_str().unwrap_or("?"),
+            uri.host().unwrap_or("?")
+        ),
+        Err(_) => "(unreadable URL)".to_owned(),
     }
 }
 
@@ -129,4 +142,17 @@ fn run_command(command: &[String], body: &[u8]) -> Result<()> {
         bail!("exited with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_url_is_logged_as_its_scheme_and_host_only() {
+        let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX?token=abc";
+        let shown = redacted(url);
+        assert_eq!(shown, "https://hooks.slack.com/…");
+        assert!(!shown.contains("SECRET") && !shown.contains("abc"));
+    }
 }

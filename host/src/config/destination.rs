@@ -29,6 +29,9 @@ pub(super) struct RawDestination {
     direction: Option<String>,
     /// The conflict rule of every `both` mapping that does not name its own.
     conflict: Option<String>,
+    /// Plain `http://` to a host other than loopback (a TLS-terminating proxy).
+    #[serde(default)]
+    allow_plain_http: bool,
 }
 
 /// A CRM a sync writes to (and, two-way, reads from).
@@ -252,6 +255,9 @@ pub(super) fn parse(
         ),
     };
     let origin = Origin::parse(&base_url).context("destination.base_url")?;
+    origin
+        .require_tls(raw.allow_plain_http)
+        .context("destination.base_url")?;
     let auth = parse_auth(raw.token_env.clone(), raw.oauth.clone(), "destination")?;
     let rate_limit = match (&raw.rate_limit, &system) {
         (Some(text), _) => RateLimit::parse(text).context("destination.rate_limit")?,
