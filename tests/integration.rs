@@ -2,6 +2,7 @@
 //! HubSpot- and Salesforce-shaped servers. Each module is one area of the product; they share one
 //! binary so the component is built and compiled once (see `tests/Cargo.toml`).
 
+mod bounds;
 mod cli;
 mod companies;
 mod contract;

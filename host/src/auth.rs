@@ -7,6 +7,7 @@
 //! `expires_in` runs out when the answer has one (Salesforce's has not), and
 //! once more when the API reports an expired session mid-run.
 
+use crate::api_bounds;
 use crate::config::{AuthConfig, OAuthEnv};
 use crate::http::{Bearer, HttpLimits, send};
 use anyhow::{Context, Result, anyhow, bail};
@@ -160,7 +161,7 @@ impl Credentials {
         }
         *expires_at = answer
             .expires_in
-            .map(|s| Instant::now() + Duration::from_secs(s));
+            .map(|s| Instant::now() + api_bounds::token_lifetime(s));
         *self.bearer.lock().expect("bearer lock") = Some(answer.access_token);
         tracing::info!("refreshed the OAuth access token");
         Ok(())

@@ -1547,18 +1547,40 @@ mod tests {
 
     #[test]
     fn plain_http_is_for_loopback_only_unless_allowed_and_names_the_key() {
-        for loopback in ["http://127.0.0.1:9", "http://127.8.9.1", "http://localhost:80", "http://[::1]:8080"] {
-            parse(&format!("[source]\nsystem = \"hubspot\"\nbase_url = \"{loopback}\"\ntoken_env = \"T\"\n"))
-                .unwrap_or_else(|e| panic!("{loopback}: {e:#}"));
+        for loopback in [
+            "http://127.0.0.1:9",
+            "http://127.8.9.1",
+            "http://localhost:80",
+            "http://[::1]:8080",
+        ] {
+            parse(&format!(
+                "[source]\nsystem = \"hubspot\"\nbase_url = \"{loopback}\"\ntoken_env = \"T\"\n"
+            ))
+            .unwrap_or_else(|e| panic!("{loopback}: {e:#}"));
         }
-        let message = err("[source]\nsystem = \"hubspot\"\nbase_url = \"http://api.example.com\"\ntoken_env = \"T\"\n");
-        assert!(message.starts_with("source.base_url: plain http://"), "{message}");
+        let message = err(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"http://api.example.com\"\ntoken_env = \"T\"\n",
+        );
+        assert!(
+            message.starts_with("source.base_url: plain http://"),
+            "{message}"
+        );
         assert!(message.contains("allow_plain_http"), "{message}");
-        let message = err("[source]\nsystem = \"hubspot\"\nbase_url = \"https://api.hubapi.com\"\n\
-             [destination]\nsystem = \"salesforce\"\nbase_url = \"http://10.0.0.5\"\ntoken_env = \"T\"\n");
-        assert!(message.starts_with("destination.base_url: plain http://"), "{message}");
-        let message = err("notify = { webhook = \"http://hooks.example.com/x\" }\n[source]\nsystem = \"hubspot\"\n");
-        assert!(message.starts_with("notify.webhook: plain http://"), "{message}");
+        let message = err(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"https://api.hubapi.com\"\n\
+             [destination]\nsystem = \"salesforce\"\nbase_url = \"http://10.0.0.5\"\ntoken_env = \"T\"\n",
+        );
+        assert!(
+            message.starts_with("destination.base_url: plain http://"),
+            "{message}"
+        );
+        let message = err(
+            "notify = { webhook = \"http://hooks.example.com/x\" }\n[source]\nsystem = \"hubspot\"\n",
+        );
+        assert!(
+            message.starts_with("notify.webhook: plain http://"),
+            "{message}"
+        );
         // The documented opt-in for a TLS-terminating proxy on a private network.
         parse("[source]\nsystem = \"hubspot\"\nbase_url = \"http://crm-proxy.internal\"\nallow_plain_http = true\n")
             .unwrap();

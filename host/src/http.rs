@@ -24,6 +24,11 @@ pub struct HttpLimits {
     pub between_bytes_timeout: Duration,
     /// Larger response bodies fail the request (`HttpResponseBodySize`).
     pub max_response_bytes: usize,
+    /// The whole exchange (connect, headers, body) ends by then: the other
+    /// timeouts each restart, so a server dripping a byte every few seconds
+    /// would otherwise hold a call that runs in the host (where epoch
+    /// interruption cannot stop it) for as long as it likes.
+    pub total_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -33,6 +38,7 @@ impl Default for HttpLimits {
             first_byte_timeout: Duration::from_secs(60),
             between_bytes_timeout: Duration::from_secs(30),
             max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_MB as usize * 1024 * 1024,
+            total_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -224,12 +230,13 @@ impl WasiHttpHooks for Hooks {
     }
 }
 
-/// Feeds HubSpot's `X-HubSpot-RateLimit-*` headers to the limiter.
+/// Feeds HubSpot's `X-HubSpot-RateLimit-*` headers to the limiter (which
+/// bounds them before they size anything).
 fn observe_rate_limit(limiter: &Limiter, headers: &http::HeaderMap) {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
-    let max = number("x-hubspot-ratelimit-max").map(|n| n as u32);
-    let remaining = number("x-hubspot-ratelimit-remaining").map(|n| n as u32);
-    let interval = number("x-hubspot-ratelimit-interval-milliseconds").map(Duration::from_millis);
+    let max = number("x-hubspot-ratelimit-max");
+    let remaining = number("x-hubspot-ratelimit-remaining");
+    let interval = number("x-hubspot-ratelimit-interval-milliseconds");
     if max.is_some() || remaining.is_some() {
         limiter.observe(Instant::now(), max, remaining, interval);
     }
@@ -238,8 +245,19 @@ fn observe_rate_limit(limiter: &Limiter, headers: &http::HeaderMap) {
 /// A response read whole: status, headers, body.
 pub type Answer = (http::StatusCode, http::HeaderMap, Bytes);
 
-/// Sends `request` to the network with `limits` and reads the whole body.
+/// Sends `request` to the network with `limits` and reads the whole body,
+/// all of it within `limits.total_timeout`.
 pub async fn send(
+    request: http::Request<Full<Bytes>>,
+    limits: HttpLimits,
+) -> Result<Answer, HttpError> {
+    match tokio::time::timeout(limits.total_timeout, exchange(request, limits)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(HttpError::ConnectionReadTimeout),
+    }
+}
+
+async fn exchange(
     request: http::Request<Full<Bytes>>,
     limits: HttpLimits,
 ) -> Result<Answer, HttpError> {
@@ -277,4 +295,44 @@ pub async fn send(
 pub fn path_and_query(uri: &http::Uri) -> String {
     uri.path_and_query()
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_server_dripping_its_body_is_cut_off_at_the_overall_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request);
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n");
+            // A byte well within the between-bytes timeout, for ever.
+            while socket.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let limits = HttpLimits {
+            total_timeout: Duration::from_millis(600),
+            ..HttpLimits::default()
+        };
+        let request = http::Request::get(format!("http://{address}/slow"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let started = Instant::now();
+        let answer = wasmtime_wasi::runtime::in_tokio(send(request, limits));
+        assert!(
+            matches!(answer, Err(HttpError::ConnectionReadTimeout)),
+            "{answer:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! supplies what it may not hold itself — HTTP to the configured API host with
 //! the credentials added, the destination store, the clock and retries.
 
+pub mod api_bounds;
 pub mod auth;
 pub mod bridge;
 pub mod cassette;

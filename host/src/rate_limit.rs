@@ -8,6 +8,7 @@
 //! advertised window, and treats a lower `Remaining` than its own count
 //! implies as requests other clients of the same account made.
 
+use crate::api_bounds;
 use anyhow::{Context, Result, bail};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -157,24 +158,24 @@ impl Limiter {
         w.sent.make_contiguous().sort();
     }
 
-    /// Adjusts to what the API reported on an answer received at `now`.
+    /// Adjusts to what the API reported on an answer received at `now`: its
+    /// budget, what is left of it, and its window in milliseconds. Each is
+    /// clamped first ([`api_bounds`]): an answer must not size the log or the waits.
     pub fn observe(
         &self,
         now: Instant,
-        max: Option<u32>,
-        remaining: Option<u32>,
-        interval: Option<Duration>,
+        max: Option<u64>,
+        remaining: Option<u64>,
+        interval_ms: Option<u64>,
     ) {
         let mut w = self.state.lock().expect("limiter lock");
-        if let (Some(max), Some(interval)) = (max, interval)
-            && max > 0
-            && !interval.is_zero()
-        {
+        if let (Some(max), Some(interval)) = (max, interval_ms) {
             w.limit = RateLimit {
-                requests: max,
-                window: interval,
+                requests: api_bounds::rate_limit_requests(max),
+                window: api_bounds::rate_limit_window(interval),
             };
         }
+        let remaining = remaining.map(|r| api_bounds::rate_limit_remaining(r, w.limit.requests));
         if let Some(remaining) = remaining {
             let window = w.limit.window;
             let in_window = w
@@ -301,7 +302,7 @@ mod tests {
     fn headers_adopt_the_advertised_window_and_others_usage() {
         let limiter = Limiter::new(HUBSPOT_DEFAULT);
         let t0 = Instant::now();
-        limiter.observe(t0, Some(190), None, Some(Duration::from_secs(10)));
+        limiter.observe(t0, Some(190), None, Some(10_000));
         assert_eq!(
             limiter.limit(),
             RateLimit {
@@ -315,5 +316,25 @@ mod tests {
         assert_eq!(limiter.reserve(t0), Duration::ZERO);
         assert_eq!(limiter.reserve(t0), Duration::ZERO);
         assert_eq!(limiter.reserve(t0), Duration::from_millis(10_100));
+    }
+
+    #[test]
+    fn an_absurd_advertised_budget_is_clamped_before_it_sizes_the_log() {
+        let limiter = Limiter::new(HUBSPOT_DEFAULT);
+        let t0 = Instant::now();
+        limiter.reserve(t0);
+        // Four billion requests per window, none left, an hour-long window:
+        // unclamped, the log would take one slot per advertised request (64 GB).
+        limiter.observe(t0, Some(4_000_000_000), Some(0), Some(u64::MAX));
+        let limit = limiter.limit();
+        assert_eq!(limit.requests, 10_000);
+        assert_eq!(limit.window, Duration::from_secs(60));
+        assert!(limiter.state.lock().unwrap().sent.len() <= 10_000);
+        // And the wait it imposes is at most one window.
+        assert!(limiter.reserve(t0) <= limit.window + margin(limit.window));
+        // Remaining above the budget books nobody.
+        let limiter = Limiter::new(HUBSPOT_DEFAULT);
+        limiter.observe(t0, None, Some(u64::MAX), None);
+        assert!(limiter.state.lock().unwrap().sent.is_empty());
     }
 }

@@ -286,18 +286,24 @@ fn rate_limited(http: &HttpFailure, body: &HubSpotErrorBody) -> SyncError {
     error
 }
 
-/// `Retry-After` in delta-seconds (HubSpot's form). HTTP dates are not used by
-/// HubSpot; they fall back to the policy default.
+/// The longest `Retry-After` taken as said: a server's number must not park
+/// a run (or an embedding host that sleeps on it) for days.
+pub const MAX_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
+
+/// `Retry-After` in delta-seconds (HubSpot's form), at most
+/// [`MAX_RETRY_AFTER_MS`]. HTTP dates are not used by HubSpot; they fall back
+/// to the policy default.
 fn parse_retry_after_ms(value: &str) -> Option<u64> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(secs.saturating_mul(1000));
-    }
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| (s * 1000.0) as u64)
+    let ms = match value.parse::<u64>() {
+        Ok(secs) => secs.saturating_mul(1000),
+        Err(_) => value
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| (s * 1000.0) as u64)?,
+    };
+    Some(ms.min(MAX_RETRY_AFTER_MS))
 }
 
 fn required_scopes(body: &HubSpotErrorBody) -> Vec<String> {
@@ -610,6 +616,24 @@ mod tests {
         assert!(e.retryable);
         assert_eq!(e.retry_after_ms, Some(1_000));
         assert!(e.message.contains("TEN_SECONDLY_ROLLING"));
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_clamped() {
+        let mut f = http(
+            429,
+            r#"{"status":"error","policyName":"TEN_SECONDLY_ROLLING"}"#,
+        );
+        f.retry_after = Some("18446744073709551615".into());
+        assert_eq!(
+            classify_http(&f, Endpoint::Other).retry_after_ms,
+            Some(MAX_RETRY_AFTER_MS)
+        );
+        f.retry_after = Some("1e300".into());
+        assert_eq!(
+            classify_http(&f, Endpoint::Other).retry_after_ms,
+            Some(MAX_RETRY_AFTER_MS)
+        );
     }
 
     #[test]

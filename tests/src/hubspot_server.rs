@@ -191,6 +191,8 @@ pub struct State {
     /// `batch/create` answers in no particular order, so this server
     /// shuffles them (seeded by `write_order_seed`) and no test can lean on order.
     pub ordered_writes: bool,
+    /// Headers added to every API answer (hostile rate-limit headers, say).
+    pub extra_headers: Vec<(String, String)>,
     /// Seeds the shuffle of batch write answers.
     pub write_order_seed: u64,
     /// Batch write results carry only their id (no `properties`), as a
@@ -393,6 +395,7 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
                     "application/json;charset=utf-8".to_owned(),
                 )];
                 headers.extend(limit_headers);
+                headers.extend(state.extra_headers.iter().cloned());
                 (status, headers, value.to_string())
             }
         }
