@@ -7,6 +7,7 @@ mod cli;
 mod companies;
 mod contract;
 mod crash;
+mod cursors;
 mod daemon;
 mod embed_wasmtime;
 mod failures;

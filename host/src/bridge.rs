@@ -31,6 +31,7 @@ use crate::config::{
     Config, CrmDestination, SourceSystem, SyncField, SyncObject, mapped_properties, read_mappings,
 };
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crate::paging::Paging;
 use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
@@ -177,6 +178,7 @@ impl Side {
         let source = self.source(scope);
         let mappings = self.mappings.clone();
         let mut cursor: Option<String> = None;
+        let mut paging = Paging::new(self.what());
         loop {
             if options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
@@ -185,11 +187,24 @@ impl Side {
                 side.instance
                     .fetch_mapped_page(&source, cursor.as_deref(), &mappings)
             })?;
+            let next = paging
+                .advance(page.records.len(), page.next_cursor.as_deref())
+                .map_err(Stop::Classified)?;
             each(page.records)?;
-            match page.next_cursor {
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(()),
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(()),
             }
+        }
+    }
+
+    /// What this side's records are, for messages.
+    fn what(&self) -> &'static str {
+        match (&self.system, self.object) {
+            (SourceSystem::Hubspot, SyncObject::Contacts) => "HubSpot contacts",
+            (SourceSystem::Hubspot, SyncObject::Companies) => "HubSpot companies",
+            (SourceSystem::Salesforce { .. }, SyncObject::Contacts) => "Salesforce people",
+            (SourceSystem::Salesforce { .. }, SyncObject::Companies) => "Salesforce Accounts",
         }
     }
 
@@ -691,6 +706,7 @@ impl Bridge<'_> {
         let read = source.source(scope);
         let mappings = source.mappings.clone();
         let mut cursor: Option<String> = None;
+        let mut paging = Paging::new(source.what());
         loop {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
@@ -700,6 +716,9 @@ impl Bridge<'_> {
                 side.instance
                     .fetch_mapped_page(&read, cursor.as_deref(), &mappings)
             })?;
+            let next = paging
+                .advance(page.records.len(), page.next_cursor.as_deref())
+                .map_err(Stop::Classified)?;
             self.counts.pages += 1;
             self.counts.seen += page.records.len() as u64;
             self.follow_merges(&page.records, LinkSide::Source)?;
@@ -716,9 +735,9 @@ impl Bridge<'_> {
             }
             let pairs = self.pair_source_page(destination, page.records, &mut held)?;
             self.apply(source, destination, &rules, pairs)?;
-            match page.next_cursor {
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => break,
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
         let pairs = self.pair_held(source, held.rest(), two_way)?;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod notify;
+pub mod paging;
 pub mod rate_limit;
 pub mod runtime;
 pub mod schedule;

@@ -9,6 +9,7 @@ use crate::bindings::crmsync::sync::types::{
 };
 use crate::config::{Config, SourceSystem, SyncObject, mapped_properties, target_name, type_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crate::paging::Paging;
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{
@@ -23,8 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// S5: a sync stops, rather than silently truncating, past this many records.
-pub const MAX_RECORDS_PER_SYNC: u64 = 1_000_000;
+pub use crate::paging::MAX_RECORDS_PER_SYNC;
 
 /// How failed page fetches are retried (E4, E8, E10).
 #[derive(Debug, Clone, Copy)]
@@ -663,32 +663,23 @@ impl Pass<'_> {
         pages: &std::sync::mpsc::SyncSender<(MappedPage, Option<String>)>,
     ) -> Result<(), Stop> {
         let mappings = self.mappings.clone();
+        let mut paging = Paging::resumed(
+            match self.config.object {
+                SyncObject::Contacts => "contacts",
+                SyncObject::Companies => "companies",
+            },
+            cursor.as_deref(),
+            self.read,
+        );
         loop {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
             let page = self.fetch(source, cursor.as_deref(), &mappings)?;
-            let next = page.next_cursor.clone();
-            if next.is_some() && next == cursor {
-                return Err(Stop::Classified(sync_level(
-                    ErrorCategory::InvalidResponse,
-                    format!(
-                        "the source returned the same cursor {:?} again; paging would never end",
-                        cursor.unwrap_or_default()
-                    ),
-                    "Report this to the source's support; crmsync stopped rather than loop forever.",
-                )));
-            }
-            self.read += page.records.len() as u64;
-            if self.read > MAX_RECORDS_PER_SYNC {
-                return Err(Stop::Classified(sync_level(
-                    ErrorCategory::Validation,
-                    format!(
-                        "the source has more than {MAX_RECORDS_PER_SYNC} contacts for this sync"
-                    ),
-                    "A sync is limited to 1,000,000 contacts: split it (for example with source.list_id).",
-                )));
-            }
+            let next = paging
+                .advance(page.records.len(), page.next_cursor.as_deref())
+                .map_err(Stop::Classified)?;
+            self.read = paging.records();
             if pages.send((page, next.clone())).is_err() {
                 // The applier stopped; its error is the run's.
                 return Ok(());
@@ -799,6 +790,7 @@ impl Pass<'_> {
     fn stop_syncing_archived(&mut self) -> Result<u64> {
         let source = unfiltered_source(self.config, HubspotScope::Archived);
         let mut cursor: Option<String> = None;
+        let mut paging = Paging::new("archived records");
         let mut stopped = 0;
         loop {
             let page = match self.fetch(&source, cursor.as_deref(), &[]) {
@@ -817,9 +809,13 @@ impl Pass<'_> {
                 stopped += u64::from(store.stop_syncing(records_of(self.config), id)?);
             }
             store.commit()?;
-            match page.next_cursor {
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-                _ => return Ok(stopped),
+            match paging.advance(page.records.len(), page.next_cursor.as_deref()) {
+                Ok(Some(next)) => cursor = Some(next),
+                Ok(None) => return Ok(stopped),
+                Err(error) => {
+                    tracing::warn!("archived contacts not all checked: {}", error.message);
+                    return Ok(stopped);
+                }
             }
         }
     }

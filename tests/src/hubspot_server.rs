@@ -191,6 +191,10 @@ pub struct State {
     /// `batch/create` answers in no particular order, so this server
     /// shuffles them (seeded by `write_order_seed`) and no test can lean on order.
     pub ordered_writes: bool,
+    /// A listing asked for the page after `.0` answers `.1` as its next
+    /// cursor: the same one (a cursor that does not advance) or an earlier
+    /// one (a cycle), as a broken server or proxy cache might.
+    pub cursor_loop: Option<(String, String)>,
     /// Headers added to every API answer (hostile rate-limit headers, say).
     pub extra_headers: Vec<(String, String)>,
     /// Seeds the shuffle of batch write answers.
@@ -1070,7 +1074,12 @@ fn list_objects(state: &State, kind: &str, query: &HashMap<String, String>) -> (
         .collect();
     let mut answer = json!({ "results": results });
     if live.len() > limit {
-        let next = format!("cur-{}", page.last().expect("a full page").id);
+        let mut next = format!("cur-{}", page.last().expect("a full page").id);
+        if let Some((at, to)) = &state.cursor_loop
+            && query.get("after") == Some(at)
+        {
+            next = to.clone();
+        }
         answer["paging"] = json!({"next": {"after": next, "link": format!("/crm/v3/objects/{kind}?after={next}")}});
     }
     (200, answer)
