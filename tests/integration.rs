@@ -13,6 +13,7 @@ mod embed_wasmtime;
 mod failures;
 mod filters;
 mod incremental;
+mod leases;
 mod notify;
 mod pairing;
 mod salesforce;

@@ -31,13 +31,14 @@ use crate::config::{
     Config, CrmDestination, SourceSystem, SyncField, SyncObject, mapped_properties, read_mappings,
 };
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crate::lease::{LeaseKeeper, LeaseWatch};
 use crate::paging::Paging;
 use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
 use crate::sync::{
-    Retry, Retrying, Stop, SyncOptions, SyncReport, end_run, error_row, errors_by_category,
-    incremental_since, now_ms, with_retries,
+    Retry, Retrying, Stop, SyncOptions, SyncReport, check_lease, end_run, error_row,
+    errors_by_category, incremental_since, now_ms, with_retries,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -91,6 +92,8 @@ struct Side {
     filters: Vec<Filter>,
     /// The source side's list (S2): its full reads read the list's members.
     list_id: Option<String>,
+    /// Whether the pass still holds the sync's lease.
+    lease: LeaseWatch,
 }
 
 use crate::bindings::crmsync::sync::types::FieldMapping;
@@ -102,6 +105,10 @@ impl Retrying for Side {
 
     fn system(&self) -> &SourceSystem {
         &self.system
+    }
+
+    fn before_attempt(&mut self) -> Result<(), Stop> {
+        check_lease(&self.lease)
     }
 }
 
@@ -366,6 +373,7 @@ pub fn run(
     crm: &CrmDestination,
     options: &SyncOptions,
     store: ContactStore,
+    keeper: &LeaseKeeper,
     started: Instant,
 ) -> Result<SyncReport> {
     let stats = Arc::new(HttpStats::default());
@@ -435,6 +443,7 @@ pub fn run(
         with_companies: company_part.is_some(),
         filters: config.filters.clone(),
         list_id: config.source.list_id.clone(),
+        lease: keeper.watch(),
     };
     let mut destination = Side {
         system: crm.system.clone(),
@@ -456,6 +465,7 @@ pub fn run(
         with_companies: company_part.is_some(),
         filters: Vec::new(),
         list_id: None,
+        lease: keeper.watch(),
     };
 
     let fingerprint = fingerprint(config, crm, company_part.is_some());
@@ -493,7 +503,7 @@ pub fn run(
         stopped_syncing: 0,
         read_ids: None,
         merged: 0,
-        lease_renewed: Instant::now(),
+        lease: keeper.watch(),
     };
     let scope = match mode {
         RunMode::Incremental { since_ms } => HubspotScope::Modified(TimeWindow {
@@ -636,7 +646,8 @@ struct Bridge<'a> {
     read_ids: Option<HashSet<String>>,
     /// Links moved to a merge's or a lead conversion's survivor (X8).
     merged: u64,
-    lease_renewed: Instant,
+    /// Whether the pass still holds the sync's lease.
+    lease: LeaseWatch,
 }
 
 impl Bridge<'_> {
@@ -711,7 +722,7 @@ impl Bridge<'_> {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
-            self.renew_lease()?;
+            check_lease(&self.lease)?;
             let page = with_retries(source, &self.options.retry, Retry::All, |side| {
                 side.instance
                     .fetch_mapped_page(&read, cursor.as_deref(), &mappings)
@@ -950,7 +961,7 @@ impl Bridge<'_> {
     ) -> Result<(), Stop> {
         let mut pairs = pairs.into_iter().peekable();
         while pairs.peek().is_some() {
-            self.renew_lease()?;
+            check_lease(&self.lease)?;
             let step: Vec<Pair> = pairs.by_ref().take(STEP).collect();
             self.apply_step(source, destination, rules, step)?;
         }
@@ -1186,6 +1197,8 @@ impl Bridge<'_> {
         }
         let mut plans = source.instance.reconcile(rules, &inputs)?;
         self.place_owners(&step, &mut plans)?;
+        // Writes to a CRM cannot be rolled back: none once the lease is another's.
+        self.store.check_fence()?;
         let mut rejected = vec![false; step.len()];
         let mut wrote = vec![false; step.len()];
         for (towards, side) in [
@@ -1521,14 +1534,6 @@ impl Bridge<'_> {
         self.counts.failed += 1;
         self.store
             .record_error(self.run_id, &error_row(self.run_id, &error))
-    }
-
-    fn renew_lease(&mut self) -> Result<(), Stop> {
-        if self.lease_renewed.elapsed() < std::time::Duration::from_secs(30) {
-            return Ok(());
-        }
-        self.lease_renewed = Instant::now();
-        crate::sync::renew_lease(self.store, &self.config.name, &self.options.lease_owner)
     }
 }
 

@@ -112,7 +112,9 @@ fn run_if_due(
     let interrupted = last
         .as_ref()
         .is_some_and(|r| r.status == "running" && control.lease_owner.is_none());
-    let triggered = store.take_trigger(&config.name)?;
+    // Seen, not taken: the run takes it when it starts, so a trigger that
+    // finds the sync busy (a manual `sync`, another daemon) is not lost.
+    let triggered = control.triggered;
     let due = next_run(&config, last.as_ref()) <= Utc::now();
     if !(due || triggered || interrupted) {
         return Ok(());
@@ -130,7 +132,7 @@ fn run_if_due(
         }
         // Another process runs it (a manual `sync`, another daemon): its turn.
         Err(error) if error.downcast_ref::<Busy>().is_some() => {
-            tracing::info!("{error}");
+            tracing::debug!("{error}");
             Ok(())
         }
         Err(error) => Err(error),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod lease;
 pub mod notify;
 pub mod paging;
 pub mod rate_limit;

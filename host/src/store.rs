@@ -16,6 +16,8 @@ use std::path::Path;
 
 mod accounts;
 pub use accounts::{AccountData, AccountRef, AccountRow};
+mod lease;
+pub use lease::{Lease, LeaseLost};
 mod links;
 pub use links::{Link, LinkSide};
 
@@ -23,8 +25,8 @@ pub use links::{Link, LinkSide};
 /// 2: `sync_control` (pause, trigger, lease). 3: `contacts.syncing`.
 /// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
 /// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
-/// 6: accounts. 7: `links` (syncs into a CRM).
-const SCHEMA_VERSION: i64 = 8;
+/// 6: accounts. 7: `links` (syncs into a CRM). 9: `sync_control.lease_token`.
+const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -118,6 +120,7 @@ CREATE TABLE IF NOT EXISTS sync_control (
     triggered   INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until INTEGER,
+    lease_token INTEGER NOT NULL DEFAULT 0,
     bookmark_ms INTEGER,
     fingerprint TEXT
 );
@@ -140,6 +143,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // No bookmark: the next run is a full one.
     ("sync_control", "bookmark_ms", "INTEGER"),
     ("sync_control", "fingerprint", "TEXT"),
+    // Leases before fencing: token 0, the next holder takes 1.
+    ("sync_control", "lease_token", "INTEGER NOT NULL DEFAULT 0"),
     // Before S3 no contact belonged to an account.
     (
         "contacts",
@@ -347,7 +352,7 @@ pub struct RunRow {
 }
 
 /// A recorded error as `crmsync errors --json` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ErrorRow {
     pub run_id: i64,
     pub record_id: Option<String>,
@@ -424,6 +429,8 @@ pub struct Bookmark {
 /// The SQLite file behind one or more syncs.
 pub struct ContactStore {
     conn: Connection,
+    /// The lease this connection's writes are fenced with (see [`lease`]).
+    fence: std::cell::RefCell<Option<Lease>>,
 }
 
 impl ContactStore {
@@ -480,7 +487,10 @@ impl ContactStore {
         if version < SCHEMA_VERSION {
             Self::migrate(&conn)?;
         }
-        Ok(ContactStore { conn })
+        Ok(ContactStore {
+            conn,
+            fence: std::cell::RefCell::new(None),
+        })
     }
 
     /// Creates or upgrades the schema, in one write transaction so two
@@ -528,9 +538,35 @@ impl ContactStore {
         Ok(())
     }
 
+    /// Commits the open transaction, if this connection's fence still
+    /// holds; otherwise rolls it back and fails with [`LeaseLost`].
     pub fn commit(&self) -> Result<()> {
+        if let Err(lost) = self.check_fence() {
+            self.rollback();
+            return Err(lost);
+        }
         self.conn.execute_batch("COMMIT")?;
         Ok(())
+    }
+
+    /// Runs a write: inside the open transaction as it is; outside one, on a
+    /// fenced connection, in a transaction of its own, so that it too lands
+    /// only while the lease holds.
+    fn fenced<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.conn.is_autocommit() || self.fence.borrow().is_none() {
+            return write();
+        }
+        self.begin()?;
+        match write() {
+            Ok(value) => {
+                self.commit()?;
+                Ok(value)
+            }
+            Err(error) => {
+                self.rollback();
+                Err(error)
+            }
+        }
     }
 
     /// Abandons the open transaction, if any.
@@ -604,17 +640,19 @@ impl ContactStore {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64> {
-        let id = self.insert_row(
-            Records::Contacts,
-            external_id,
-            &data.name,
-            &data.fields,
-            seen,
-        )?;
-        let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), true)).collect();
-        let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), true)).collect();
-        self.write_handles(id, &emails, &phones)?;
-        Ok(id)
+        self.fenced(|| {
+            let id = self.insert_row(
+                Records::Contacts,
+                external_id,
+                &data.name,
+                &data.fields,
+                seen,
+            )?;
+            let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), true)).collect();
+            let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), true)).collect();
+            self.write_handles(id, &emails, &phones)?;
+            Ok(id)
+        })
     }
 
     /// Updates contact `id` from the source and links it to `external_id`
@@ -629,37 +667,41 @@ impl ContactStore {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<Change> {
-        let old = self.read_row(Records::Contacts, id)?;
-        let (old_emails, old_phones) = self.handles(id)?;
-        let new = old.updated(external_id, &data.name, &data.fields);
-        let emails = merge_handles(&data.emails, &old_emails);
-        let phones = merge_handles(&data.phones, &old_phones);
-        if new == old && emails == old_emails && phones == old_phones {
-            self.note_seen(Records::Contacts, id, seen)?;
-            return Ok(Change::Unchanged);
-        }
-        self.write_row(Records::Contacts, id, &new, seen)?;
-        self.conn
-            .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
-            .execute([id])?;
-        self.write_handles(id, &emails, &phones)?;
-        Ok(Change::Updated)
+        self.fenced(|| {
+            let old = self.read_row(Records::Contacts, id)?;
+            let (old_emails, old_phones) = self.handles(id)?;
+            let new = old.updated(external_id, &data.name, &data.fields);
+            let emails = merge_handles(&data.emails, &old_emails);
+            let phones = merge_handles(&data.phones, &old_phones);
+            if new == old && emails == old_emails && phones == old_phones {
+                self.note_seen(Records::Contacts, id, seen)?;
+                return Ok(Change::Unchanged);
+            }
+            self.write_row(Records::Contacts, id, &new, seen)?;
+            self.conn
+                .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
+                .execute([id])?;
+            self.write_handles(id, &emails, &phones)?;
+            Ok(Change::Updated)
+        })
     }
 
     /// X6: the source record linked to this contact or account was archived
     /// (or stopped matching the filters). It stays, marked as no longer
     /// syncing. Whether anything changed.
     pub fn stop_syncing(&self, records: Records, external_id: &str) -> Result<bool> {
-        let sql = per_table!(
-            records,
-            "UPDATE ",
-            " SET syncing = 0, updated_at = ?2 WHERE external_id = ?1 AND syncing = 1"
-        );
-        Ok(self
-            .conn
-            .prepare_cached(sql)?
-            .execute(params![external_id, now_text()])?
-            == 1)
+        self.fenced(|| {
+            let sql = per_table!(
+                records,
+                "UPDATE ",
+                " SET syncing = 0, updated_at = ?2 WHERE external_id = ?1 AND syncing = 1"
+            );
+            Ok(self
+                .conn
+                .prepare_cached(sql)?
+                .execute(params![external_id, now_text()])?
+                == 1)
+        })
     }
 
     /// A merge at the source (X6): the records `merged_ids` were merged into
@@ -668,26 +710,28 @@ impl ContactStore {
     /// folded into it and removed), else the first of theirs, relinked.
     /// Returns how many destination contacts were folded or relinked.
     pub fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64> {
-        let mut keep = self.linked_id(Records::Contacts, survivor)?;
-        let mut changed = 0;
-        for merged in merged_ids.iter().filter(|m| *m != survivor) {
-            let Some(absorbed) = self.linked_id(Records::Contacts, merged)? else {
-                continue;
-            };
-            match keep {
-                None => {
-                    self.conn
-                        .prepare_cached(&format!(
-                            "UPDATE contacts SET external_id = ?2, updated_at = {NOW} WHERE id = ?1"
-                        ))?
-                        .execute(params![absorbed, survivor])?;
-                    keep = Some(absorbed);
+        self.fenced(|| {
+            let mut keep = self.linked_id(Records::Contacts, survivor)?;
+            let mut changed = 0;
+            for merged in merged_ids.iter().filter(|m| *m != survivor) {
+                let Some(absorbed) = self.linked_id(Records::Contacts, merged)? else {
+                    continue;
+                };
+                match keep {
+                    None => {
+                        self.conn
+                            .prepare_cached(&format!(
+                                "UPDATE contacts SET external_id = ?2, updated_at = {NOW} WHERE id = ?1"
+                            ))?
+                            .execute(params![absorbed, survivor])?;
+                        keep = Some(absorbed);
+                    }
+                    Some(into) => self.fold_into(absorbed, into)?,
                 }
-                Some(into) => self.fold_into(absorbed, into)?,
+                changed += 1;
             }
-            changed += 1;
-        }
-        Ok(changed)
+            Ok(changed)
+        })
     }
 
     /// Moves what contact `from` had of its own (handles the sync did not
@@ -742,27 +786,31 @@ impl ContactStore {
         sync: &str,
         run_id: i64,
     ) -> Result<()> {
-        let sql = per_table!(
-            records,
-            "UPDATE ",
-            " SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1"
-        );
-        self.conn
-            .prepare_cached(sql)?
-            .execute(params![external_id, sync, run_id])?;
-        Ok(())
+        self.fenced(|| {
+            let sql = per_table!(
+                records,
+                "UPDATE ",
+                " SET seen_sync = ?2, seen_run = ?3 WHERE external_id = ?1"
+            );
+            self.conn
+                .prepare_cached(sql)?
+                .execute(params![external_id, sync, run_id])?;
+            Ok(())
+        })
     }
 
     /// At the end of a complete pass: records this sync linked earlier whose
     /// source record the pass no longer read (it left the list, or was
     /// deleted) stop syncing (X6). They are kept. Returns how many.
     pub fn stop_syncing_unseen(&self, records: Records, sync: &str, run_id: i64) -> Result<u64> {
-        let sql = per_table!(
-            records,
-            "UPDATE ",
-            " SET syncing = 0, updated_at = ?3 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
-        );
-        Ok(self.conn.execute(sql, params![sync, run_id, now_text()])? as u64)
+        self.fenced(|| {
+            let sql = per_table!(
+                records,
+                "UPDATE ",
+                " SET syncing = 0, updated_at = ?3 WHERE seen_sync = ?1 AND seen_run <> ?2 AND syncing = 1"
+            );
+            Ok(self.conn.execute(sql, params![sync, run_id, now_text()])? as u64)
+        })
     }
 
     // ----- rows, as contacts and accounts share them -----------------------------------
@@ -942,34 +990,38 @@ impl ContactStore {
 
     /// Counts one more resumption of an interrupted run.
     pub fn resume_run(&self, run_id: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET resumed = resumed + 1 WHERE id = ?1",
-            [run_id],
-        )?;
-        Ok(())
+        self.fenced(|| {
+            self.conn.execute(
+                "UPDATE runs SET resumed = resumed + 1 WHERE id = ?1",
+                [run_id],
+            )?;
+            Ok(())
+        })
     }
 
     /// Starts a new run of `sync`, begun at `started_ms`.
     pub fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun> {
-        let (mode_name, since) = match mode {
-            RunMode::Full => ("full", None),
-            RunMode::Incremental { since_ms } => ("incremental", Some(since_ms)),
-        };
-        self.conn.execute(
-            &format!(
-                "INSERT INTO runs (sync, started_at, status, mode, window_since, window_until)
-                 VALUES (?1, {NOW}, 'running', ?2, ?3, ?4)"
-            ),
-            params![sync, mode_name, since, started_ms],
-        )?;
-        Ok(OpenRun {
-            id: self.conn.last_insert_rowid(),
-            cursor: None,
-            counts: Counts::default(),
-            resumed: false,
-            mode,
-            started_ms,
-            newest_ms: None,
+        self.fenced(|| {
+            let (mode_name, since) = match mode {
+                RunMode::Full => ("full", None),
+                RunMode::Incremental { since_ms } => ("incremental", Some(since_ms)),
+            };
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO runs (sync, started_at, status, mode, window_since, window_until)
+                     VALUES (?1, {NOW}, 'running', ?2, ?3, ?4)"
+                ),
+                params![sync, mode_name, since, started_ms],
+            )?;
+            Ok(OpenRun {
+                id: self.conn.last_insert_rowid(),
+                cursor: None,
+                counts: Counts::default(),
+                resumed: false,
+                mode,
+                started_ms,
+                newest_ms: None,
+            })
         })
     }
 
@@ -982,24 +1034,26 @@ impl ContactStore {
         counts: &Counts,
         newest_ms: Option<i64>,
     ) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE runs SET cursor = ?2, pages = ?3, seen = ?4, created = ?5, updated = ?6, skipped = ?7, failed = ?8,
-                        newest_ms = ?9
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                run_id,
-                cursor,
-                counts.pages,
-                counts.seen,
-                counts.created,
-                counts.updated,
-                counts.skipped,
-                counts.failed,
-                newest_ms
-            ])?;
-        Ok(())
+        self.fenced(|| {
+            self.conn
+                .prepare_cached(
+                    "UPDATE runs SET cursor = ?2, pages = ?3, seen = ?4, created = ?5, updated = ?6, skipped = ?7, failed = ?8,
+                            newest_ms = ?9
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    run_id,
+                    cursor,
+                    counts.pages,
+                    counts.seen,
+                    counts.created,
+                    counts.updated,
+                    counts.skipped,
+                    counts.failed,
+                    newest_ms
+                ])?;
+            Ok(())
+        })
     }
 
     /// The bookmark the sync's last completed run left, if any.
@@ -1022,46 +1076,52 @@ impl ContactStore {
     /// Completes a run and stores where the next incremental run starts; call
     /// inside the last page's transaction.
     pub fn complete_run(&self, run_id: i64, sync: &str, bookmark: &Bookmark) -> Result<()> {
-        self.ensure_control(sync)?;
-        self.conn.execute(
-            "UPDATE sync_control SET bookmark_ms = ?2, fingerprint = ?3 WHERE sync = ?1",
-            params![sync, bookmark.modified_ms, bookmark.fingerprint],
-        )?;
-        self.finish_run(run_id, None)
+        self.fenced(|| {
+            self.ensure_control(sync)?;
+            self.conn.execute(
+                "UPDATE sync_control SET bookmark_ms = ?2, fingerprint = ?3 WHERE sync = ?1",
+                params![sync, bookmark.modified_ms, bookmark.fingerprint],
+            )?;
+            self.finish_run(run_id, None)
+        })
     }
 
     /// Ends a run: `error` is `None` for a completed run, the fatal message otherwise.
     pub fn finish_run(&self, run_id: i64, error: Option<&str>) -> Result<()> {
-        let status = if error.is_some() {
-            "failed"
-        } else {
-            "completed"
-        };
-        self.conn.execute(
-            &format!("UPDATE runs SET status = ?2, error = ?3, cursor = NULL, ended_at = {NOW} WHERE id = ?1"),
-            params![run_id, status, error],
-        )?;
-        Ok(())
+        self.fenced(|| {
+            let status = if error.is_some() {
+                "failed"
+            } else {
+                "completed"
+            };
+            self.conn.execute(
+                &format!("UPDATE runs SET status = ?2, error = ?3, cursor = NULL, ended_at = {NOW} WHERE id = ?1"),
+                params![run_id, status, error],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records one classified error of a run.
     pub fn record_error(&self, run_id: i64, error: &ErrorRow) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO record_errors (run_id, record_id, category, scope, field, retryable, message, resolution)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                run_id,
-                error.record_id,
-                error.category,
-                error.scope,
-                error.field,
-                error.retryable,
-                error.message,
-                error.resolution
-            ])?;
-        Ok(())
+        self.fenced(|| {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO record_errors (run_id, record_id, category, scope, field, retryable, message, resolution)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    run_id,
+                    error.record_id,
+                    error.category,
+                    error.scope,
+                    error.field,
+                    error.retryable,
+                    error.message,
+                    error.resolution
+                ])?;
+            Ok(())
+        })
     }
 
     // ----- control: pause, trigger, lease --------------------------------------------
@@ -1083,7 +1143,7 @@ impl ContactStore {
             .unwrap_or_default())
     }
 
-    fn ensure_control(&self, sync: &str) -> Result<()> {
+    pub(crate) fn ensure_control(&self, sync: &str) -> Result<()> {
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO sync_control (sync) VALUES (?1)")?
             .execute([sync])?;
@@ -1116,56 +1176,6 @@ impl ContactStore {
             "UPDATE sync_control SET triggered = 0 WHERE sync = ?1 AND triggered = 1",
             [sync],
         )? == 1)
-    }
-
-    /// Takes (or renews) the lease that lets one process run the sync, until
-    /// `now_ms + ttl_ms`. A lease whose holder `is_gone` (or that expired) is
-    /// taken over. Returns the holder when someone else has it.
-    pub fn acquire_lease(
-        &self,
-        sync: &str,
-        owner: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-        is_gone: impl Fn(&str) -> bool,
-    ) -> Result<Result<(), String>> {
-        self.ensure_control(sync)?;
-        let current = self.control(sync)?;
-        let free = match (&current.lease_owner, current.lease_until) {
-            (None, _) => true,
-            (Some(holder), _) if holder == owner => true,
-            (Some(_), Some(until)) if until < now_ms => true,
-            (Some(holder), _) => is_gone(holder),
-        };
-        if !free {
-            return Ok(Err(current.lease_owner.unwrap_or_default()));
-        }
-        // Compare-and-set on the state read above, so two processes cannot both win.
-        let changed = self.conn.execute(
-            "UPDATE sync_control SET lease_owner = ?2, lease_until = ?3
-             WHERE sync = ?1 AND lease_owner IS ?4 AND lease_until IS ?5",
-            params![
-                sync,
-                owner,
-                now_ms + ttl_ms,
-                current.lease_owner,
-                current.lease_until
-            ],
-        )?;
-        Ok(if changed == 1 {
-            Ok(())
-        } else {
-            Err(self.control(sync)?.lease_owner.unwrap_or_default())
-        })
-    }
-
-    /// Gives the lease back, if `owner` holds it.
-    pub fn release_lease(&self, sync: &str, owner: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE sync_control SET lease_owner = NULL, lease_until = NULL WHERE sync = ?1 AND lease_owner = ?2",
-            params![sync, owner],
-        )?;
-        Ok(())
     }
 
     /// Destination contacts linked to a source record.
@@ -1540,31 +1550,31 @@ mod tests {
     fn one_process_at_a_time_holds_a_syncs_lease() {
         let s = ContactStore::open_in_memory().unwrap();
         let alive = |_: &str| false;
+        let token = |r: Result<Lease, String>| r.map(|l| (l.owner, l.token));
         assert_eq!(
-            s.acquire_lease("demo", "a", 1_000, 60_000, alive).unwrap(),
-            Ok(())
+            token(s.acquire_lease("demo", "a", 1_000, 60_000, alive).unwrap()),
+            Ok(("a".into(), 1))
         );
         assert_eq!(
-            s.acquire_lease("demo", "b", 2_000, 60_000, alive).unwrap(),
+            token(s.acquire_lease("demo", "b", 2_000, 60_000, alive).unwrap()),
             Err("a".into())
         );
         assert_eq!(
-            s.acquire_lease("demo", "a", 3_000, 60_000, alive).unwrap(),
-            Ok(()),
+            token(s.acquire_lease("demo", "a", 3_000, 60_000, alive).unwrap()),
+            Ok(("a".into(), 1)),
             "renewal"
         );
         assert_eq!(
-            s.acquire_lease("demo", "b", 70_000, 60_000, alive).unwrap(),
-            Ok(()),
+            token(s.acquire_lease("demo", "b", 70_000, 60_000, alive).unwrap()),
+            Ok(("b".into(), 2)),
             "expired"
         );
-        assert_eq!(
-            s.acquire_lease("demo", "c", 71_000, 60_000, |holder| holder == "b")
-                .unwrap(),
-            Ok(()),
-            "holder gone"
-        );
-        s.release_lease("demo", "c").unwrap();
+        let c = s
+            .acquire_lease("demo", "c", 71_000, 60_000, |holder| holder == "b")
+            .unwrap()
+            .expect("holder gone");
+        assert_eq!(c.token, 3);
+        s.release_lease(&c).unwrap();
         assert_eq!(s.control("demo").unwrap().lease_owner, None);
     }
 

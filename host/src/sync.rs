@@ -9,6 +9,7 @@ use crate::bindings::crmsync::sync::types::{
 };
 use crate::config::{Config, SourceSystem, SyncObject, mapped_properties, target_name, type_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
+use crate::lease::{LeaseKeeper, LeaseTiming, LeaseWatch};
 use crate::paging::Paging;
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::{HostState, Instance, Runtime};
@@ -19,7 +20,6 @@ use crate::store::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +38,9 @@ pub struct RetryPolicy {
     pub max_rate_limit_waits: u32,
     /// The longest advertised rate-limit delay honoured as is.
     pub max_rate_limit_delay: Duration,
-    /// Retrying one page stops once this much time has passed since its first attempt.
+    /// Retrying one request stops once this much time has passed since its
+    /// first attempt. Well under the lease's life ([`crate::lease::LEASE_TTL`]),
+    /// though the heartbeat keeps the lease through retries anyway.
     pub max_total: Duration,
 }
 
@@ -50,7 +52,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_rate_limit_waits: 30,
             max_rate_limit_delay: Duration::from_secs(60),
-            max_total: Duration::from_secs(600),
+            max_total: Duration::from_secs(120),
         }
     }
 }
@@ -65,6 +67,8 @@ pub struct SyncOptions {
     pub stop: Arc<AtomicBool>,
     /// Who holds the sync's lease while this pass runs (see [`lease_owner`]).
     pub lease_owner: String,
+    /// How long the lease lives and how often it is renewed.
+    pub lease: LeaseTiming,
     /// Called with the run's counters after every committed page.
     pub progress: Option<Progress>,
     /// The source account's limiters, when several syncs share the account
@@ -85,6 +89,7 @@ impl Default for SyncOptions {
             retry: RetryPolicy::default(),
             stop: Arc::new(AtomicBool::new(false)),
             lease_owner: lease_owner(),
+            lease: LeaseTiming::default(),
             progress: None,
             limiters: None,
             full: false,
@@ -92,30 +97,9 @@ impl Default for SyncOptions {
     }
 }
 
-/// A lease outlives a crashed holder by at most this long; a live holder
-/// renews it with every page and every retry.
-const LEASE_TTL_MS: i64 = 10 * 60 * 1000;
-
-/// This process, as a lease holder: `host:pid`.
+/// This process, as a lease holder (see [`crate::lease::holder_id`]).
 pub fn lease_owner() -> String {
-    format!("{}:{}", hostname(), std::process::id())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Whether the lease holder is a process of this machine that no longer
-/// exists (its lease can be taken at once instead of waiting for expiry).
-fn holder_is_gone(holder: &str) -> bool {
-    match holder.rsplit_once(':') {
-        Some((host, pid)) if host == hostname() && pid.parse::<u32>().is_ok() => {
-            Path::new("/proc").is_dir() && !Path::new("/proc").join(pid).exists()
-        }
-        _ => false,
-    }
+    crate::lease::holder_id()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -191,25 +175,39 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
 fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
     let started = Instant::now();
     let credentials = credentials(config, options)?;
-    let store = ContactStore::open(&config.store_path)?;
-    if let Err(holder) = store.acquire_lease(
+    let keeper = match LeaseKeeper::acquire(
+        &config.store_path,
         &config.name,
         &options.lease_owner,
-        now_ms(),
-        LEASE_TTL_MS,
-        holder_is_gone,
+        options.lease,
     )? {
-        return Err(Busy {
-            sync: config.name.clone(),
-            holder,
+        Ok(keeper) => keeper,
+        Err(holder) => {
+            return Err(Busy {
+                sync: config.name.clone(),
+                holder,
+            }
+            .into());
         }
-        .into());
-    }
-    let report = match &config.destination {
-        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, started),
-        None => run_leased(runtime, config, options, credentials, store, started),
     };
-    ContactStore::open(&config.store_path)?.release_lease(&config.name, &options.lease_owner)?;
+    let store = ContactStore::open(&config.store_path)?;
+    store.fence(keeper.lease().clone());
+    // The run has started: a trigger waiting for it is answered (R1). Taken
+    // only now, so a trigger that met a busy sync waits for the next run.
+    store.take_trigger(&config.name)?;
+    let report = match &config.destination {
+        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, &keeper, started),
+        None => run_leased(
+            runtime,
+            config,
+            options,
+            credentials,
+            store,
+            &keeper,
+            started,
+        ),
+    };
+    keeper.release()?;
     report
 }
 
@@ -219,6 +217,7 @@ fn run_leased(
     options: &SyncOptions,
     mut credentials: Credentials,
     store: ContactStore,
+    keeper: &LeaseKeeper,
     started: Instant,
 ) -> Result<SyncReport> {
     let stats = Arc::new(HttpStats::default());
@@ -230,11 +229,10 @@ fn run_leased(
     // reader fetches and maps; the applier matches and writes, on its own
     // connection to the store (see `Pass::run`).
     let mut instance = runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?;
-    let applier_instance = runtime.instantiate(HostState::new(
-        hooks(),
-        ContactStore::open(&config.store_path)?,
-        runtime.sandbox(),
-    ))?;
+    let applier_store = ContactStore::open(&config.store_path)?;
+    applier_store.fence(keeper.lease().clone());
+    let applier_instance =
+        runtime.instantiate(HostState::new(hooks(), applier_store, runtime.sandbox()))?;
     // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
     let full = options.full || matches!(options.http_mode, HttpMode::Replay(_));
     let run = open_run(&instance.state().store, config, full)?;
@@ -263,7 +261,7 @@ fn run_leased(
         credentials: &mut credentials,
         run_id: run.id,
         read: run.counts.seen,
-        lease_renewed: None,
+        lease: keeper.watch(),
         mappings: config.mappings.clone(),
         mode: run.mode,
         started_ms: run.started_ms,
@@ -603,8 +601,8 @@ struct Pass<'a> {
     run_id: i64,
     /// Records read so far in the run (S5's limit).
     read: u64,
-    /// When this pass last renewed its lease.
-    lease_renewed: Option<Instant>,
+    /// Whether the pass still holds its lease (the keeper renews it).
+    lease: LeaseWatch,
     /// The config's mappings less the properties the source no longer has (E6).
     mappings: Vec<FieldMapping>,
     mode: RunMode,
@@ -819,36 +817,15 @@ impl Pass<'_> {
             }
         }
     }
-
-    /// Keeps this process's lease on the sync; losing it (a run so slow the
-    /// lease expired and another process took over) stops this pass.
-    fn renew_lease(&mut self) -> Result<(), Stop> {
-        // A write: while the applier holds the store, renewing at every page
-        // would wait on it. A tenth of the lease's life between renewals is plenty.
-        if self
-            .lease_renewed
-            .is_some_and(|at| at.elapsed() < Duration::from_millis(LEASE_TTL_MS as u64 / 10))
-        {
-            return Ok(());
-        }
-        self.lease_renewed = Some(Instant::now());
-        renew_lease(
-            &self.instance.state().store,
-            &self.config.name,
-            &self.options.lease_owner,
-        )
-    }
 }
 
-/// Keeps `owner`'s lease on `sync`; losing it (a run so slow the lease
-/// expired and another process took over) stops the pass.
-pub(crate) fn renew_lease(store: &ContactStore, sync: &str, owner: &str) -> Result<(), Stop> {
-    match store.acquire_lease(sync, owner, now_ms(), LEASE_TTL_MS, holder_is_gone)? {
-        Ok(()) => Ok(()),
-        Err(holder) => Err(Stop::Internal(anyhow::anyhow!(
-            "lost the sync's lease to {holder}; stopping so two processes never write one sync"
-        ))),
-    }
+/// The pass's lease, still its own: losing it (the pass was stuck past the
+/// lease's life and another process took over) stops the pass before its
+/// next request; its commits are fenced as well.
+pub(crate) fn check_lease(lease: &LeaseWatch) -> Result<(), Stop> {
+    lease
+        .check()
+        .map_err(|lost| Stop::Internal(anyhow::Error::new(lost)))
 }
 
 impl Retrying for Pass<'_> {
@@ -861,7 +838,7 @@ impl Retrying for Pass<'_> {
     }
 
     fn before_attempt(&mut self) -> Result<(), Stop> {
-        self.renew_lease()
+        check_lease(&self.lease)
     }
 }
 
@@ -871,7 +848,7 @@ pub(crate) trait Retrying {
     fn credentials(&mut self) -> &mut Credentials;
     /// The CRM called, for the reconnect advice of E8.
     fn system(&self) -> &SourceSystem;
-    /// Runs before every attempt (a pass renews its lease).
+    /// Runs before every attempt (a pass checks it still holds its lease).
     fn before_attempt(&mut self) -> Result<(), Stop> {
         Ok(())
     }

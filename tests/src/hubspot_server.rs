@@ -195,6 +195,8 @@ pub struct State {
     /// cursor: the same one (a cursor that does not advance) or an earlier
     /// one (a cycle), as a broken server or proxy cache might.
     pub cursor_loop: Option<(String, String)>,
+    /// Each answer waits this long before it is sent (a real API's 100-300 ms).
+    pub latency: Option<Duration>,
     /// Headers added to every API answer (hostile rate-limit headers, say).
     pub extra_headers: Vec<(String, String)>,
     /// Seeds the shuffle of batch write answers.
@@ -321,6 +323,10 @@ impl HubSpotServer {
 }
 
 fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
+    let latency = state.lock().expect("server state").latency;
+    if let Some(latency) = latency {
+        std::thread::sleep(latency);
+    }
     let mut body = String::new();
     let _ = request.as_reader().read_to_string(&mut body);
     let url = request.url().to_owned();

@@ -90,15 +90,17 @@ impl ContactStore {
         data: &AccountData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64> {
-        let id = self.insert_row(
-            Records::Accounts,
-            external_id,
-            &data.name,
-            &data.fields,
-            seen,
-        )?;
-        self.write_domains(id, &data.domains)?;
-        Ok(id)
+        self.fenced(|| {
+            let id = self.insert_row(
+                Records::Accounts,
+                external_id,
+                &data.name,
+                &data.fields,
+                seen,
+            )?;
+            self.write_domains(id, &data.domains)?;
+            Ok(id)
+        })
     }
 
     /// Updates account `id` from the company and links it to `external_id`.
@@ -111,24 +113,26 @@ impl ContactStore {
         data: &AccountData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<Change> {
-        let old = self.read_row(Records::Accounts, id)?;
-        let old_domains = self.domains(id)?;
-        let new = old.updated(external_id, &data.name, &data.fields);
-        let domains = if data.domains.is_empty() {
-            old_domains.clone()
-        } else {
-            data.domains.clone()
-        };
-        if new == old && domains == old_domains {
-            self.note_seen(Records::Accounts, id, seen)?;
-            return Ok(Change::Unchanged);
-        }
-        self.write_row(Records::Accounts, id, &new, seen)?;
-        self.conn
-            .prepare_cached("DELETE FROM account_domains WHERE account_id = ?1")?
-            .execute([id])?;
-        self.write_domains(id, &domains)?;
-        Ok(Change::Updated)
+        self.fenced(|| {
+            let old = self.read_row(Records::Accounts, id)?;
+            let old_domains = self.domains(id)?;
+            let new = old.updated(external_id, &data.name, &data.fields);
+            let domains = if data.domains.is_empty() {
+                old_domains.clone()
+            } else {
+                data.domains.clone()
+            };
+            if new == old && domains == old_domains {
+                self.note_seen(Records::Accounts, id, seen)?;
+                return Ok(Change::Unchanged);
+            }
+            self.write_row(Records::Accounts, id, &new, seen)?;
+            self.conn
+                .prepare_cached("DELETE FROM account_domains WHERE account_id = ?1")?
+                .execute([id])?;
+            self.write_domains(id, &domains)?;
+            Ok(Change::Updated)
+        })
     }
 
     fn write_domains(&self, id: i64, domains: &[String]) -> Result<()> {
@@ -156,24 +160,26 @@ impl ContactStore {
     /// store holds, or to none when it holds none of them (the contact keeps
     /// syncing, unlinked). Whether the link changed.
     pub fn link_account(&self, contact_id: i64, company_ids: &[String]) -> Result<bool> {
-        let mut account: Option<i64> = None;
-        for company in company_ids {
-            account = self
-                .conn
-                .prepare_cached("SELECT id FROM accounts WHERE external_id = ?1")?
-                .query_row([company], |r| r.get(0))
-                .optional()?;
-            if account.is_some() {
-                break;
+        self.fenced(|| {
+            let mut account: Option<i64> = None;
+            for company in company_ids {
+                account = self
+                    .conn
+                    .prepare_cached("SELECT id FROM accounts WHERE external_id = ?1")?
+                    .query_row([company], |r| r.get(0))
+                    .optional()?;
+                if account.is_some() {
+                    break;
+                }
             }
-        }
-        Ok(self
-            .conn
-            .prepare_cached(
-                "UPDATE contacts SET account_id = ?2 WHERE id = ?1 AND account_id IS NOT ?2",
-            )?
-            .execute(params![contact_id, account])?
-            == 1)
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "UPDATE contacts SET account_id = ?2 WHERE id = ?1 AND account_id IS NOT ?2",
+                )?
+                .execute(params![contact_id, account])?
+                == 1)
+        })
     }
 
     /// Every destination account, in creation order.

@@ -131,51 +131,53 @@ impl ContactStore {
 
     /// Inserts or updates a link; returns its id.
     pub fn save_link(&self, sync: &str, link: &Link) -> Result<i64> {
-        let agreed = serde_json::to_string(&link.agreed)?;
-        let now = super::now_text();
-        match link.id {
-            Some(id) => {
-                self.conn
-                    .prepare_cached(
-                        "UPDATE links SET source_id = ?2, source_kind = ?3, destination_id = ?4,
-                                destination_kind = ?5, email = ?6, agreed = ?7, updated_at = ?8,
-                                syncing = ?9
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        id,
-                        link.source_id,
-                        link.source_kind,
-                        link.destination_id,
-                        link.destination_kind,
-                        link.email,
-                        agreed,
-                        now,
-                        link_state(link)
-                    ])?;
-                Ok(id)
+        self.fenced(|| {
+            let agreed = serde_json::to_string(&link.agreed)?;
+            let now = super::now_text();
+            match link.id {
+                Some(id) => {
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE links SET source_id = ?2, source_kind = ?3, destination_id = ?4,
+                                    destination_kind = ?5, email = ?6, agreed = ?7, updated_at = ?8,
+                                    syncing = ?9
+                             WHERE id = ?1",
+                        )?
+                        .execute(params![
+                            id,
+                            link.source_id,
+                            link.source_kind,
+                            link.destination_id,
+                            link.destination_kind,
+                            link.email,
+                            agreed,
+                            now,
+                            link_state(link)
+                        ])?;
+                    Ok(id)
+                }
+                None => {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO links (sync, source_id, source_kind, destination_id,
+                                    destination_kind, email, agreed, updated_at, syncing)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        )?
+                        .execute(params![
+                            sync,
+                            link.source_id,
+                            link.source_kind,
+                            link.destination_id,
+                            link.destination_kind,
+                            link.email,
+                            agreed,
+                            now,
+                            link_state(link)
+                        ])?;
+                    Ok(self.conn.last_insert_rowid())
+                }
             }
-            None => {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO links (sync, source_id, source_kind, destination_id,
-                                destination_kind, email, agreed, updated_at, syncing)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    )?
-                    .execute(params![
-                        sync,
-                        link.source_id,
-                        link.source_kind,
-                        link.destination_id,
-                        link.destination_kind,
-                        link.email,
-                        agreed,
-                        now,
-                        link_state(link)
-                    ])?;
-                Ok(self.conn.last_insert_rowid())
-            }
-        }
+        })
     }
 
     /// A record merged into another (a Salesforce Lead converted into a
@@ -190,17 +192,19 @@ impl ContactStore {
         survivor: &str,
         kind: Option<&str>,
     ) -> Result<bool> {
-        if self.link(sync, side, survivor)?.is_some() {
-            return Ok(false);
-        }
-        let (id_column, kind_column) = side.columns();
-        let moved = self
-            .conn
-            .prepare_cached(&format!(
-                "UPDATE links SET {id_column} = ?3, {kind_column} = ?4 WHERE sync = ?1 AND {id_column} = ?2"
-            ))?
-            .execute(params![sync, merged, survivor, kind])?;
-        Ok(moved > 0)
+        self.fenced(|| {
+            if self.link(sync, side, survivor)?.is_some() {
+                return Ok(false);
+            }
+            let (id_column, kind_column) = side.columns();
+            let moved = self
+                .conn
+                .prepare_cached(&format!(
+                    "UPDATE links SET {id_column} = ?3, {kind_column} = ?4 WHERE sync = ?1 AND {id_column} = ?2"
+                ))?
+                .execute(params![sync, merged, survivor, kind])?;
+            Ok(moved > 0)
+        })
     }
 
     /// Stops the pair holding `id` on `side` (its record stopped matching,
@@ -213,19 +217,21 @@ impl ContactStore {
         id: &str,
         syncing: bool,
     ) -> Result<bool> {
-        let (column, _) = side.columns();
-        let (to, from) = if syncing {
-            (1, side.stopped_code())
-        } else {
-            (side.stopped_code(), 1)
-        };
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "UPDATE links SET syncing = ?3 WHERE sync = ?1 AND {column} = ?2 AND syncing = ?4"
-            ))?
-            .execute(params![sync, id, to, from])?
-            > 0)
+        self.fenced(|| {
+            let (column, _) = side.columns();
+            let (to, from) = if syncing {
+                (1, side.stopped_code())
+            } else {
+                (side.stopped_code(), 1)
+            };
+            Ok(self
+                .conn
+                .prepare_cached(&format!(
+                    "UPDATE links SET syncing = ?3 WHERE sync = ?1 AND {column} = ?2 AND syncing = ?4"
+                ))?
+                .execute(params![sync, id, to, from])?
+                > 0)
+        })
     }
 
     /// After a complete run: links whose source record the run did not read
@@ -235,16 +241,18 @@ impl ContactStore {
         sync: &str,
         read: &std::collections::HashSet<String>,
     ) -> Result<u64> {
-        let linked: Vec<String> = self
-            .conn
-            .prepare("SELECT source_id FROM links WHERE sync = ?1 AND syncing = 1 AND source_id IS NOT NULL")?
-            .query_map([sync], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stopped = 0;
-        for id in linked.iter().filter(|id| !read.contains(*id)) {
-            stopped += u64::from(self.set_link_syncing(sync, LinkSide::Source, id, false)?);
-        }
-        Ok(stopped)
+        self.fenced(|| {
+            let linked: Vec<String> = self
+                .conn
+                .prepare("SELECT source_id FROM links WHERE sync = ?1 AND syncing = 1 AND source_id IS NOT NULL")?
+                .query_map([sync], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stopped = 0;
+            for id in linked.iter().filter(|id| !read.contains(*id)) {
+                stopped += u64::from(self.set_link_syncing(sync, LinkSide::Source, id, false)?);
+            }
+            Ok(stopped)
+        })
     }
 
     /// Records of `sync` linked on both sides (`crmsync status`).
