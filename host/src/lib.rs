@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bridge;
 pub mod cassette;
 pub mod cli;
+pub mod code_cache;
 pub mod config;
 pub mod daemon;
 pub mod http;

@@ -10,13 +10,14 @@ use crate::bindings::crmsync::sync::types::{
     MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
     ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
 };
+use crate::code_cache;
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -178,7 +179,7 @@ fn from_wasmtime(error: wasmtime::Error) -> anyhow::Error {
 }
 
 impl Runtime {
-    /// Compiles (or loads from wasmtime's on-disk cache) the component at `path`.
+    /// Compiles the component at `path`, or loads it from the compiled-code cache.
     pub fn load(path: &Path, sandbox: Sandbox) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| {
             format!(
@@ -187,7 +188,7 @@ impl Runtime {
             )
         })?;
         let engine = engine()?;
-        let component = load_component(&engine, &bytes, cache_dir().as_deref())
+        let component = code_cache::load(&engine, &bytes, code_cache::cache_dir().as_deref())
             .with_context(|| format!("{} is not a valid crmsync component", path.display()))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
@@ -231,7 +232,7 @@ impl Runtime {
 }
 
 /// One engine per process: compiled code and the epoch ticker are shared.
-fn engine() -> Result<Engine> {
+pub(crate) fn engine() -> Result<Engine> {
     static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
@@ -253,61 +254,6 @@ fn engine() -> Result<Engine> {
         })
         .clone()
         .map_err(|e| anyhow!("cannot start wasmtime: {e}"))
-}
-
-/// Where compiled components are kept: `CRMSYNC_CACHE_DIR`, else the user's
-/// cache folder (`$XDG_CACHE_HOME/crmsync` or `~/.cache/crmsync`).
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("CRMSYNC_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(base.join("crmsync"))
-}
-
-/// Compiles the component, or maps the code compiled for the same bytes by
-/// this engine on an earlier run: start-up then costs a hash of the file and
-/// an mmap (well under a millisecond) instead of Cranelift's half second.
-/// The artifact's name is the hash of the component's bytes and of the
-/// engine's compatibility key, so a rebuilt component or another wasmtime
-/// never loads stale code; a cache that cannot be read or written only costs
-/// a compile.
-fn load_component(engine: &Engine, bytes: &[u8], cache: Option<&Path>) -> Result<Component> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let artifact = cache.map(|dir| dir.join(format!("component-{:016x}.cwasm", hasher.finish())));
-    if let Some(artifact) = artifact.as_ref().filter(|a| a.is_file()) {
-        // SAFETY: the artifact was written by `Component::serialize` of this
-        // engine configuration (its name says so) into the user's own cache
-        // folder; wasmtime checks the engine compatibility again on load.
-        match unsafe { Component::deserialize_file(engine, artifact) } {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!("recompiling: cached {} unusable: {e:?}", artifact.display()),
-        }
-    }
-    let component = Component::new(engine, bytes).map_err(from_wasmtime)?;
-    if let Some(Err(e)) = artifact.map(|artifact| store_artifact(&component, &artifact)) {
-        tracing::warn!("compiled component not cached: {e:#}");
-    }
-    Ok(component)
-}
-
-/// Writes the compiled component atomically (a temporary file, then a rename),
-/// so a concurrent start never maps half an artifact.
-fn store_artifact(component: &Component, artifact: &Path) -> Result<()> {
-    let dir = artifact.parent().context("the cache path has no folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let bytes = component.serialize().map_err(from_wasmtime)?;
-    let temporary = artifact.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&temporary, bytes)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, artifact)
-        .with_context(|| format!("cannot write {}", artifact.display()))?;
-    Ok(())
 }
 
 fn ticks(limit: Duration) -> u64 {
@@ -488,48 +434,4 @@ pub fn default_component_path() -> PathBuf {
         .join("..")
         .join("target")
         .join(relative)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The smallest valid component: the preamble alone.
-    const EMPTY_COMPONENT: &[u8] = &[0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
-
-    #[test]
-    fn compiled_components_are_cached_and_a_damaged_artifact_is_recompiled() {
-        let dir = std::env::temp_dir().join(format!("crmsync-cache-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let engine = engine().unwrap();
-        load_component(&engine, EMPTY_COMPONENT, Some(&dir)).unwrap();
-        let artifacts: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(artifacts.len(), 1, "{artifacts:?}");
-        let written = std::fs::read(&artifacts[0]).unwrap();
-
-        // The second load maps the artifact: nothing new is written.
-        std::fs::write(&artifacts[0], &written).unwrap();
-        let before = std::fs::metadata(&artifacts[0])
-            .unwrap()
-            .modified()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        load_component(&engine, EMPTY_COMPONENT, Some(&dir)).unwrap();
-        let after = std::fs::metadata(&artifacts[0])
-            .unwrap()
-            .modified()
-            .unwrap();
-        assert_eq!(before, after);
-
-        // A damaged artifact is not trusted: the component is compiled again.
-        std::fs::write(&artifacts[0], b"not an artifact").unwrap();
-        load_component(&engine, EMPTY_COMPONENT, Some(&dir)).unwrap();
-        assert_eq!(std::fs::read(&artifacts[0]).unwrap(), written);
-        // And no cache at all still loads.
-        load_component(&engine, EMPTY_COMPONENT, None).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }
