@@ -11,6 +11,7 @@ mod cursors;
 mod daemon;
 mod embed_wasmtime;
 mod failures;
+mod field_security;
 mod filters;
 mod incremental;
 mod leases;

@@ -23,8 +23,8 @@
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{
     Destination, ErrorCategory, ErrorScope, Failure, FieldData, FieldRule, FieldTarget, FieldValue,
-    Filter, HubspotScope, HubspotSource, MappedRecord, OutgoingRecord, OutgoingValue, Owner,
-    ReconcileInput, Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope,
+    Filter, HubspotScope, HubspotSource, MappedPage, MappedRecord, OutgoingRecord, OutgoingValue,
+    Owner, ReconcileInput, Reconciled, SalesforceDestination, SalesforceObject, SalesforceScope,
     SalesforceSource, SideState, Source, SyncError, TimeWindow, WriteOutcome,
 };
 use crate::config::{
@@ -38,7 +38,7 @@ use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
 use crate::sync::{
     Retry, Retrying, Stop, SyncOptions, SyncReport, check_lease, end_run, error_row,
-    errors_by_category, incremental_since, now_ms, with_retries,
+    errors_by_category, hidden_field, incremental_since, now_ms, with_retries,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -94,6 +94,10 @@ struct Side {
     list_id: Option<String>,
     /// Whether the pass still holds the sync's lease.
     lease: LeaseWatch,
+    /// Fields this side's queries refused mid-run (Salesforce field-level
+    /// security): their keys and errors, for the pass to report and leave
+    /// out on both sides.
+    hidden: Vec<(String, SyncError)>,
 }
 
 use crate::bindings::crmsync::sync::types::FieldMapping;
@@ -182,18 +186,13 @@ impl Side {
         scope: HubspotScope,
         mut each: impl FnMut(Vec<MappedRecord>) -> Result<(), Stop>,
     ) -> Result<(), Stop> {
-        let source = self.source(scope);
-        let mappings = self.mappings.clone();
         let mut cursor: Option<String> = None;
         let mut paging = Paging::new(self.what());
         loop {
             if options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
-            let page = with_retries(self, &options.retry, Retry::All, |side| {
-                side.instance
-                    .fetch_mapped_page(&source, cursor.as_deref(), &mappings)
-            })?;
+            let page = self.fetch(options, &scope, cursor.as_deref())?;
             let next = paging
                 .advance(page.records.len(), page.next_cursor.as_deref())
                 .map_err(Stop::Classified)?;
@@ -201,6 +200,44 @@ impl Side {
             match next {
                 Some(next) => cursor = Some(next),
                 None => return Ok(()),
+            }
+        }
+    }
+
+    /// One page of `scope` from `cursor`, retried as it can be. A mapped
+    /// field the query refuses as one it cannot see (field-level security
+    /// the catalogue did not show) is left out of this side's reads and
+    /// kept in [`Side::hidden`], and the page read again without it.
+    fn fetch(
+        &mut self,
+        options: &SyncOptions,
+        scope: &HubspotScope,
+        cursor: Option<&str>,
+    ) -> Result<MappedPage, Stop> {
+        loop {
+            let source = self.source(scope.clone());
+            let mappings = self.mappings.clone();
+            match with_retries(self, &options.retry, Retry::All, |side| {
+                side.instance.fetch_mapped_page(&source, cursor, &mappings)
+            }) {
+                Err(Stop::Classified(error)) if hidden_field(&error, &mappings).is_some() => {
+                    let field = hidden_field(&error, &mappings).expect("checked").to_owned();
+                    tracing::warn!("{field}: {}", error.message);
+                    let key =
+                        self.mappings
+                            .iter()
+                            .find(|m| m.source == field)
+                            .and_then(|m| match &m.target {
+                                FieldTarget::Custom(key) => Some(key.clone()),
+                                _ => None,
+                            });
+                    self.mappings.retain(|m| m.source != field);
+                    let error = self
+                        .instance
+                        .classify_error(&Failure::FieldNotFound(field.clone()))?;
+                    self.hidden.push((key.unwrap_or(field), error));
+                }
+                page => return page,
             }
         }
     }
@@ -444,6 +481,7 @@ pub fn run(
         filters: config.filters.clone(),
         list_id: config.source.list_id.clone(),
         lease: keeper.watch(),
+        hidden: Vec::new(),
     };
     let mut destination = Side {
         system: crm.system.clone(),
@@ -466,6 +504,7 @@ pub fn run(
         filters: Vec::new(),
         list_id: None,
         lease: keeper.watch(),
+        hidden: Vec::new(),
     };
 
     let fingerprint = fingerprint(config, crm, company_part.is_some());
@@ -695,7 +734,7 @@ impl Bridge<'_> {
         self.counts.seen += held.len() as u64;
         self.follow_merges(&held, LinkSide::Destination)?;
         let mut held = Held::new(held, self.crm.object);
-        let rules: Vec<FieldRule> = self
+        let mut rules: Vec<FieldRule> = self
             .crm
             .fields
             .iter()
@@ -714,8 +753,6 @@ impl Bridge<'_> {
         // A full read sees every live source record: links it does not
         // read at all stop syncing when it completes (X6).
         self.read_ids = matches!(scope, HubspotScope::All).then(HashSet::new);
-        let read = source.source(scope);
-        let mappings = source.mappings.clone();
         let mut cursor: Option<String> = None;
         let mut paging = Paging::new(source.what());
         loop {
@@ -723,10 +760,7 @@ impl Bridge<'_> {
                 return Err(Stop::Interrupted);
             }
             check_lease(&self.lease)?;
-            let page = with_retries(source, &self.options.retry, Retry::All, |side| {
-                side.instance
-                    .fetch_mapped_page(&read, cursor.as_deref(), &mappings)
-            })?;
+            let page = source.fetch(self.options, &scope, cursor.as_deref())?;
             let next = paging
                 .advance(page.records.len(), page.next_cursor.as_deref())
                 .map_err(Stop::Classified)?;
@@ -745,14 +779,14 @@ impl Bridge<'_> {
                 ids.extend(page.records.iter().map(|r| r.contact.external_id.clone()));
             }
             let pairs = self.pair_source_page(destination, page.records, &mut held)?;
-            self.apply(source, destination, &rules, pairs)?;
+            self.apply(source, destination, &mut rules, pairs)?;
             match next {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
         }
         let pairs = self.pair_held(source, held.rest(), two_way)?;
-        self.apply(source, destination, &rules, pairs)?;
+        self.apply(source, destination, &mut rules, pairs)?;
         if let Some(ids) = self.read_ids.take() {
             self.stopped_syncing += self.store.stop_syncing_unread(&self.config.name, &ids)?;
         }
@@ -956,14 +990,41 @@ impl Bridge<'_> {
         &mut self,
         source: &mut Side,
         destination: &mut Side,
-        rules: &[FieldRule],
+        rules: &mut Vec<FieldRule>,
         pairs: Vec<Pair>,
     ) -> Result<(), Stop> {
+        self.leave_out_hidden(source, destination, rules)?;
         let mut pairs = pairs.into_iter().peekable();
         while pairs.peek().is_some() {
             check_lease(&self.lease)?;
             let step: Vec<Pair> = pairs.by_ref().take(STEP).collect();
             self.apply_step(source, destination, rules, step)?;
+        }
+        Ok(())
+    }
+
+    /// E6 for the fields either side's queries refused since the last step:
+    /// each reported once and left out of the rest of the run on both sides
+    /// (read as blank on one side, it would clear the other's values).
+    fn leave_out_hidden(
+        &mut self,
+        source: &mut Side,
+        destination: &mut Side,
+        rules: &mut Vec<FieldRule>,
+    ) -> Result<(), Stop> {
+        let hidden: Vec<(String, SyncError)> = source
+            .hidden
+            .drain(..)
+            .chain(destination.hidden.drain(..))
+            .collect();
+        for (key, error) in hidden {
+            self.store
+                .record_error(self.run_id, &error_row(self.run_id, &error))?;
+            rules.retain(|r| r.name != key);
+            for side in [&mut *source, &mut *destination] {
+                side.mappings
+                    .retain(|m| !matches!(&m.target, FieldTarget::Custom(k) if *k == key));
+            }
         }
         Ok(())
     }

@@ -483,6 +483,14 @@ fn source_of(config: &Config, read: HubspotSource) -> Source {
     }
 }
 
+/// The mapped field a query refused as one it cannot see (`field-not-found`
+/// naming it), if it is one the sync could leave out.
+pub(crate) fn hidden_field<'a>(error: &'a SyncError, mappings: &[FieldMapping]) -> Option<&'a str> {
+    let field = error.field.as_deref()?;
+    (error.category == ErrorCategory::FieldNotFound && mappings.iter().any(|m| m.source == field))
+        .then_some(field)
+}
+
 /// `scope` of `config`'s source with no properties, filters or associations:
 /// for the property catalogue and the archived listing, which need only ids.
 fn unfiltered_source(config: &Config, scope: HubspotScope) -> Source {
@@ -660,7 +668,8 @@ impl Pass<'_> {
         mut cursor: Option<String>,
         pages: &std::sync::mpsc::SyncSender<(MappedPage, Option<String>)>,
     ) -> Result<(), Stop> {
-        let mappings = self.mappings.clone();
+        let mut source = source.clone();
+        let mut mappings = self.mappings.clone();
         let mut paging = Paging::resumed(
             match self.config.object {
                 SyncObject::Contacts => "contacts",
@@ -673,7 +682,19 @@ impl Pass<'_> {
             if self.options.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Interrupted);
             }
-            let page = self.fetch(source, cursor.as_deref(), &mappings)?;
+            let page = match self.fetch(&source, cursor.as_deref(), &mappings) {
+                // A field the catalogue showed but the query may not read
+                // (Salesforce field-level security): dropped, the page read again.
+                Err(Stop::Classified(error)) if hidden_field(&error, &mappings).is_some() => {
+                    let field = hidden_field(&error, &mappings).expect("checked").to_owned();
+                    tracing::warn!("{field}: {}", error.message);
+                    self.drop_property(&field)?;
+                    mappings = self.mappings.clone();
+                    source = self.source()?;
+                    continue;
+                }
+                page => page?,
+            };
             let next = paging
                 .advance(page.records.len(), page.next_cursor.as_deref())
                 .map_err(Stop::Classified)?;
@@ -749,23 +770,34 @@ impl Pass<'_> {
                 return Ok(());
             }
         };
-        let missing: Vec<String> = self
-            .config
-            .chosen_properties
-            .iter()
-            .filter(|p| !known.iter().any(|d| &d.name == *p))
-            .cloned()
+        // HubSpot's default properties cannot be deleted; Salesforce's
+        // standard fields can be hidden by field-level security (E6, M5), so
+        // there every mapped field is checked.
+        let checked: Vec<String> = match self.config.source.system {
+            SourceSystem::Hubspot => self.config.chosen_properties.clone(),
+            SourceSystem::Salesforce { .. } => mapped_properties(&self.mappings),
+        };
+        let missing: Vec<String> = checked
+            .into_iter()
+            .filter(|p| !known.iter().any(|d| &d.name == p))
             .collect();
         for property in &missing {
-            let error = self
-                .instance
-                .classify_error(&Failure::FieldNotFound(property.clone()))?;
-            self.instance
-                .state()
-                .store
-                .record_error(self.run_id, &error_row(self.run_id, &error))?;
+            self.drop_property(property)?;
         }
-        self.mappings.retain(|m| !missing.contains(&m.source));
+        Ok(())
+    }
+
+    /// E6 for one property the source will not show: reported once, left
+    /// out of the reads from now on; the other fields go on.
+    fn drop_property(&mut self, property: &str) -> Result<(), Stop> {
+        let error = self
+            .instance
+            .classify_error(&Failure::FieldNotFound(property.to_owned()))?;
+        self.instance
+            .state()
+            .store
+            .record_error(self.run_id, &error_row(self.run_id, &error))?;
+        self.mappings.retain(|m| m.source != property);
         Ok(())
     }
 

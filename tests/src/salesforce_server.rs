@@ -91,6 +91,11 @@ pub struct Seen {
 /// The server's state.
 #[derive(Debug, Default)]
 pub struct State {
+    /// Fields field-level security hides from the integration user, on every
+    /// object: left out of `describe` and refused in queries (`INVALID_FIELD`).
+    pub hidden_fields: Vec<String>,
+    /// `describe` lists the hidden fields anyway, so only the query says so.
+    pub describe_shows_hidden: bool,
     pub leads: Vec<Record>,
     pub contacts: Vec<Record>,
     pub accounts: Vec<Record>,
@@ -360,6 +365,7 @@ fn route(state: &mut State, path: &str, soql: Option<&str>) -> (u16, Value) {
             let fields: Vec<Value> = COMMON
                 .iter()
                 .chain(fields_of(object))
+                .filter(|f| state.describe_shows_hidden || !state.hidden_fields.iter().any(|h| h == *f))
                 .map(|f| json!({"name": f, "label": f, "type": if *f == "Status" { "picklist" } else { "string" },
                                 "picklistValues": if *f == "Status" { json!([{"value": "Open - Not Contacted", "active": true}, {"value": "Working - Contacted", "active": true}]) } else { json!([]) }}))
                 .collect();
@@ -407,7 +413,8 @@ fn query(state: &mut State, soql: &str, all: bool) -> (u16, Value) {
     }
     let fields: Vec<&str> = select.split(',').map(str::trim).collect();
     for field in &fields {
-        if !COMMON.contains(field) && !fields_of(object).contains(field) {
+        let visible = !state.hidden_fields.iter().any(|h| h == field);
+        if !visible || (!COMMON.contains(field) && !fields_of(object).contains(field)) {
             return (
                 400,
                 json!([{"message": format!("\n{soql}\nERROR at Row:1:Column:8\nNo such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name."),
