@@ -306,9 +306,9 @@ fn the_built_component_implements_exactly_the_published_wit() {
     assert_eq!(
         expected.keys().collect::<Vec<_>>(),
         [
-            "export crmsync:sync/sync@0.4.0",
-            "import crmsync:sync/directory@0.4.0",
-            "import crmsync:sync/types@0.4.0"
+            "export crmsync:sync/sync@0.5.0",
+            "import crmsync:sync/directory@0.5.0",
+            "import crmsync:sync/types@0.5.0"
         ]
     );
     assert_eq!(

@@ -164,6 +164,9 @@ fn the_heartbeat_keeps_the_lease_through_a_rate_limit_wait_longer_than_its_life(
     };
     // Another runner keeps asking for the lease while the first one waits.
     let store = ContactStore::open(&config.store_path).unwrap();
+    wait_for("the run to take its lease", || {
+        running.is_finished() || store.control("beating").unwrap().lease_owner.is_some()
+    });
     let started = Instant::now();
     let mut asked = 0;
     while !running.is_finished() {

@@ -129,3 +129,33 @@ fn shuffled_batch_creates_link_every_record_to_the_contact_holding_its_email() {
 fn batch_creates_answered_with_bare_ids_are_read_back_not_guessed() {
     shuffled_creates_link_every_record_to_its_own_contact(true);
 }
+
+#[test]
+fn a_later_batch_failing_keeps_the_links_of_the_batches_that_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hubspot = HubSpotServer::start(TOKEN);
+    let salesforce = SalesforceServer::start(TOKEN);
+    salesforce.state().leads.extend((0..250).map(lead));
+    // The second batch create meets a gateway error: not retried (the
+    // records may exist), so the run stops.
+    hubspot.state().delayed_faults.push((
+        1,
+        crmsync_tests::hubspot_server::Fault::server_error(
+            "/crm/v3/objects/contacts/batch/create",
+            502,
+        ),
+    ));
+    let config = into_hubspot(dir.path(), &salesforce, &hubspot);
+    let report = sync(&config, &live_options()).unwrap();
+    assert_eq!(report.status, "failed", "{report:#?}");
+    let store = ContactStore::open(&config.store_path).unwrap();
+    assert_eq!(
+        store.links(&config.name).unwrap().len(),
+        100,
+        "the first batch's records are linked though a later one failed"
+    );
+    let report = sync(&config, &live_options()).unwrap();
+    assert_eq!(report.status, "completed", "{report:#?}");
+    assert_eq!(hubspot.state().contacts.len(), 250, "nobody twice");
+    assert_eq!(store.links(&config.name).unwrap().len(), 250);
+}

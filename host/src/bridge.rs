@@ -17,8 +17,10 @@
 //! A run is not resumed page by page like a run into the store: its window
 //! ends where it started and the bookmark only moves when it completes, so a
 //! crashed or stopped run is simply run again. Links and agreed values commit
-//! with each step of writes, so what was written is not written again, and a
-//! create whose answer was lost is found by email instead of created twice.
+//! with each step of writes (what landed before a failure included), so what
+//! was written is not written again; a create whose answer was lost is found
+//! by email or domain instead of created twice, and one of a record without
+//! either is recorded as an intent first and resolved by the next run.
 
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{
@@ -35,7 +37,7 @@ use crate::lease::{LeaseKeeper, LeaseWatch};
 use crate::paging::Paging;
 use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
 use crate::runtime::{HostState, Instance, Runtime};
-use crate::store::{Bookmark, ContactStore, Counts, Link, LinkSide, RunMode};
+use crate::store::{Bookmark, ContactStore, Counts, Intent, Link, LinkSide, RunMode};
 use crate::sync::{
     Retry, Retrying, Stop, SyncOptions, SyncReport, check_lease, end_run, error_row,
     errors_by_category, hidden_field, incremental_since, now_ms, with_retries,
@@ -57,6 +59,14 @@ pub const COMPANY_KEY: &str = "@company";
 
 /// Pairs reconciled and written per step; each step's links commit together.
 const STEP: usize = 200;
+
+/// How far apart the runner's clock and a CRM's may be, for windows that
+/// compare the two.
+const CLOCK_MARGIN_MS: i64 = 5 * 60 * 1000;
+
+/// How long a CRM's search may take to show a record just created (HubSpot's
+/// index lags by seconds): an earlier create not found after this never landed.
+const INDEX_LAG_MS: i64 = 60 * 1000;
 
 /// Emails or domains per look-up (the component's limit).
 const HANDLES_PER_LOOKUP: usize = 100;
@@ -543,6 +553,9 @@ pub fn run(
         read_ids: None,
         merged: 0,
         lease: keeper.watch(),
+        blocked: HashSet::new(),
+        step_intents: HashMap::new(),
+        settled_intents: Vec::new(),
     };
     let scope = match mode {
         RunMode::Incremental { since_ms } => HubspotScope::Modified(TimeWindow {
@@ -687,6 +700,13 @@ struct Bridge<'a> {
     merged: u64,
     /// Whether the pass still holds the sync's lease.
     lease: LeaseWatch,
+    /// Records whose create a crashed run may have made (an unresolved
+    /// intent), by their id on the other side: not created again this run.
+    blocked: HashSet<String>,
+    /// This step's recorded intents, by (pair index, side created on).
+    step_intents: HashMap<(usize, LinkSide), i64>,
+    /// Intents answered this step, forgotten when its links commit.
+    settled_intents: Vec<i64>,
 }
 
 impl Bridge<'_> {
@@ -726,6 +746,7 @@ impl Bridge<'_> {
                 |m| !matches!(&m.target, FieldTarget::Custom(key) if dropped.contains(key)),
             );
         }
+        self.resolve_intents(source, destination)?;
         let held = if two_way {
             destination.read(self.options, scope.clone())?
         } else {
@@ -793,6 +814,84 @@ impl Bridge<'_> {
         self.stop_syncing_deleted(source)?;
         if two_way {
             self.stop_syncing_deleted(destination)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a crashed run recorded and never linked (see
+    /// [`crate::store::Intent`]): each side's records modified since the
+    /// oldest are read once, and a record not linked to anything whose values
+    /// are those the create wrote is linked as the pair's, with the values
+    /// both sides then agreed on. One not found is forgotten once the
+    /// search index has had time to show it (the create never landed), and
+    /// until then its record is not created again.
+    fn resolve_intents(&mut self, source: &mut Side, destination: &mut Side) -> Result<(), Stop> {
+        let intents = self.store.intents(&self.config.name)?;
+        for side in [source, destination] {
+            let mine: Vec<&Intent> = intents
+                .iter()
+                .filter(|i| i.side == side.link_side)
+                .collect();
+            let Some(oldest) = mine.iter().map(|i| i.created_ms).min() else {
+                continue;
+            };
+            let other_id = |intent: &Intent| match intent.side {
+                LinkSide::Destination => intent.link.source_id.clone(),
+                LinkSide::Source => intent.link.destination_id.clone(),
+            };
+            let window = TimeWindow {
+                since: (oldest - CLOCK_MARGIN_MS).max(0) as u64,
+                until: (now_ms() + CLOCK_MARGIN_MS).max(0) as u64,
+            };
+            let recent = match side.read(self.options, HubspotScope::Modified(window)) {
+                Ok(records) => records,
+                Err(Stop::Classified(error)) => {
+                    tracing::warn!("earlier creates not checked: {}", error.message);
+                    self.blocked.extend(mine.iter().filter_map(|i| other_id(i)));
+                    continue;
+                }
+                Err(stop) => return Err(stop),
+            };
+            let mut claimed: HashSet<&str> = HashSet::new();
+            for intent in mine {
+                let mut found = None;
+                for record in &recent {
+                    let id = record.contact.external_id.as_str();
+                    if !claimed.contains(id)
+                        && written_matches(&intent.written, record)
+                        && self
+                            .store
+                            .link(&self.config.name, side.link_side, id)?
+                            .is_none()
+                    {
+                        found = Some(id);
+                        break;
+                    }
+                }
+                let intent_id = intent.id.expect("a recorded intent");
+                match found {
+                    Some(id) => {
+                        claimed.insert(id);
+                        let mut link = intent.link.clone();
+                        match side.link_side {
+                            LinkSide::Destination => link.destination_id = Some(id.to_owned()),
+                            LinkSide::Source => link.source_id = Some(id.to_owned()),
+                        }
+                        tracing::info!(
+                            "linked {id}, created by an interrupted run for {}",
+                            other_id(intent).unwrap_or_default()
+                        );
+                        self.store.begin()?;
+                        self.store.save_link(&self.config.name, &link)?;
+                        self.store.forget_intent(intent_id)?;
+                        self.store.commit()?;
+                    }
+                    None if now_ms() - intent.created_ms > INDEX_LAG_MS => {
+                        self.store.forget_intent(intent_id)?;
+                    }
+                    None => self.blocked.extend(other_id(intent)),
+                }
+            }
         }
         Ok(())
     }
@@ -1241,6 +1340,7 @@ impl Bridge<'_> {
         rules: &[FieldRule],
         mut step: Vec<Pair>,
     ) -> Result<(), Stop> {
+        self.step_intents.clear();
         let mut inputs: Vec<ReconcileInput> = Vec::with_capacity(step.len());
         for pair in &step {
             let base = agreed_values(&pair.link.agreed);
@@ -1262,20 +1362,53 @@ impl Bridge<'_> {
         self.store.check_fence()?;
         let mut rejected = vec![false; step.len()];
         let mut wrote = vec![false; step.len()];
+        // Pairs with a write planned that did not happen (the run stopped
+        // first): linked if a create landed, but their agreed values stay.
+        let mut incomplete = vec![false; step.len()];
+        let mut outcomes = Vec::new();
+        let mut stopped = None;
         for (towards, side) in [
             (LinkSide::Destination, &mut *destination),
             (LinkSide::Source, &mut *source),
         ] {
-            let outcomes = self.write_side(side, towards, &mut step, &plans)?;
-            for (index, ok) in outcomes {
-                if ok {
-                    wrote[index] = true;
-                } else {
-                    rejected[index] = true;
+            if stopped.is_some() {
+                for (index, plan) in plans.iter().enumerate() {
+                    let planned = match towards {
+                        LinkSide::Destination => &plan.to_destination,
+                        LinkSide::Source => &plan.to_source,
+                    };
+                    incomplete[index] |= !planned.is_empty();
                 }
+                continue;
+            }
+            let mut attempted = Vec::new();
+            if let Err(stop) = self.write_side(
+                side,
+                towards,
+                &mut step,
+                &plans,
+                &mut outcomes,
+                &mut attempted,
+            ) {
+                stopped = Some(stop);
+            }
+            for index in attempted {
+                incomplete[index] |= !outcomes.iter().any(|(i, _)| *i == index);
             }
         }
+        for (index, ok) in outcomes {
+            if ok {
+                wrote[index] = true;
+            } else {
+                rejected[index] = true;
+            }
+        }
+        // What landed is committed even when the run stops here: a later
+        // request's failure never loses the ids of the records created before.
         self.store.begin()?;
+        for id in self.settled_intents.drain(..) {
+            self.store.forget_intent(id)?;
+        }
         for (index, (pair, plan)) in step.iter_mut().zip(&plans).enumerate() {
             let linked = pair.link.source_id.is_some() && pair.link.destination_id.is_some();
             if !linked {
@@ -1283,7 +1416,7 @@ impl Bridge<'_> {
             }
             let agreed = agreed_json(&plan.agreed);
             let email = pair.handle(self.crm.object);
-            if !rejected[index] {
+            if !rejected[index] && !incomplete[index] {
                 if pair.link.agreed == agreed && pair.link.email == email && pair.link.id.is_some()
                 {
                     if !wrote[index] {
@@ -1295,25 +1428,32 @@ impl Bridge<'_> {
             }
             pair.link.email = email;
             self.store.save_link(&self.config.name, &pair.link)?;
-            if !wrote[index] && !rejected[index] {
+            if !wrote[index] && !rejected[index] && !incomplete[index] {
                 self.counts.skipped += 1;
             }
         }
         self.store
             .checkpoint(self.run_id, None, &self.counts, None)?;
         self.store.commit()?;
-        Ok(())
+        match stopped {
+            Some(stop) => Err(stop),
+            None => Ok(()),
+        }
     }
 
-    /// Writes the plans' values for `towards` through `side`; returns
-    /// (pair index, written) for every pair it wrote or tried to.
+    /// Writes the plans' values for `towards` through `side`: pushes (pair
+    /// index, written) to `outcomes` for every pair whose write was answered,
+    /// and the index of every pair it tried to write to `attempted`. On a
+    /// stop, what was answered before it is in `outcomes` all the same.
     fn write_side(
         &mut self,
         side: &mut Side,
         towards: LinkSide,
         step: &mut [Pair],
         plans: &[Reconciled],
-    ) -> Result<Vec<(usize, bool)>, Stop> {
+        outcomes: &mut Vec<(usize, bool)>,
+        attempted: &mut Vec<usize>,
+    ) -> Result<(), Stop> {
         // Outgoing records grouped by where they go (Salesforce: per object).
         let mut batches: BTreeMap<Batch, Vec<(usize, OutgoingRecord)>> = BTreeMap::new();
         for (index, (pair, plan)) in step.iter().zip(plans).enumerate() {
@@ -1336,6 +1476,11 @@ impl Bridge<'_> {
             }
             let Some(key) = key else { continue };
             let create = id.is_none();
+            // A create recorded by a crashed run that may have landed: not
+            // sent again until that run's record is found or known absent.
+            if create && self.blocked.contains(&key) {
+                continue;
+            }
             let kind = if create {
                 side.create_kind().map(str::to_owned)
             } else {
@@ -1371,22 +1516,47 @@ impl Bridge<'_> {
                 },
             ));
         }
-        let mut outcomes = Vec::new();
         let mut queue: std::collections::VecDeque<_> = batches.into_iter().collect();
         while let Some(((create, kind), batch)) = queue.pop_front() {
             let destination = side.destination(kind.as_deref());
-            let records: Vec<OutgoingRecord> = batch.iter().map(|(_, r)| r.clone()).collect();
+            attempted.extend(batch.iter().map(|(index, _)| *index));
+            if create {
+                self.record_intents(step, plans, &batch, towards, kind.as_deref())?;
+            }
             let retry = if create {
                 Retry::NotProcessed
             } else {
                 Retry::All
             };
-            let results = with_retries(side, &self.options.retry, retry, |side| {
-                side.instance.write_records(&destination, &records)
-            })?;
+            // Sent until every record is answered: what a failed request
+            // carried is sent again (as far as `retry` allows), what landed
+            // is kept whatever happens after.
+            let mut pending: Vec<(usize, OutgoingRecord)> = batch;
+            let mut answered = Vec::new();
+            let sent = with_retries(side, &self.options.retry, retry, |side| {
+                let records: Vec<OutgoingRecord> = pending.iter().map(|(_, r)| r.clone()).collect();
+                let results = match side.instance.write_records(&destination, &records)? {
+                    Ok(results) => results,
+                    Err(error) => return Ok(Err(error)),
+                };
+                crate::test_hooks::after_write();
+                let mut failure = None;
+                let mut unanswered = Vec::new();
+                for (entry, result) in pending.drain(..).zip(results) {
+                    match result.outcome {
+                        WriteOutcome::Failed(error) => {
+                            failure.get_or_insert(error);
+                            unanswered.push(entry);
+                        }
+                        outcome => answered.push((entry, outcome)),
+                    }
+                }
+                pending = unanswered;
+                Ok(failure.map_or(Ok(()), Err))
+            });
             // Creates the CRM refused as existing records: written as updates.
             let mut existing = Vec::new();
-            for ((index, record), result) in batch.iter().zip(results) {
+            for ((index, record), outcome) in answered {
                 // Another pair of this step holds it (paired before, or found
                 // existing a moment ago): its link is not saved yet.
                 let paired_in_step = |id: &str| {
@@ -1395,31 +1565,35 @@ impl Bridge<'_> {
                             LinkSide::Destination => &p.link.destination_id,
                             LinkSide::Source => &p.link.source_id,
                         };
-                        i != *index && held.as_deref() == Some(id)
+                        i != index && held.as_deref() == Some(id)
                     })
                 };
-                let taken = match &result.outcome {
+                let taken = match &outcome {
                     WriteOutcome::Exists(id) => {
                         paired_in_step(id)
                             || self.store.link(&self.config.name, towards, id)?.is_some()
                     }
                     _ => false,
                 };
-                let pair = &mut step[*index];
-                match result.outcome {
+                // Answered: whatever it says, the create's intent is settled.
+                if let Some(intent) = self.step_intents.remove(&(index, towards)) {
+                    self.settled_intents.push(intent);
+                }
+                let pair = &mut step[index];
+                match outcome {
                     WriteOutcome::Exists(id) => {
                         if taken {
                             // X4: the record holding the handle is another's.
                             let handle = pair.handle(self.crm.object).unwrap_or_default();
                             self.reject(handle_taken(self.crm.object, &record.key, &handle, &id))?;
-                            outcomes.push((*index, false));
+                            outcomes.push((index, false));
                             continue;
                         }
                         // X3: the record was there all along (the look-up
                         // missed it: a secondary email, the search index).
                         self.link_to(&mut pair.link, towards, &id, kind.clone());
                         existing.push((
-                            *index,
+                            index,
                             OutgoingRecord {
                                 id: Some(id),
                                 ..record.clone()
@@ -1439,19 +1613,102 @@ impl Bridge<'_> {
                             counts.updated += 1;
                             self.counts.updated += 1;
                         }
-                        outcomes.push((*index, true));
+                        outcomes.push((index, true));
                     }
                     WriteOutcome::Rejected(error) => {
                         self.reject(error)?;
-                        outcomes.push((*index, false));
+                        outcomes.push((index, false));
                     }
+                    WriteOutcome::Failed(_) => unreachable!("failed results stay pending"),
                 }
             }
+            sent?;
             if !existing.is_empty() {
                 queue.push_back(((false, kind), existing));
             }
         }
-        Ok(outcomes)
+        Ok(())
+    }
+
+    /// Before creates are sent: an intent for each record no look-up could
+    /// find again (no email, no domain), committed before the request, so a
+    /// kill before its link commits is resolved by the next run instead of
+    /// creating the record twice.
+    fn record_intents(
+        &mut self,
+        step: &[Pair],
+        plans: &[Reconciled],
+        batch: &[(usize, OutgoingRecord)],
+        towards: LinkSide,
+        kind: Option<&str>,
+    ) -> Result<(), Stop> {
+        let handle = self
+            .crm
+            .handle_field(&self.config.source.system)
+            .map(|f| f.source.clone());
+        let mut intents = Vec::new();
+        let mut indexes = Vec::new();
+        for (index, _) in batch {
+            let plan = &plans[*index];
+            let values = match towards {
+                LinkSide::Destination => &plan.to_destination,
+                LinkSide::Source => &plan.to_source,
+            };
+            let keyed = handle
+                .as_ref()
+                .is_some_and(|h| values.iter().any(|v| &v.name == h && v.value.is_some()));
+            if keyed {
+                continue;
+            }
+            let owners: HashSet<&str> = self
+                .crm
+                .fields
+                .iter()
+                .filter(|f| f.owner)
+                .map(|f| f.source.as_str())
+                .collect();
+            let written: Vec<FieldValue> = values
+                .iter()
+                .filter(|v| v.name != COMPANY_KEY && !owners.contains(v.name.as_str()))
+                .filter_map(|v| {
+                    Some(FieldValue {
+                        name: v.name.clone(),
+                        value: v.value.clone()?,
+                    })
+                })
+                .collect();
+            let mut link = step[*index].link.clone();
+            match towards {
+                LinkSide::Destination => {
+                    link.source_id = link.source_id.or(source_id(&step[*index]));
+                    link.destination_kind = kind.map(str::to_owned);
+                }
+                LinkSide::Source => {
+                    link.destination_id = link.destination_id.or(destination_id(&step[*index]));
+                    link.source_kind = kind.map(str::to_owned);
+                }
+            }
+            link.agreed = agreed_json(&plan.agreed);
+            link.email = step[*index].handle(self.crm.object);
+            intents.push(Intent {
+                id: None,
+                side: towards,
+                link,
+                written: agreed_json(&written),
+                created_ms: now_ms(),
+            });
+            indexes.push(*index);
+        }
+        if intents.is_empty() {
+            return Ok(());
+        }
+        self.store.record_intents(&self.config.name, &mut intents)?;
+        for (index, intent) in indexes.into_iter().zip(intents) {
+            if let Some(id) = intent.id {
+                self.step_intents.insert((index, towards), id);
+            }
+        }
+        Ok(())
     }
 
     /// Links the pair to its record `id` (of `kind`) on `towards`: one the
@@ -1596,6 +1853,23 @@ impl Bridge<'_> {
         self.store
             .record_error(self.run_id, &error_row(self.run_id, &error))
     }
+}
+
+/// Whether `record` holds every value an earlier create wrote (text
+/// compared trimmed, other types exactly).
+fn written_matches(written: &BTreeMap<String, serde_json::Value>, record: &MappedRecord) -> bool {
+    !written.is_empty()
+        && agreed_values(written).iter().all(|value| {
+            record
+                .contact
+                .fields
+                .iter()
+                .find(|f| f.name == value.name)
+                .is_some_and(|f| match (&f.value, &value.value) {
+                    (FieldData::Text(read), FieldData::Text(sent)) => read.trim() == sent.trim(),
+                    (read, sent) => read == sent,
+                })
+        })
 }
 
 fn source_id(pair: &Pair) -> Option<String> {

@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod store;
 pub mod sync;
+pub mod test_hooks;
 
 /// Host-side bindings of the contract, generated from `wit/`.
 pub mod bindings {

@@ -16,6 +16,8 @@ use std::path::Path;
 
 mod accounts;
 pub use accounts::{AccountData, AccountRef, AccountRow};
+mod intents;
+pub use intents::Intent;
 mod lease;
 pub use lease::{Lease, LeaseLost};
 mod links;
@@ -26,7 +28,8 @@ pub use links::{Link, LinkSide};
 /// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
 /// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
 /// 6: accounts. 7: `links` (syncs into a CRM). 9: `sync_control.lease_token`.
-const SCHEMA_VERSION: i64 = 9;
+/// 10: `write_intents`.
+const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -114,6 +117,15 @@ CREATE TABLE IF NOT EXISTS links (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS links_by_source ON links (sync, source_id);
 CREATE UNIQUE INDEX IF NOT EXISTS links_by_destination ON links (sync, destination_id);
+CREATE TABLE IF NOT EXISTS write_intents (
+    id          INTEGER PRIMARY KEY,
+    sync        TEXT NOT NULL,
+    side        TEXT NOT NULL,
+    link        TEXT NOT NULL,
+    written     TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS write_intents_by_sync ON write_intents (sync, id);
 CREATE TABLE IF NOT EXISTS sync_control (
     sync        TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL DEFAULT 0,

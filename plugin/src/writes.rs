@@ -31,17 +31,32 @@ pub fn write_records(
     records: &[OutgoingRecord],
 ) -> Result<Vec<WriteResult>, SyncError> {
     let mut results = Vec::with_capacity(records.len());
+    let mut failure: Option<SyncError> = None;
     for batch in batches(destination, records) {
+        if let Some(error) = &failure {
+            // Not sent: an earlier request failed.
+            results.extend(batch.iter().map(|r| failed(&r.key, error)));
+            continue;
+        }
         let written = match destination {
             Destination::HubspotContacts(base) => {
-                hubspot_batch(transport, base, "contacts", &batch)?
+                hubspot_batch(transport, base, "contacts", &batch)
             }
             Destination::HubspotCompanies(base) => {
-                hubspot_batch(transport, base, "companies", &batch)?
+                hubspot_batch(transport, base, "companies", &batch)
             }
-            Destination::Salesforce(org) => salesforce_batch(transport, org, &batch)?,
+            Destination::Salesforce(org) => salesforce_batch(transport, org, &batch),
         };
-        results.extend(written);
+        match written {
+            Ok(written) => results.extend(written),
+            // Nothing landed yet: the call's own failure.
+            Err(error) if results.is_empty() => return Err(error),
+            // Earlier requests landed: their results stand, these failed.
+            Err(error) => {
+                results.extend(batch.iter().map(|r| failed(&r.key, &error)));
+                failure = Some(error);
+            }
+        }
     }
     // Back in the caller's order.
     results.sort_by_key(|r| records.iter().position(|o| o.key == r.key));
@@ -669,6 +684,13 @@ pub fn read_salesforce_answer(
 
 // ----- shared ----------------------------------------------------------------
 
+fn failed(key: &str, error: &SyncError) -> WriteResult {
+    WriteResult {
+        key: key.to_owned(),
+        outcome: WriteOutcome::Failed(error.clone()),
+    }
+}
+
 fn rejected(key: &str, error: SyncError) -> WriteResult {
     WriteResult {
         key: key.to_owned(),
@@ -1186,6 +1208,44 @@ mod tests {
         };
         assert!(error.message.contains("404404"), "{}", error.message);
         assert_eq!(error.scope, ErrorScope::Record);
+    }
+
+    #[test]
+    fn a_later_request_failing_keeps_the_results_of_those_that_landed() {
+        let records: Vec<OutgoingRecord> = (0..250)
+            .map(|i| {
+                record(
+                    &format!("k{i}"),
+                    Some(&format!("{i}")),
+                    &[("jobtitle", text("CEO"))],
+                )
+            })
+            .collect();
+        let landed: Vec<Value> = (0..100).map(|i| json!({"id": format!("{i}")})).collect();
+        let mut t = Script::default()
+            .answer(200, json!({ "results": landed }))
+            .answer(502, json!({"status": "error", "message": "Bad gateway"}));
+        let results = write_records(
+            &mut t,
+            &Destination::HubspotContacts("http://h".into()),
+            &records,
+        )
+        .unwrap();
+        assert_eq!(
+            t.sent.len(),
+            2,
+            "the third batch is not sent after the second failed"
+        );
+        assert_eq!(results.len(), 250);
+        assert!(
+            results[..100]
+                .iter()
+                .all(|r| matches!(r.outcome, WriteOutcome::Written(_)))
+        );
+        assert!(results[100..].iter().all(|r| matches!(
+            &r.outcome,
+            WriteOutcome::Failed(e) if e.category == ErrorCategory::Transient
+        )));
     }
 
     #[test]

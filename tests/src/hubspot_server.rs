@@ -174,6 +174,9 @@ pub struct State {
     /// `enumeration`); search compares `number`/`date`/`datetime` ones as numbers.
     pub custom_properties: Vec<(String, String)>,
     pub faults: VecDeque<Fault>,
+    /// Faults served only after this many requests matching their prefix
+    /// went through: the second batch of a write, say.
+    pub delayed_faults: Vec<(usize, Fault)>,
     pub seen: Vec<Seen>,
     /// Enforce HubSpot's rolling-window limit: at most this many API
     /// requests per window, 429 beyond, `X-HubSpot-RateLimit-*` headers on answers.
@@ -389,7 +392,18 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
             .faults
             .iter()
             .position(|f| path.starts_with(&f.path_prefix));
-        match fault_index.and_then(|i| state.faults.remove(i)) {
+        let mut delayed = None;
+        for (index, (wait, fault)) in state.delayed_faults.iter_mut().enumerate() {
+            if path.starts_with(&fault.path_prefix) {
+                if *wait == 0 {
+                    delayed = Some(index);
+                    break;
+                }
+                *wait -= 1;
+            }
+        }
+        let delayed = delayed.map(|i| state.delayed_faults.remove(i).1);
+        match delayed.or_else(|| fault_index.and_then(|i| state.faults.remove(i))) {
             Some(fault) => (fault.status, fault.headers, fault.body),
             None => {
                 let (status, value) = route(

@@ -5,11 +5,11 @@
 use super::ContactStore;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One linked pair (or a record whose counterpart is not created yet).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Link {
     /// The link's own id; `None` until saved.
     pub id: Option<i64>,
@@ -50,7 +50,7 @@ impl Default for Link {
 }
 
 /// Which side of the pair an id belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkSide {
     Source,
