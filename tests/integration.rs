@@ -17,6 +17,7 @@ mod incremental;
 mod leases;
 mod notify;
 mod pairing;
+mod phones;
 mod salesforce;
 mod sandbox;
 mod sync;

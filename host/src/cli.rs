@@ -713,7 +713,7 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
     let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
     instance.state().store.begin()?;
     for (index, contact) in contacts.iter().enumerate() {
-        let (record, mappings) = as_source_record(index, contact);
+        let (record, mappings) = as_source_record(index, contact, config.phone_region.as_deref());
         let mapped = instance.map_fields(&record, &mappings)?.contact;
         if mapped.emails.is_empty() && mapped.phones.is_empty() {
             instance.state().store.rollback();
@@ -739,7 +739,13 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, Vec<FieldMapping>) {
+/// An imported contact as a record to map: its phones typed as the sync's
+/// (E.164 with a default region), so they compare as the sync's own.
+fn as_source_record(
+    index: usize,
+    contact: &ImportedContact,
+    phone_region: Option<&str>,
+) -> (SourceRecord, Vec<FieldMapping>) {
     let mut properties = Vec::new();
     let mut mappings = Vec::new();
     let mut add = |name: String, value: &str, target: FieldTarget| {
@@ -747,10 +753,14 @@ fn as_source_record(index: usize, contact: &ImportedContact) -> (SourceRecord, V
             name: name.clone(),
             value: Some(value.to_owned()),
         });
+        let value_type = match (&target, phone_region) {
+            (FieldTarget::Phone, Some(region)) => FieldType::Phone(region.to_owned()),
+            _ => FieldType::Text,
+        };
         mappings.push(FieldMapping {
             source: name,
             target,
-            value_type: FieldType::Text,
+            value_type,
         });
     };
     if let Some(name) = &contact.name {

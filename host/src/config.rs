@@ -59,6 +59,9 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// A CRM the sync writes to, instead of the embedded store (`[destination]`).
     pub destination: Option<CrmDestination>,
+    /// `matching.default_region`: phones are parsed and matched in E.164,
+    /// national numbers read as this region's (ISO 3166-1, upper case).
+    pub phone_region: Option<String>,
 }
 
 /// The CRM a source reads.
@@ -259,6 +262,16 @@ struct RawConfig {
     store: Option<RawStore>,
     #[serde(default)]
     notify: NotifyConfig,
+    #[serde(default)]
+    matching: RawMatching,
+}
+
+/// `[matching]`: how handles are compared (M3).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatching {
+    /// An ISO 3166-1 region (`"US"`): phones are parsed and matched in E.164.
+    default_region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -640,7 +653,27 @@ impl Config {
             dir.join(store_path)
         };
 
+        let phone_region = match raw.matching.default_region.as_deref().map(str::trim) {
+            None => None,
+            Some(region)
+                if region.len() == 2 && region.bytes().all(|b| b.is_ascii_alphabetic()) =>
+            {
+                Some(region.to_ascii_uppercase())
+            }
+            Some(other) => bail!(
+                "matching.default_region: {other:?} is not a region; use an ISO 3166-1 code such as \"US\""
+            ),
+        };
+        let mut part = part;
+        if let Some(region) = &phone_region {
+            for mapping in &mut part.mappings {
+                if mapping.target == FieldTarget::Phone {
+                    mapping.value_type = FieldType::Phone(region.clone());
+                }
+            }
+        }
         let config = Config {
+            phone_region,
             name,
             source: SourceConfig {
                 system,
@@ -1048,7 +1081,10 @@ fn check_operand(text: &str, value_type: &FieldType) -> Result<()> {
                 || chrono::DateTime::parse_from_rfc3339(text).is_ok()
                 || chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
         }
-        FieldType::Text | FieldType::Picklist(_) | FieldType::MultiSelect(_) => true,
+        FieldType::Text
+        | FieldType::Picklist(_)
+        | FieldType::MultiSelect(_)
+        | FieldType::Phone(_) => true,
     };
     if !readable {
         bail!("value: {text:?} is not a {}", type_name(value_type));
@@ -1109,6 +1145,7 @@ pub fn type_name(value_type: &FieldType) -> &'static str {
         FieldType::DateTime => "datetime",
         FieldType::Picklist(_) => "picklist",
         FieldType::MultiSelect(_) => "multi_select",
+        FieldType::Phone(_) => "phone",
     }
 }
 

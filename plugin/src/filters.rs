@@ -75,7 +75,7 @@ fn equal(value: &str, operand: &str, value_type: &FieldType) -> bool {
         FieldType::MultiSelect(_) => value
             .split(';')
             .any(|v| v.trim().to_lowercase() == operand.trim().to_lowercase()),
-        FieldType::Text | FieldType::Picklist(_) => {
+        FieldType::Text | FieldType::Picklist(_) | FieldType::Phone(_) => {
             value.trim().to_lowercase() == operand.trim().to_lowercase()
         }
         FieldType::Number | FieldType::Date | FieldType::DateTime => {
@@ -94,17 +94,18 @@ fn order(value: &str, operand: &str, value_type: &FieldType) -> Option<Ordering>
         FieldType::Boolean => None,
         // Text that reads as numbers on both sides compares as numbers
         // ("9" < "10"), the rest alphabetically, ignoring case.
-        FieldType::Text | FieldType::Picklist(_) | FieldType::MultiSelect(_) => {
-            match (values::number(value), values::number(operand)) {
-                (Some(a), Some(b)) => a.partial_cmp(&b),
-                _ => Some(
-                    value
-                        .trim()
-                        .to_lowercase()
-                        .cmp(&operand.trim().to_lowercase()),
-                ),
-            }
-        }
+        FieldType::Text
+        | FieldType::Picklist(_)
+        | FieldType::MultiSelect(_)
+        | FieldType::Phone(_) => match (values::number(value), values::number(operand)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => Some(
+                value
+                    .trim()
+                    .to_lowercase()
+                    .cmp(&operand.trim().to_lowercase()),
+            ),
+        },
     }
 }
 

@@ -11,6 +11,7 @@ pub mod hubspot;
 pub mod mapping;
 pub mod matching;
 pub mod pairing;
+pub mod phones;
 pub mod reconcile;
 pub mod salesforce;
 pub mod transport;

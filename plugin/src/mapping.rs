@@ -1,10 +1,10 @@
 //! Field mapping (M1-M4): source properties to a destination contact.
 
 use crate::types::{
-    FieldData, FieldMapping, FieldTarget, FieldValue, MappedContact, MappedPage, MappedRecord,
-    Page, SourceRecord,
+    FieldData, FieldMapping, FieldTarget, FieldType, FieldValue, MappedContact, MappedPage,
+    MappedRecord, Page, SourceRecord,
 };
-use crate::{errors, values};
+use crate::{errors, phones, values};
 
 /// Maps every record of a page (see `fetch-mapped-page`).
 pub fn map_page(page: Page, mappings: &[FieldMapping]) -> MappedPage {
@@ -46,7 +46,24 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
                 }
             }
             FieldTarget::Phone => {
-                if let Some(phone) = normalize_phone(value) {
+                let phone = match &mapping.value_type {
+                    // With a default region: E.164, else M3's rule, reported.
+                    FieldType::Phone(region) => match phones::e164(value, region) {
+                        Ok(phone) => Some(phone),
+                        Err(why) => {
+                            field_errors.push(errors::field_validation(
+                                &record.id,
+                                &mapping.source,
+                                "phone",
+                                value,
+                                &format!("{why}; matched by its digits instead"),
+                            ));
+                            normalize_phone(value)
+                        }
+                    },
+                    _ => normalize_phone(value),
+                };
+                if let Some(phone) = phone {
                     push_unique(&mut phones, phone);
                 }
             }
@@ -355,5 +372,42 @@ mod tests {
     fn unmapped_properties_are_ignored() {
         let c = map(&[("hs_object_id", Some("101")), ("favourite", Some("x"))]);
         assert!(c.fields.is_empty());
+    }
+
+    #[test]
+    fn with_a_default_region_phones_in_any_format_are_one_e164_handle() {
+        let mappings: Vec<FieldMapping> = defaults()
+            .into_iter()
+            .map(|m| match m.target {
+                FieldTarget::Phone => FieldMapping {
+                    value_type: FieldType::Phone("US".into()),
+                    ..m
+                },
+                _ => m,
+            })
+            .collect();
+        let national = map_fields(&record(&[("phone", Some("(415) 555-0101"))]), &mappings);
+        let international = map_fields(
+            &record(&[
+                ("phone", Some("+1 415-555-0101")),
+                ("mobilephone", Some("415.555.0101")),
+            ]),
+            &mappings,
+        );
+        assert_eq!(national.contact.phones, ["+14155550101"]);
+        assert_eq!(international.contact.phones, ["+14155550101"]);
+        assert!(national.field_errors.is_empty() && international.field_errors.is_empty());
+        // Without the setting, M3 as before: two handles.
+        let digits = map_fields(&record(&[("phone", Some("(415) 555-0101"))]), &defaults());
+        assert_eq!(digits.contact.phones, ["4155550101"]);
+        // What does not parse falls back to M3's rule and is reported on the field.
+        let odd = map_fields(&record(&[("phone", Some("ext. 12"))]), &mappings);
+        assert_eq!(odd.contact.phones, ["12"]);
+        assert_eq!(odd.field_errors.len(), 1);
+        let error = &odd.field_errors[0];
+        assert_eq!(error.category, ErrorCategory::Validation);
+        assert_eq!(error.scope, ErrorScope::Field);
+        assert_eq!(error.field.as_deref(), Some("phone"));
+        assert!(error.message.contains("ext. 12"), "{}", error.message);
     }
 }

@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 pub fn convert(raw: &str, value_type: &FieldType) -> Result<FieldData, String> {
     match value_type {
         FieldType::Text => Ok(FieldData::Text(raw.to_owned())),
+        FieldType::Phone(region) => crate::phones::e164(raw, region).map(FieldData::Text),
         FieldType::Number => number(raw)
             .map(FieldData::Number)
             .ok_or_else(|| "is not a number".to_owned()),
