@@ -32,6 +32,7 @@ use crate::bindings::crmsync::sync::types::{
 use crate::config::{
     Config, CrmDestination, SourceSystem, SyncField, SyncObject, mapped_properties, read_mappings,
 };
+use crate::held::Held;
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::lease::{LeaseKeeper, LeaseWatch};
 use crate::paging::Paging;
@@ -346,54 +347,6 @@ fn kind_of(record: &MappedRecord) -> Option<String> {
 
 /// Writes that go out together: creates or updates, of one Salesforce object.
 type Batch = (bool, Option<String>);
-
-/// The destination's records read this run, waiting for the source record
-/// that pairs with them.
-struct Held {
-    records: Vec<Option<MappedRecord>>,
-    by_id: HashMap<String, usize>,
-    by_handle: HashMap<String, Vec<usize>>,
-}
-
-impl Held {
-    fn new(records: Vec<MappedRecord>, object: SyncObject) -> Self {
-        let mut by_id = HashMap::new();
-        let mut by_handle: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, record) in records.iter().enumerate() {
-            by_id.insert(record.contact.external_id.clone(), i);
-            for handle in handles(record, object) {
-                by_handle.entry(handle.clone()).or_default().push(i);
-            }
-        }
-        Held {
-            records: records.into_iter().map(Some).collect(),
-            by_id,
-            by_handle,
-        }
-    }
-
-    /// Takes the record with this id, if it is still held.
-    fn take(&mut self, id: &str) -> Option<MappedRecord> {
-        let index = *self.by_id.get(id)?;
-        self.records[index].take()
-    }
-
-    /// Ids of held records sharing one of these handles, in handle order.
-    fn with_handles(&self, handles: &[String]) -> Vec<String> {
-        handles
-            .iter()
-            .filter_map(|h| self.by_handle.get(h))
-            .flatten()
-            .filter_map(|&i| self.records[i].as_ref())
-            .map(|r| r.contact.external_id.clone())
-            .collect()
-    }
-
-    /// Every record no one took.
-    fn rest(self) -> Vec<MappedRecord> {
-        self.records.into_iter().flatten().collect()
-    }
-}
 
 /// A linked pair being reconciled this run.
 #[derive(Default)]
@@ -711,9 +664,9 @@ struct Bridge<'a> {
 
 impl Bridge<'_> {
     /// Streams the source's pages past the destination's changes (held in
-    /// memory: a two-way run's only unbounded state, small once runs are
-    /// incremental), writing and committing as it goes; then the
-    /// destination records no source record took.
+    /// a temporary database, see [`Held`]), writing and committing as it
+    /// goes; then the destination records no source record took, a step at
+    /// a time.
     fn run(
         &mut self,
         source: &mut Side,
@@ -747,14 +700,18 @@ impl Bridge<'_> {
             );
         }
         self.resolve_intents(source, destination)?;
-        let held = if two_way {
-            destination.read(self.options, scope.clone())?
-        } else {
-            Vec::new()
-        };
-        self.counts.seen += held.len() as u64;
-        self.follow_merges(&held, LinkSide::Destination)?;
-        let mut held = Held::new(held, self.crm.object);
+        // The destination's changes wait for their source records in a
+        // temporary database, not in memory, whatever the destination's size.
+        let mut held = Held::new()?;
+        if two_way {
+            let object = self.crm.object;
+            destination.read_pages(self.options, scope.clone(), |page| {
+                self.counts.seen += page.len() as u64;
+                self.follow_merges(&page, LinkSide::Destination)?;
+                held.add(&page, |r| handles(r, object))?;
+                Ok(())
+            })?;
+        }
         let mut rules: Vec<FieldRule> = self
             .crm
             .fields
@@ -806,8 +763,15 @@ impl Bridge<'_> {
                 None => break,
             }
         }
-        let pairs = self.pair_held(source, held.rest(), two_way)?;
-        self.apply(source, destination, &mut rules, pairs)?;
+        // The destination records no source record took, a step at a time.
+        loop {
+            let rest = held.take_rest(STEP)?;
+            if rest.is_empty() {
+                break;
+            }
+            let pairs = self.pair_held(source, rest, two_way)?;
+            self.apply(source, destination, &mut rules, pairs)?;
+        }
         if let Some(ids) = self.read_ids.take() {
             self.stopped_syncing += self.store.stop_syncing_unread(&self.config.name, &ids)?;
         }
@@ -1177,7 +1141,10 @@ impl Bridge<'_> {
                     // Read matching again: it syncs again.
                     (false, _) => self.resume(&mut link, LinkSide::Source)?,
                 }
-                let counterpart = link.destination_id.as_deref().and_then(|id| held.take(id));
+                let counterpart = match link.destination_id.as_deref() {
+                    Some(id) => held.take(id)?,
+                    None => None,
+                };
                 pairs.push(Pair {
                     link,
                     source: Some(record),
@@ -1186,13 +1153,13 @@ impl Bridge<'_> {
                 continue;
             }
             let mut counterpart = None;
-            for id in held.with_handles(handles(&record, self.crm.object)) {
+            for id in held.with_handles(handles(&record, self.crm.object))? {
                 if self
                     .store
                     .link(&sync, LinkSide::Destination, &id)?
                     .is_none()
                 {
-                    counterpart = held.take(&id);
+                    counterpart = held.take(&id)?;
                     break;
                 }
             }
@@ -1209,7 +1176,7 @@ impl Bridge<'_> {
         let found = self.match_elsewhere(destination, alone, LinkSide::Source, taken)?;
         for pair in &found {
             if let Some(id) = &pair.link.destination_id {
-                held.take(id);
+                held.take(id)?;
             }
         }
         pairs.extend(found);

@@ -193,12 +193,10 @@ pub fn status(config: &Config) -> Result<Status> {
     let last_full = runs
         .iter()
         .find(|r| r.status == "completed" && r.mode == "full");
-    let mut open_errors = BTreeMap::new();
-    if let Some(run) = &last {
-        for error in store.errors(run.id)? {
-            *open_errors.entry(error.category).or_insert(0) += 1;
-        }
-    }
+    let open_errors = match &last {
+        Some(run) => store.error_counts(run.id)?,
+        None => BTreeMap::new(),
+    };
     Ok(Status {
         sync: config.name.clone(),
         state: state.to_owned(),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod code_cache;
 pub mod config;
 pub mod daemon;
+pub mod held;
 pub mod http;
 pub mod lease;
 pub mod notify;
@@ -29,6 +30,8 @@ pub mod bindings {
         // Store failures in the directory import trap the call instead of
         // being swallowed: matching on a half-read directory would be wrong.
         imports: { default: trappable },
-        additional_derives: [PartialEq],
+        // Serde: a two-way run keeps the destination records it has read in a
+        // temporary database, not in memory (`held`).
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     });
 }

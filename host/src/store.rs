@@ -1261,6 +1261,18 @@ impl ContactStore {
         Ok(rows)
     }
 
+    /// A run's errors counted by category, in SQL: a run with a million
+    /// record errors is counted without reading them into memory.
+    pub fn error_counts(&self, run_id: i64) -> Result<BTreeMap<String, u64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT category, COUNT(*) FROM record_errors WHERE run_id = ?1 GROUP BY category",
+        )?;
+        let rows = statement.query_map([run_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The errors recorded by run `run_id`, in the order they happened.
     pub fn errors(&self, run_id: i64) -> Result<Vec<ErrorRow>> {
         let mut stmt = self.conn.prepare(

@@ -327,11 +327,7 @@ pub(crate) fn errors_by_category(
     store: &ContactStore,
     run_id: i64,
 ) -> Result<BTreeMap<String, u64>> {
-    let mut counts = BTreeMap::new();
-    for row in store.errors(run_id)? {
-        *counts.entry(row.category).or_insert(0) += 1;
-    }
-    Ok(counts)
+    store.error_counts(run_id)
 }
 
 /// The credentials for `config`'s source, from the environment; a replay
