@@ -134,14 +134,11 @@ fn a_two_way_sync_does_not_hold_the_destination_side_in_memory() {
         write_config(
             dir.path(),
             name,
-            &format!(
-                "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
-                 [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
-                 objects = [\"Contact\"]\ndirection = \"both\"\n",
-                hubspot.base_url,
-                token_env(),
-                salesforce.instance_url,
-                token_env()
+            &crm_sync_toml(
+                ("hubspot", &hubspot.base_url),
+                ("salesforce", &salesforce.instance_url),
+                "",
+                "objects = [\"Contact\"]\ndirection = \"both\"",
             ),
         );
         peak_rss_kb(&dir.path().join(format!("{name}.toml")))

@@ -305,14 +305,11 @@ impl WithCompanies {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,
-            format!(
-                "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nrate_limit = \"none\"\n\
-                 [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
-                 [companies]\n[store]\npath = \"{name}.sqlite\"\n",
-                hubspot.base_url,
-                token_env(),
-                salesforce.instance_url,
-                token_env()
+            crm_sync_toml(
+                ("hubspot", &hubspot.base_url),
+                ("salesforce", &salesforce.instance_url),
+                "rate_limit = \"none\"",
+                &format!("[companies]\n[store]\npath = \"{name}.sqlite\""),
             ),
         )
         .unwrap();

@@ -68,13 +68,11 @@ fn a_cursor_that_does_not_advance_fails_a_sync_into_a_crm_and_sweeps_nothing() {
     let path = write_config(
         dir.path(),
         "stuck",
-        &format!(
-            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nlookback = \"0s\"\n\
-             [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
-            hubspot.base_url,
-            token_env(),
-            salesforce.instance_url,
-            token_env()
+        &crm_sync_toml(
+            ("hubspot", &hubspot.base_url),
+            ("salesforce", &salesforce.instance_url),
+            "lookback = \"0s\"",
+            "",
         ),
     );
     let config = Config::load(&path).unwrap();

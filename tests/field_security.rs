@@ -99,14 +99,11 @@ fn into_hubspot(describe_shows_hidden: bool) {
     let path = write_config(
         dir.path(),
         "flscrm",
-        &format!(
-            "[source]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
-             [destination]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n\
-             [mapping]\nMobilePhone = \"mobilephone\"\n",
-            salesforce.instance_url,
-            token_env(),
-            hubspot.base_url,
-            token_env()
+        &crm_sync_toml(
+            ("salesforce", &salesforce.instance_url),
+            ("hubspot", &hubspot.base_url),
+            "",
+            "[mapping]\nMobilePhone = \"mobilephone\"",
         ),
     );
     let config = Config::load(&path).unwrap();

@@ -105,13 +105,11 @@ fn a_runner_that_lost_its_lease_writes_nothing_more_into_the_crm() {
     let path = write_config(
         dir.path(),
         "fencedcrm",
-        &format!(
-            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nrate_limit = \"none\"\n\
-             [destination]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
-            hubspot.base_url,
-            token_env(),
-            salesforce.instance_url,
-            token_env()
+        &crm_sync_toml(
+            ("hubspot", &hubspot.base_url),
+            ("salesforce", &salesforce.instance_url),
+            "rate_limit = \"none\"",
+            "",
         ),
     );
     let config = Config::load(&path).unwrap();

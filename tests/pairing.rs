@@ -33,13 +33,11 @@ fn into_hubspot(
     let path = write_config(
         dir,
         "shuffled",
-        &format!(
-            "[source]\nsystem = \"salesforce\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nlookback = \"0s\"\n\
-             [destination]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
-            salesforce.instance_url,
-            token_env(),
-            hubspot.base_url,
-            token_env()
+        &crm_sync_toml(
+            ("salesforce", &salesforce.instance_url),
+            ("hubspot", &hubspot.base_url),
+            "lookback = \"0s\"",
+            "",
         ),
     );
     Config::load(&path).unwrap()

@@ -90,6 +90,23 @@ pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// The TOML of a sync from one CRM into another, each `(system, base URL)`
+/// reached with [`TOKEN`]; `source_extra` goes in `[source]`, `extra` after
+/// the `[destination]` keys (more `[destination]` keys, or other tables).
+pub fn crm_sync_toml(
+    source: (&str, &str),
+    destination: (&str, &str),
+    source_extra: &str,
+    extra: &str,
+) -> String {
+    let env = token_env();
+    format!(
+        "[source]\nsystem = \"{}\"\nbase_url = \"{}\"\ntoken_env = \"{env}\"\n{source_extra}\n\
+         [destination]\nsystem = \"{}\"\nbase_url = \"{}\"\ntoken_env = \"{env}\"\n{extra}\n",
+        source.0, source.1, destination.0, destination.1
+    )
+}
+
 /// A HubSpot config against `base_url` with a private-app token from `token_env`.
 pub fn hubspot_config(
     dir: &Path,
