@@ -1613,6 +1613,14 @@ impl Bridge<'_> {
             .crm
             .handle_field(&self.config.source.system)
             .map(|f| f.source.clone());
+        // Owners are written as the other CRM's ids: not how the record is recognised.
+        let owners: HashSet<&str> = self
+            .crm
+            .fields
+            .iter()
+            .filter(|f| f.owner)
+            .map(|f| f.source.as_str())
+            .collect();
         let mut intents = Vec::new();
         let mut indexes = Vec::new();
         for (index, _) in batch {
@@ -1627,13 +1635,6 @@ impl Bridge<'_> {
             if keyed {
                 continue;
             }
-            let owners: HashSet<&str> = self
-                .crm
-                .fields
-                .iter()
-                .filter(|f| f.owner)
-                .map(|f| f.source.as_str())
-                .collect();
             let written: Vec<FieldValue> = values
                 .iter()
                 .filter(|v| v.name != COMPANY_KEY && !owners.contains(v.name.as_str()))
