@@ -157,3 +157,71 @@ fn a_later_batch_failing_keeps_the_links_of_the_batches_that_landed() {
     assert_eq!(hubspot.state().contacts.len(), 250, "nobody twice");
     assert_eq!(store.links(&config.name).unwrap().len(), 250);
 }
+
+/// An earlier run's intent that HubSpot's search does not show yet holds the
+/// record's create back (it may still appear) and keeps the run's bookmark,
+/// so the next run reads the record again; once the lag has passed, the
+/// intent is dropped and the record created, once.
+#[test]
+fn a_create_held_back_for_an_earlier_intent_is_made_by_a_later_run() {
+    use crmsync_host::store::{Intent, Link};
+    let dir = tempfile::tempdir().unwrap();
+    let hubspot = HubSpotServer::start(TOKEN);
+    let salesforce = SalesforceServer::start(TOKEN);
+    salesforce.state().accounts.push(Record::new(
+        "001000000000042",
+        &[("Name", json!("Initech"))],
+        crmsync_tests::hubspot_server::now_ms(),
+    ));
+    let path = write_config(
+        dir.path(),
+        "heldback",
+        &crm_sync_toml(
+            ("salesforce", &salesforce.instance_url),
+            ("hubspot", &hubspot.base_url),
+            "lookback = \"0s\"\nobjects = [\"Lead\", \"Contact\", \"Account\"]",
+            "",
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let part = "heldback.companies";
+    // A crashed run's create of this Account, just now, that never landed.
+    let intent = |created_ms: i64| Intent {
+        id: None,
+        side: LinkSide::Destination,
+        link: Link {
+            source_id: Some("001000000000042".into()),
+            ..Link::default()
+        },
+        written: [("Name".to_owned(), json!({"text": "Initech"}))].into(),
+        created_ms,
+    };
+    let store = ContactStore::open(&config.store_path).unwrap();
+    store
+        .record_intents(part, &mut [intent(crmsync_host::sync::now_ms())])
+        .unwrap();
+    let report = sync(&config, &live_options()).unwrap();
+    let companies = report.companies.as_deref().unwrap();
+    assert_eq!(companies.status, "completed", "{companies:#?}");
+    assert!(
+        hubspot.state().companies.is_empty(),
+        "held back: it may still appear"
+    );
+    assert_eq!(
+        store.bookmark(part).unwrap(),
+        None,
+        "the window is read again"
+    );
+    assert_eq!(store.intents(part).unwrap().len(), 1);
+    // A minute later by the intent's clock: it never landed.
+    let pending = store.intents(part).unwrap().remove(0);
+    store.forget_intent(pending.id.unwrap()).unwrap();
+    store
+        .record_intents(part, &mut [intent(crmsync_host::sync::now_ms() - 120_000)])
+        .unwrap();
+    let report = sync(&config, &live_options()).unwrap();
+    assert_eq!(report.companies.as_deref().unwrap().status, "completed");
+    assert_eq!(hubspot.state().companies.len(), 1, "created once");
+    assert!(store.intents(part).unwrap().is_empty());
+    assert!(store.bookmark(part).unwrap().is_some());
+}

@@ -65,9 +65,9 @@ const STEP: usize = 200;
 /// compare the two.
 const CLOCK_MARGIN_MS: i64 = 5 * 60 * 1000;
 
-/// How long a CRM's search may take to show a record just created (HubSpot's
+/// How long HubSpot's search may take to show a record just created (its
 /// index lags by seconds): an earlier create not found after this never landed.
-const INDEX_LAG_MS: i64 = 60 * 1000;
+const HUBSPOT_INDEX_LAG_MS: i64 = 60 * 1000;
 
 /// Emails or domains per look-up (the component's limit).
 const HANDLES_PER_LOOKUP: usize = 100;
@@ -250,6 +250,15 @@ impl Side {
                 }
                 page => return page,
             }
+        }
+    }
+
+    /// How long this side's reads may take to show a record just created:
+    /// HubSpot's search index lags by seconds; SOQL reads what is committed.
+    fn search_lag_ms(&self) -> i64 {
+        match self.system {
+            SourceSystem::Hubspot => HUBSPOT_INDEX_LAG_MS,
+            SourceSystem::Salesforce { .. } => 0,
         }
     }
 
@@ -519,7 +528,7 @@ pub fn run(
     };
     let outcome = pass.run(&mut source, &mut destination, scope);
     // Completed: the next window starts where this one ended.
-    if outcome.is_ok() {
+    if outcome.is_ok() && pass.blocked.is_empty() {
         store.complete_run(
             run.id,
             &config.name,
@@ -528,6 +537,10 @@ pub fn run(
                 fingerprint,
             },
         )?;
+    } else if outcome.is_ok() {
+        // Creates held back for an earlier run's intent: the bookmark stays,
+        // so the next run reads this window again, and those records with it.
+        store.finish_run(run.id, None)?;
     }
     let (status, error) = end_run(&store, config, run.id, outcome)?;
     store.checkpoint(run.id, None, &pass.counts, None)?;
@@ -787,8 +800,10 @@ impl Bridge<'_> {
     /// oldest are read once, and a record not linked to anything whose values
     /// are those the create wrote is linked as the pair's, with the values
     /// both sides then agreed on. One not found is forgotten once the
-    /// search index has had time to show it (the create never landed), and
-    /// until then its record is not created again.
+    /// side's reads have had time to show it (the create never landed: at
+    /// once for Salesforce, after a minute for HubSpot's search index), and
+    /// until then its record is not created again and the run keeps its
+    /// bookmark, so the next run reads that record again.
     fn resolve_intents(&mut self, source: &mut Side, destination: &mut Side) -> Result<(), Stop> {
         let intents = self.store.intents(&self.config.name)?;
         for side in [source, destination] {
@@ -850,7 +865,7 @@ impl Bridge<'_> {
                         self.store.forget_intent(intent_id)?;
                         self.store.commit()?;
                     }
-                    None if now_ms() - intent.created_ms > INDEX_LAG_MS => {
+                    None if now_ms() - intent.created_ms > side.search_lag_ms() => {
                         self.store.forget_intent(intent_id)?;
                     }
                     None => self.blocked.extend(other_id(intent)),
