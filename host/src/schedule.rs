@@ -18,25 +18,12 @@ pub enum Schedule {
     Cron(Box<croner::Cron>),
 }
 
-/// Parses a duration written as a number and a unit: `s`, `m`, `h` or `d`
-/// (`"90s"`, `"15m"`, `"24h"`).
+/// Parses a duration as `humantime` reads it: a number and a unit (`"90s"`,
+/// `"15m"`, `"24h"`, `"1d"`), or several (`"1h 30m"`).
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a duration such as \"15m\""))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
-        _ => bail!("{text:?}: a duration needs a unit: s, m, h or d"),
-    };
-    Ok(Duration::from_secs(seconds))
+    humantime::parse_duration(text)
+        .with_context(|| format!("{text:?} is not a duration such as \"15m\" or \"24h\""))
 }
 
 impl Schedule {
@@ -91,13 +78,29 @@ mod tests {
 
     #[test]
     fn intervals_parse_with_units() {
-        for (text, secs) in [("2s", 2), ("15m", 900), ("24h", 86_400), ("1d", 86_400)] {
+        for (text, secs) in [
+            ("2s", 2),
+            ("15m", 900),
+            ("24h", 86_400),
+            ("1d", 86_400),
+            ("1w", 604_800),
+            ("1h30m", 5_400),
+        ] {
             match Schedule::parse(text).unwrap() {
                 Schedule::Every(d) => assert_eq!(d, Duration::from_secs(secs), "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
         }
-        for bad in ["", "15", "0m", "15 minutes", "m", "1w"] {
+        // A number too large for any duration is an error, not an overflow.
+        for bad in [
+            "",
+            "15",
+            "0m",
+            "15 minutes",
+            "m",
+            "1x",
+            "99999999999999999999999d",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad:?}");
         }
     }
