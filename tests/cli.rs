@@ -433,3 +433,20 @@ fn every_example_config_loads() {
     }
     assert!(loaded >= 3, "examples/ holds the documented configs");
 }
+
+/// The README's minimal config is one the runner takes as it is.
+#[test]
+fn the_readmes_minimal_config_loads() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let after = &readme[readme
+        .find("A minimal sync")
+        .expect("the README's minimal config")..];
+    let start = after.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let toml = &after[start..start + after[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hubspot.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = crmsync_host::config::Config::load(&path).unwrap();
+    assert_eq!(config.name, "hubspot");
+    assert_eq!(config.source.base_url, "https://api.hubapi.com");
+}
