@@ -120,41 +120,78 @@ fn map_fields_meets_the_shared_expectations() {
     }
 }
 
+/// A case's `directory` in a fresh store; store ids to the case's names.
+fn directory_store(case: &Value) -> (ContactStore, BTreeMap<String, String>) {
+    let store = ContactStore::open_in_memory().unwrap();
+    let mut names = BTreeMap::new();
+    for entry in case["directory"].as_array().unwrap() {
+        let data = ContactData {
+            name: None,
+            emails: texts(&entry["emails"]),
+            phones: texts(&entry["phones"]),
+            fields: BTreeMap::new(),
+        };
+        let id = match opt_text(&entry["external_id"]) {
+            Some(external_id) => store.create(&external_id, &data, None).unwrap(),
+            None => store.insert_unlinked(&data).unwrap(),
+        };
+        names.insert(id.to_string(), text(&entry["id"]));
+    }
+    (store, names)
+}
+
+fn mapped_contact(contact: &Value) -> MappedContact {
+    MappedContact {
+        external_id: text(&contact["external_id"]),
+        name: None,
+        emails: texts(&contact["emails"]),
+        phones: texts(&contact["phones"]),
+        domains: vec![],
+        fields: vec![],
+    }
+}
+
+/// An outcome as the expectations write it, ids by the case's names
+/// (`page:<i>` stays as it is).
+fn outcome_json(outcome: MatchOutcome, names: &BTreeMap<String, String>) -> Value {
+    let name = |id: String| names.get(&id).cloned().unwrap_or(id);
+    match outcome {
+        MatchOutcome::Update(id) => json!({"outcome": "update", "id": name(id)}),
+        MatchOutcome::Link(id) => json!({"outcome": "link", "id": name(id)}),
+        MatchOutcome::Create => json!({"outcome": "create"}),
+        MatchOutcome::Skip(error) => {
+            json!({"outcome": "skip", "category": category_name(error.category)})
+        }
+    }
+}
+
 #[test]
 fn match_contact_meets_the_shared_expectations() {
     for case in cases("match-contact.json") {
-        let store = ContactStore::open_in_memory().unwrap();
-        let mut names = BTreeMap::new();
-        for entry in case["directory"].as_array().unwrap() {
-            let data = ContactData {
-                name: None,
-                emails: texts(&entry["emails"]),
-                phones: texts(&entry["phones"]),
-                fields: BTreeMap::new(),
-            };
-            let id = match opt_text(&entry["external_id"]) {
-                Some(external_id) => store.create(&external_id, &data, None).unwrap(),
-                None => store.insert_unlinked(&data).unwrap(),
-            };
-            names.insert(id.to_string(), text(&entry["id"]));
-        }
-        let contact = MappedContact {
-            external_id: text(&case["contact"]["external_id"]),
-            name: None,
-            emails: texts(&case["contact"]["emails"]),
-            phones: texts(&case["contact"]["phones"]),
-            domains: vec![],
-            fields: vec![],
-        };
-        let got = match instance(store).match_contact(&contact).unwrap() {
-            MatchOutcome::Update(id) => json!({"outcome": "update", "id": names[&id]}),
-            MatchOutcome::Link(id) => json!({"outcome": "link", "id": names[&id]}),
-            MatchOutcome::Create => json!({"outcome": "create"}),
-            MatchOutcome::Skip(error) => {
-                json!({"outcome": "skip", "category": category_name(error.category)})
-            }
-        };
+        let (store, names) = directory_store(&case);
+        let contact = mapped_contact(&case["contact"]);
+        let got = outcome_json(instance(store).match_contact(&contact).unwrap(), &names);
         assert_eq!(got, case["expect"], "{}", case["name"]);
+    }
+}
+
+#[test]
+fn match_page_meets_the_shared_expectations() {
+    for case in cases("match-page.json") {
+        let (store, names) = directory_store(&case);
+        let contacts: Vec<MappedContact> = case["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(mapped_contact)
+            .collect();
+        let got: Vec<Value> = instance(store)
+            .match_page(&contacts)
+            .unwrap()
+            .into_iter()
+            .map(|outcome| outcome_json(outcome, &names))
+            .collect();
+        assert_eq!(Value::from(got), case["expect"], "{}", case["name"]);
     }
 }
 
@@ -306,9 +343,9 @@ fn the_built_component_implements_exactly_the_published_wit() {
     assert_eq!(
         expected.keys().collect::<Vec<_>>(),
         [
-            "export crmsync:sync/sync@0.5.0",
-            "import crmsync:sync/directory@0.5.0",
-            "import crmsync:sync/types@0.5.0"
+            "export crmsync:sync/sync@0.6.0",
+            "import crmsync:sync/directory@0.6.0",
+            "import crmsync:sync/types@0.6.0"
         ]
     );
     assert_eq!(

@@ -80,6 +80,35 @@ impl crmsync::sync::directory::Host for Host {
     fn find_accounts_by_domain(&mut self, _domain: String) -> Vec<DestinationContact> {
         Vec::new()
     }
+
+    /// `match-page`'s one look-up: every contact any of the page's ids or
+    /// handles finds, each once.
+    fn find_page(
+        &mut self,
+        external_ids: Vec<String>,
+        emails: Vec<String>,
+        phones: Vec<String>,
+    ) -> Vec<DestinationContact> {
+        self.contacts
+            .iter()
+            .filter(|c| {
+                c.external_id
+                    .as_ref()
+                    .is_some_and(|e| external_ids.contains(e))
+                    || c.emails.iter().any(|e| emails.contains(e))
+                    || c.phones.iter().any(|p| phones.contains(p))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn find_accounts_page(
+        &mut self,
+        _external_ids: Vec<String>,
+        _domains: Vec<String>,
+    ) -> Vec<DestinationContact> {
+        Vec::new()
+    }
 }
 
 #[test]
@@ -102,6 +131,8 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
             emails: vec!["ada@example.com".into()],
             phones: vec![],
             domains: vec![],
+            // Handles the platform's own record had before any sync.
+            from_source: vec![],
         }],
     };
     let mut store = Store::new(&engine, host);
@@ -147,6 +178,16 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
     assert!(
         matches!(&outcome, MatchOutcome::Link(id) if id == "front-7"),
         "{outcome:?}"
+    );
+
+    // A whole page in one call: the second record claims the email the
+    // first one takes, so it is skipped (X4) as if the first were applied.
+    let mut second = mapped.clone();
+    second.external_id = "102".into();
+    let outcomes = sync.call_match_page(&mut store, &[mapped, second])?;
+    assert!(
+        matches!(&outcomes[..], [MatchOutcome::Link(id), MatchOutcome::Skip(_)] if id == "front-7"),
+        "{outcomes:?}"
     );
     Ok(())
 }

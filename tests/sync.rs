@@ -283,6 +283,35 @@ fn x4_handles_taken_by_another_linked_contact_are_e2_and_e3() {
     assert_eq!(contacts_by_external_id(&config).len(), 1);
 }
 
+/// A page naming one record twice (a list read while the record changed):
+/// the page is matched in one call, and the second copy updates the
+/// contact the first created (`page:<i>`) instead of making another.
+#[test]
+fn a_record_twice_in_one_page_is_one_contact_holding_its_later_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(vec![
+        person(30, "Early", Some("ann@example.com"), None),
+        person(31, "Other", Some("bob@example.com"), None),
+        person(30, "Later", Some("ann.b@example.com"), None),
+    ]);
+    let config = hubspot_config(dir.path(), "twice", &server.base_url, token_env(), "", "");
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(
+        (
+            report.counts.created,
+            report.counts.updated,
+            report.counts.failed
+        ),
+        (2, 1, 0),
+        "{report:#?}"
+    );
+    let contacts = contacts_by_external_id(&config);
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts["30"].emails, ["ann.b@example.com"]);
+}
+
 #[test]
 fn e1_contacts_without_a_handle_are_not_synced_and_phone_only_ones_are() {
     let dir = tempfile::tempdir().unwrap();

@@ -79,6 +79,33 @@ impl Directory for StoreDirectory<'_> {
             .map(convert)
             .collect()
     }
+
+    fn find_page(
+        &mut self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Vec<DestinationContact> {
+        self.0
+            .find_page(external_ids, emails, phones)
+            .expect("a lookup")
+            .into_iter()
+            .map(convert)
+            .collect()
+    }
+
+    fn find_accounts_page(
+        &mut self,
+        external_ids: &[String],
+        domains: &[String],
+    ) -> Vec<DestinationContact> {
+        self.0
+            .find_accounts_page(external_ids, domains)
+            .expect("a lookup")
+            .into_iter()
+            .map(convert)
+            .collect()
+    }
 }
 
 fn convert(entry: crmsync_host::store::DirectoryEntry) -> DestinationContact {
@@ -88,5 +115,6 @@ fn convert(entry: crmsync_host::store::DirectoryEntry) -> DestinationContact {
         emails: entry.emails,
         phones: entry.phones,
         domains: entry.domains,
+        from_source: entry.from_source,
     }
 }

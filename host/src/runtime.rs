@@ -13,7 +13,7 @@ use crate::bindings::crmsync::sync::types::{
 use crate::code_cache;
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -158,6 +158,31 @@ impl directory::Host for HostState {
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
     }
+
+    fn find_page(
+        &mut self,
+        external_ids: Vec<String>,
+        emails: Vec<String>,
+        phones: Vec<String>,
+    ) -> wasmtime::Result<Vec<DestinationContact>> {
+        let found = self
+            .store
+            .find_page(&external_ids, &emails, &phones)
+            .map_err(to_wasmtime)?;
+        Ok(found.into_iter().map(destination_contact).collect())
+    }
+
+    fn find_accounts_page(
+        &mut self,
+        external_ids: Vec<String>,
+        domains: Vec<String>,
+    ) -> wasmtime::Result<Vec<DestinationContact>> {
+        let found = self
+            .store
+            .find_accounts_page(&external_ids, &domains)
+            .map_err(to_wasmtime)?;
+        Ok(found.into_iter().map(destination_contact).collect())
+    }
 }
 
 fn destination_contact(entry: DirectoryEntry) -> DestinationContact {
@@ -167,7 +192,24 @@ fn destination_contact(entry: DirectoryEntry) -> DestinationContact {
         emails: entry.emails,
         phones: entry.phones,
         domains: entry.domains,
+        from_source: entry.from_source,
     }
+}
+
+/// A component answering a page with more or fewer outcomes than records
+/// broke the contract; nothing of the page is applied.
+fn one_per_record(
+    export: &str,
+    records: usize,
+    outcomes: Vec<MatchOutcome>,
+) -> Result<Vec<MatchOutcome>> {
+    if outcomes.len() != records {
+        bail!(
+            "the sync component broke its contract in {export}: {} outcomes for {records} records",
+            outcomes.len()
+        );
+    }
+    Ok(outcomes)
 }
 
 fn to_wasmtime(error: anyhow::Error) -> wasmtime::Error {
@@ -358,6 +400,30 @@ impl Instance {
             .crmsync_sync_sync()
             .call_match_account(&mut self.store, account)
             .map_err(|e| component_failed("match-account", &self.sandbox, e))
+    }
+
+    /// `match-page`: a whole page's outcomes, in order.
+    pub fn match_page(&mut self, contacts: &[MappedContact]) -> Result<Vec<MatchOutcome>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        let outcomes = self
+            .plugin
+            .crmsync_sync_sync()
+            .call_match_page(&mut self.store, contacts)
+            .map_err(|e| component_failed("match-page", &self.sandbox, e))?;
+        one_per_record("match-page", contacts.len(), outcomes)
+    }
+
+    /// `match-accounts-page`.
+    pub fn match_accounts_page(&mut self, accounts: &[MappedContact]) -> Result<Vec<MatchOutcome>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        let outcomes = self
+            .plugin
+            .crmsync_sync_sync()
+            .call_match_accounts_page(&mut self.store, accounts)
+            .map_err(|e| component_failed("match-accounts-page", &self.sandbox, e))?;
+        one_per_record("match-accounts-page", accounts.len(), outcomes)
     }
 
     /// `write-records`. Time-limited as a page fetch is: it sends requests.

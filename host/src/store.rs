@@ -223,6 +223,9 @@ pub struct DirectoryEntry {
     pub phones: Vec<String>,
     /// Accounts' domains; empty for contacts.
     pub domains: Vec<String>,
+    /// Which of those handles the linked source record brought: an update
+    /// replaces these and keeps the others (see `merge_handles`).
+    pub from_source: Vec<String>,
 }
 
 /// A contact's new content, from the mapping (handles already normalised).
@@ -614,13 +617,46 @@ impl ContactStore {
             .prepare_cached("SELECT external_id FROM contacts WHERE id = ?1")?
             .query_row([id], |r| r.get(0))?;
         let (emails, phones) = self.handles(id)?;
+        let from_source = emails
+            .iter()
+            .chain(&phones)
+            .filter(|(_, brought)| *brought)
+            .map(|(v, _)| v.clone())
+            .collect();
         Ok(DirectoryEntry {
             id,
             external_id,
             emails: emails.into_iter().map(|(v, _)| v).collect(),
             phones: phones.into_iter().map(|(v, _)| v).collect(),
             domains: Vec::new(),
+            from_source,
         })
+    }
+
+    /// Every contact linked to one of `external_ids` or holding one of the
+    /// handles, each once, by id: all a page's matching needs (`find-page`).
+    pub fn find_page(
+        &self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Result<Vec<DirectoryEntry>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for external_id in external_ids {
+            ids.extend(self.linked_id(Records::Contacts, external_id)?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT contact_id FROM handles WHERE kind = ?1 AND value = ?2")?;
+        for (kind, values) in [(Handle::Email, emails), (Handle::Phone, phones)] {
+            for value in values {
+                let found = stmt.query_map(params![kind.as_str(), value], |r| r.get(0))?;
+                for id in found {
+                    ids.insert(id?);
+                }
+            }
+        }
+        ids.into_iter().map(|id| self.directory_entry(id)).collect()
     }
 
     /// A contact's emails and phones in order, each with its `from_source` flag.

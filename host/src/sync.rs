@@ -1004,21 +1004,23 @@ impl Applier<'_> {
     }
 
     fn apply_records(&mut self, page: &MappedPage, next: Option<&str>) -> Result<(), Stop> {
-        for record in &page.records {
+        // A page is decided in one `match-page` call, except that a record
+        // folding merged source records (X6) starts a new call: its merge
+        // lands after the records before it are applied and before it is
+        // matched, as when records were matched one by one.
+        let mut start = 0;
+        for (index, record) in page.records.iter().enumerate() {
             self.counts.seen += 1;
             if let Some(modified) = record.modified_at {
                 let modified = i64::try_from(modified).unwrap_or(i64::MAX);
                 self.newest_ms = Some(self.newest_ms.map_or(modified, |n| n.max(modified)));
             }
-            for error in &record.field_errors {
-                let store = &self.instance.state().store;
-                store.record_error(self.run_id, &error_row(self.run_id, error))?;
-            }
-            match self.config.object {
-                SyncObject::Contacts => self.apply_contact(record)?,
-                SyncObject::Companies => self.apply_account(record)?,
+            if index > start && !record.merged_ids.is_empty() {
+                self.apply_run(&page.records[start..index])?;
+                start = index;
             }
         }
+        self.apply_run(&page.records[start..])?;
         // S4: a record that no longer matches the filters stops syncing;
         // its contact is kept, flagged like an archived one (X6).
         for id in &page.excluded {
@@ -1057,37 +1059,70 @@ impl Applier<'_> {
 }
 
 impl Applier<'_> {
-    /// Matches and applies one contact (X1-X6), and links it to its company's
-    /// account when the sync reads companies (S3).
-    fn apply_contact(&mut self, record: &MappedRecord) -> Result<(), Stop> {
-        let mapped = &record.contact;
-        if !record.merged_ids.is_empty() {
+    /// Matches `records` in one call and applies their outcomes in order.
+    /// Only the first may fold merged records; its merge comes first.
+    fn apply_run(&mut self, records: &[MappedRecord]) -> Result<(), Stop> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        if !first.merged_ids.is_empty() {
+            let survivor = &first.contact.external_id;
             let store = &self.instance.state().store;
-            let absorbed = store.absorb_merged(&mapped.external_id, &record.merged_ids)?;
+            let absorbed = store.absorb_merged(survivor, &first.merged_ids)?;
             if absorbed > 0 {
-                tracing::info!(survivor = %mapped.external_id, merged = ?record.merged_ids, "merged at the source");
+                tracing::info!(%survivor, merged = ?first.merged_ids, "merged at the source");
             }
             self.merged += absorbed;
         }
-        let outcome = self.instance.match_contact(mapped)?;
+        let mapped: Vec<MappedContact> = records.iter().map(|r| r.contact.clone()).collect();
+        let outcomes = match self.config.object {
+            SyncObject::Contacts => self.instance.match_page(&mapped)?,
+            SyncObject::Companies => self.instance.match_accounts_page(&mapped)?,
+        };
+        // The ids this call created, by record, for outcomes naming `page:<i>`.
+        let mut created = Vec::with_capacity(records.len());
+        for (record, outcome) in records.iter().zip(outcomes) {
+            for error in &record.field_errors {
+                let store = &self.instance.state().store;
+                store.record_error(self.run_id, &error_row(self.run_id, error))?;
+            }
+            let id = match self.config.object {
+                SyncObject::Contacts => self.apply_contact(record, outcome, &created)?,
+                SyncObject::Companies => self.apply_account(record, outcome, &created)?,
+            };
+            created.push(id);
+        }
+        Ok(())
+    }
+
+    /// Applies one contact's outcome (X1-X6), and links it to its company's
+    /// account when the sync reads companies (S3). The id it created, if any.
+    fn apply_contact(
+        &mut self,
+        record: &MappedRecord,
+        outcome: MatchOutcome,
+        created: &[Option<i64>],
+    ) -> Result<Option<i64>, Stop> {
+        let mapped = &record.contact;
         let store = &self.instance.state().store;
         // Recorded with the write, so the sweep (X6) knows the record is still there.
         let seen = Some(SeenBy {
             sync: &self.config.name,
             run_id: self.run_id,
         });
-        let id = match outcome {
+        let (id, new) = match outcome {
             MatchOutcome::Create => {
                 self.counts.created += 1;
-                store.create(&mapped.external_id, &contact_data(mapped), seen)?
+                let id = store.create(&mapped.external_id, &contact_data(mapped), seen)?;
+                (id, Some(id))
             }
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                let id = destination_id(&id)?;
+                let id = destination_id(&id, created)?;
                 match store.update(id, &mapped.external_id, &contact_data(mapped), seen)? {
                     Change::Updated => self.counts.updated += 1,
                     Change::Unchanged => self.counts.skipped += 1,
                 }
-                id
+                (id, None)
             }
             MatchOutcome::Skip(error) => {
                 tracing::debug!(record = %mapped.external_id, "{}", error.message);
@@ -1101,19 +1136,24 @@ impl Applier<'_> {
                     &self.config.name,
                     self.run_id,
                 )?;
-                return Ok(());
+                return Ok(None);
             }
         };
         if self.config.links_companies() && store.link_account(id, &record.company_ids)? {
             self.relinked += 1;
         }
-        Ok(())
+        Ok(new)
     }
 
-    /// Matches and applies one company to the destination's accounts (S3).
-    fn apply_account(&mut self, record: &MappedRecord) -> Result<(), Stop> {
+    /// Applies one company's outcome to the destination's accounts (S3).
+    /// The id it created, if any.
+    fn apply_account(
+        &mut self,
+        record: &MappedRecord,
+        outcome: MatchOutcome,
+        created: &[Option<i64>],
+    ) -> Result<Option<i64>, Stop> {
         let mapped = &record.contact;
-        let outcome = self.instance.match_account(mapped)?;
         let store = &self.instance.state().store;
         let seen = Some(SeenBy {
             sync: &self.config.name,
@@ -1126,11 +1166,12 @@ impl Applier<'_> {
         };
         match outcome {
             MatchOutcome::Create => {
-                store.create_account(&mapped.external_id, &data, seen)?;
+                let id = store.create_account(&mapped.external_id, &data, seen)?;
                 self.counts.created += 1;
+                return Ok(Some(id));
             }
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                let id = destination_id(&id)?;
+                let id = destination_id(&id, created)?;
                 match store.update_account(id, &mapped.external_id, &data, seen)? {
                     Change::Updated => self.counts.updated += 1,
                     Change::Unchanged => self.counts.skipped += 1,
@@ -1147,7 +1188,7 @@ impl Applier<'_> {
                 )?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -1159,8 +1200,18 @@ fn records_of(config: &Config) -> Records {
     }
 }
 
-/// A destination id the component passed back from the directory.
-fn destination_id(id: &str) -> Result<i64> {
+/// A destination id the component passed back: one the directory gave it,
+/// or `page:<i>`, the record the `i`th of the same call created.
+fn destination_id(id: &str, created: &[Option<i64>]) -> Result<i64> {
+    if let Some(index) = id.strip_prefix("page:") {
+        return index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| created.get(i).copied().flatten())
+            .with_context(|| {
+                format!("the component named {id:?}, which no earlier record of the page created")
+            });
+    }
     id.parse()
         .with_context(|| format!("the component named an unknown destination record {id:?}"))
 }

@@ -11,7 +11,9 @@ use crate::types::{
     MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
     ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord, SyncError, WriteResult,
 };
-use crate::{errors, filters, hubspot, mapping, matching, reconcile, salesforce, writes};
+use crate::{
+    errors, filters, hubspot, mapping, matching, page_matching, reconcile, salesforce, writes,
+};
 use std::time::Duration;
 
 struct Component;
@@ -80,6 +82,14 @@ impl Guest for Component {
         matching::match_account(&mut HostDirectory, &account)
     }
 
+    fn match_page(contacts: Vec<MappedContact>) -> Vec<MatchOutcome> {
+        page_matching::match_page(&mut HostDirectory, &contacts)
+    }
+
+    fn match_accounts_page(accounts: Vec<MappedContact>) -> Vec<MatchOutcome> {
+        page_matching::match_accounts_page(&mut HostDirectory, &accounts)
+    }
+
     fn classify_error(failure: Failure) -> SyncError {
         errors::classify(&failure)
     }
@@ -114,6 +124,23 @@ impl Directory for HostDirectory {
 
     fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact> {
         directory::find_accounts_by_domain(domain)
+    }
+
+    fn find_page(
+        &mut self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Vec<DestinationContact> {
+        directory::find_page(external_ids, emails, phones)
+    }
+
+    fn find_accounts_page(
+        &mut self,
+        external_ids: &[String],
+        domains: &[String],
+    ) -> Vec<DestinationContact> {
+        directory::find_accounts_page(external_ids, domains)
     }
 }
 

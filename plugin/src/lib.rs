@@ -10,6 +10,7 @@ pub mod filters;
 pub mod hubspot;
 pub mod mapping;
 pub mod matching;
+pub mod page_matching;
 pub mod pairing;
 pub mod phones;
 pub mod reconcile;

@@ -18,6 +18,19 @@ pub trait Directory {
     fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact>;
     fn find_account_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact>;
     fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact>;
+    /// Contacts linked to one of `external_ids` or holding one of the handles.
+    fn find_page(
+        &mut self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Vec<DestinationContact>;
+    /// Accounts linked to one of `external_ids` or holding one of `domains`.
+    fn find_accounts_page(
+        &mut self,
+        external_ids: &[String],
+        domains: &[String],
+    ) -> Vec<DestinationContact>;
 }
 
 /// Decides how `contact` lands in the destination.
@@ -110,6 +123,7 @@ mod tests {
                 emails: emails.iter().map(|e| (*e).into()).collect(),
                 phones: phones.iter().map(|p| (*p).into()).collect(),
                 domains: vec![],
+                from_source: vec![],
             });
             self
         }
@@ -121,6 +135,7 @@ mod tests {
                 emails: vec![],
                 phones: vec![],
                 domains: domains.iter().map(|d| (*d).into()).collect(),
+                from_source: vec![],
             });
             self
         }
@@ -156,6 +171,17 @@ mod tests {
                 .filter(|c| c.domains.iter().any(|d| d == domain))
                 .cloned()
                 .collect()
+        }
+        fn find_page(
+            &mut self,
+            _: &[String],
+            _: &[String],
+            _: &[String],
+        ) -> Vec<DestinationContact> {
+            self.0.clone()
+        }
+        fn find_accounts_page(&mut self, _: &[String], _: &[String]) -> Vec<DestinationContact> {
+            self.1.clone()
         }
     }
 

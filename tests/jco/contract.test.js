@@ -49,23 +49,42 @@ test('map-fields meets the shared expectations', () => {
   }
 });
 
+// A case's directory as the component sees it: an entry linked to a source
+// record was created by the sync, so its handles are the ones it brought.
+function caseDirectory(c) {
+  return c.directory.map((d) => ({
+    id: d.id,
+    externalId: opt(d.external_id),
+    emails: d.emails,
+    phones: d.phones,
+    fromSource: d.external_id == null ? [] : [...d.emails, ...d.phones],
+  }));
+}
+
+function mappedContact(contact) {
+  return { externalId: contact.external_id, name: undefined, emails: contact.emails, phones: contact.phones, domains: [], fields: [] };
+}
+
+function outcomeJson(outcome) {
+  return outcome.tag === 'skip'
+    ? { outcome: 'skip', category: outcome.val.category }
+    : outcome.tag === 'create'
+      ? { outcome: 'create' }
+      : { outcome: outcome.tag, id: outcome.val };
+}
+
 test('match-contact meets the shared expectations', () => {
   for (const c of cases('match-contact.json')) {
-    setDirectory(c.directory.map((d) => ({ id: d.id, externalId: opt(d.external_id), emails: d.emails, phones: d.phones })));
-    const outcome = sync.matchContact({
-      externalId: c.contact.external_id,
-      name: undefined,
-      emails: c.contact.emails,
-      phones: c.contact.phones,
-      domains: [],
-      fields: [],
-    });
-    const got = outcome.tag === 'skip'
-      ? { outcome: 'skip', category: outcome.val.category }
-      : outcome.tag === 'create'
-        ? { outcome: 'create' }
-        : { outcome: outcome.tag, id: outcome.val };
-    assert.deepEqual(got, c.expect, c.name);
+    setDirectory(caseDirectory(c));
+    assert.deepEqual(outcomeJson(sync.matchContact(mappedContact(c.contact))), c.expect, c.name);
+  }
+});
+
+test('match-page meets the shared expectations', () => {
+  for (const c of cases('match-page.json')) {
+    setDirectory(caseDirectory(c));
+    const outcomes = sync.matchPage(c.contacts.map(mappedContact));
+    assert.deepEqual(outcomes.map(outcomeJson), c.expect, c.name);
   }
 });
 

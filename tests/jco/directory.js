@@ -5,10 +5,13 @@
 let contacts = [];
 let accounts = [];
 
-/** Replaces the directory: `[{ id, externalId?, emails: [], phones: [] }]`. */
+/**
+ * Replaces the directory: `[{ id, externalId?, emails: [], phones: [], fromSource? }]`;
+ * `fromSource` lists the handles the linked source record brought (none by default).
+ */
 export function setDirectory(entries, accountEntries = []) {
-  contacts = entries.map((c) => ({ domains: [], ...c }));
-  accounts = accountEntries.map((a) => ({ emails: [], phones: [], ...a }));
+  contacts = entries.map((c) => ({ domains: [], fromSource: [], ...c }));
+  accounts = accountEntries.map((a) => ({ emails: [], phones: [], fromSource: [...a.domains], ...a }));
 }
 
 export function findByExternalId(externalId) {
@@ -26,4 +29,21 @@ export function findAccountByExternalId(externalId) {
 
 export function findAccountsByDomain(domain) {
   return accounts.filter((a) => a.domains.includes(domain));
+}
+
+// `match-page`'s batched look-ups: everything any of the page's ids or
+// handles finds, each record once.
+export function findPage(externalIds, emails, phones) {
+  return contacts.filter(
+    (c) =>
+      externalIds.includes(c.externalId) ||
+      c.emails.some((e) => emails.includes(e)) ||
+      c.phones.some((p) => phones.includes(p)),
+  );
+}
+
+export function findAccountsPage(externalIds, domains) {
+  return accounts.filter(
+    (a) => externalIds.includes(a.externalId) || a.domains.some((d) => domains.includes(d)),
+  );
 }

@@ -64,13 +64,38 @@ impl ContactStore {
             .conn
             .prepare_cached("SELECT external_id FROM accounts WHERE id = ?1")?
             .query_row([id], |r| r.get(0))?;
+        let domains = self.domains(id)?;
         Ok(DirectoryEntry {
             id,
             external_id,
             emails: Vec::new(),
             phones: Vec::new(),
-            domains: self.domains(id)?,
+            // A company's domains replace its account's whole list.
+            from_source: domains.clone(),
+            domains,
         })
+    }
+
+    /// Every account linked to one of `external_ids` or holding one of
+    /// `domains`, each once, by id (`find-accounts-page`).
+    pub fn find_accounts_page(
+        &self,
+        external_ids: &[String],
+        domains: &[String],
+    ) -> Result<Vec<DirectoryEntry>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for external_id in external_ids {
+            ids.extend(self.linked_id(Records::Accounts, external_id)?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT account_id FROM account_domains WHERE domain = ?1")?;
+        for domain in domains {
+            for id in stmt.query_map([domain], |r| r.get(0))? {
+                ids.insert(id?);
+            }
+        }
+        ids.into_iter().map(|id| self.account_entry(id)).collect()
     }
 
     fn domains(&self, id: i64) -> Result<Vec<String>> {

@@ -123,6 +123,16 @@ mod component {
             panic!("misbehaving on purpose")
         }
 
+        /// Panics too.
+        fn match_page(_contacts: Vec<MappedContact>) -> Vec<MatchOutcome> {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics too.
+        fn match_accounts_page(_accounts: Vec<MappedContact>) -> Vec<MatchOutcome> {
+            panic!("misbehaving on purpose")
+        }
+
         /// Behaves, so a test can show an instance still works between failures.
         fn classify_error(_failure: Failure) -> SyncError {
             report("classified".into())
