@@ -12,26 +12,88 @@
 
 use crate::matching::{Directory, match_account, match_contact};
 use crate::types::{DestinationContact, HandleKind, MappedContact, MatchOutcome};
+use std::collections::HashMap;
 
 /// The page's contacts (or accounts) as the host holds them, with the
-/// page's earlier outcomes applied.
+/// page's earlier outcomes applied, indexed by every key a look-up asks by:
+/// a page's look-ups then cost a hash probe each, not a scan of the page.
 struct Snapshot {
     contacts: Vec<DestinationContact>,
+    /// Position in `contacts` by destination id.
+    by_id: HashMap<String, usize>,
+    /// Positions in `contacts` by linked source id, email, phone and domain.
+    by_key: [HashMap<String, Vec<usize>>; 4],
+}
+
+/// What a [`Snapshot`] indexes contacts by.
+#[derive(Clone, Copy)]
+enum Key {
+    Linked = 0,
+    Email = 1,
+    Phone = 2,
+    Domain = 3,
 }
 
 impl Snapshot {
-    fn holding(&self, pick: impl Fn(&DestinationContact) -> bool) -> Vec<DestinationContact> {
-        let mut found: Vec<DestinationContact> =
-            self.contacts.iter().filter(|c| pick(c)).cloned().collect();
+    fn new(contacts: Vec<DestinationContact>) -> Self {
+        let mut snapshot = Snapshot {
+            contacts: Vec::with_capacity(contacts.len()),
+            by_id: HashMap::new(),
+            by_key: Default::default(),
+        };
+        for contact in contacts {
+            snapshot.push(contact);
+        }
+        snapshot
+    }
+
+    fn push(&mut self, contact: DestinationContact) {
+        let at = self.contacts.len();
+        self.by_id.insert(contact.id.clone(), at);
+        self.contacts.push(contact);
+        self.index(at);
+    }
+
+    fn keys(contact: &DestinationContact) -> impl Iterator<Item = (Key, &String)> {
+        let linked = contact.external_id.iter().map(|e| (Key::Linked, e));
+        let emails = contact.emails.iter().map(|e| (Key::Email, e));
+        let phones = contact.phones.iter().map(|p| (Key::Phone, p));
+        let domains = contact.domains.iter().map(|d| (Key::Domain, d));
+        linked.chain(emails).chain(phones).chain(domains)
+    }
+
+    fn index(&mut self, at: usize) {
+        for (key, value) in Self::keys(&self.contacts[at]) {
+            let holders = self.by_key[key as usize].entry(value.clone()).or_default();
+            if !holders.contains(&at) {
+                holders.push(at);
+            }
+        }
+    }
+
+    fn unindex(&mut self, at: usize) {
+        for (key, value) in Self::keys(&self.contacts[at]) {
+            if let Some(holders) = self.by_key[key as usize].get_mut(value.as_str()) {
+                holders.retain(|&i| i != at);
+            }
+        }
+    }
+
+    fn holding(&self, key: Key, value: &str) -> Vec<DestinationContact> {
+        let Some(holders) = self.by_key[key as usize].get(value) else {
+            return Vec::new();
+        };
+        let mut found: Vec<&DestinationContact> =
+            holders.iter().map(|&i| &self.contacts[i]).collect();
         // The order the host's own look-ups answer in: by id (created ones last).
-        found.sort_by_key(|c| order(&c.id));
-        found
+        if found.len() > 1 {
+            found.sort_by_key(|c| order(&c.id));
+        }
+        found.into_iter().cloned().collect()
     }
 
     fn linked(&self, external_id: &str) -> Option<DestinationContact> {
-        self.holding(|c| c.external_id.as_deref() == Some(external_id))
-            .into_iter()
-            .next()
+        self.holding(Key::Linked, external_id).into_iter().next()
     }
 
     /// Applies record `index`'s outcome, as the host will.
@@ -70,7 +132,7 @@ impl Snapshot {
         match outcome {
             MatchOutcome::Create => {
                 let (emails, phones, domains) = split(&handles);
-                self.contacts.push(DestinationContact {
+                self.push(DestinationContact {
                     id: format!("page:{index}"),
                     external_id: Some(record.external_id.clone()),
                     emails,
@@ -80,41 +142,51 @@ impl Snapshot {
                 });
             }
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                let Some(contact) = self.contacts.iter_mut().find(|c| &c.id == id) else {
+                let Some(&at) = self.by_id.get(id.as_str()) else {
                     return;
                 };
-                contact.external_id = Some(record.external_id.clone());
-                if accounts {
-                    // An account's domains are the company's (kept when it sends none).
-                    if !record.domains.is_empty() {
-                        contact.domains = record.domains.clone();
-                        contact.from_source = record.domains.clone();
-                    }
-                    return;
-                }
-                let kept = |old: &[String]| -> Vec<String> {
-                    old.iter()
-                        .filter(|h| !contact.from_source.contains(h))
-                        .cloned()
-                        .collect()
-                };
-                let mut emails = record.emails.clone();
-                emails.extend(
-                    kept(&contact.emails)
-                        .into_iter()
-                        .filter(|e| !record.emails.contains(e)),
-                );
-                let mut phones = record.phones.clone();
-                phones.extend(
-                    kept(&contact.phones)
-                        .into_iter()
-                        .filter(|p| !record.phones.contains(p)),
-                );
-                contact.emails = emails;
-                contact.phones = phones;
-                contact.from_source = handles;
+                self.unindex(at);
+                self.update(at, record, handles, accounts);
+                self.index(at);
             }
             MatchOutcome::Skip(_) => {}
+        }
+    }
+
+    /// An update or a link of the contact at `at`, by the store's rules.
+    fn update(&mut self, at: usize, record: &MappedContact, handles: Vec<String>, accounts: bool) {
+        let contact = &mut self.contacts[at];
+        contact.external_id = Some(record.external_id.clone());
+        {
+            if accounts {
+                // An account's domains are the company's (kept when it sends none).
+                if !record.domains.is_empty() {
+                    contact.domains = record.domains.clone();
+                    contact.from_source = record.domains.clone();
+                }
+                return;
+            }
+            let kept = |old: &[String]| -> Vec<String> {
+                old.iter()
+                    .filter(|h| !contact.from_source.contains(h))
+                    .cloned()
+                    .collect()
+            };
+            let mut emails = record.emails.clone();
+            emails.extend(
+                kept(&contact.emails)
+                    .into_iter()
+                    .filter(|e| !record.emails.contains(e)),
+            );
+            let mut phones = record.phones.clone();
+            phones.extend(
+                kept(&contact.phones)
+                    .into_iter()
+                    .filter(|p| !record.phones.contains(p)),
+            );
+            contact.emails = emails;
+            contact.phones = phones;
+            contact.from_source = handles;
         }
     }
 }
@@ -136,11 +208,12 @@ impl Directory for Snapshot {
     }
 
     fn find_by_handle(&mut self, kind: HandleKind, handle: &str) -> Vec<DestinationContact> {
-        self.holding(|c| match kind {
-            HandleKind::Email => c.emails.iter().any(|e| e == handle),
-            HandleKind::Phone => c.phones.iter().any(|p| p == handle),
-            HandleKind::Domain => c.domains.iter().any(|d| d == handle),
-        })
+        let key = match kind {
+            HandleKind::Email => Key::Email,
+            HandleKind::Phone => Key::Phone,
+            HandleKind::Domain => Key::Domain,
+        };
+        self.holding(key, handle)
     }
 
     fn find_account_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
@@ -148,7 +221,7 @@ impl Directory for Snapshot {
     }
 
     fn find_accounts_by_domain(&mut self, domain: &str) -> Vec<DestinationContact> {
-        self.holding(|c| c.domains.iter().any(|d| d == domain))
+        self.holding(Key::Domain, domain)
     }
 
     fn find_page(&mut self, _: &[String], _: &[String], _: &[String]) -> Vec<DestinationContact> {
@@ -165,9 +238,7 @@ pub fn match_page(directory: &mut impl Directory, contacts: &[MappedContact]) ->
     let external_ids: Vec<String> = contacts.iter().map(|c| c.external_id.clone()).collect();
     let emails: Vec<String> = unique(contacts.iter().flat_map(|c| c.emails.iter()));
     let phones: Vec<String> = unique(contacts.iter().flat_map(|c| c.phones.iter()));
-    let mut snapshot = Snapshot {
-        contacts: directory.find_page(&external_ids, &emails, &phones),
-    };
+    let mut snapshot = Snapshot::new(directory.find_page(&external_ids, &emails, &phones));
     contacts
         .iter()
         .enumerate()
@@ -186,9 +257,7 @@ pub fn match_accounts_page(
 ) -> Vec<MatchOutcome> {
     let external_ids: Vec<String> = accounts.iter().map(|a| a.external_id.clone()).collect();
     let domains: Vec<String> = unique(accounts.iter().flat_map(|a| a.domains.iter()));
-    let mut snapshot = Snapshot {
-        contacts: directory.find_accounts_page(&external_ids, &domains),
-    };
+    let mut snapshot = Snapshot::new(directory.find_accounts_page(&external_ids, &domains));
     accounts
         .iter()
         .enumerate()
