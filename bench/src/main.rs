@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use crmsync_host::config::{Config, Origin, mapped_properties};
 use crmsync_host::http::{Hooks, HttpLimits, HttpMode, HttpStats};
-use crmsync_host::runtime::{HostState, Runtime, Sandbox, default_component_path};
+use crmsync_host::runtime::{EMBEDDED_COMPONENT_BUILT_AT, HostState, Runtime, Sandbox};
 use crmsync_host::store::ContactStore;
 use server::{BenchServer, Setup};
 use std::io::Read;
@@ -101,10 +101,11 @@ fn main() -> Result<()> {
             .expect("the bench's own path")
             .with_file_name("crmsync")
     });
-    let component = default_component_path();
+    // The component the runner carries, as built beside it.
+    let component = PathBuf::from(EMBEDDED_COMPONENT_BUILT_AT);
     if !crmsync.is_file() || !component.is_file() {
         bail!(
-            "build first: cargo build --release -p crmsync-host && cargo build --release -p crmsync-plugin --target wasm32-wasip2 (looked for {} and {})",
+            "build first: cargo build --release -p crmsync-host (looked for {} and {})",
             crmsync.display(),
             component.display()
         );
@@ -117,7 +118,7 @@ fn main() -> Result<()> {
     let mut report = Report(Vec::new());
 
     if wants("startup") {
-        startup(&component, &mut report)?;
+        startup(&mut report)?;
     }
     if wants("path") {
         component_path(args.path_records, &mut report)?;
@@ -191,16 +192,18 @@ fn cpu_model() -> String {
 }
 
 /// Component start-up: compiling on a cold cache, then loading from it.
-fn startup(component: &Path, report: &mut Report) -> Result<()> {
-    println!("\nstart-up ({})", component.display());
+/// The runner's own start-up: its embedded component, as `crmsync` loads it
+/// when no `--component` is given.
+fn startup(report: &mut Report) -> Result<()> {
+    println!("\nstart-up (the embedded component)");
     let started = Instant::now();
-    let runtime = Runtime::load(component, Sandbox::default())?;
+    let runtime = Runtime::load_embedded(Sandbox::default())?;
     let cold = started.elapsed();
     report.add("start-up, cold (compile + cache write)", ms(cold), "", None);
     let mut warm = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        let runtime = Runtime::load(component, Sandbox::default())?;
+        let runtime = Runtime::load_embedded(Sandbox::default())?;
         warm.push(started.elapsed());
         drop(runtime);
     }
@@ -266,7 +269,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         Path::new("."),
     )?;
     let properties = mapped_properties(&config.mappings);
-    let runtime = Runtime::load(&default_component_path(), Sandbox::default())?;
+    let runtime = Runtime::load_embedded(Sandbox::default())?;
     let wasm_source = host::Source::HubspotContacts(host::HubspotSource {
         base_url: server.base_url.clone(),
         scope: host::HubspotScope::All,

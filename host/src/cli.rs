@@ -8,7 +8,7 @@ use crate::cassette::Cassette;
 use crate::config::Config;
 use crate::daemon::{self, run_daemon};
 use crate::http::{Hooks, HttpMode, HttpStats};
-use crate::runtime::{HostState, Runtime, Sandbox, default_component_path};
+use crate::runtime::{HostState, Runtime, Sandbox};
 use crate::store::{ContactData, ContactStore, LinkSide};
 use crate::sync::{SyncOptions, SyncReport, run_sync, source_fields};
 use anyhow::{Context, Result, bail};
@@ -71,7 +71,7 @@ pub struct ConfigArg {
 
 #[derive(Debug, Args)]
 pub struct ComponentArg {
-    /// The sync component to load (default: the checkout's release build).
+    /// The sync component to load (default: the one built into this binary).
     #[arg(long, value_name = "PATH")]
     pub component: Option<PathBuf>,
 }
@@ -479,11 +479,10 @@ fn open_store(config: &ConfigArg) -> Result<(Config, ContactStore)> {
 }
 
 fn load_runtime(component: &ComponentArg) -> Result<Runtime> {
-    let path = component
-        .component
-        .clone()
-        .unwrap_or_else(default_component_path);
-    Runtime::load(&path, Sandbox::default())
+    match &component.component {
+        Some(path) => Runtime::load(path, Sandbox::default()),
+        None => Runtime::load_embedded(Sandbox::default()),
+    }
 }
 
 fn fields(args: FieldsArgs, out: &mut dyn Write) -> Result<Exit> {

@@ -14,7 +14,7 @@ use crate::code_cache;
 use crate::http::Hooks;
 use crate::store::{ContactStore, DirectoryEntry, Handle};
 use anyhow::{Context, Result, anyhow, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -24,6 +24,14 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The component file name cargo produces.
 pub const COMPONENT_FILE: &str = "crmsync_plugin.wasm";
+
+/// The sync component built with this runner (`host/build.rs`), so the
+/// binary needs no checkout; `--component` loads another.
+pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CRMSYNC_EMBEDDED_COMPONENT"));
+
+/// Where `host/build.rs` built it: for tools that run beside the checkout
+/// (the bench hands it to child runs), not for the runner.
+pub const EMBEDDED_COMPONENT_BUILT_AT: &str = env!("CRMSYNC_EMBEDDED_COMPONENT");
 
 /// How often the epoch advances; the granularity of call time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -225,13 +233,23 @@ impl Runtime {
     pub fn load(path: &Path, sandbox: Sandbox) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| {
             format!(
-                "cannot read the sync component {} (build it with `cargo build -p crmsync-plugin --target wasm32-wasip2 --release`, or pass --component)",
+                "cannot read the sync component {} (build it with `cargo build -p crmsync-plugin --target wasm32-wasip2 --release`, or leave out --component to use the one this runner carries)",
                 path.display()
             )
         })?;
+        Self::from_bytes(&bytes, &path.display().to_string(), sandbox)
+    }
+
+    /// The component this runner was built with (`EMBEDDED_COMPONENT`).
+    pub fn load_embedded(sandbox: Sandbox) -> Result<Self> {
+        Self::from_bytes(EMBEDDED_COMPONENT, "the embedded component", sandbox)
+    }
+
+    /// Compiles `bytes` (named `what` in errors), or loads them from the cache.
+    fn from_bytes(bytes: &[u8], what: &str, sandbox: Sandbox) -> Result<Self> {
         let engine = engine()?;
-        let component = code_cache::load(&engine, &bytes, code_cache::cache_dir().as_deref())
-            .with_context(|| format!("{} is not a valid crmsync component", path.display()))?;
+        let component = code_cache::load(&engine, bytes, code_cache::cache_dir().as_deref())
+            .with_context(|| format!("{what} is not a valid crmsync component"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
@@ -240,12 +258,7 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(from_wasmtime)
-            .with_context(|| {
-                format!(
-                    "{} does not fit crmsync's host (its imports differ)",
-                    path.display()
-                )
-            })?;
+            .with_context(|| format!("{what} does not fit crmsync's host (its imports differ)"))?;
         let pre = PluginPre::new(pre).map_err(from_wasmtime)?;
         Ok(Runtime {
             engine,
@@ -478,26 +491,4 @@ fn component_failed(call: &str, sandbox: &Sandbox, error: wasmtime::Error) -> an
         None => root,
     };
     anyhow!("the sync component failed in {call}: {reason}")
-}
-
-/// Where to find the component when no `--component` is given: beside the
-/// running binary's target folder (a checkout's `cargo build`), then the
-/// workspace this binary was built from.
-pub fn default_component_path() -> PathBuf {
-    let relative = Path::new("wasm32-wasip2")
-        .join("release")
-        .join(COMPONENT_FILE);
-    if let Ok(exe) = std::env::current_exe() {
-        // target/{debug,release}/crmsync -> target/wasm32-wasip2/release/...
-        if let Some(target) = exe.parent().and_then(Path::parent) {
-            let candidate = target.join(&relative);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join(relative)
 }

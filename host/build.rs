@@ -1,0 +1,72 @@
+//! Builds the sync component (`plugin/`, release, `wasm32-wasip2`) so the
+//! runner carries it: a copied or `cargo install`ed `crmsync` needs no
+//! checkout. The same way wasmtime's test-programs artifacts crate builds its
+//! guests: a nested `cargo build` into a target folder of its own, so it
+//! never waits on the lock of the build that runs this script.
+//!
+//! The folder is the one the integration tests build the component into
+//! (`target/test-plugin`), so a test run builds it once, not twice.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest
+        .parent()
+        .expect("host/ sits in the workspace")
+        .to_owned();
+    for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.lock"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("test-plugin");
+    let component = build_component(&workspace, &target_dir);
+    println!(
+        "cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT={}",
+        component.display()
+    );
+}
+
+fn build_component(workspace: &Path, target_dir: &Path) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--locked", "--release", "-p", "crmsync-plugin"])
+        .args(["--target", "wasm32-wasip2", "--target-dir"])
+        .arg(target_dir);
+    // The outer build's flags and wrappers are for the host: clippy's driver
+    // or coverage flags on the guest would change its fingerprint and
+    // rebuild it on every alternation between `cargo clippy` and `cargo test`.
+    for variable in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        command.env_remove(variable);
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the sync component: {e}"));
+    assert!(
+        status.success(),
+        "building the sync component failed (is the wasm32-wasip2 target installed? \
+         `rustup target add wasm32-wasip2`)"
+    );
+    let component = target_dir
+        .join("wasm32-wasip2")
+        .join("release")
+        .join("crmsync_plugin.wasm");
+    assert!(component.is_file(), "{} was not built", component.display());
+    component
+}
