@@ -9,20 +9,107 @@
 //! brought before (`from-source`) with the record's and keeps the rest. A
 //! contact the page creates is named `page:<index>` if a later record of the
 //! same page is matched to it (the same source id twice).
+//!
+//! The snapshot borrows every string from the directory's answer and from
+//! the page itself, so deciding a page copies no handle: a lookup that finds
+//! nobody (most of them) allocates nothing, and only a hit builds the
+//! `destination-contact` the rules read.
 
 use crate::matching::{Directory, match_account, match_contact};
 use crate::types::{DestinationContact, HandleKind, MappedContact, MatchOutcome};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
-/// The page's contacts (or accounts) as the host holds them, with the
-/// page's earlier outcomes applied, indexed by every key a look-up asks by:
-/// a page's look-ups then cost a hash probe each, not a scan of the page.
-struct Snapshot {
-    contacts: Vec<DestinationContact>,
-    /// Position in `contacts` by destination id.
-    by_id: HashMap<String, usize>,
-    /// Positions in `contacts` by linked source id, email, phone and domain.
-    by_key: [HashMap<String, Vec<usize>>; 4],
+/// A snapshot's index: keys are short strings hashed once per look-up, and
+/// SipHash's flooding resistance buys nothing against a page of 100 records
+/// (FxHash is several times faster in wasm).
+type Index<'a, V> = FxHashMap<&'a str, V>;
+
+/// A contact's handles of one kind: a record's list as it came, or a merge
+/// of a record's with the ones a contact kept.
+enum Handles<'a> {
+    Of(&'a [String]),
+    Merged(Vec<&'a str>),
+}
+
+impl<'a> Handles<'a> {
+    fn to_vec(&self) -> Vec<&'a str> {
+        match self {
+            Handles::Of(list) => list.iter().map(String::as_str).collect(),
+            Handles::Merged(list) => list.clone(),
+        }
+    }
+
+    fn owned(&self) -> Vec<String> {
+        self.to_vec().into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// Which handles the linked record brought (`from-source`): the directory's
+/// word for a contact it holds, every handle of the record that last
+/// created or updated it in this page.
+#[derive(Clone, Copy)]
+enum FromSource<'a> {
+    Directory(&'a [String]),
+    Record(&'a MappedContact),
+}
+
+impl FromSource<'_> {
+    fn contains(&self, handle: &str) -> bool {
+        match self {
+            FromSource::Directory(list) => list.iter().any(|h| h == handle),
+            FromSource::Record(record) => record
+                .emails
+                .iter()
+                .chain(&record.phones)
+                .chain(&record.domains)
+                .any(|h| h == handle),
+        }
+    }
+
+    fn owned(&self) -> Vec<String> {
+        match self {
+            FromSource::Directory(list) => list.to_vec(),
+            FromSource::Record(record) => record
+                .emails
+                .iter()
+                .chain(&record.phones)
+                .chain(&record.domains)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// One contact of the snapshot, as the page's earlier outcomes left it.
+struct Entry<'a> {
+    /// Where the host's own look-ups would place it: by id, the page's
+    /// creates after the directory's, in page order.
+    order: (u8, u64, &'a str),
+    /// The directory's id, or none for the page's `index`th record's create.
+    id: Option<&'a str>,
+    index: usize,
+    external_id: Option<&'a str>,
+    emails: Handles<'a>,
+    phones: Handles<'a>,
+    domains: Handles<'a>,
+    from_source: FromSource<'a>,
+}
+
+impl Entry<'_> {
+    fn contact(&self) -> DestinationContact {
+        DestinationContact {
+            id: match self.id {
+                Some(id) => id.to_owned(),
+                None => format!("page:{}", self.index),
+            },
+            external_id: self.external_id.map(str::to_owned),
+            emails: self.emails.owned(),
+            phones: self.phones.owned(),
+            domains: self.domains.owned(),
+            from_source: self.from_source.owned(),
+        }
+    }
 }
 
 /// What a [`Snapshot`] indexes contacts by.
@@ -34,62 +121,96 @@ enum Key {
     Domain = 3,
 }
 
-impl Snapshot {
-    fn new(contacts: Vec<DestinationContact>) -> Self {
+/// The page's contacts (or accounts) as the host holds them, with the
+/// page's earlier outcomes applied, indexed by every key a look-up asks by.
+struct Snapshot<'a> {
+    /// Companies and accounts (whose updates replace domains), not people.
+    accounts: bool,
+    entries: Vec<Entry<'a>>,
+    /// Position in `entries` by the directory's id.
+    by_id: Index<'a, usize>,
+    /// Positions in `entries` by linked source id, email, phone and domain
+    /// (almost always one: inline, no allocation).
+    by_key: [Index<'a, SmallVec<[usize; 1]>>; 4],
+}
+
+impl<'a> Snapshot<'a> {
+    fn new(directory: &'a [DestinationContact], accounts: bool) -> Self {
         let mut snapshot = Snapshot {
-            contacts: Vec::with_capacity(contacts.len()),
-            by_id: HashMap::new(),
+            accounts,
+            entries: Vec::with_capacity(directory.len()),
+            by_id: Index::with_capacity_and_hasher(directory.len(), Default::default()),
             by_key: Default::default(),
         };
-        for contact in contacts {
-            snapshot.push(contact);
+        for contact in directory {
+            snapshot
+                .by_id
+                .insert(contact.id.as_str(), snapshot.entries.len());
+            snapshot.push(Entry {
+                order: match contact.id.parse::<u64>() {
+                    Ok(n) => (0, n, ""),
+                    Err(_) => (0, u64::MAX, contact.id.as_str()),
+                },
+                id: Some(contact.id.as_str()),
+                index: 0,
+                external_id: contact.external_id.as_deref(),
+                emails: Handles::Of(&contact.emails),
+                phones: Handles::Of(&contact.phones),
+                domains: Handles::Of(&contact.domains),
+                from_source: FromSource::Directory(&contact.from_source),
+            });
         }
         snapshot
     }
 
-    fn push(&mut self, contact: DestinationContact) {
-        let at = self.contacts.len();
-        self.by_id.insert(contact.id.clone(), at);
-        self.contacts.push(contact);
-        self.index(at);
+    fn push(&mut self, entry: Entry<'a>) {
+        self.entries.push(entry);
+        self.index(self.entries.len() - 1);
     }
 
-    fn keys(contact: &DestinationContact) -> impl Iterator<Item = (Key, &String)> {
-        let linked = contact.external_id.iter().map(|e| (Key::Linked, e));
-        let emails = contact.emails.iter().map(|e| (Key::Email, e));
-        let phones = contact.phones.iter().map(|p| (Key::Phone, p));
-        let domains = contact.domains.iter().map(|d| (Key::Domain, d));
-        linked.chain(emails).chain(phones).chain(domains)
+    /// Calls `visit` with each key `entry` is found by.
+    fn each_key(entry: &Entry<'a>, mut visit: impl FnMut(Key, &'a str)) {
+        if let Some(linked) = entry.external_id {
+            visit(Key::Linked, linked);
+        }
+        for (key, handles) in [
+            (Key::Email, &entry.emails),
+            (Key::Phone, &entry.phones),
+            (Key::Domain, &entry.domains),
+        ] {
+            match handles {
+                Handles::Of(list) => list.iter().for_each(|h| visit(key, h)),
+                Handles::Merged(list) => list.iter().for_each(|h| visit(key, h)),
+            }
+        }
     }
 
     fn index(&mut self, at: usize) {
-        for (key, value) in Self::keys(&self.contacts[at]) {
-            let holders = self.by_key[key as usize].entry(value.clone()).or_default();
+        let by_key = &mut self.by_key;
+        Self::each_key(&self.entries[at], |key, value| {
+            let holders = by_key[key as usize].entry(value).or_default();
             if !holders.contains(&at) {
                 holders.push(at);
             }
-        }
+        });
     }
 
     fn unindex(&mut self, at: usize) {
-        for (key, value) in Self::keys(&self.contacts[at]) {
-            if let Some(holders) = self.by_key[key as usize].get_mut(value.as_str()) {
-                holders.retain(|&i| i != at);
+        let by_key = &mut self.by_key;
+        Self::each_key(&self.entries[at], |key, value| {
+            if let Some(holders) = by_key[key as usize].get_mut(value) {
+                holders.retain(|i| *i != at);
             }
-        }
+        });
     }
 
     fn holding(&self, key: Key, value: &str) -> Vec<DestinationContact> {
         let Some(holders) = self.by_key[key as usize].get(value) else {
             return Vec::new();
         };
-        let mut found: Vec<&DestinationContact> =
-            holders.iter().map(|&i| &self.contacts[i]).collect();
-        // The order the host's own look-ups answer in: by id (created ones last).
-        if found.len() > 1 {
-            found.sort_by_key(|c| order(&c.id));
-        }
-        found.into_iter().cloned().collect()
+        let mut found: Vec<&Entry> = holders.iter().map(|&i| &self.entries[i]).collect();
+        found.sort_by_key(|e| e.order);
+        found.into_iter().map(Entry::contact).collect()
     }
 
     fn linked(&self, external_id: &str) -> Option<DestinationContact> {
@@ -97,112 +218,73 @@ impl Snapshot {
     }
 
     /// Applies record `index`'s outcome, as the host will.
-    fn apply(
-        &mut self,
-        index: usize,
-        record: &MappedContact,
-        outcome: &MatchOutcome,
-        accounts: bool,
-    ) {
-        let handles: Vec<String> = if accounts {
-            record.domains.clone()
-        } else {
-            record
-                .emails
-                .iter()
-                .chain(&record.phones)
-                .cloned()
-                .collect()
-        };
-        let split = |handles: &[String]| -> (Vec<String>, Vec<String>, Vec<String>) {
-            if accounts {
-                (Vec::new(), Vec::new(), handles.to_vec())
-            } else {
-                let emails = handles
-                    .iter()
-                    .filter(|h| record.emails.contains(h))
-                    .cloned();
-                let phones = handles
-                    .iter()
-                    .filter(|h| record.phones.contains(h))
-                    .cloned();
-                (emails.collect(), phones.collect(), Vec::new())
-            }
-        };
+    fn apply(&mut self, index: usize, record: &'a MappedContact, outcome: &MatchOutcome) {
         match outcome {
-            MatchOutcome::Create => {
-                let (emails, phones, domains) = split(&handles);
-                self.push(DestinationContact {
-                    id: format!("page:{index}"),
-                    external_id: Some(record.external_id.clone()),
-                    emails,
-                    phones,
-                    domains,
-                    from_source: handles,
-                });
-            }
+            MatchOutcome::Create => self.push(Entry {
+                order: (1, index as u64, ""),
+                id: None,
+                index,
+                external_id: Some(&record.external_id),
+                emails: Handles::Of(&record.emails),
+                phones: Handles::Of(&record.phones),
+                domains: Handles::Of(&record.domains),
+                from_source: FromSource::Record(record),
+            }),
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                let Some(&at) = self.by_id.get(id.as_str()) else {
+                let at = match id.strip_prefix("page:") {
+                    Some(created) => self
+                        .entries
+                        .iter()
+                        .position(|e| e.id.is_none() && created.parse() == Ok(e.index)),
+                    None => self.by_id.get(id.as_str()).copied(),
+                };
+                let Some(at) = at else {
                     return;
                 };
                 self.unindex(at);
-                self.update(at, record, handles, accounts);
+                self.update(at, record);
                 self.index(at);
             }
             MatchOutcome::Skip(_) => {}
         }
     }
 
-    /// An update or a link of the contact at `at`, by the store's rules.
-    fn update(&mut self, at: usize, record: &MappedContact, handles: Vec<String>, accounts: bool) {
-        let contact = &mut self.contacts[at];
-        contact.external_id = Some(record.external_id.clone());
-        {
-            if accounts {
-                // An account's domains are the company's (kept when it sends none).
-                if !record.domains.is_empty() {
-                    contact.domains = record.domains.clone();
-                    contact.from_source = record.domains.clone();
-                }
-                return;
+    /// An update or a link of the entry at `at` by `record`, by the store's
+    /// rules: a company's domains replace the account's (kept when it sends
+    /// none); a person's handles replace the ones the sync brought before,
+    /// and the contact's own stay after them.
+    fn update(&mut self, at: usize, record: &'a MappedContact) {
+        let accounts = self.accounts;
+        let entry = &mut self.entries[at];
+        entry.external_id = Some(&record.external_id);
+        if accounts {
+            if !record.domains.is_empty() {
+                entry.domains = Handles::Of(&record.domains);
+                entry.from_source = FromSource::Record(record);
             }
-            let kept = |old: &[String]| -> Vec<String> {
-                old.iter()
-                    .filter(|h| !contact.from_source.contains(h))
-                    .cloned()
-                    .collect()
-            };
-            let mut emails = record.emails.clone();
-            emails.extend(
-                kept(&contact.emails)
-                    .into_iter()
-                    .filter(|e| !record.emails.contains(e)),
-            );
-            let mut phones = record.phones.clone();
-            phones.extend(
-                kept(&contact.phones)
-                    .into_iter()
-                    .filter(|p| !record.phones.contains(p)),
-            );
-            contact.emails = emails;
-            contact.phones = phones;
-            contact.from_source = handles;
+            return;
         }
+        let merged = |new: &'a [String], old: &Handles<'a>, from_source: FromSource| {
+            let kept: Vec<&'a str> = old
+                .to_vec()
+                .into_iter()
+                .filter(|h| !from_source.contains(h) && !new.iter().any(|n| n == h))
+                .collect();
+            if kept.is_empty() {
+                Handles::Of(new)
+            } else {
+                let mut all: Vec<&'a str> = new.iter().map(String::as_str).collect();
+                all.extend(kept);
+                Handles::Merged(all)
+            }
+        };
+        entry.emails = merged(&record.emails, &entry.emails, entry.from_source);
+        entry.phones = merged(&record.phones, &entry.phones, entry.from_source);
+        entry.from_source = FromSource::Record(record);
     }
 }
 
-/// Ids in the host's order: its own numerically, the page's after them.
-fn order(id: &str) -> (u8, u64, String) {
-    match id.strip_prefix("page:") {
-        Some(index) => (1, index.parse().unwrap_or(u64::MAX), String::new()),
-        None => match id.parse::<u64>() {
-            Ok(n) => (0, n, String::new()),
-            Err(_) => (0, u64::MAX, id.to_owned()),
-        },
-    }
-}
-
-impl Directory for Snapshot {
+impl Directory for Snapshot<'_> {
     fn find_by_external_id(&mut self, external_id: &str) -> Option<DestinationContact> {
         self.linked(external_id)
     }
@@ -225,11 +307,11 @@ impl Directory for Snapshot {
     }
 
     fn find_page(&mut self, _: &[String], _: &[String], _: &[String]) -> Vec<DestinationContact> {
-        self.contacts.clone()
+        self.entries.iter().map(Entry::contact).collect()
     }
 
     fn find_accounts_page(&mut self, _: &[String], _: &[String]) -> Vec<DestinationContact> {
-        self.contacts.clone()
+        self.entries.iter().map(Entry::contact).collect()
     }
 }
 
@@ -238,16 +320,8 @@ pub fn match_page(directory: &mut impl Directory, contacts: &[MappedContact]) ->
     let external_ids: Vec<String> = contacts.iter().map(|c| c.external_id.clone()).collect();
     let emails: Vec<String> = unique(contacts.iter().flat_map(|c| c.emails.iter()));
     let phones: Vec<String> = unique(contacts.iter().flat_map(|c| c.phones.iter()));
-    let mut snapshot = Snapshot::new(directory.find_page(&external_ids, &emails, &phones));
-    contacts
-        .iter()
-        .enumerate()
-        .map(|(index, contact)| {
-            let outcome = match_contact(&mut snapshot, contact);
-            snapshot.apply(index, contact, &outcome, false);
-            outcome
-        })
-        .collect()
+    let held = directory.find_page(&external_ids, &emails, &phones);
+    decide(&held, contacts, false, match_contact)
 }
 
 /// `match-accounts-page`: one outcome per company, in order.
@@ -257,13 +331,24 @@ pub fn match_accounts_page(
 ) -> Vec<MatchOutcome> {
     let external_ids: Vec<String> = accounts.iter().map(|a| a.external_id.clone()).collect();
     let domains: Vec<String> = unique(accounts.iter().flat_map(|a| a.domains.iter()));
-    let mut snapshot = Snapshot::new(directory.find_accounts_page(&external_ids, &domains));
-    accounts
+    let held = directory.find_accounts_page(&external_ids, &domains);
+    decide(&held, accounts, true, match_account)
+}
+
+/// Each record decided by `rule` against `held` with the earlier outcomes applied.
+fn decide<'a>(
+    held: &'a [DestinationContact],
+    records: &'a [MappedContact],
+    accounts: bool,
+    rule: fn(&mut Snapshot<'a>, &MappedContact) -> MatchOutcome,
+) -> Vec<MatchOutcome> {
+    let mut snapshot = Snapshot::new(held, accounts);
+    records
         .iter()
         .enumerate()
-        .map(|(index, account)| {
-            let outcome = match_account(&mut snapshot, account);
-            snapshot.apply(index, account, &outcome, true);
+        .map(|(index, record)| {
+            let outcome = rule(&mut snapshot, record);
+            snapshot.apply(index, record, &outcome);
             outcome
         })
         .collect()
