@@ -8,7 +8,6 @@
 //! once more when the API reports an expired session mid-run.
 
 use crate::api_bounds;
-use crate::config::{AuthConfig, OAuthEnv};
 use crate::http::{Bearer, HttpLimits, send};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
@@ -16,6 +15,28 @@ use http_body_util::Full;
 use serde::Deserialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How the host authenticates to the source. The values are names of
+/// environment variables; secrets never live in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// A private-app access token.
+    Token { env: String },
+    /// OAuth 2 refresh-token grant.
+    OAuth(OAuthEnv),
+    /// Neither configured: requests go out without credentials (a local
+    /// test server); HubSpot itself answers 401, reported as `auth-invalid`.
+    None,
+}
+
+/// The environment variables holding the OAuth client and refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthEnv {
+    pub client_id_env: String,
+    pub client_secret_env: String,
+    pub refresh_token_env: String,
+}
 
 /// Refresh this long before the token's advertised expiry.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);

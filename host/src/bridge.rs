@@ -35,23 +35,23 @@ use crate::config::{
 use crate::held::Held;
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::lease::{LeaseKeeper, LeaseWatch};
+use crate::options::SyncOptions;
 use crate::paging::Paging;
 use crate::rate_limit::{AccountLimiters, HUBSPOT_SEARCH_DEFAULT};
+use crate::report::SyncReport;
+pub use crate::report::{WriteCounts, Written};
+use crate::retry::{Retry, Retrying, Stop, check_lease, with_retries};
+use crate::run_errors::{error_row, hidden_field};
+use crate::runs::{end_run, errors_by_category, incremental_since, now_ms};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{Bookmark, ContactStore, Counts, Intent, Link, LinkSide, RunMode};
-use crate::sync::{
-    Retry, Retrying, Stop, SyncOptions, SyncReport, check_lease, end_run, error_row,
-    errors_by_category, hidden_field, incremental_since, now_ms, with_retries,
-};
 use anyhow::Result;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-/// The property a Salesforce person read gains: `lead` or `contact` (X8).
-pub const RECORD_TYPE: &str = "record_type";
+pub use crate::config::RECORD_TYPE;
 
 /// The key of a contact's company among a pair's values: the id of the
 /// company part's link both CRMs' companies share, so the value is the same
@@ -71,20 +71,6 @@ const HUBSPOT_INDEX_LAG_MS: i64 = 60 * 1000;
 
 /// Emails or domains per look-up (the component's limit).
 const HANDLES_PER_LOOKUP: usize = 100;
-
-/// What a run into a CRM wrote, per side.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Written {
-    pub to_destination: WriteCounts,
-    pub to_source: WriteCounts,
-}
-
-/// Records created and updated on one side.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct WriteCounts {
-    pub created: u64,
-    pub updated: u64,
-}
 
 /// One CRM of the sync: its component instance, credentials and reads.
 struct Side {

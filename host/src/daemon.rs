@@ -126,7 +126,7 @@ fn run_if_due(
     };
     match run_sync(runtime, &config, &options) {
         Ok(report) => {
-            crate::cli::write_summary(out, &report, file)?;
+            crate::summary::write_summary(out, &report, file)?;
             config.notify.after_run(&report);
             Ok(())
         }

@@ -3,7 +3,7 @@
 //! timeouts and a response-size cap, and replays or records cassettes.
 
 use crate::cassette::{Cassette, Exchange};
-use crate::config::Origin;
+use crate::origin::Origin;
 use crate::rate_limit::{AccountLimiters, Limiter};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderValue};
@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks,
 };
+
+/// Default cap on one API answer, in MiB: a HubSpot page of 100 contacts
+/// with many properties is well under 1 MiB.
+pub const DEFAULT_MAX_RESPONSE_MB: u32 = 32;
 
 /// Limits on one outgoing request.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +41,7 @@ impl Default for HttpLimits {
             connect_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(60),
             between_bytes_timeout: Duration::from_secs(30),
-            max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_MB as usize * 1024 * 1024,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_MB as usize * 1024 * 1024,
             total_timeout: Duration::from_secs(120),
         }
     }

@@ -14,11 +14,18 @@ pub mod held;
 pub mod http;
 pub mod lease;
 pub mod notify;
+pub mod options;
+pub mod origin;
 pub mod paging;
 pub mod rate_limit;
+pub mod report;
+pub mod retry;
+pub mod run_errors;
+pub mod runs;
 pub mod runtime;
 pub mod schedule;
 pub mod store;
+pub mod summary;
 pub mod sync;
 pub mod test_hooks;
 

@@ -3,7 +3,7 @@
 //! a command that gets the summary on standard input.
 
 use crate::http::{HttpLimits, send};
-use crate::sync::SyncReport;
+use crate::report::SyncReport;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::Full;

@@ -14,6 +14,9 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// The property a Salesforce person read gains: `lead` or `contact` (X8).
+pub const RECORD_TYPE: &str = "record_type";
+
 /// The `[destination]` table as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -491,8 +494,8 @@ pub fn read_mappings(
     }
     if salesforce && crm.object == SyncObject::Contacts {
         mappings.push(FieldMapping {
-            source: crate::bridge::RECORD_TYPE.to_owned(),
-            target: FieldTarget::Custom(crate::bridge::RECORD_TYPE.to_owned()),
+            source: RECORD_TYPE.to_owned(),
+            target: FieldTarget::Custom(RECORD_TYPE.to_owned()),
             value_type: FieldType::Text,
         });
     }
