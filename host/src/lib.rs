@@ -24,7 +24,8 @@ pub mod run_errors;
 pub mod runs;
 pub mod runtime;
 pub mod schedule;
-pub mod store;
+/// The destination store (`crmsync-store`), under the name the runner's modules use.
+pub use crmsync_store as store;
 pub mod summary;
 pub mod sync;
 pub mod test_hooks;

@@ -272,7 +272,7 @@ impl ContactStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ContactData;
+    use crate::ContactData;
 
     fn company(name: &str, domains: &[&str]) -> AccountData {
         AccountData {

@@ -179,10 +179,7 @@ mod tests {
             .acquire_lease("s", "a", 0, TTL, never_gone)
             .unwrap()
             .unwrap();
-        let run = old
-            .start_run("s", crate::store::RunMode::Full, 0)
-            .unwrap()
-            .id;
+        let run = old.start_run("s", crate::RunMode::Full, 0).unwrap().id;
         old.fence(first.clone());
         // Renewing keeps the token; another holder waits.
         let renewed = old
@@ -202,21 +199,16 @@ mod tests {
         assert!(second.token > first.token);
         // a's commit is refused inside its own transaction, and nothing lands.
         old.begin().unwrap();
-        old.record_error(run, &crate::store::ErrorRow::default())
-            .unwrap();
+        old.record_error(run, &crate::ErrorRow::default()).unwrap();
         let lost = old.commit().unwrap_err();
         assert!(lost.downcast_ref::<LeaseLost>().is_some(), "{lost:#}");
         assert!(old.errors(run).unwrap().is_empty());
         // A write outside a transaction is fenced too.
-        assert!(
-            old.record_error(run, &crate::store::ErrorRow::default())
-                .is_err()
-        );
+        assert!(old.record_error(run, &crate::ErrorRow::default()).is_err());
         assert!(old.renew_lease(&first, 5_100, TTL).is_err());
         // b's writes go through.
         new.fence(second.clone());
-        new.record_error(run, &crate::store::ErrorRow::default())
-            .unwrap();
+        new.record_error(run, &crate::ErrorRow::default()).unwrap();
         assert_eq!(new.errors(run).unwrap().len(), 1);
         // a's expired lease, taken again by a, is a new token as well.
         new.release_lease(&second).unwrap();
