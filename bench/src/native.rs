@@ -4,7 +4,7 @@
 //! same SQLite directory.
 
 use bytes::Bytes;
-use crmsync_host::http::{HttpLimits, send};
+use crmsync_host::http::{HttpLimits, send_blocking};
 use crmsync_host::store::{ContactStore, Handle};
 use crmsync_plugin::matching::Directory;
 use crmsync_plugin::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
@@ -28,9 +28,8 @@ impl Transport for HyperTransport {
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(body))
             .map_err(|e| TransportError::Failed(e.to_string()))?;
-        let (status, _headers, body) =
-            wasmtime_wasi::runtime::in_tokio(send(outgoing, HttpLimits::default()))
-                .map_err(|e| TransportError::Failed(e.to_string()))?;
+        let (status, _headers, body) = send_blocking(outgoing, HttpLimits::default())
+            .map_err(|e| TransportError::Failed(e.to_string()))?;
         Ok(HttpResponse {
             status: status.as_u16(),
             retry_after: None,

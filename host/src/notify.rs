@@ -2,7 +2,7 @@
 //! "notified of errors"): a webhook `POST` of the run summary, retried, and/or
 //! a command that gets the summary on standard input.
 
-use crate::http::{HttpLimits, send};
+use crate::http::{HttpLimits, send_blocking};
 use crate::report::SyncReport;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -113,7 +113,7 @@ fn post_with_retries(url: &str, body: &[u8]) -> Result<()> {
             )
             .body(Full::new(Bytes::copy_from_slice(body)))
             .context("invalid webhook URL")?;
-        match wasmtime_wasi::runtime::in_tokio(send(request, HttpLimits::default())) {
+        match send_blocking(request, HttpLimits::default()) {
             Ok((status, _, _)) if status.is_success() => return Ok(()),
             // A 4xx other than 408/429 will not change on retry.
             Ok((status, _, _)) if status.is_client_error() && status != 408 && status != 429 => {

@@ -25,11 +25,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 /// The component file name cargo produces.
 pub const COMPONENT_FILE: &str = "crmsync_plugin.wasm";
 
-/// The sync component built with this runner (`host/build.rs`), so the
+/// The sync component built with this runner (`host/runtime/build.rs`), so the
 /// binary needs no checkout; `--component` loads another.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CRMSYNC_EMBEDDED_COMPONENT"));
 
-/// Where `host/build.rs` built it: for tools that run beside the checkout
+/// Where `host/runtime/build.rs` built it: for tools that run beside the checkout
 /// (the bench hands it to child runs), not for the runner.
 pub const EMBEDDED_COMPONENT_BUILT_AT: &str = env!("CRMSYNC_EMBEDDED_COMPONENT");
 

@@ -249,6 +249,15 @@ fn observe_rate_limit(limiter: &Limiter, headers: &http::HeaderMap) {
 /// A response read whole: status, headers, body.
 pub type Answer = (http::StatusCode, http::HeaderMap, Bytes);
 
+/// [`send`] from a thread that is not async (the token refresh, the
+/// webhook after a run), on wasmtime-wasi's own runtime.
+pub fn send_blocking(
+    request: http::Request<Full<Bytes>>,
+    limits: HttpLimits,
+) -> Result<Answer, HttpError> {
+    wasmtime_wasi::runtime::in_tokio(send(request, limits))
+}
+
 /// Sends `request` to the network with `limits` and reads the whole body,
 /// all of it within `limits.total_timeout`.
 pub async fn send(

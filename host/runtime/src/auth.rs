@@ -8,7 +8,7 @@
 //! once more when the API reports an expired session mid-run.
 
 use crate::api_bounds;
-use crate::http::{Bearer, HttpLimits, send};
+use crate::http::{Bearer, HttpLimits, send_blocking};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -198,7 +198,7 @@ fn post_form(url: &str, form: String) -> Result<TokenAnswer> {
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::from(form)))
         .context("cannot build the token request")?;
-    let (status, _, body) = wasmtime_wasi::runtime::in_tokio(send(request, HttpLimits::default()))
+    let (status, _, body) = send_blocking(request, HttpLimits::default())
         .map_err(|e| anyhow!("POST {url} did not complete: {e}"))?;
     if !status.is_success() {
         // HubSpot answers BAD_REFRESH_TOKEN / invalid_grant bodies; their text helps the user.

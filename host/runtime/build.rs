@@ -13,8 +13,9 @@ use std::process::Command;
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest
-        .parent()
-        .expect("host/ sits in the workspace")
+        .ancestors()
+        .nth(2)
+        .expect("host/runtime/ sits in the workspace")
         .to_owned();
     for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.lock"] {
         println!(
