@@ -1,30 +1,14 @@
-//! crmsync's runner: drives the sync component (`crmsync-runtime`) through
-//! passes into its store (`crmsync-store`) or into another CRM, with
-//! retries, leases, schedules and notifications, and the `crmsync` command
-//! line.
+//! The `crmsync` command line: its commands and their output, and the daemon
+//! that runs syncs on their schedules, over the engine (`crmsync-engine`).
 
-pub mod bridge;
 pub mod cli;
-pub mod config;
 pub mod daemon;
-pub mod held;
-pub mod lease;
-pub mod notify;
-pub mod options;
-pub mod paging;
-pub mod report;
-pub mod retry;
-pub mod run_errors;
-pub mod runs;
-pub mod schedule;
 pub mod summary;
-pub mod sync;
-pub mod test_hooks;
 
-// The runtime's and the store's modules, under the names the runner's own
-// modules (and its tests) use.
-pub use crmsync_runtime::{
-    api_bounds, auth, bindings, cassette, code_cache, http, origin, rate_limit, runtime,
+// The engine's, the runtime's and the store's modules, under the names the
+// command line's modules (and the tests and bench) use: one crate to name.
+pub use crmsync_engine::{
+    api_bounds, auth, bindings, bridge, cassette, code_cache, config, held, http, lease, notify,
+    options, origin, paging, rate_limit, report, retry, run_errors, runs, runtime, schedule, store,
+    sync, test_hooks,
 };
-/// The destination store (`crmsync-store`).
-pub use crmsync_store as store;
