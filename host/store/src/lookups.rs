@@ -1,0 +1,92 @@
+//! The matcher's look-ups: a destination contact by its link or by a handle, and
+//! every contact a page's ids and handles find (`find-page`), each with the
+//! handles the linked source record brought.
+
+use super::*;
+
+impl ContactStore {
+    /// The contact linked to `external_id`.
+    pub fn find_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
+        self.linked_id(Records::Contacts, external_id)?
+            .map(|id| self.directory_entry(id))
+            .transpose()
+    }
+
+    /// Contacts holding the normalised handle `value`.
+    pub fn find_by_handle(&self, kind: Handle, value: &str) -> Result<Vec<DirectoryEntry>> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached("SELECT DISTINCT contact_id FROM handles WHERE kind = ?1 AND value = ?2 ORDER BY contact_id")?
+            .query_map(params![kind.as_str(), value], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.into_iter().map(|id| self.directory_entry(id)).collect()
+    }
+
+    pub(crate) fn directory_entry(&self, id: i64) -> Result<DirectoryEntry> {
+        let external_id = self
+            .conn
+            .prepare_cached("SELECT external_id FROM contacts WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        let (emails, phones) = self.handles(id)?;
+        let from_source = emails
+            .iter()
+            .chain(&phones)
+            .filter(|(_, brought)| *brought)
+            .map(|(v, _)| v.clone())
+            .collect();
+        Ok(DirectoryEntry {
+            id,
+            external_id,
+            emails: emails.into_iter().map(|(v, _)| v).collect(),
+            phones: phones.into_iter().map(|(v, _)| v).collect(),
+            domains: Vec::new(),
+            from_source,
+        })
+    }
+
+    /// Every contact linked to one of `external_ids` or holding one of the
+    /// handles, each once, by id: all a page's matching needs (`find-page`).
+    pub fn find_page(
+        &self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Result<Vec<DirectoryEntry>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for external_id in external_ids {
+            ids.extend(self.linked_id(Records::Contacts, external_id)?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT contact_id FROM handles WHERE kind = ?1 AND value = ?2")?;
+        for (kind, values) in [(Handle::Email, emails), (Handle::Phone, phones)] {
+            for value in values {
+                let found = stmt.query_map(params![kind.as_str(), value], |r| r.get(0))?;
+                for id in found {
+                    ids.insert(id?);
+                }
+            }
+        }
+        ids.into_iter().map(|id| self.directory_entry(id)).collect()
+    }
+
+    /// A contact's emails and phones in order, each with its `from_source` flag.
+    pub(crate) fn handles(&self, id: i64) -> Result<(Vec<FlaggedHandle>, Vec<FlaggedHandle>)> {
+        let mut emails = Vec::new();
+        let mut phones = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kind, value, from_source FROM handles WHERE contact_id = ?1 ORDER BY position",
+        )?;
+        let mut rows = stmt.query([id])?;
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(0)?;
+            let entry = (row.get::<_, String>(1)?, row.get::<_, bool>(2)?);
+            if kind == "email" {
+                emails.push(entry);
+            } else {
+                phones.push(entry);
+            }
+        }
+        Ok((emails, phones))
+    }
+}
