@@ -18,7 +18,16 @@ use std::path::{Path, PathBuf};
 mod destination;
 
 use destination::RawDestination;
+mod filters;
+mod mappings;
 pub use destination::{CrmDestination, RECORD_TYPE, SyncField, read_mappings};
+use filters::parse_filters;
+use mappings::effective_mappings;
+use mappings::parse_type;
+pub use mappings::{
+    default_company_mappings, default_mappings, default_salesforce_account_mappings,
+    default_salesforce_mappings, mapped_properties, target_name, type_name,
+};
 
 pub use crate::auth::{AuthConfig, OAuthEnv};
 pub use crate::http::DEFAULT_MAX_RESPONSE_MB;
@@ -745,17 +754,6 @@ fn parse_part(
     })
 }
 
-/// The source properties `mappings` read, each once, in mapping order.
-pub fn mapped_properties(mappings: &[FieldMapping]) -> Vec<String> {
-    let mut properties: Vec<String> = Vec::new();
-    for m in mappings {
-        if !properties.contains(&m.source) {
-            properties.push(m.source.clone());
-        }
-    }
-    properties
-}
-
 /// Deserialises TOML, reporting the failing key's path and line.
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     let deserializer = toml::Deserializer::parse(text)
@@ -781,158 +779,6 @@ fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     })
 }
 
-/// The default HubSpot mappings, then each `source.properties` entry (to a
-/// field of the same name unless it has a default), then `[mapping]`, which
-/// replaces the target of a property already mapped. An empty target drops it.
-fn effective_mappings(
-    object: SyncObject,
-    mut mappings: Vec<FieldMapping>,
-    properties: &[String],
-    mapping: &BTreeMap<String, toml::Value>,
-) -> Result<Vec<FieldMapping>> {
-    if !properties.is_empty() {
-        for (index, property) in properties.iter().enumerate() {
-            if property.trim().is_empty() {
-                bail!("source.properties[{index}]: a property name must not be empty");
-            }
-        }
-        // An explicit property list chooses which fields sync (M1): defaults
-        // outside it are dropped.
-        mappings.retain(|m| properties.contains(&m.source));
-        for property in properties {
-            if !mappings.iter().any(|m| &m.source == property) {
-                mappings.push(FieldMapping {
-                    source: property.clone(),
-                    target: FieldTarget::Custom(property.clone()),
-                    value_type: FieldType::Text,
-                });
-            }
-        }
-    }
-    for (source, target) in mapping {
-        if source.trim().is_empty() {
-            bail!("mapping: a source property name must not be empty");
-        }
-        let (field, value_type) = match target {
-            toml::Value::String(field) => (field.clone(), FieldType::Text),
-            toml::Value::Table(_) => {
-                let typed: RawTypedMapping = target
-                    .clone()
-                    .try_into()
-                    .map_err(|e| anyhow::anyhow!("mapping.{source}: {}", e.message()))?;
-                let value_type = parse_type(typed.value_type.as_deref(), typed.options)
-                    .with_context(|| format!("mapping.{source}"))?;
-                (typed.field, value_type)
-            }
-            other => bail!(
-                "mapping.{source}: expected a destination field name or a table \
-                 {{ field = \"...\", type = \"...\" }}, got {other}"
-            ),
-        };
-        let target = match field.as_str() {
-            "" => {
-                mappings.retain(|m| &m.source != source);
-                continue;
-            }
-            "domain" if object == SyncObject::Companies => FieldTarget::Domain,
-            "email" | "phone" | "first_name" | "last_name" if object == SyncObject::Companies => {
-                bail!(
-                    "mapping.{source}: {field:?} is a contact target; a company maps to \"name\", \
-                     \"domain\" or a plain field"
-                )
-            }
-            "name" => FieldTarget::FullName,
-            "first_name" => FieldTarget::FirstName,
-            "last_name" => FieldTarget::LastName,
-            "email" => FieldTarget::Email,
-            "phone" => FieldTarget::Phone,
-            custom if custom.trim().is_empty() => {
-                bail!("mapping.{source}: the destination field name must not be blank")
-            }
-            custom => FieldTarget::Custom(custom.to_owned()),
-        };
-        if value_type != FieldType::Text && !matches!(target, FieldTarget::Custom(_)) {
-            bail!(
-                "mapping.{source}: a type applies to plain fields only; {field:?} is a name or \
-                 handle (always text)"
-            );
-        }
-        match mappings.iter_mut().find(|m| &m.source == source) {
-            Some(existing) => {
-                existing.target = target;
-                existing.value_type = value_type;
-            }
-            None => mappings.push(FieldMapping {
-                source: source.clone(),
-                target,
-                value_type,
-            }),
-        }
-    }
-    Ok(mappings)
-}
-
-/// A mapping target as the config spells it (`first_name`, `email`, a field name).
-pub fn target_name(target: &FieldTarget) -> String {
-    match target {
-        FieldTarget::FirstName => "first_name".to_owned(),
-        FieldTarget::LastName => "last_name".to_owned(),
-        FieldTarget::FullName => "name".to_owned(),
-        FieldTarget::Email => "email".to_owned(),
-        FieldTarget::Phone => "phone".to_owned(),
-        FieldTarget::Domain => "domain".to_owned(),
-        FieldTarget::Custom(name) => name.clone(),
-    }
-}
-
-/// HubSpot's standard contact fields and where they land (M1, M2, M3).
-pub fn default_mappings() -> Vec<FieldMapping> {
-    [
-        ("firstname", FieldTarget::FirstName),
-        ("lastname", FieldTarget::LastName),
-        ("email", FieldTarget::Email),
-        ("hs_additional_emails", FieldTarget::Email),
-        ("phone", FieldTarget::Phone),
-        ("mobilephone", FieldTarget::Phone),
-    ]
-    .into_iter()
-    .map(text_mapping)
-    .collect()
-}
-
-/// A default mapping: HubSpot's standard properties are text.
-fn text_mapping((source, target): (&str, FieldTarget)) -> FieldMapping {
-    FieldMapping {
-        source: source.to_owned(),
-        target,
-        value_type: FieldType::Text,
-    }
-}
-
-/// A mapping's `type` and `options` (M4).
-fn parse_type(name: Option<&str>, options: Option<Vec<String>>) -> Result<FieldType> {
-    let value_type = match name.unwrap_or("string") {
-        "string" | "text" => FieldType::Text,
-        "number" => FieldType::Number,
-        "boolean" => FieldType::Boolean,
-        "date" => FieldType::Date,
-        "datetime" => FieldType::DateTime,
-        "picklist" => match options {
-            Some(options) if !options.is_empty() => return Ok(FieldType::Picklist(options)),
-            _ => bail!("type: a picklist needs its allowed values in `options`"),
-        },
-        "multi_select" => return Ok(FieldType::MultiSelect(options.unwrap_or_default())),
-        other => bail!(
-            "type: unknown type {other:?} (expected string, number, boolean, date, datetime, \
-             picklist or multi_select)"
-        ),
-    };
-    if options.is_some() {
-        bail!("options: only picklist and multi_select fields take options");
-    }
-    Ok(value_type)
-}
-
 /// The twelve operators as the config spells them (S4).
 pub const FILTER_OPERATORS: [&str; 12] = [
     "equals",
@@ -948,176 +794,6 @@ pub const FILTER_OPERATORS: [&str; 12] = [
     "in",
     "not_in",
 ];
-
-/// One `[[filter]]`: its property must be mapped, and it compares as the
-/// mapping's type (names and handles are text).
-/// `[[filter]]` entries (S4), each typed as its property's mapping; errors
-/// name the entry (`filter[1]: …`, under `key`).
-fn parse_filters(raw: &[RawFilter], mappings: &[FieldMapping], key: &str) -> Result<Vec<Filter>> {
-    raw.iter()
-        .enumerate()
-        .map(|(index, filter)| {
-            parse_filter(filter, mappings).with_context(|| format!("{key}[{index}]"))
-        })
-        .collect()
-}
-
-fn parse_filter(raw: &RawFilter, mappings: &[FieldMapping]) -> Result<Filter> {
-    let Some(mapping) = mappings.iter().find(|m| m.source == raw.field) else {
-        bail!(
-            "field {:?} is not selected for sync; add it to source.properties or [mapping], \
-             or filter on a synced field",
-            raw.field
-        );
-    };
-    let value_type = match mapping.target {
-        FieldTarget::Custom(_) => mapping.value_type.clone(),
-        _ => FieldType::Text,
-    };
-    let scalar = |value: &toml::Value| -> Result<String> {
-        let text = match value {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Datetime(d) => d.to_string(),
-            other => bail!("value: expected a single value, got {other}"),
-        };
-        check_operand(&text, &value_type)?;
-        Ok(text)
-    };
-    let one = || -> Result<String> {
-        match &raw.value {
-            Some(value) => scalar(value),
-            None => bail!("value: operator {:?} needs a value", raw.op),
-        }
-    };
-    let many = || -> Result<Vec<String>> {
-        match &raw.value {
-            Some(toml::Value::Array(values)) if !values.is_empty() => {
-                values.iter().map(scalar).collect()
-            }
-            _ => bail!(
-                "value: operator {:?} needs a non-empty list of values",
-                raw.op
-            ),
-        }
-    };
-    let op = match raw.op.as_str() {
-        "equals" => FilterOp::Equals(one()?),
-        "not_equals" => FilterOp::NotEquals(one()?),
-        "contains" => FilterOp::Contains(one()?),
-        "not_contains" => FilterOp::NotContains(one()?),
-        "gt" => FilterOp::GreaterThan(one()?),
-        "lt" => FilterOp::LessThan(one()?),
-        "starts_with" => FilterOp::StartsWith(one()?),
-        "ends_with" => FilterOp::EndsWith(one()?),
-        "in" => FilterOp::IsAnyOf(many()?),
-        "not_in" => FilterOp::IsNoneOf(many()?),
-        "is_empty" | "is_not_empty" => {
-            if raw.value.is_some() {
-                bail!("value: operator {:?} takes no value", raw.op);
-            }
-            if raw.op == "is_empty" {
-                FilterOp::IsEmpty
-            } else {
-                FilterOp::IsNotEmpty
-            }
-        }
-        other => bail!(
-            "op: unknown operator {other:?} (expected one of {})",
-            FILTER_OPERATORS.join(", ")
-        ),
-    };
-    Ok(Filter {
-        property: raw.field.clone(),
-        op,
-        value_type,
-    })
-}
-
-/// A filter's operand must read as its field's type, or it would match
-/// nothing (or everything) without a word.
-fn check_operand(text: &str, value_type: &FieldType) -> Result<()> {
-    let readable = match value_type {
-        FieldType::Number => text.trim().parse::<f64>().is_ok_and(f64::is_finite),
-        FieldType::Boolean => matches!(
-            text.trim().to_ascii_lowercase().as_str(),
-            "true" | "false" | "yes" | "no" | "1" | "0"
-        ),
-        FieldType::Date | FieldType::DateTime => {
-            let text = text.trim();
-            text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty()
-                || chrono::DateTime::parse_from_rfc3339(text).is_ok()
-                || chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
-        }
-        FieldType::Text
-        | FieldType::Picklist(_)
-        | FieldType::MultiSelect(_)
-        | FieldType::Phone(_) => true,
-    };
-    if !readable {
-        bail!("value: {text:?} is not a {}", type_name(value_type));
-    }
-    Ok(())
-}
-
-/// Salesforce's standard person fields (on Leads and Contacts alike) and
-/// where they land; `record_type` and `lead_status` are filled by the
-/// component (X8).
-pub fn default_salesforce_mappings() -> Vec<FieldMapping> {
-    [
-        ("FirstName", FieldTarget::FirstName),
-        ("LastName", FieldTarget::LastName),
-        ("Email", FieldTarget::Email),
-        ("Phone", FieldTarget::Phone),
-        ("MobilePhone", FieldTarget::Phone),
-        ("record_type", FieldTarget::Custom("record_type".into())),
-        ("lead_status", FieldTarget::Custom("lead_status".into())),
-    ]
-    .into_iter()
-    .map(text_mapping)
-    .collect()
-}
-
-/// Salesforce's standard Account fields and where they land (S3): the name,
-/// and the website as the domain accounts are matched by.
-pub fn default_salesforce_account_mappings() -> Vec<FieldMapping> {
-    [
-        ("Name", FieldTarget::FullName),
-        ("Website", FieldTarget::Domain),
-    ]
-    .into_iter()
-    .map(text_mapping)
-    .collect()
-}
-
-/// HubSpot's standard company fields and where they land (S3): the name,
-/// and the domains that match companies to accounts.
-pub fn default_company_mappings() -> Vec<FieldMapping> {
-    [
-        ("name", FieldTarget::FullName),
-        ("domain", FieldTarget::Domain),
-        ("hs_additional_domains", FieldTarget::Domain),
-    ]
-    .into_iter()
-    .map(text_mapping)
-    .collect()
-}
-
-/// A type as the config spells it.
-pub fn type_name(value_type: &FieldType) -> &'static str {
-    match value_type {
-        FieldType::Text => "string",
-        FieldType::Number => "number",
-        FieldType::Boolean => "boolean",
-        FieldType::Date => "date",
-        FieldType::DateTime => "datetime",
-        FieldType::Picklist(_) => "picklist",
-        FieldType::MultiSelect(_) => "multi_select",
-        FieldType::Phone(_) => "phone",
-    }
-}
 
 #[cfg(test)]
 mod tests {
