@@ -6,6 +6,7 @@ use crate::bindings::crmsync::sync::types::{ErrorCategory, ErrorScope, SyncError
 use crate::config::SourceSystem;
 use crate::lease::LeaseWatch;
 use anyhow::Result;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::time::{Duration, Instant};
 
 /// How failed page fetches are retried (E4, E8, E10).
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 pub struct RetryPolicy {
     /// Attempts at one page for transient failures, the first included.
     pub max_attempts: u32,
-    /// First backoff delay; doubles each attempt, with full jitter.
+    /// First backoff delay; doubles each attempt, with jitter (see [`RetryPolicy::backoff`]).
     pub base_delay: Duration,
     pub max_delay: Duration,
     /// Rate-limit waits for one page before giving up (they are not failures).
@@ -97,6 +98,7 @@ pub(crate) fn with_retries<R: Retrying, T>(
     mut attempt: impl FnMut(&mut R) -> Result<Result<T, SyncError>>,
 ) -> Result<T, Stop> {
     let mut attempts = 0;
+    let mut delays = policy.backoff();
     let mut rate_limit_waits = 0;
     let mut refreshed = false;
     let started = Instant::now();
@@ -137,8 +139,10 @@ pub(crate) fn with_retries<R: Retrying, T>(
                 tracing::info!(?delay, "rate limited; waiting");
                 std::thread::sleep(delay);
             }
-            _ if retry == Retry::All && error.retryable && attempts + 1 < policy.max_attempts => {
-                let delay = backoff(policy, attempts);
+            _ if retry == Retry::All
+                && error.retryable
+                && let Some(delay) = delays.next() =>
+            {
                 attempts += 1;
                 tracing::warn!(attempt = attempts, ?delay, "{}; retrying", error.message);
                 std::thread::sleep(delay);
@@ -148,13 +152,21 @@ pub(crate) fn with_retries<R: Retrying, T>(
     }
 }
 
-/// Exponential backoff with full jitter, capped.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let ceiling = policy
-        .base_delay
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(policy.max_delay);
-    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+impl RetryPolicy {
+    /// The waits between attempts at one request after transient failures
+    /// (E10), one fewer than `max_attempts`: each drawn from `[d/2, d)`,
+    /// where `d` doubles from `base_delay` up to `max_delay`, so many
+    /// runners do not retry in lockstep. backon adds a jitter of up to its
+    /// current delay, hence its delays are half of ours.
+    pub fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(self.base_delay / 2)
+            .with_max_delay(self.max_delay / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .build()
+    }
 }
 
 pub(crate) fn auth_stop(system: &SourceSystem, error: AuthError) -> Stop {
@@ -201,9 +213,12 @@ mod tests {
             ..RetryPolicy::default()
         };
         for _ in 0..50 {
-            let first = backoff(&policy, 0);
+            let delays: Vec<Duration> = policy.backoff().collect();
+            // Six attempts: five waits.
+            assert_eq!(delays.len(), 5, "{delays:?}");
+            let first = delays[0];
             assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-            let late = backoff(&policy, 10);
+            let late = delays[4];
             assert!(late >= Duration::from_millis(350) && late <= Duration::from_millis(700));
         }
     }
