@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The README's first command: build the component and the runner, then sync
+# The README's first command: build the runner (with its component), then sync
 # the bundled HubSpot cassette into a fresh SQLite store, twice (the second
 # pass shows that an unchanged source changes nothing), and show the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
-cargo build --quiet -p crmsync-plugin --target wasm32-wasip2 --release
-# The debug build shares its artefacts with the test command (a release
-# build of wasmtime adds minutes); the component itself is always a release build.
+# The runner's build builds the component (release, wasm32-wasip2) and embeds
+# it (host/runtime/build.rs). The debug build shares its artefacts with the
+# test command (a release build of wasmtime adds minutes).
 cargo build --quiet -p crmsync-host
 
 crmsync=target/debug/crmsync

@@ -145,6 +145,53 @@ fn the_bundled_cassette_replays_with_every_tricky_record_handled() {
     assert_eq!(runs[1]["created"], 7);
 }
 
+/// A store the last landed release wrote (schema 8, `fixtures/stores/`:
+/// the bundled cassette replayed by commit 98bc0f3) opens in this one,
+/// migrates to the current schema, keeps every contact and syncs on
+/// without making anyone twice (issue 15, item 7).
+#[test]
+fn a_store_written_by_the_last_release_opens_and_syncs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = replay_config(dir.path(), "demo", "");
+    std::fs::copy(
+        workspace().join("fixtures/stores/schema-8-demo.sqlite"),
+        dir.path().join("demo.sqlite"),
+    )
+    .unwrap();
+
+    let contacts = run_json(&["contacts", "--config", &config, "--json"]);
+    let contacts = contacts.as_array().unwrap();
+    assert_eq!(contacts.len(), 7, "{contacts:?}");
+    let grace = contacts.iter().find(|c| c["external_id"] == "102").unwrap();
+    assert_eq!(grace["phones"], serde_json::json!(["+12125550142"]));
+
+    let component = component_path().display().to_string();
+    let again = run_json(&[
+        "sync",
+        "--config",
+        &config,
+        "--component",
+        &component,
+        "--replay",
+        &fixture("contacts.json"),
+        "--json",
+    ]);
+    assert_eq!(
+        (again["created"].as_u64(), again["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    let runs = run_json(&["runs", "--config", &config, "--json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    assert_eq!(
+        run_json(&["contacts", "--config", &config, "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+}
+
 #[test]
 fn the_list_cassette_replays_members_only() {
     let dir = tempfile::tempdir().unwrap();
