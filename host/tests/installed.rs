@@ -11,11 +11,16 @@ fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-/// Whether this machine lets an unprivileged process hide a folder behind an
-/// empty mount of its own (a user and mount namespace).
-fn can_hide_folders() -> bool {
+/// Whether this machine lets this process hide the checkout behind an empty
+/// mount of its own (a user and mount namespace): tried exactly as the test
+/// then does it.
+fn can_hide_the_checkout() -> bool {
     Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "true"])
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs none "$1""#)
+        .arg("sh")
+        .arg(workspace())
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -42,7 +47,7 @@ fn the_binary_copied_out_of_the_checkout_syncs_with_the_component_it_carries() {
         "--replay",
         cassette.to_str().unwrap(),
     ];
-    let mut command = if can_hide_folders() {
+    let mut command = if can_hide_the_checkout() {
         // An empty tmpfs over the checkout, for this process only: had the
         // binary looked for `target/…/crmsync_plugin.wasm` or `wit/`, it
         // would find nothing.
