@@ -8,7 +8,8 @@
 //! read treats it as complete. Store syncs, syncs into a CRM and their
 //! look-ups all page through here.
 
-use crate::bindings::crmsync::sync::types::{ErrorCategory, ErrorScope, SyncError};
+use crate::bindings::crmsync::sync::types::{ErrorCategory, SyncError};
+use crate::run_errors::sync_level;
 use std::collections::HashSet;
 
 /// S5: a sync stops, rather than silently truncating, past this many records.
@@ -49,7 +50,7 @@ impl Paging {
     ) -> Result<Option<String>, SyncError> {
         self.records += records as u64;
         if self.records > MAX_RECORDS_PER_SYNC {
-            return Err(failure(
+            return Err(sync_level(
                 ErrorCategory::Validation,
                 format!(
                     "the source has more than {MAX_RECORDS_PER_SYNC} {} for this sync",
@@ -63,7 +64,7 @@ impl Paging {
             return Ok(None);
         };
         if !self.seen.insert(next.to_owned()) {
-            return Err(failure(
+            return Err(sync_level(
                 ErrorCategory::InvalidResponse,
                 format!(
                     "the source returned the paging cursor {next:?} of {} a second time; \
@@ -80,19 +81,6 @@ impl Paging {
     /// Records read so far.
     pub fn records(&self) -> u64 {
         self.records
-    }
-}
-
-fn failure(category: ErrorCategory, message: String, resolution: &str) -> SyncError {
-    SyncError {
-        category,
-        retryable: false,
-        retry_after_ms: None,
-        scope: ErrorScope::Sync,
-        record_id: None,
-        field: None,
-        message,
-        resolution: resolution.to_owned(),
     }
 }
 

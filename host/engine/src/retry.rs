@@ -2,9 +2,10 @@
 //! component tried until it succeeds or fails for good, and how a pass stops.
 
 use crate::auth::{AuthError, Credentials};
-use crate::bindings::crmsync::sync::types::{ErrorCategory, ErrorScope, SyncError};
+use crate::bindings::crmsync::sync::types::{ErrorCategory, SyncError};
 use crate::config::SourceSystem;
 use crate::lease::LeaseWatch;
+use crate::run_errors::sync_level;
 use anyhow::Result;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::time::{Duration, Instant};
@@ -186,19 +187,6 @@ pub(crate) fn auth_stop(system: &SourceSystem, error: AuthError) -> Stop {
         error.to_string(),
         resolution,
     ))
-}
-
-pub(crate) fn sync_level(category: ErrorCategory, message: String, resolution: &str) -> SyncError {
-    SyncError {
-        category,
-        retryable: false,
-        retry_after_ms: None,
-        scope: ErrorScope::Sync,
-        record_id: None,
-        field: None,
-        message,
-        resolution: resolution.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! A run's errors as the store keeps them: a classified `sync-error` as a
-//! row, its category's name, and the one error a pass answers by leaving a
-//! field out (a field the API hides from the integration user).
+//! A run's errors: the sync-level ones the runner classifies itself, a
+//! classified `sync-error` as the store keeps it (a row), its category's
+//! name, and the one error a pass answers by leaving a field out (a field
+//! the API hides from the integration user).
 
 use crate::bindings::crmsync::sync::types::{ErrorCategory, ErrorScope, FieldMapping, SyncError};
 use crate::store::ErrorRow;
@@ -49,5 +50,20 @@ pub fn category_name(category: ErrorCategory) -> &'static str {
         ErrorCategory::Validation => "validation",
         ErrorCategory::Transient => "transient",
         ErrorCategory::InvalidResponse => "invalid-response",
+    }
+}
+
+/// A sync-level error the runner classifies itself (not retried, naming
+/// no record): an expired credential, a cursor that repeats, S5's cap.
+pub(crate) fn sync_level(category: ErrorCategory, message: String, resolution: &str) -> SyncError {
+    SyncError {
+        category,
+        retryable: false,
+        retry_after_ms: None,
+        scope: ErrorScope::Sync,
+        record_id: None,
+        field: None,
+        message,
+        resolution: resolution.to_owned(),
     }
 }
