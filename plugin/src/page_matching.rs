@@ -54,41 +54,50 @@ enum FromSource<'a> {
     Record(&'a MappedContact),
 }
 
-impl FromSource<'_> {
-    fn contains(&self, handle: &str) -> bool {
-        match self {
-            FromSource::Directory(list) => list.iter().any(|h| h == handle),
-            FromSource::Record(record) => record
-                .emails
-                .iter()
-                .chain(&record.phones)
-                .chain(&record.domains)
-                .any(|h| h == handle),
-        }
+impl<'a> FromSource<'a> {
+    /// Every handle it names, whichever kind.
+    fn handles(self) -> impl Iterator<Item = &'a String> {
+        let lists: [&'a [String]; 3] = match self {
+            FromSource::Directory(list) => [list, &[], &[]],
+            FromSource::Record(record) => [&record.emails, &record.phones, &record.domains],
+        };
+        lists.into_iter().flatten()
     }
 
-    fn owned(&self) -> Vec<String> {
+    fn contains(self, handle: &str) -> bool {
+        self.handles().any(|h| h == handle)
+    }
+
+    fn owned(self) -> Vec<String> {
+        self.handles().cloned().collect()
+    }
+}
+
+/// Which contact an entry is: one the directory holds, or the create of
+/// the page's `i`th record (`page:<i>`).
+#[derive(Clone, Copy, PartialEq)]
+enum Name<'a> {
+    Directory(&'a str),
+    Page(usize),
+}
+
+impl<'a> Name<'a> {
+    /// Where the host's own look-ups would place it: by id, numerically
+    /// where the id is a number, the page's creates after the directory's.
+    fn order(self) -> (u8, u64, &'a str) {
         match self {
-            FromSource::Directory(list) => list.to_vec(),
-            FromSource::Record(record) => record
-                .emails
-                .iter()
-                .chain(&record.phones)
-                .chain(&record.domains)
-                .cloned()
-                .collect(),
+            Name::Directory(id) => match id.parse::<u64>() {
+                Ok(n) => (0, n, ""),
+                Err(_) => (0, u64::MAX, id),
+            },
+            Name::Page(index) => (1, index as u64, ""),
         }
     }
 }
 
 /// One contact of the snapshot, as the page's earlier outcomes left it.
 struct Entry<'a> {
-    /// Where the host's own look-ups would place it: by id, the page's
-    /// creates after the directory's, in page order.
-    order: (u8, u64, &'a str),
-    /// The directory's id, or none for the page's `index`th record's create.
-    id: Option<&'a str>,
-    index: usize,
+    name: Name<'a>,
     external_id: Option<&'a str>,
     emails: Handles<'a>,
     phones: Handles<'a>,
@@ -99,9 +108,9 @@ struct Entry<'a> {
 impl Entry<'_> {
     fn contact(&self) -> DestinationContact {
         DestinationContact {
-            id: match self.id {
-                Some(id) => id.to_owned(),
-                None => format!("page:{}", self.index),
+            id: match self.name {
+                Name::Directory(id) => id.to_owned(),
+                Name::Page(index) => format!("page:{index}"),
             },
             external_id: self.external_id.map(str::to_owned),
             emails: self.emails.owned(),
@@ -147,12 +156,7 @@ impl<'a> Snapshot<'a> {
                 .by_id
                 .insert(contact.id.as_str(), snapshot.entries.len());
             snapshot.push(Entry {
-                order: match contact.id.parse::<u64>() {
-                    Ok(n) => (0, n, ""),
-                    Err(_) => (0, u64::MAX, contact.id.as_str()),
-                },
-                id: Some(contact.id.as_str()),
-                index: 0,
+                name: Name::Directory(&contact.id),
                 external_id: contact.external_id.as_deref(),
                 emails: Handles::Of(&contact.emails),
                 phones: Handles::Of(&contact.phones),
@@ -209,7 +213,7 @@ impl<'a> Snapshot<'a> {
             return Vec::new();
         };
         let mut found: Vec<&Entry> = holders.iter().map(|&i| &self.entries[i]).collect();
-        found.sort_by_key(|e| e.order);
+        found.sort_by_cached_key(|e| e.name.order());
         found.into_iter().map(Entry::contact).collect()
     }
 
@@ -221,9 +225,7 @@ impl<'a> Snapshot<'a> {
     fn apply(&mut self, index: usize, record: &'a MappedContact, outcome: &MatchOutcome) {
         match outcome {
             MatchOutcome::Create => self.push(Entry {
-                order: (1, index as u64, ""),
-                id: None,
-                index,
+                name: Name::Page(index),
                 external_id: Some(&record.external_id),
                 emails: Handles::Of(&record.emails),
                 phones: Handles::Of(&record.phones),
@@ -231,11 +233,12 @@ impl<'a> Snapshot<'a> {
                 from_source: FromSource::Record(record),
             }),
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
-                let at = match id.strip_prefix("page:") {
-                    Some(created) => self
-                        .entries
-                        .iter()
-                        .position(|e| e.id.is_none() && created.parse() == Ok(e.index)),
+                let at = match id.strip_prefix("page:").map(str::parse) {
+                    Some(Ok(created)) => {
+                        let name = Name::Page(created);
+                        self.entries.iter().position(|e| e.name == name)
+                    }
+                    Some(Err(_)) => None,
                     None => self.by_id.get(id.as_str()).copied(),
                 };
                 let Some(at) = at else {
