@@ -2,9 +2,10 @@
 //! wasmtime. `tests/jco/contract.test.js` runs the same files through jco.
 
 use crmsync_host::bindings::crmsync::sync::types::{
-    ErrorScope, Failure, FieldMapping, FieldTarget, FieldType, HandleConflict, HandleKind,
-    HttpFailure, HubspotScope, HubspotSource, MappedContact, MatchOutcome, Property, Source,
-    SourceRecord, SyncError,
+    Counterpart, CrmSide, ErrorScope, Failure, FieldMapping, FieldTarget, FieldType,
+    HandleConflict, HandleKind, HttpFailure, HubspotScope, HubspotSource, LinkState, MappedContact,
+    MatchOutcome, MergedId, MergedRecord, Pairing, PairingRules, Property, ReadRecord, Source,
+    SourceRecord, SyncError, UnpairedRecord,
 };
 use crmsync_host::cassette::Cassette;
 use crmsync_host::http::HttpMode;
@@ -195,6 +196,116 @@ fn match_page_meets_the_shared_expectations() {
     }
 }
 
+fn crm_side(value: &Value) -> CrmSide {
+    match value.as_str() {
+        Some("source") => CrmSide::Source,
+        Some("destination") => CrmSide::Destination,
+        other => panic!("unknown side {other:?}"),
+    }
+}
+
+fn pairing_rules(value: &Value) -> PairingRules {
+    PairingRules {
+        side: crm_side(&value["side"]),
+        companies: value["companies"].as_bool().unwrap(),
+        handle_mapped: value["handle_mapped"].as_bool().unwrap(),
+    }
+}
+
+fn counterparts(value: &Value) -> Vec<Counterpart> {
+    let list = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    list.iter()
+        .map(|c| Counterpart {
+            id: text(&c["id"]),
+            handles: texts(&c["handles"]),
+            linked: c["linked"].as_bool().unwrap(),
+        })
+        .collect()
+}
+
+fn pairing_json(pairing: Pairing) -> Value {
+    match pairing {
+        Pairing::Linked(pair) => json!({
+            "pairing": "linked", "counterpart_id": pair.counterpart_id, "resume": pair.resume
+        }),
+        Pairing::Skipped => json!({"pairing": "skipped"}),
+        Pairing::Paired(id) => json!({"pairing": "paired", "id": id}),
+        Pairing::Create => json!({"pairing": "create"}),
+        Pairing::LookUp(handle) => json!({"pairing": "look-up", "handle": handle}),
+        Pairing::Rejected(error) => {
+            json!({"pairing": "rejected", "category": category_name(error.category)})
+        }
+    }
+}
+
+#[test]
+fn pairing_across_crms_meets_the_shared_expectations() {
+    let mut instance = instance(ContactStore::open_in_memory().unwrap());
+    for case in cases("pairing.json") {
+        let records = case["records"].as_array().unwrap();
+        let got: Value = match case["call"].as_str().unwrap() {
+            "pair-read" => {
+                let records: Vec<ReadRecord> = records
+                    .iter()
+                    .map(|r| ReadRecord {
+                        id: text(&r["id"]),
+                        handles: texts(&r["handles"]),
+                        link: (!r["link"].is_null()).then(|| LinkState {
+                            counterpart_id: opt_text(&r["link"]["counterpart_id"]),
+                            syncing: r["link"]["syncing"].as_bool().unwrap(),
+                            stopped_by: (!r["link"]["stopped_by"].is_null())
+                                .then(|| crm_side(&r["link"]["stopped_by"])),
+                        }),
+                        read_counterparts: counterparts(&r["read_counterparts"]),
+                    })
+                    .collect();
+                let rules = pairing_rules(&case["rules"]);
+                let out = instance.pair_read(&rules, &records).unwrap();
+                out.into_iter().map(pairing_json).collect()
+            }
+            "pair-looked-up" => {
+                let records: Vec<UnpairedRecord> = records
+                    .iter()
+                    .map(|r| UnpairedRecord {
+                        id: text(&r["id"]),
+                        handles: texts(&r["handles"]),
+                    })
+                    .collect();
+                let out = instance
+                    .pair_looked_up(
+                        &pairing_rules(&case["rules"]),
+                        &records,
+                        &counterparts(&case["found"]),
+                        &texts(&case["taken"]),
+                    )
+                    .unwrap();
+                out.into_iter().map(pairing_json).collect()
+            }
+            "fold-merges" => {
+                let records: Vec<MergedRecord> = records
+                    .iter()
+                    .map(|r| MergedRecord {
+                        id: text(&r["id"]),
+                        linked: r["linked"].as_bool().unwrap(),
+                        merged: r["merged"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|m| MergedId {
+                                id: text(&m["id"]),
+                                linked: m["linked"].as_bool().unwrap(),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                json!(instance.fold_merges(&records).unwrap())
+            }
+            other => panic!("unknown call {other}"),
+        };
+        assert_eq!(got, case["expect"], "{}", case["name"]);
+    }
+}
+
 #[test]
 fn classify_error_meets_the_shared_expectations() {
     let mut instance = instance(ContactStore::open_in_memory().unwrap());
@@ -343,9 +454,9 @@ fn the_built_component_implements_exactly_the_published_wit() {
     assert_eq!(
         expected.keys().collect::<Vec<_>>(),
         [
-            "export crmsync:sync/sync@0.6.0",
-            "import crmsync:sync/directory@0.6.0",
-            "import crmsync:sync/types@0.6.0"
+            "export crmsync:sync/sync@0.7.0",
+            "import crmsync:sync/directory@0.7.0",
+            "import crmsync:sync/types@0.7.0"
         ]
     );
     assert_eq!(

@@ -6,13 +6,15 @@ use crate::bindings::exports::crmsync::sync::sync::Guest;
 use crate::hubspot::Object;
 use crate::matching::Directory;
 use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
+use crate::types::{Counterpart, MergedRecord, Pairing, PairingRules, ReadRecord, UnpairedRecord};
 use crate::types::{
     Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
     MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
     ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord, SyncError, WriteResult,
 };
 use crate::{
-    errors, filters, hubspot, mapping, matching, page_matching, reconcile, salesforce, writes,
+    counterparts, errors, filters, hubspot, mapping, matching, page_matching, reconcile,
+    salesforce, writes,
 };
 use std::time::Duration;
 
@@ -103,6 +105,23 @@ impl Guest for Component {
 
     fn reconcile(rules: Vec<FieldRule>, records: Vec<ReconcileInput>) -> Vec<Reconciled> {
         reconcile::reconcile(&rules, &records)
+    }
+
+    fn pair_read(rules: PairingRules, records: Vec<ReadRecord>) -> Vec<Pairing> {
+        counterparts::pair_read(&rules, &records)
+    }
+
+    fn pair_looked_up(
+        rules: PairingRules,
+        records: Vec<UnpairedRecord>,
+        found: Vec<Counterpart>,
+        taken: Vec<String>,
+    ) -> Vec<Pairing> {
+        counterparts::pair_looked_up(&rules, &records, &found, &taken)
+    }
+
+    fn fold_merges(records: Vec<MergedRecord>) -> Vec<Option<String>> {
+        counterparts::fold_merges(&records)
     }
 }
 

@@ -492,6 +492,52 @@ pub fn missing_handle(record_id: &str) -> SyncError {
     )
 }
 
+/// E1 in a sync between CRMs: a person without an email gets no counterpart
+/// on the other CRM, since nothing could match it there again.
+pub fn missing_email(record_id: &str) -> SyncError {
+    record_error(
+        ErrorCategory::MissingHandle,
+        record_id,
+        Some("email"),
+        format!(
+            "record {record_id} has no email, so no counterpart was created for it on the other \
+             side"
+        ),
+        format!(
+            "Add an email to record {record_id}: records are matched across the two CRMs by \
+             email, and one without could be created twice."
+        ),
+    )
+}
+
+/// E2 (X4) in a sync between CRMs: the record holding this email (or, for
+/// companies, domain) on the other CRM is linked to another record already.
+pub fn handle_taken_across(
+    companies: bool,
+    record_id: &str,
+    handle: &str,
+    other: &str,
+) -> SyncError {
+    let (category, what) = if companies {
+        (ErrorCategory::DomainTaken, "domain")
+    } else {
+        (ErrorCategory::EmailTaken, "email")
+    };
+    let id = record_id;
+    record_error(
+        category,
+        id,
+        Some(what),
+        format!(
+            "{what} {handle} of record {id} belongs to record {other} on the other side, which is \
+             already linked to another record, so record {id} was not synced"
+        ),
+        format!(
+            "Two records share the {what} {handle}: merge them, or give record {id} its own {what}."
+        ),
+    )
+}
+
 /// E5: contacts "from synced companies" while the company sync failed.
 pub fn dependency_failed(sync: &str) -> SyncError {
     SyncError {

@@ -5,6 +5,7 @@
 //! client) is specific to `wasm32`.
 
 pub mod associations;
+pub mod counterparts;
 pub mod errors;
 pub mod filters;
 pub mod hubspot;

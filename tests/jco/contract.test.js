@@ -88,6 +88,51 @@ test('match-page meets the shared expectations', () => {
   }
 });
 
+function counterparts(list) {
+  return (list ?? []).map((c) => ({ id: c.id, handles: c.handles, linked: c.linked }));
+}
+
+function pairingJson(pairing) {
+  switch (pairing.tag) {
+    case 'linked':
+      return { pairing: 'linked', counterpart_id: pairing.val.counterpartId ?? null, resume: pairing.val.resume };
+    case 'paired':
+      return { pairing: 'paired', id: pairing.val };
+    case 'look-up':
+      return { pairing: 'look-up', handle: pairing.val ?? null };
+    case 'rejected':
+      return { pairing: 'rejected', category: pairing.val.category };
+    default:
+      return { pairing: pairing.tag };
+  }
+}
+
+test('pairing across CRMs meets the shared expectations', () => {
+  for (const c of cases('pairing.json')) {
+    const rules = c.rules && { side: c.rules.side, companies: c.rules.companies, handleMapped: c.rules.handle_mapped };
+    let got;
+    if (c.call === 'pair-read') {
+      const records = c.records.map((r) => ({
+        id: r.id,
+        handles: r.handles,
+        link: r.link == null ? undefined : {
+          counterpartId: opt(r.link.counterpart_id),
+          syncing: r.link.syncing,
+          stoppedBy: opt(r.link.stopped_by),
+        },
+        readCounterparts: counterparts(r.read_counterparts),
+      }));
+      got = sync.pairRead(rules, records).map(pairingJson);
+    } else if (c.call === 'pair-looked-up') {
+      const records = c.records.map((r) => ({ id: r.id, handles: r.handles }));
+      got = sync.pairLookedUp(rules, records, counterparts(c.found), c.taken).map(pairingJson);
+    } else {
+      got = sync.foldMerges(c.records).map((id) => id ?? null);
+    }
+    assert.deepEqual(got, c.expect, c.name);
+  }
+});
+
 test('classify-error meets the shared expectations', () => {
   for (const c of cases('classify-error.json')) {
     const [kind, value] = Object.entries(c.failure)[0];

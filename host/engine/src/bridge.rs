@@ -675,7 +675,7 @@ impl Bridge<'_> {
             let object = self.crm.object;
             destination.read_pages(self.options, scope.clone(), |page| {
                 self.counts.seen += page.len() as u64;
-                self.follow_merges(&page, LinkSide::Destination)?;
+                self.follow_merges(&mut source.instance, LinkSide::Destination, &page)?;
                 held.add(&page, |r| handles(r, object))?;
                 Ok(())
             })?;
@@ -712,7 +712,7 @@ impl Bridge<'_> {
                 .map_err(Stop::Classified)?;
             self.counts.pages += 1;
             self.counts.seen += page.records.len() as u64;
-            self.follow_merges(&page.records, LinkSide::Source)?;
+            self.follow_merges(&mut source.instance, LinkSide::Source, &page.records)?;
             for id in &page.excluded {
                 self.stopped_syncing += u64::from(self.store.set_link_syncing(
                     &self.config.name,
@@ -894,43 +894,6 @@ impl Bridge<'_> {
         self.store
             .record_error(self.run_id, &error_row(self.run_id, &error))
     }
-}
-
-/// E1 for a sync into a CRM: no email, so no counterpart is created.
-fn missing_email(id: &str) -> SyncError {
-    record_error(
-        ErrorCategory::MissingHandle,
-        ErrorScope::Record,
-        Some(id),
-        "email",
-        format!("record {id} has no email, so no counterpart was created for it on the other side"),
-        format!(
-            "Add an email to record {id}: records are matched across the two CRMs by email, and \
-             one without could be created twice."
-        ),
-    )
-}
-
-/// E2 (X4) across two CRMs: the record holding this email (or, for
-/// companies, domain) on the other side is linked to another record already.
-fn handle_taken(object: SyncObject, id: &str, handle: &str, other: &str) -> SyncError {
-    let (category, what) = match object {
-        SyncObject::Contacts => (ErrorCategory::EmailTaken, "email"),
-        SyncObject::Companies => (ErrorCategory::DomainTaken, "domain"),
-    };
-    record_error(
-        category,
-        ErrorScope::Record,
-        Some(id),
-        what,
-        format!(
-            "{what} {handle} of record {id} belongs to record {other} on the other side, which is \
-             already linked to another record, so record {id} was not synced"
-        ),
-        format!(
-            "Two records share the {what} {handle}: merge them, or give record {id} its own {what}."
-        ),
-    )
 }
 
 /// A record's failure (or one field's, by `scope`): no retry helps.

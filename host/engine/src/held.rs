@@ -88,20 +88,20 @@ impl Held {
             .transpose()
     }
 
-    /// Ids of held records sharing one of these handles, in handle order,
-    /// each handle's records in reading order.
-    pub fn with_handles(&self, handles: &[String]) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
+    /// Held records sharing one of these handles, as `(id, handle)`, in
+    /// handle order, each handle's records in reading order.
+    pub fn with_handles(&self, handles: &[String]) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
         let mut statement = self.db.prepare_cached(
             "SELECT held.id FROM held_handles JOIN held ON held.seq = held_handles.seq
              WHERE held_handles.handle = ?1 ORDER BY held_handles.seq",
         )?;
         for handle in handles {
             for id in statement.query_map([handle], |r| r.get::<_, String>(0))? {
-                ids.push(id?);
+                found.push((id?, handle.clone()));
             }
         }
-        Ok(ids)
+        Ok(found)
     }
 
     /// Takes up to `limit` of the records no one took, in reading order.
@@ -161,10 +161,15 @@ mod tests {
         held.add(&[record("3", &[]), record("1", &["dup@x.io"])], emails)
             .unwrap();
         assert_eq!(held.len(), 3);
-        assert_eq!(held.with_handles(&["a@x.io".into()]).unwrap(), ["1", "2"]);
+        let found = |held: &Held| -> Vec<String> {
+            let found = held.with_handles(&["a@x.io".into()]).unwrap();
+            assert!(found.iter().all(|(_, handle)| handle == "a@x.io"));
+            found.into_iter().map(|(id, _)| id).collect()
+        };
+        assert_eq!(found(&held), ["1", "2"]);
         assert_eq!(held.take("1").unwrap(), Some(record("1", &["a@x.io"])));
         assert_eq!(held.take("1").unwrap(), None);
-        assert_eq!(held.with_handles(&["a@x.io".into()]).unwrap(), ["2"]);
+        assert_eq!(found(&held), ["2"]);
         assert_eq!(
             held.take_rest(1).unwrap(),
             [record("2", &["b@x.io", "a@x.io"])]

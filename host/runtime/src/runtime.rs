@@ -6,9 +6,10 @@ use crate::bindings::Plugin;
 use crate::bindings::PluginPre;
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
-    Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
-    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
-    ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
+    Counterpart, Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind,
+    MappedContact, MappedPage, MappedRecord, MatchOutcome, MergedRecord, OutgoingRecord, Owner,
+    Page, Pairing, PairingRules, PropertyDefinition, ReadRecord, ReconcileInput, Reconciled,
+    Source, SourceRecord, SyncError, UnpairedRecord, WriteResult,
 };
 use crate::code_cache;
 use crate::http::Hooks;
@@ -465,6 +466,46 @@ impl Instance {
             .crmsync_sync_sync()
             .call_reconcile(&mut self.store, rules, records)
             .map_err(|e| component_failed("reconcile", &self.sandbox, e))
+    }
+
+    /// `pair-read`.
+    pub fn pair_read(
+        &mut self,
+        rules: &PairingRules,
+        records: &[ReadRecord],
+    ) -> Result<Vec<Pairing>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_pair_read(&mut self.store, *rules, records)
+            .map_err(|e| component_failed("pair-read", &self.sandbox, e))
+    }
+
+    /// `pair-looked-up`.
+    pub fn pair_looked_up(
+        &mut self,
+        rules: &PairingRules,
+        records: &[UnpairedRecord],
+        found: &[Counterpart],
+        taken: &[String],
+    ) -> Result<Vec<Pairing>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_pair_looked_up(&mut self.store, *rules, records, found, taken)
+            .map_err(|e| component_failed("pair-looked-up", &self.sandbox, e))
+    }
+
+    /// `fold-merges`.
+    pub fn fold_merges(&mut self, records: &[MergedRecord]) -> Result<Vec<Option<String>>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        self.plugin
+            .crmsync_sync_sync()
+            .call_fold_merges(&mut self.store, records)
+            .map_err(|e| component_failed("fold-merges", &self.sandbox, e))
     }
 
     /// `classify-error`.

@@ -8,6 +8,9 @@ wit_bindgen::generate!({ world: "plugin", path: "../../wit", generate_all });
 #[cfg(target_arch = "wasm32")]
 mod component {
     use super::crmsync::sync::types::{
+        Counterpart, MergedRecord, Pairing, PairingRules, ReadRecord, UnpairedRecord,
+    };
+    use super::crmsync::sync::types::{
         Destination, ErrorCategory, ErrorScope, Failure, FieldMapping, FieldRule, MappedContact,
         MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
         ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
@@ -150,6 +153,26 @@ mod component {
 
         /// Panics.
         fn reconcile(_rules: Vec<FieldRule>, _records: Vec<ReconcileInput>) -> Vec<Reconciled> {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics.
+        fn pair_read(_rules: PairingRules, _records: Vec<ReadRecord>) -> Vec<Pairing> {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics.
+        fn pair_looked_up(
+            _rules: PairingRules,
+            _records: Vec<UnpairedRecord>,
+            _found: Vec<Counterpart>,
+            _taken: Vec<String>,
+        ) -> Vec<Pairing> {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics.
+        fn fold_merges(_records: Vec<MergedRecord>) -> Vec<Option<String>> {
             panic!("misbehaving on purpose")
         }
     }

@@ -1,28 +1,74 @@
-//! Pairing records across the two CRMs (X3, X8): by stored link, then by
-//! email among the records read, then by a look-up of the other side; merges
-//! and converted Leads followed to their survivor.
+//! Pairing records across the two CRMs (X3, X8), as the component decides
+//! it (`pair-read`, `pair-looked-up`, `fold-merges`): this file gathers what
+//! those decisions need (stored links, held records, look-ups on the other
+//! CRM) and applies what they say.
 
 use super::*;
+use crate::bindings::crmsync::sync::types::{
+    Counterpart, CrmSide, LinkState, MergedId, MergedRecord, Pairing, PairingRules, ReadRecord,
+    UnpairedRecord,
+};
 
 impl Bridge<'_> {
     /// X8: a Lead converted into a Contact (or HubSpot contacts merged) moves
     /// the link to the survivor, so its counterpart is updated, not doubled.
-    pub(super) fn follow_merges(&mut self, records: &[MappedRecord], side: LinkSide) -> Result<()> {
-        for record in records {
-            for merged in &record.merged_ids {
-                let kind = kind_of(record);
-                if self.store.relink(
-                    &self.config.name,
-                    side,
-                    merged,
-                    &record.contact.external_id,
-                    kind.as_deref(),
-                )? {
-                    self.merged += 1;
-                }
+    /// `pairer` is either side's instance: the decision reads no CRM.
+    pub(super) fn follow_merges(
+        &mut self,
+        pairer: &mut Instance,
+        link_side: LinkSide,
+        records: &[MappedRecord],
+    ) -> Result<()> {
+        let survivors: Vec<&MappedRecord> = records
+            .iter()
+            .filter(|r| !r.merged_ids.is_empty())
+            .collect();
+        if survivors.is_empty() {
+            return Ok(());
+        }
+        let linked = |id: &str| -> Result<bool> {
+            Ok(self.store.link(&self.config.name, link_side, id)?.is_some())
+        };
+        let mut asked = Vec::with_capacity(survivors.len());
+        for record in &survivors {
+            asked.push(MergedRecord {
+                id: record.contact.external_id.clone(),
+                linked: linked(&record.contact.external_id)?,
+                merged: record
+                    .merged_ids
+                    .iter()
+                    .map(|id| {
+                        Ok(MergedId {
+                            id: id.clone(),
+                            linked: linked(id)?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            });
+        }
+        let folds = pairer.fold_merges(&asked)?;
+        for (record, fold) in survivors.into_iter().zip(folds) {
+            let Some(merged) = fold else { continue };
+            if self.store.relink(
+                &self.config.name,
+                link_side,
+                &merged,
+                &record.contact.external_id,
+                kind_of(record).as_deref(),
+            )? {
+                self.merged += 1;
             }
         }
         Ok(())
+    }
+
+    /// What pairing needs to know of this sync, for records read on `side`.
+    fn pairing_rules(&self, side: LinkSide) -> PairingRules {
+        PairingRules {
+            side: crm_side(side),
+            companies: self.crm.object == SyncObject::Companies,
+            handle_mapped: self.crm.handle_field(&self.config.source.system).is_some(),
+        }
     }
 
     /// Pairs a page of source records: by stored link (X1, X2), then by
@@ -36,53 +82,54 @@ impl Bridge<'_> {
         records: Vec<MappedRecord>,
         held: &mut Held,
     ) -> Result<Vec<Pair>, Stop> {
-        let sync = self.config.name.clone();
+        let object = self.crm.object;
+        let mut links = Vec::with_capacity(records.len());
+        let mut asked = Vec::with_capacity(records.len());
+        for record in &records {
+            let link = self.stored_link(LinkSide::Source, record)?;
+            let read_counterparts = if link.is_some() {
+                Vec::new()
+            } else {
+                self.held_counterparts(held, handles(record, object))?
+            };
+            asked.push(ReadRecord {
+                id: record.contact.external_id.clone(),
+                handles: handles(record, object).to_vec(),
+                link: link.as_ref().map(|l| link_state(l, LinkSide::Source)),
+                read_counterparts,
+            });
+            links.push(link);
+        }
+        let rules = self.pairing_rules(LinkSide::Source);
+        let pairings = destination.instance.pair_read(&rules, &asked)?;
         let mut pairs = Vec::new();
         let mut alone = Vec::new();
-        for record in records {
-            if let Some(mut link) =
-                self.store
-                    .link(&sync, LinkSide::Source, &record.contact.external_id)?
-            {
-                match (link.syncing, link.stopped_at) {
-                    (true, _) => {}
-                    // Its destination record was deleted: nothing to write to.
-                    (false, Some(LinkSide::Destination)) => {
-                        self.counts.skipped += 1;
-                        continue;
+        for ((record, link), pairing) in records.into_iter().zip(links).zip(pairings) {
+            match (pairing, link) {
+                (Pairing::Linked(linked), Some(mut link)) => {
+                    if linked.resume {
+                        self.resume(&mut link, LinkSide::Source)?;
                     }
-                    // Read matching again: it syncs again.
-                    (false, _) => self.resume(&mut link, LinkSide::Source)?,
+                    let counterpart = match linked.counterpart_id.as_deref() {
+                        Some(id) => held.take(id)?,
+                        None => None,
+                    };
+                    pairs.push(Pair {
+                        link,
+                        source: Some(record),
+                        destination: counterpart,
+                    });
                 }
-                let counterpart = match link.destination_id.as_deref() {
-                    Some(id) => held.take(id)?,
-                    None => None,
-                };
-                pairs.push(Pair {
-                    link,
-                    source: Some(record),
-                    destination: counterpart,
-                });
-                continue;
-            }
-            let mut counterpart = None;
-            for id in held.with_handles(handles(&record, self.crm.object))? {
-                if self
-                    .store
-                    .link(&sync, LinkSide::Destination, &id)?
-                    .is_none()
-                {
-                    counterpart = held.take(&id)?;
-                    break;
+                (Pairing::Paired(id), _) => {
+                    let counterpart = held.take(&id)?;
+                    pairs.push(new_pair(Some(record), counterpart));
                 }
-            }
-            match counterpart {
-                Some(counterpart) => pairs.push(new_pair(Some(record), Some(counterpart))),
-                None => alone.push(record),
+                (Pairing::LookUp(_), _) => alone.push(record),
+                (other, _) => self.take_pairing(other, Some(record), None, &mut pairs)?,
             }
         }
         // A counterpart already paired on this page is taken, as a linked one is.
-        let taken: HashSet<String> = pairs
+        let taken: Vec<String> = pairs
             .iter()
             .filter_map(|p| p.link.destination_id.clone())
             .collect();
@@ -104,40 +151,41 @@ impl Bridge<'_> {
         records: Vec<MappedRecord>,
         two_way: bool,
     ) -> Result<Vec<Pair>, Stop> {
-        let sync = self.config.name.clone();
+        let object = self.crm.object;
+        let mut links = Vec::with_capacity(records.len());
+        let mut asked = Vec::with_capacity(records.len());
+        for record in &records {
+            let link = self.stored_link(LinkSide::Destination, record)?;
+            asked.push(ReadRecord {
+                id: record.contact.external_id.clone(),
+                handles: handles(record, object).to_vec(),
+                link: link.as_ref().map(|l| link_state(l, LinkSide::Destination)),
+                read_counterparts: Vec::new(),
+            });
+            links.push(link);
+        }
+        let rules = self.pairing_rules(LinkSide::Destination);
+        let pairings = source.instance.pair_read(&rules, &asked)?;
         let mut pairs = Vec::new();
         let mut alone = Vec::new();
-        for record in records {
-            match self
-                .store
-                .link(&sync, LinkSide::Destination, &record.contact.external_id)?
-            {
-                // Read live again after its deletion (restored): it syncs again.
-                Some(mut link) if link.stopped_at == Some(LinkSide::Destination) => {
-                    self.resume(&mut link, LinkSide::Destination)?;
+        for ((record, link), pairing) in records.into_iter().zip(links).zip(pairings) {
+            match (pairing, link) {
+                (Pairing::Linked(linked), Some(mut link)) => {
+                    if linked.resume {
+                        self.resume(&mut link, LinkSide::Destination)?;
+                    }
                     pairs.push(Pair {
                         link,
                         source: None,
                         destination: Some(record),
                     });
                 }
-                // Its source record no longer syncs: nothing flows back to it.
-                Some(link) if !link.syncing => self.counts.skipped += 1,
-                Some(link) => pairs.push(Pair {
-                    link,
-                    source: None,
-                    destination: Some(record),
-                }),
-                None => alone.push(record),
+                (Pairing::LookUp(_), _) => alone.push(record),
+                (other, _) => self.take_pairing(other, None, Some(record), &mut pairs)?,
             }
         }
         if two_way {
-            pairs.extend(self.match_elsewhere(
-                source,
-                alone,
-                LinkSide::Destination,
-                HashSet::new(),
-            )?);
+            pairs.extend(self.match_elsewhere(source, alone, LinkSide::Destination, Vec::new())?);
         }
         Ok(pairs)
     }
@@ -150,8 +198,11 @@ impl Bridge<'_> {
         other: &mut Side,
         records: Vec<MappedRecord>,
         side: LinkSide,
-        mut taken: HashSet<String>,
+        taken: Vec<String>,
     ) -> Result<Vec<Pair>, Stop> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
         let object = self.crm.object;
         // Sorted: the same records make the same requests (replayable, testable).
         let wanted: Vec<String> = records
@@ -165,51 +216,151 @@ impl Bridge<'_> {
         } else {
             other.lookup(self.options, &wanted)?
         };
-        // A look-up by domain finds every Website containing it: only exact
-        // (normalised) handles count.
-        let mut by_handle: HashMap<&str, &MappedRecord> = HashMap::new();
+        let mut counterparts = Vec::with_capacity(found.len());
         for record in &found {
-            for handle in handles(record, object) {
-                by_handle.entry(handle.as_str()).or_insert(record);
-            }
-        }
-        let mut pairs = Vec::new();
-        for record in records {
-            let id = record.contact.external_id.clone();
-            let Some(handle) = handles(&record, object).first().cloned() else {
-                let handle_mapped = self.crm.handle_field(&self.config.source.system).is_some();
-                if object == SyncObject::Contacts && handle_mapped {
-                    // As HubSpot's connector: no email, no counterpart
-                    // created (it could never be matched again).
-                    self.reject(missing_email(&id))?;
-                    continue;
-                }
-                // A company needs no domain (as in a sync into the store):
-                // its link alone pairs it from now on.
-                pairs.push(match side {
-                    LinkSide::Source => new_pair(Some(record), None),
-                    LinkSide::Destination => new_pair(None, Some(record)),
-                });
-                continue;
-            };
-            let counterpart = by_handle.get(handle.as_str()).copied().cloned();
-            if let Some(counterpart) = &counterpart {
-                let other_id = &counterpart.contact.external_id;
-                let linked = self
+            let id = &record.contact.external_id;
+            counterparts.push(Counterpart {
+                id: id.clone(),
+                handles: handles(record, object).to_vec(),
+                linked: self
                     .store
-                    .link(&self.config.name, other.link_side, other_id)?
-                    .is_some();
-                if linked || !taken.insert(other_id.clone()) {
-                    self.reject(handle_taken(object, &id, &handle, other_id))?;
-                    continue;
-                }
-            }
-            pairs.push(match side {
-                LinkSide::Source => new_pair(Some(record), counterpart),
-                LinkSide::Destination => new_pair(counterpart, Some(record)),
+                    .link(&self.config.name, other.link_side, id)?
+                    .is_some(),
             });
         }
+        let asked: Vec<UnpairedRecord> = records
+            .iter()
+            .map(|r| UnpairedRecord {
+                id: r.contact.external_id.clone(),
+                handles: handles(r, object).to_vec(),
+            })
+            .collect();
+        let rules = self.pairing_rules(side);
+        let pairings = other
+            .instance
+            .pair_looked_up(&rules, &asked, &counterparts, &taken)?;
+        let mut pairs = Vec::new();
+        for (record, pairing) in records.into_iter().zip(pairings) {
+            let counterpart = match &pairing {
+                Pairing::Paired(id) => found.iter().find(|f| f.contact.external_id == *id).cloned(),
+                _ => None,
+            };
+            let (source, destination) = match side {
+                LinkSide::Source => (Some(record), counterpart),
+                LinkSide::Destination => (counterpart, Some(record)),
+            };
+            match pairing {
+                Pairing::Paired(_) | Pairing::Create => pairs.push(new_pair(source, destination)),
+                other => self.take_pairing(other, source, destination, &mut pairs)?,
+            }
+        }
         Ok(pairs)
+    }
+
+    /// Applies an outcome that needs nothing of the pass's state: a create,
+    /// a rejection or a skip. (`pair-read` does not create or reject, and
+    /// `pair-looked-up` does not skip, but either answer is taken as said.)
+    fn take_pairing(
+        &mut self,
+        pairing: Pairing,
+        source: Option<MappedRecord>,
+        destination: Option<MappedRecord>,
+        pairs: &mut Vec<Pair>,
+    ) -> Result<()> {
+        match pairing {
+            Pairing::Create => pairs.push(new_pair(source, destination)),
+            Pairing::Rejected(error) => self.reject(error)?,
+            Pairing::Skipped => self.counts.skipped += 1,
+            unexpected => {
+                anyhow::bail!("the component paired a record unexpectedly: {unexpected:?}")
+            }
+        }
+        Ok(())
+    }
+
+    /// X4 for a create the CRM refused because the record holding its
+    /// handle exists (`other`), when that record is linked to another: the
+    /// component's rejection, as a look-up finding it linked would give.
+    pub(super) fn reject_taken(
+        &mut self,
+        side: &mut Side,
+        towards: LinkSide,
+        key: &str,
+        handle: String,
+        other: &str,
+    ) -> Result<()> {
+        let read_on = match towards {
+            LinkSide::Destination => LinkSide::Source,
+            LinkSide::Source => LinkSide::Destination,
+        };
+        let record = UnpairedRecord {
+            id: key.to_owned(),
+            handles: vec![handle.clone()],
+        };
+        let holder = Counterpart {
+            id: other.to_owned(),
+            handles: vec![handle],
+            linked: true,
+        };
+        let pairing = side.instance.pair_looked_up(
+            &self.pairing_rules(read_on),
+            &[record],
+            &[holder],
+            &[],
+        )?;
+        match pairing.into_iter().next() {
+            Some(Pairing::Rejected(error)) => self.reject(error),
+            other => anyhow::bail!("the component paired {key} with a linked record: {other:?}"),
+        }
+    }
+
+    /// The stored link of a record read on `side`.
+    fn stored_link(&self, side: LinkSide, record: &MappedRecord) -> Result<Option<Link>> {
+        self.store
+            .link(&self.config.name, side, &record.contact.external_id)
+    }
+
+    /// The held destination records sharing one of `handles`, each once,
+    /// with the handles it was found by and whether a link holds it.
+    fn held_counterparts(&self, held: &Held, handles: &[String]) -> Result<Vec<Counterpart>> {
+        let mut counterparts: Vec<Counterpart> = Vec::new();
+        for (id, handle) in held.with_handles(handles)? {
+            match counterparts.iter_mut().find(|c| c.id == id) {
+                Some(known) => known.handles.push(handle),
+                None => {
+                    let linked = self
+                        .store
+                        .link(&self.config.name, LinkSide::Destination, &id)?
+                        .is_some();
+                    counterparts.push(Counterpart {
+                        id,
+                        handles: vec![handle],
+                        linked,
+                    });
+                }
+            }
+        }
+        Ok(counterparts)
+    }
+}
+
+fn crm_side(side: LinkSide) -> CrmSide {
+    match side {
+        LinkSide::Source => CrmSide::Source,
+        LinkSide::Destination => CrmSide::Destination,
+    }
+}
+
+/// The stored link of a record read on `side`, as pairing sees it.
+fn link_state(link: &Link, side: LinkSide) -> LinkState {
+    let counterpart = match side {
+        LinkSide::Source => &link.destination_id,
+        LinkSide::Destination => &link.source_id,
+    };
+    LinkState {
+        counterpart_id: counterpart.clone(),
+        syncing: link.syncing,
+        stopped_by: link.stopped_at.map(crm_side),
     }
 }
 

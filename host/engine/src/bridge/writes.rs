@@ -258,7 +258,7 @@ impl Bridge<'_> {
                         if taken {
                             // X4: the record holding the handle is another's.
                             let handle = pair.handle(self.crm.object).unwrap_or_default();
-                            self.reject(handle_taken(self.crm.object, &record.key, &handle, &id))?;
+                            self.reject_taken(side, towards, &record.key, handle, &id)?;
                             outcomes.push((index, false));
                             continue;
                         }
