@@ -17,7 +17,7 @@
 
 use crate::matching::{Directory, match_account, match_contact};
 use crate::types::{DestinationContact, HandleKind, MappedContact, MatchOutcome};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 /// A snapshot's index: keys are short strings hashed once per look-up, and
@@ -144,12 +144,25 @@ struct Snapshot<'a> {
 }
 
 impl<'a> Snapshot<'a> {
-    fn new(directory: &'a [DestinationContact], accounts: bool) -> Self {
+    /// The directory's answer, indexed; sized for the page's `records` too,
+    /// whose creates join it (a page of creates never rehashes).
+    fn new(directory: &'a [DestinationContact], records: &[MappedContact], accounts: bool) -> Self {
+        fn sized<'a, V>(count: usize) -> Index<'a, V> {
+            Index::with_capacity_and_hasher(count, Default::default())
+        }
+        let handles = |of: fn(&DestinationContact) -> usize, own: fn(&MappedContact) -> usize| {
+            sized(directory.iter().map(of).sum::<usize>() + records.iter().map(own).sum::<usize>())
+        };
         let mut snapshot = Snapshot {
             accounts,
-            entries: Vec::with_capacity(directory.len()),
-            by_id: Index::with_capacity_and_hasher(directory.len(), Default::default()),
-            by_key: Default::default(),
+            entries: Vec::with_capacity(directory.len() + records.len()),
+            by_id: sized(directory.len()),
+            by_key: [
+                sized(directory.len() + records.len()),
+                handles(|c| c.emails.len(), |r| r.emails.len()),
+                handles(|c| c.phones.len(), |r| r.phones.len()),
+                handles(|c| c.domains.len(), |r| r.domains.len()),
+            ],
         };
         for contact in directory {
             snapshot
@@ -345,7 +358,7 @@ fn decide<'a>(
     accounts: bool,
     rule: fn(&mut Snapshot<'a>, &MappedContact) -> MatchOutcome,
 ) -> Vec<MatchOutcome> {
-    let mut snapshot = Snapshot::new(held, accounts);
+    let mut snapshot = Snapshot::new(held, records, accounts);
     records
         .iter()
         .enumerate()
@@ -357,9 +370,14 @@ fn decide<'a>(
         .collect()
 }
 
+/// Each value once, in order (FxHash, as the snapshot's index).
 fn unique<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    values.filter(|v| seen.insert(*v)).cloned().collect()
+    let (low, _) = values.size_hint();
+    let mut seen = FxHashSet::with_capacity_and_hasher(low, Default::default());
+    values
+        .filter(|v| seen.insert(v.as_str()))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -294,6 +294,11 @@ pub(crate) fn engine() -> Result<Engine> {
         .get_or_init(|| {
             let mut config = Config::new();
             config.epoch_interruption(true);
+            // `perf` names the component's functions from /tmp/perf-<pid>.map
+            // when this is set (profiling the bench: docs/performance.md).
+            if std::env::var_os("CRMSYNC_PERF_MAP").is_some() {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
             let engine = Engine::new(&config).map_err(|e| format!("{e:?}"))?;
             let weak = engine.weak();
             std::thread::Builder::new()
