@@ -34,6 +34,10 @@ macro_rules! per_table {
 }
 
 mod accounts;
+#[cfg(test)]
+mod contract;
+pub mod interface;
+pub use interface::Store;
 mod control;
 mod lookups;
 mod outcomes;

@@ -1,0 +1,239 @@
+//! The store contract, written against the [`Store`] traits only: every
+//! backend runs it (`sqlite_meets_the_store_contract`; PostgreSQL's joins it
+//! in issue 16). Each check is one guarantee a sync relies on.
+
+use crate::interface::Store;
+use crate::{
+    Bookmark, ContactData, ContactStore, Counts, DirectoryEntry, ErrorRow, Handle, Intent, Link,
+    LinkSide, Records, RunMode,
+};
+use std::collections::HashSet;
+
+/// Runs every check on fresh stores from `open`.
+pub fn contract<S: Store>(open: impl Fn() -> S) {
+    directory_matches_by_link_and_handle(&open());
+    a_page_and_its_checkpoint_commit_together(&open());
+    links_follow_merges_and_stop_and_resume(&open());
+    runs_resume_from_their_checkpoint_and_bookmark_on_completion(&open());
+    one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(&open());
+    pause_trigger_and_intents_are_kept_per_sync(&open());
+    // Through a trait object too: a runner may hold `&dyn Store`.
+    let store = open();
+    let dynamic: &dyn Store = &store;
+    assert_eq!(dynamic.linked_pairs("none").unwrap(), 0);
+}
+
+fn contact(emails: &[&str], phones: &[&str]) -> ContactData {
+    ContactData {
+        name: Some("Ada".into()),
+        emails: emails.iter().map(|e| (*e).to_owned()).collect(),
+        phones: phones.iter().map(|p| (*p).to_owned()).collect(),
+        fields: Default::default(),
+    }
+}
+
+fn ids(entries: Vec<DirectoryEntry>) -> Vec<i64> {
+    entries.into_iter().map(|e| e.id).collect()
+}
+
+fn directory_matches_by_link_and_handle(s: &impl Store) {
+    let a = s
+        .create("1", &contact(&["a@x.io"], &["+15550100"]), None)
+        .unwrap();
+    let b = s.create("2", &contact(&["b@x.io"], &[]), None).unwrap();
+    assert_eq!(s.find_by_external_id("1").unwrap().unwrap().id, a);
+    assert_eq!(s.find_by_external_id("3").unwrap(), None);
+    assert_eq!(ids(s.find_by_handle(Handle::Email, "b@x.io").unwrap()), [b]);
+    assert_eq!(
+        ids(s.find_by_handle(Handle::Phone, "+15550100").unwrap()),
+        [a]
+    );
+    let mut page = ids(s
+        .find_page(&["2".into()], &["a@x.io".into()], &["+15559999".into()])
+        .unwrap());
+    page.sort();
+    assert_eq!(page, [a, b]);
+    // An email change replaces the synced email.
+    s.update(a, "1", &contact(&["new@x.io"], &["+15550100"]), None)
+        .unwrap();
+    assert!(
+        s.find_by_handle(Handle::Email, "a@x.io")
+            .unwrap()
+            .is_empty()
+    );
+    let entry = s.find_by_external_id("1").unwrap().unwrap();
+    assert_eq!(entry.emails, ["new@x.io"]);
+    assert!(entry.from_source.contains(&"new@x.io".to_owned()));
+    // Merged source records fold into the survivor's contact.
+    assert_eq!(s.absorb_merged("1", &["2".into()]).unwrap(), 1);
+    assert_eq!(s.find_by_external_id("2").unwrap(), None);
+    assert!(s.stop_syncing(Records::Contacts, "1").unwrap());
+}
+
+fn a_page_and_its_checkpoint_commit_together(s: &impl Store) {
+    let run = s.start_run("demo", RunMode::Full, 1_000).unwrap();
+    s.begin().unwrap();
+    s.create("9", &contact(&["nine@x.io"], &[]), None).unwrap();
+    let counts = Counts {
+        pages: 1,
+        seen: 1,
+        created: 1,
+        ..Counts::default()
+    };
+    s.checkpoint(run.id, Some("after-9"), &counts, Some(5))
+        .unwrap();
+    s.rollback();
+    assert_eq!(s.find_by_external_id("9").unwrap(), None, "rolled back");
+    let open_run = s.interrupted_run("demo").unwrap().unwrap();
+    assert_eq!(
+        open_run.cursor, None,
+        "the checkpoint rolled back with the page"
+    );
+    s.begin().unwrap();
+    s.create("9", &contact(&["nine@x.io"], &[]), None).unwrap();
+    s.checkpoint(run.id, Some("after-9"), &counts, Some(5))
+        .unwrap();
+    s.commit().unwrap();
+    assert!(s.find_by_external_id("9").unwrap().is_some());
+    let open_run = s.interrupted_run("demo").unwrap().unwrap();
+    assert_eq!(open_run.cursor.as_deref(), Some("after-9"));
+    assert_eq!(open_run.counts, counts);
+}
+
+fn links_follow_merges_and_stop_and_resume(s: &impl Store) {
+    let link = Link {
+        source_id: Some("s1".into()),
+        destination_id: Some("d1".into()),
+        ..Link::default()
+    };
+    let id = s.save_link("crm", &link).unwrap();
+    assert_eq!(
+        s.link_by_id(id).unwrap().unwrap().source_id.as_deref(),
+        Some("s1")
+    );
+    assert_eq!(
+        s.link("crm", LinkSide::Destination, "d1")
+            .unwrap()
+            .unwrap()
+            .id,
+        Some(id)
+    );
+    assert!(
+        s.link("other", LinkSide::Source, "s1").unwrap().is_none(),
+        "per sync"
+    );
+    assert!(s.relink("crm", LinkSide::Source, "s1", "s2", None).unwrap());
+    assert!(s.link("crm", LinkSide::Source, "s1").unwrap().is_none());
+    assert!(
+        s.set_link_syncing("crm", LinkSide::Destination, "d1", false)
+            .unwrap()
+    );
+    let stopped = s.link("crm", LinkSide::Source, "s2").unwrap().unwrap();
+    assert!(!stopped.syncing);
+    assert_eq!(stopped.stopped_at, Some(LinkSide::Destination));
+    assert!(
+        s.set_link_syncing("crm", LinkSide::Destination, "d1", true)
+            .unwrap()
+    );
+    assert!(
+        s.link("crm", LinkSide::Source, "s2")
+            .unwrap()
+            .unwrap()
+            .syncing
+    );
+    assert_eq!(s.stop_syncing_unread("crm", &HashSet::new()).unwrap(), 1);
+    assert_eq!(s.linked_pairs("crm").unwrap(), 1);
+    assert_eq!(s.links("crm").unwrap().len(), 1);
+}
+
+fn runs_resume_from_their_checkpoint_and_bookmark_on_completion(s: &impl Store) {
+    assert_eq!(s.bookmark("demo").unwrap(), None);
+    let run = s.start_run("demo", RunMode::Full, 1_000).unwrap();
+    s.checkpoint(run.id, Some("c1"), &Counts::default(), Some(7))
+        .unwrap();
+    s.record_error(
+        run.id,
+        &ErrorRow {
+            run_id: run.id,
+            category: "transient".into(),
+            scope: "sync".into(),
+            message: "m".into(),
+            resolution: "r".into(),
+            ..ErrorRow::default()
+        },
+    )
+    .unwrap();
+    let open_run = s.interrupted_run("demo").unwrap().unwrap();
+    assert_eq!((open_run.id, open_run.newest_ms), (run.id, Some(7)));
+    s.resume_run(run.id).unwrap();
+    let bookmark = Bookmark {
+        modified_ms: 7,
+        fingerprint: "f".into(),
+    };
+    s.complete_run(run.id, "demo", &bookmark).unwrap();
+    s.finish_run(run.id, None).unwrap();
+    assert_eq!(s.interrupted_run("demo").unwrap(), None);
+    assert_eq!(s.bookmark("demo").unwrap(), Some(bookmark));
+}
+
+fn one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(s: &impl Store) {
+    let alive = |_: &str| false;
+    let a = s
+        .acquire_lease("demo", "a", 1_000, 60_000, &alive)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.acquire_lease("demo", "b", 2_000, 60_000, &alive)
+            .unwrap()
+            .map(|l| l.owner),
+        Err("a".into())
+    );
+    s.renew_lease(&a, 30_000, 60_000).unwrap();
+    assert!(
+        s.acquire_lease("demo", "b", 70_000, 60_000, &alive)
+            .unwrap()
+            .is_err()
+    );
+    s.fence(a.clone());
+    s.check_fence().unwrap();
+    let b = s
+        .acquire_lease("demo", "b", 100_000, 60_000, &alive)
+        .unwrap()
+        .unwrap();
+    assert!(b.token > a.token);
+    assert!(s.check_fence().is_err(), "a's fence no longer holds");
+    s.begin().unwrap();
+    assert!(s.commit().is_err(), "a's commit is refused");
+    s.release_lease(&b).unwrap();
+    assert_eq!(s.control("demo").unwrap().lease_owner, None);
+}
+
+fn pause_trigger_and_intents_are_kept_per_sync(s: &impl Store) {
+    s.set_paused("demo", true).unwrap();
+    s.request_trigger("demo").unwrap();
+    assert!(s.control("demo").unwrap().paused);
+    assert!(!s.control("other").unwrap().paused);
+    assert!(s.take_trigger("demo").unwrap());
+    assert!(!s.take_trigger("demo").unwrap());
+    let mut intents = [Intent {
+        id: None,
+        side: LinkSide::Destination,
+        link: Link {
+            source_id: Some("s1".into()),
+            ..Link::default()
+        },
+        written: Default::default(),
+        created_ms: 5,
+    }];
+    s.record_intents("demo", &mut intents).unwrap();
+    let id = intents[0].id.expect("recorded");
+    assert_eq!(s.intents("demo").unwrap().len(), 1);
+    assert!(s.intents("other").unwrap().is_empty());
+    s.forget_intent(id).unwrap();
+    assert!(s.intents("demo").unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_meets_the_store_contract() {
+    contract(|| ContactStore::open_in_memory().unwrap());
+}

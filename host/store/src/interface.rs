@@ -1,0 +1,419 @@
+//! The store's interface: what a sync keeps, as traits a backend implements.
+//!
+//! Each trait is one subject of the store (the destination directory, links
+//! between two CRMs, runs and checkpoints, leases, pause and trigger, create
+//! intents, transactions); [`Store`] is all of them. [`ContactStore`] (SQLite)
+//! is the embedded backend; a shared one (PostgreSQL, issue 16) implements the
+//! same traits and runs the same contract suite (`contract.rs`). The
+//! traits are object safe, so a runner can hold `&dyn Store`.
+
+use crate::{
+    AccountData, Bookmark, Change, ContactData, ContactStore, Control, Counts, DirectoryEntry,
+    ErrorRow, Handle, Intent, Lease, Link, LinkSide, OpenRun, Records, RunMode, SeenBy,
+};
+use anyhow::Result;
+
+/// The destination directory: contacts and accounts as matching and the sync's writes see them (X1-X5, S3).
+pub trait Directory {
+    /// The contact linked to this source record, if any.
+    fn find_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>>;
+    /// Every contact holding this normalised handle, linked or not, by id.
+    fn find_by_handle(&self, kind: Handle, value: &str) -> Result<Vec<DirectoryEntry>>;
+    /// Every contact linked to one of the ids or holding one of the handles, each once (`find-page`).
+    fn find_page(
+        &self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Result<Vec<DirectoryEntry>>;
+    /// The account linked to this source company, if any.
+    fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>>;
+    /// Every account holding this normalised domain.
+    fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<DirectoryEntry>>;
+    /// Accounts linked to one of the ids or holding one of the domains (`find-accounts-page`).
+    fn find_accounts_page(
+        &self,
+        external_ids: &[String],
+        domains: &[String],
+    ) -> Result<Vec<DirectoryEntry>>;
+    /// Creates a contact linked to `external_id`, its handles brought by the sync (X5).
+    fn create(
+        &self,
+        external_id: &str,
+        data: &ContactData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64>;
+    /// Updates (or links, X3) contact `id`: the sync's handles replaced, the contact's own kept.
+    fn update(
+        &self,
+        id: i64,
+        external_id: &str,
+        data: &ContactData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Change>;
+    /// Creates an account linked to a source company.
+    fn create_account(
+        &self,
+        external_id: &str,
+        data: &AccountData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64>;
+    /// Updates (or links) account `id`.
+    fn update_account(
+        &self,
+        id: i64,
+        external_id: &str,
+        data: &AccountData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Change>;
+    /// Notes that run `run_id` read the record linked to `external_id`.
+    fn mark_seen(&self, records: Records, external_id: &str, sync: &str, run_id: i64)
+    -> Result<()>;
+    /// Stops the contact or account linked to `external_id` syncing (X6).
+    fn stop_syncing(&self, records: Records, external_id: &str) -> Result<bool>;
+    /// Stops every record a complete run did not read (X6).
+    fn stop_syncing_unseen(&self, records: Records, sync: &str, run_id: i64) -> Result<u64>;
+    /// Folds the contacts linked to merged source records into the survivor's.
+    fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64>;
+}
+
+/// Links between the records of two CRMs (X1, X6, X8).
+pub trait Links {
+    /// The link holding `id` on `side`, if any.
+    fn link(&self, sync: &str, side: LinkSide, id: &str) -> Result<Option<Link>>;
+    /// A link by its own id.
+    fn link_by_id(&self, id: i64) -> Result<Option<Link>>;
+    /// Saves a link (new when it has no id); returns its id.
+    fn save_link(&self, sync: &str, link: &Link) -> Result<i64>;
+    /// Moves the link of a merged record to its survivor, unless the survivor has one.
+    fn relink(
+        &self,
+        sync: &str,
+        side: LinkSide,
+        merged: &str,
+        survivor: &str,
+        kind: Option<&str>,
+    ) -> Result<bool>;
+    /// Stops or resumes the pair holding `id` on `side`; whether a link changed.
+    fn set_link_syncing(&self, sync: &str, side: LinkSide, id: &str, syncing: bool)
+    -> Result<bool>;
+    /// Stops the pairs whose source record a full read did not see.
+    fn stop_syncing_unread(
+        &self,
+        sync: &str,
+        read: &std::collections::HashSet<String>,
+    ) -> Result<u64>;
+    /// How many pairs the sync holds.
+    fn linked_pairs(&self, sync: &str) -> Result<u64>;
+    /// Every link of the sync.
+    fn links(&self, sync: &str) -> Result<Vec<Link>>;
+}
+
+/// Run history, checkpoints, bookmarks and error rows (R1-R5).
+pub trait Runs {
+    /// The sync's run that never finished, to resume from its checkpoint.
+    fn interrupted_run(&self, sync: &str) -> Result<Option<OpenRun>>;
+    /// Marks an interrupted run as running again.
+    fn resume_run(&self, run_id: i64) -> Result<()>;
+    /// Starts a run.
+    fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun>;
+    /// The run's cursor and counts after a page; commits with the page's writes.
+    fn checkpoint(
+        &self,
+        run_id: i64,
+        cursor: Option<&str>,
+        counts: &Counts,
+        newest_ms: Option<i64>,
+    ) -> Result<()>;
+    /// Where the sync's next incremental run starts.
+    fn bookmark(&self, sync: &str) -> Result<Option<Bookmark>>;
+    /// A run read everything: its bookmark moves.
+    fn complete_run(&self, run_id: i64, sync: &str, bookmark: &Bookmark) -> Result<()>;
+    /// Ends a run, with the error that ended it, if any.
+    fn finish_run(&self, run_id: i64, error: Option<&str>) -> Result<()>;
+    /// Records a failure of the run.
+    fn record_error(&self, run_id: i64, error: &ErrorRow) -> Result<()>;
+}
+
+/// One runner inside a sync at a time: leases with fencing tokens.
+pub trait Leases {
+    /// Takes the sync's lease, or names its live holder.
+    fn acquire_lease(
+        &self,
+        sync: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        is_gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Result<Lease, String>>;
+    /// Extends a held lease.
+    fn renew_lease(&self, lease: &Lease, now_ms: i64, ttl_ms: i64) -> Result<()>;
+    /// Gives a lease up.
+    fn release_lease(&self, lease: &Lease) -> Result<()>;
+    /// Makes every later commit check that `lease` still holds.
+    fn fence(&self, lease: Lease);
+    /// Fails with `LeaseLost` once the fenced lease is another's.
+    fn check_fence(&self) -> Result<()>;
+}
+
+/// Pause and trigger requests, per sync.
+pub trait Controls {
+    /// The sync's pause flag, trigger and lease holder.
+    fn control(&self, sync: &str) -> Result<Control>;
+    /// Pauses or resumes the sync.
+    fn set_paused(&self, sync: &str, paused: bool) -> Result<()>;
+    /// Asks for a run now.
+    fn request_trigger(&self, sync: &str) -> Result<()>;
+    /// Takes a pending trigger; whether there was one.
+    fn take_trigger(&self, sync: &str) -> Result<bool>;
+}
+
+/// Creates a run may have sent before it was killed, settled by the next run.
+pub trait Intents {
+    /// Records creates about to be sent; sets their ids.
+    fn record_intents(&self, sync: &str, intents: &mut [Intent]) -> Result<()>;
+    /// The creates left unsettled.
+    fn intents(&self, sync: &str) -> Result<Vec<Intent>>;
+    /// Settles one.
+    fn forget_intent(&self, id: i64) -> Result<()>;
+}
+
+/// A page's writes and its checkpoint commit together, or not at all.
+pub trait Transactions {
+    /// Starts a transaction; look-ups see its writes.
+    fn begin(&self) -> Result<()>;
+    /// Commits it while the fence holds; otherwise rolls back with `LeaseLost`.
+    fn commit(&self) -> Result<()>;
+    /// Abandons the open transaction, if any.
+    fn rollback(&self);
+}
+
+/// Everything a sync keeps: one backend.
+pub trait Store: Directory + Links + Runs + Leases + Controls + Intents + Transactions {}
+
+impl<T: Directory + Links + Runs + Leases + Controls + Intents + Transactions> Store for T {}
+
+// The SQLite backend: each trait method is the inherent method of the same name.
+
+impl Directory for ContactStore {
+    fn find_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
+        ContactStore::find_by_external_id(self, external_id)
+    }
+    fn find_by_handle(&self, kind: Handle, value: &str) -> Result<Vec<DirectoryEntry>> {
+        ContactStore::find_by_handle(self, kind, value)
+    }
+    fn find_page(
+        &self,
+        external_ids: &[String],
+        emails: &[String],
+        phones: &[String],
+    ) -> Result<Vec<DirectoryEntry>> {
+        ContactStore::find_page(self, external_ids, emails, phones)
+    }
+    fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>> {
+        ContactStore::find_account_by_external_id(self, external_id)
+    }
+    fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<DirectoryEntry>> {
+        ContactStore::find_accounts_by_domain(self, domain)
+    }
+    fn find_accounts_page(
+        &self,
+        external_ids: &[String],
+        domains: &[String],
+    ) -> Result<Vec<DirectoryEntry>> {
+        ContactStore::find_accounts_page(self, external_ids, domains)
+    }
+    fn create(
+        &self,
+        external_id: &str,
+        data: &ContactData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64> {
+        ContactStore::create(self, external_id, data, seen)
+    }
+    fn update(
+        &self,
+        id: i64,
+        external_id: &str,
+        data: &ContactData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Change> {
+        ContactStore::update(self, id, external_id, data, seen)
+    }
+    fn create_account(
+        &self,
+        external_id: &str,
+        data: &AccountData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<i64> {
+        ContactStore::create_account(self, external_id, data, seen)
+    }
+    fn update_account(
+        &self,
+        id: i64,
+        external_id: &str,
+        data: &AccountData,
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Change> {
+        ContactStore::update_account(self, id, external_id, data, seen)
+    }
+    fn mark_seen(
+        &self,
+        records: Records,
+        external_id: &str,
+        sync: &str,
+        run_id: i64,
+    ) -> Result<()> {
+        ContactStore::mark_seen(self, records, external_id, sync, run_id)
+    }
+    fn stop_syncing(&self, records: Records, external_id: &str) -> Result<bool> {
+        ContactStore::stop_syncing(self, records, external_id)
+    }
+    fn stop_syncing_unseen(&self, records: Records, sync: &str, run_id: i64) -> Result<u64> {
+        ContactStore::stop_syncing_unseen(self, records, sync, run_id)
+    }
+    fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64> {
+        ContactStore::absorb_merged(self, survivor, merged_ids)
+    }
+}
+
+impl Links for ContactStore {
+    fn link(&self, sync: &str, side: LinkSide, id: &str) -> Result<Option<Link>> {
+        ContactStore::link(self, sync, side, id)
+    }
+    fn link_by_id(&self, id: i64) -> Result<Option<Link>> {
+        ContactStore::link_by_id(self, id)
+    }
+    fn save_link(&self, sync: &str, link: &Link) -> Result<i64> {
+        ContactStore::save_link(self, sync, link)
+    }
+    fn relink(
+        &self,
+        sync: &str,
+        side: LinkSide,
+        merged: &str,
+        survivor: &str,
+        kind: Option<&str>,
+    ) -> Result<bool> {
+        ContactStore::relink(self, sync, side, merged, survivor, kind)
+    }
+    fn set_link_syncing(
+        &self,
+        sync: &str,
+        side: LinkSide,
+        id: &str,
+        syncing: bool,
+    ) -> Result<bool> {
+        ContactStore::set_link_syncing(self, sync, side, id, syncing)
+    }
+    fn stop_syncing_unread(
+        &self,
+        sync: &str,
+        read: &std::collections::HashSet<String>,
+    ) -> Result<u64> {
+        ContactStore::stop_syncing_unread(self, sync, read)
+    }
+    fn linked_pairs(&self, sync: &str) -> Result<u64> {
+        ContactStore::linked_pairs(self, sync)
+    }
+    fn links(&self, sync: &str) -> Result<Vec<Link>> {
+        ContactStore::links(self, sync)
+    }
+}
+
+impl Runs for ContactStore {
+    fn interrupted_run(&self, sync: &str) -> Result<Option<OpenRun>> {
+        ContactStore::interrupted_run(self, sync)
+    }
+    fn resume_run(&self, run_id: i64) -> Result<()> {
+        ContactStore::resume_run(self, run_id)
+    }
+    fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun> {
+        ContactStore::start_run(self, sync, mode, started_ms)
+    }
+    fn checkpoint(
+        &self,
+        run_id: i64,
+        cursor: Option<&str>,
+        counts: &Counts,
+        newest_ms: Option<i64>,
+    ) -> Result<()> {
+        ContactStore::checkpoint(self, run_id, cursor, counts, newest_ms)
+    }
+    fn bookmark(&self, sync: &str) -> Result<Option<Bookmark>> {
+        ContactStore::bookmark(self, sync)
+    }
+    fn complete_run(&self, run_id: i64, sync: &str, bookmark: &Bookmark) -> Result<()> {
+        ContactStore::complete_run(self, run_id, sync, bookmark)
+    }
+    fn finish_run(&self, run_id: i64, error: Option<&str>) -> Result<()> {
+        ContactStore::finish_run(self, run_id, error)
+    }
+    fn record_error(&self, run_id: i64, error: &ErrorRow) -> Result<()> {
+        ContactStore::record_error(self, run_id, error)
+    }
+}
+
+impl Leases for ContactStore {
+    fn acquire_lease(
+        &self,
+        sync: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        is_gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Result<Lease, String>> {
+        ContactStore::acquire_lease(self, sync, owner, now_ms, ttl_ms, is_gone)
+    }
+    fn renew_lease(&self, lease: &Lease, now_ms: i64, ttl_ms: i64) -> Result<()> {
+        ContactStore::renew_lease(self, lease, now_ms, ttl_ms)
+    }
+    fn release_lease(&self, lease: &Lease) -> Result<()> {
+        ContactStore::release_lease(self, lease)
+    }
+    fn fence(&self, lease: Lease) {
+        ContactStore::fence(self, lease)
+    }
+    fn check_fence(&self) -> Result<()> {
+        ContactStore::check_fence(self)
+    }
+}
+
+impl Controls for ContactStore {
+    fn control(&self, sync: &str) -> Result<Control> {
+        ContactStore::control(self, sync)
+    }
+    fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
+        ContactStore::set_paused(self, sync, paused)
+    }
+    fn request_trigger(&self, sync: &str) -> Result<()> {
+        ContactStore::request_trigger(self, sync)
+    }
+    fn take_trigger(&self, sync: &str) -> Result<bool> {
+        ContactStore::take_trigger(self, sync)
+    }
+}
+
+impl Intents for ContactStore {
+    fn record_intents(&self, sync: &str, intents: &mut [Intent]) -> Result<()> {
+        ContactStore::record_intents(self, sync, intents)
+    }
+    fn intents(&self, sync: &str) -> Result<Vec<Intent>> {
+        ContactStore::intents(self, sync)
+    }
+    fn forget_intent(&self, id: i64) -> Result<()> {
+        ContactStore::forget_intent(self, id)
+    }
+}
+
+impl Transactions for ContactStore {
+    fn begin(&self) -> Result<()> {
+        ContactStore::begin(self)
+    }
+    fn commit(&self) -> Result<()> {
+        ContactStore::commit(self)
+    }
+    fn rollback(&self) {
+        ContactStore::rollback(self)
+    }
+}
