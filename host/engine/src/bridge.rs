@@ -48,7 +48,7 @@ use crate::retry::{Retry, Retrying, Stop, check_lease, with_retries};
 use crate::run_errors::{error_row, hidden_field};
 use crate::runs::{end_run, errors_by_category, incremental_since, now_ms};
 use crate::runtime::{HostState, Instance, Runtime};
-use crate::store::{Bookmark, ContactStore, Counts, Intent, Link, LinkSide, RunMode};
+use crate::store::{Bookmark, ContactStore, Counts, Intent, Link, LinkSide, RunMode, Store};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -606,7 +606,7 @@ struct Bridge<'a> {
     /// The company part's sync name, when people carry their company.
     company_part: Option<String>,
     options: &'a SyncOptions,
-    store: &'a ContactStore,
+    store: &'a dyn Store,
     run_id: i64,
     counts: Counts,
     written: Written,
