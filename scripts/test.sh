@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # The README's second command: every test. Unit tests of the component's
-# logic run natively; integration tests build the real component and load it
+# logic run natively; the store's contract runs on SQLite and on a
+# throwaway PostgreSQL; integration tests build the real component and load it
 # through the runner (wasmtime), then a jco harness runs it under Node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+
+# The PostgreSQL store's tests run against a throwaway server started here
+# from the machine's own binaries (installed when missing) and stopped on
+# exit, pass or fail; they are never skipped.
+CRMSYNC_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start)
+export CRMSYNC_TEST_POSTGRES_URL
+trap "bash '$PWD/scripts/postgres.sh' stop" EXIT
 # The integration tests build the component themselves (tests/src/lib.rs),
 # into target/test-plugin, so they never run a stale one.
 cargo test --workspace --locked

@@ -1,7 +1,8 @@
 //! Destination accounts (S3): HubSpot companies as the embedded store keeps
 //! them, matched by external id then domain, and the contact -> account link.
 
-use super::{Change, ContactStore, DirectoryEntry, Fields, Records, SeenBy, parse_fields};
+use super::{Change, ContactStore, DirectoryEntry, Fields, Records, SeenBy};
+use crate::rules::parse_fields;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -142,11 +143,7 @@ impl ContactStore {
             let old = self.read_row(Records::Accounts, id)?;
             let old_domains = self.domains(id)?;
             let new = old.updated(external_id, &data.name, &data.fields);
-            let domains = if data.domains.is_empty() {
-                old_domains.clone()
-            } else {
-                data.domains.clone()
-            };
+            let domains = crate::rules::kept_domains(&data.domains, &old_domains);
             if new == old && domains == old_domains {
                 self.note_seen(Records::Accounts, id, seen)?;
                 return Ok(Change::Unchanged);

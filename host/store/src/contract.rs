@@ -1,17 +1,22 @@
 //! The store contract, written against the [`Store`] traits only: every
-//! backend runs it (`sqlite_meets_the_store_contract`; PostgreSQL's joins it
-//! in issue 16). Each check is one guarantee a sync relies on.
+//! backend runs it (SQLite here, `sqlite_meets_the_store_contract`;
+//! PostgreSQL in `crmsync-store-postgres`, with the `contract` feature).
+//! Each check is one guarantee a sync relies on.
 
 use crate::interface::Store;
 use crate::{
-    Bookmark, ContactData, ContactStore, Counts, DirectoryEntry, ErrorRow, Handle, Intent, Link,
-    LinkSide, Records, RunMode,
+    AccountData, Bookmark, Change, ContactData, Counts, DirectoryEntry, ErrorRow, Handle, Intent,
+    Link, LinkSide, Records, RunMode, SeenBy,
 };
 use std::collections::HashSet;
 
 /// Runs every check on fresh stores from `open`.
 pub fn contract<S: Store>(open: impl Fn() -> S) {
     directory_matches_by_link_and_handle(&open());
+    updates_keep_the_contacts_own_handles_and_write_nothing_unchanged(&open());
+    accounts_match_by_link_and_domain(&open());
+    records_a_complete_run_did_not_read_stop_syncing(&open());
+    hostile_strings_round_trip(&open());
     a_page_and_its_checkpoint_commit_together(&open());
     links_follow_merges_and_stop_and_resume(&open());
     runs_resume_from_their_checkpoint_and_bookmark_on_completion(&open());
@@ -233,7 +238,155 @@ fn pause_trigger_and_intents_are_kept_per_sync(s: &impl Store) {
     assert!(s.intents("demo").unwrap().is_empty());
 }
 
+fn updates_keep_the_contacts_own_handles_and_write_nothing_unchanged(s: &impl Store) {
+    let id = s
+        .create("7", &contact(&["shared@x.io"], &[]), None)
+        .unwrap();
+    let same = contact(&["shared@x.io"], &[]);
+    assert_eq!(s.update(id, "7", &same, None).unwrap(), Change::Unchanged);
+    let mut moved = contact(&["moved@x.io"], &["+15550101"]);
+    moved.name = None;
+    moved.fields.insert("plan".into(), "pro".into());
+    assert_eq!(s.update(id, "7", &moved, None).unwrap(), Change::Updated);
+    let entry = s.find_by_external_id("7").unwrap().unwrap();
+    assert_eq!(entry.emails, ["moved@x.io"]);
+    assert_eq!(entry.phones, ["+15550101"]);
+    assert_eq!(s.update(id, "7", &moved, None).unwrap(), Change::Unchanged);
+}
+
+fn accounts_match_by_link_and_domain(s: &impl Store) {
+    let company = |name: &str, domains: &[&str]| AccountData {
+        name: Some(name.into()),
+        domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+        fields: Default::default(),
+    };
+    let acme = s
+        .create_account("c1", &company("Acme", &["acme.com", "acme.io"]), None)
+        .unwrap();
+    assert_eq!(
+        s.find_account_by_external_id("c1").unwrap().unwrap().id,
+        acme
+    );
+    assert_eq!(ids(s.find_accounts_by_domain("acme.io").unwrap()), [acme]);
+    assert_eq!(
+        ids(s
+            .find_accounts_page(&["c9".into()], &["acme.com".into()])
+            .unwrap()),
+        [acme]
+    );
+    let same = company("Acme", &["acme.com", "acme.io"]);
+    assert_eq!(
+        s.update_account(acme, "c1", &same, None).unwrap(),
+        Change::Unchanged
+    );
+    let renamed = company("Acme Inc", &[]);
+    assert_eq!(
+        s.update_account(acme, "c1", &renamed, None).unwrap(),
+        Change::Updated
+    );
+    let entry = s.find_account_by_external_id("c1").unwrap().unwrap();
+    assert_eq!(
+        entry.domains,
+        ["acme.com", "acme.io"],
+        "no domains read: kept"
+    );
+    assert_eq!(s.synced_company_ids().unwrap(), ["c1"]);
+    let person = s
+        .create("p1", &contact(&["p@acme.com"], &[]), None)
+        .unwrap();
+    assert!(s.link_account(person, &["c9".into(), "c1".into()]).unwrap());
+    assert!(
+        !s.link_account(person, &["c1".into()]).unwrap(),
+        "unchanged"
+    );
+    let read = &s.contacts().unwrap()[0];
+    assert_eq!(read.account.as_ref().map(|a| a.id), Some(acme));
+    assert_eq!(s.accounts().unwrap()[0].contacts, 1);
+    assert_eq!(
+        (s.linked_accounts().unwrap(), s.linked_contacts().unwrap()),
+        (1, 1)
+    );
+    assert!(s.stop_syncing(Records::Accounts, "c1").unwrap());
+    assert!(!s.stop_syncing(Records::Accounts, "c1").unwrap(), "already");
+    assert!(s.synced_company_ids().unwrap().is_empty());
+    let own = s.insert_unlinked(&contact(&["own@x.io"], &[])).unwrap();
+    assert!(s.find_by_external_id("own").unwrap().is_none());
+    assert_eq!(
+        ids(s.find_by_handle(Handle::Email, "own@x.io").unwrap()),
+        [own]
+    );
+}
+
+fn records_a_complete_run_did_not_read_stop_syncing(s: &impl Store) {
+    let seen = |run_id| {
+        Some(SeenBy {
+            sync: "list",
+            run_id,
+        })
+    };
+    s.create("1", &contact(&["1@x.io"], &[]), seen(1)).unwrap();
+    let two = s.create("2", &contact(&["2@x.io"], &[]), seen(1)).unwrap();
+    s.mark_seen(Records::Contacts, "1", "list", 2).unwrap();
+    assert_eq!(
+        s.stop_syncing_unseen(Records::Contacts, "other", 2)
+            .unwrap(),
+        0,
+        "another sync's records are not touched"
+    );
+    assert_eq!(
+        s.stop_syncing_unseen(Records::Contacts, "list", 2).unwrap(),
+        1
+    );
+    // Read again: it syncs again.
+    let back = contact(&["2@x.io"], &["+15550102"]);
+    assert_eq!(s.update(two, "2", &back, seen(3)).unwrap(), Change::Updated);
+    assert_eq!(
+        s.stop_syncing_unseen(Records::Contacts, "list", 3).unwrap(),
+        1
+    );
+}
+
+fn hostile_strings_round_trip(s: &impl Store) {
+    let hostile = format!(
+        "O'Brien \"; DROP TABLE contacts;-- \u{200F}\u{0}🙂{}",
+        "x".repeat(5000)
+    );
+    let mut data = contact(&["h@x.io"], &[]);
+    data.name = Some(hostile.clone());
+    data.fields.insert(hostile.clone(), hostile.clone().into());
+    let id = s.create(&hostile, &data, None).unwrap();
+    assert_eq!(s.find_by_external_id(&hostile).unwrap().unwrap().id, id);
+    let read = &s.contacts().unwrap()[0];
+    assert_eq!(read.name.as_deref(), Some(hostile.as_str()));
+    assert_eq!(read.external_id.as_deref(), Some(hostile.as_str()));
+    assert_eq!(read.fields[&hostile], hostile);
+    assert_eq!(
+        s.update(id, &hostile, &data, None).unwrap(),
+        Change::Unchanged
+    );
+    // Sync names come from configs, not the source: plain text.
+    let run = s.start_run("demo", RunMode::Full, 1).unwrap();
+    let error = ErrorRow {
+        run_id: run.id,
+        record_id: Some(hostile.clone()),
+        category: "validation".into(),
+        scope: "record".into(),
+        field: Some(hostile.clone()),
+        message: hostile.clone(),
+        resolution: "r".into(),
+        ..ErrorRow::default()
+    };
+    s.record_error(run.id, &error).unwrap();
+    assert_eq!(s.errors(run.id).unwrap(), [error]);
+    assert_eq!(s.error_counts(run.id).unwrap()["validation"], 1);
+    s.checkpoint(run.id, Some(&hostile), &Counts::default(), None)
+        .unwrap();
+    assert_eq!(s.runs("demo").unwrap()[0].id, run.id);
+    let open = s.interrupted_run("demo").unwrap().unwrap();
+    assert_eq!(open.cursor.as_deref(), Some(hostile.as_str()));
+}
+
 #[test]
 fn sqlite_meets_the_store_contract() {
-    contract(|| ContactStore::open_in_memory().unwrap());
+    contract(|| crate::ContactStore::open_in_memory().unwrap());
 }

@@ -44,7 +44,7 @@ impl ContactStore {
                     )?
                     .execute(params![
                         sync,
-                        side_name(intent.side),
+                        crate::rules::side_name(intent.side),
                         serde_json::to_string(&intent.link)?,
                         serde_json::to_string(&intent.written)?,
                         intent.created_ms
@@ -74,11 +74,7 @@ impl ContactStore {
             let (id, side, link, written, created_ms) = row?;
             intents.push(Intent {
                 id: Some(id),
-                side: if side == "source" {
-                    LinkSide::Source
-                } else {
-                    LinkSide::Destination
-                },
+                side: crate::rules::side_from_name(&side),
                 link: serde_json::from_str(&link)?,
                 written: serde_json::from_str(&written)?,
                 created_ms,
@@ -95,13 +91,6 @@ impl ContactStore {
                 .execute([id])?;
             Ok(())
         })
-    }
-}
-
-fn side_name(side: LinkSide) -> &'static str {
-    match side {
-        LinkSide::Source => "source",
-        LinkSide::Destination => "destination",
     }
 }
 

@@ -1,17 +1,19 @@
 //! The store's interface: what a sync keeps, as traits a backend implements.
 //!
-//! Each trait is one subject of the store (the destination directory, links
+//! Each trait is one subject of the store (the destination directory, reading it back, links
 //! between two CRMs, runs and checkpoints, leases, pause and trigger, create
 //! intents, transactions); [`Store`] is all of them. [`ContactStore`] (SQLite)
-//! is the embedded backend; a shared one (PostgreSQL, issue 16) implements the
+//! is the embedded backend; the shared one (PostgreSQL, `crmsync-store-postgres`) implements the
 //! same traits and runs the same contract suite (`contract.rs`). The
 //! traits are object safe, so a runner can hold `&dyn Store`.
 
 use crate::{
-    AccountData, Bookmark, Change, ContactData, ContactStore, Control, Counts, DirectoryEntry,
-    ErrorRow, Handle, Intent, Lease, Link, LinkSide, OpenRun, Records, RunMode, SeenBy,
+    AccountData, AccountRow, Bookmark, Change, ContactData, ContactRow, ContactStore, Control,
+    Counts, DirectoryEntry, ErrorRow, Handle, Intent, Lease, Link, LinkSide, OpenRun, Records,
+    RunMode, RunRow, SeenBy,
 };
 use anyhow::Result;
+use std::collections::BTreeMap;
 
 /// The destination directory: contacts and accounts as matching and the sync's writes see them (X1-X5, S3).
 pub trait Directory {
@@ -75,6 +77,31 @@ pub trait Directory {
     fn stop_syncing_unseen(&self, records: Records, sync: &str, run_id: i64) -> Result<u64>;
     /// Folds the contacts linked to merged source records into the survivor's.
     fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64>;
+    /// Adds a contact the destination already had, linked to nothing (seeding, tests).
+    fn insert_unlinked(&self, data: &ContactData) -> Result<i64>;
+    /// Puts contact `contact_id` in the account linked to the first of its
+    /// companies the store has (none: no account); whether that changed (S3).
+    fn link_account(&self, contact_id: i64, company_ids: &[String]) -> Result<bool>;
+    /// Source ids of the companies synced and still syncing (E5's filter).
+    fn synced_company_ids(&self) -> Result<Vec<String>>;
+}
+
+/// Reading the store back, as the CLI and the console list it.
+pub trait Reading {
+    /// Every destination contact, in creation order.
+    fn contacts(&self) -> Result<Vec<ContactRow>>;
+    /// Every destination account, in creation order.
+    fn accounts(&self) -> Result<Vec<AccountRow>>;
+    /// Destination contacts linked to a source record.
+    fn linked_contacts(&self) -> Result<u64>;
+    /// Destination accounts linked to a source company.
+    fn linked_accounts(&self) -> Result<u64>;
+    /// The sync's runs, newest first.
+    fn runs(&self, sync: &str) -> Result<Vec<RunRow>>;
+    /// A run's errors, in the order they happened.
+    fn errors(&self, run_id: i64) -> Result<Vec<ErrorRow>>;
+    /// A run's errors counted by category.
+    fn error_counts(&self, run_id: i64) -> Result<BTreeMap<String, u64>>;
 }
 
 /// Links between the records of two CRMs (X1, X6, X8).
@@ -189,9 +216,15 @@ pub trait Transactions {
 }
 
 /// Everything a sync keeps: one backend.
-pub trait Store: Directory + Links + Runs + Leases + Controls + Intents + Transactions {}
+pub trait Store:
+    Directory + Reading + Links + Runs + Leases + Controls + Intents + Transactions
+{
+}
 
-impl<T: Directory + Links + Runs + Leases + Controls + Intents + Transactions> Store for T {}
+impl<T: Directory + Reading + Links + Runs + Leases + Controls + Intents + Transactions> Store
+    for T
+{
+}
 
 // The SQLite backend: each trait method is the inherent method of the same name.
 
@@ -274,6 +307,39 @@ impl Directory for ContactStore {
     }
     fn absorb_merged(&self, survivor: &str, merged_ids: &[String]) -> Result<u64> {
         ContactStore::absorb_merged(self, survivor, merged_ids)
+    }
+    fn insert_unlinked(&self, data: &ContactData) -> Result<i64> {
+        ContactStore::insert_unlinked(self, data)
+    }
+    fn link_account(&self, contact_id: i64, company_ids: &[String]) -> Result<bool> {
+        ContactStore::link_account(self, contact_id, company_ids)
+    }
+    fn synced_company_ids(&self) -> Result<Vec<String>> {
+        ContactStore::synced_company_ids(self)
+    }
+}
+
+impl Reading for ContactStore {
+    fn contacts(&self) -> Result<Vec<ContactRow>> {
+        ContactStore::contacts(self)
+    }
+    fn accounts(&self) -> Result<Vec<AccountRow>> {
+        ContactStore::accounts(self)
+    }
+    fn linked_contacts(&self) -> Result<u64> {
+        ContactStore::linked_contacts(self)
+    }
+    fn linked_accounts(&self) -> Result<u64> {
+        ContactStore::linked_accounts(self)
+    }
+    fn runs(&self, sync: &str) -> Result<Vec<RunRow>> {
+        ContactStore::runs(self, sync)
+    }
+    fn errors(&self, run_id: i64) -> Result<Vec<ErrorRow>> {
+        ContactStore::errors(self, run_id)
+    }
+    fn error_counts(&self, run_id: i64) -> Result<BTreeMap<String, u64>> {
+        ContactStore::error_counts(self, run_id)
     }
 }
 

@@ -5,10 +5,9 @@
 //! `lease_token` grows, and a pass keeps the token it acquired: a commit that
 //! finds another token (the lease expired and another process took it over)
 //! rolls back instead, so a runner that lost its lease stops without writing.
-//! The rule, in one place for every backend: the lease is free when it has no
-//! holder, when it expired, or when its holder is known to be gone; taking a
-//! free lease is a compare-and-set on what was read; renewing keeps the
-//! token; a fence holds while `(owner, token)` is still the row's.
+//! When a lease is free is decided in `rules::claim`, shared by every
+//! backend; taking a free lease is a compare-and-set on what was read, and a
+//! fence holds while `(owner, token)` is still the row's.
 
 use super::ContactStore;
 use anyhow::Result;
@@ -52,18 +51,11 @@ impl ContactStore {
             [sync],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let renewal = holder.as_deref() == Some(owner) && until.is_some_and(|u| u >= now_ms);
-        let free = renewal
-            || match (&holder, until) {
-                (None, _) => true,
-                (Some(_), Some(until)) if until < now_ms => true,
-                (Some(holder), _) => is_gone(holder),
+        let new_token =
+            match crate::rules::claim(holder.as_deref(), until, token, owner, now_ms, &is_gone) {
+                crate::rules::Claim::Take { token } => token,
+                crate::rules::Claim::Held(holder) => return Ok(Err(holder)),
             };
-        if !free {
-            return Ok(Err(holder.unwrap_or_default()));
-        }
-        // An expired lease of our own may have been another's since: a new token too.
-        let new_token = if renewal { token } else { token + 1 };
         // Compare-and-set on the state read above, so two processes cannot both win.
         let changed = self.conn.execute(
             "UPDATE sync_control SET lease_owner = ?2, lease_until = ?3, lease_token = ?4

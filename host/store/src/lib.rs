@@ -34,8 +34,8 @@ macro_rules! per_table {
 }
 
 mod accounts;
-#[cfg(test)]
-mod contract;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 pub mod interface;
 pub use interface::Store;
 mod control;
@@ -43,6 +43,8 @@ mod lookups;
 mod outcomes;
 mod reading;
 mod rows;
+pub mod rules;
+use rules::{FlaggedHandle, Row, merge_handles, now_text, parse_fields};
 mod runs;
 pub use accounts::{AccountData, AccountRef, AccountRow};
 mod intents;
@@ -196,12 +198,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-/// The time as `NOW` writes it, computed here: the per-record writes bind it
-/// rather than have SQLite compute a date for every row.
-fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The run that read a record, recorded with the write that applies it
 /// (see [`ContactStore::stop_syncing_unseen`]).
 #[derive(Debug, Clone, Copy)]
@@ -232,16 +228,14 @@ pub enum Handle {
 }
 
 impl Handle {
-    fn as_str(self) -> &'static str {
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             Handle::Email => "email",
             Handle::Phone => "phone",
         }
     }
 }
-
-/// A stored handle value and whether the sync brought it (`from_source`).
-type FlaggedHandle = (String, bool);
 
 /// What the matcher sees of a destination contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,31 +278,6 @@ impl Records {
         match self {
             Records::Contacts => "contact",
             Records::Accounts => "account",
-        }
-    }
-}
-
-/// A record's row, as a sync compares and writes it.
-#[derive(Debug, Clone, PartialEq)]
-struct Row {
-    external_id: Option<String>,
-    name: Option<String>,
-    fields: Fields,
-    syncing: bool,
-}
-
-impl Row {
-    /// The row after the source record `external_id` updated it: it is linked
-    /// and syncing; a source value replaces, an absent one never erases
-    /// (HubSpot reports "cleared" and "never set" alike).
-    fn updated(&self, external_id: &str, name: &Option<String>, fields: &Fields) -> Row {
-        let mut merged = self.fields.clone();
-        merged.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Row {
-            external_id: Some(external_id.to_owned()),
-            name: name.clone().or_else(|| self.name.clone()),
-            fields: merged,
-            syncing: true,
         }
     }
 }
@@ -608,24 +577,6 @@ impl ContactStore {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
-}
-
-/// A contact's stored `fields` column.
-fn parse_fields(id: i64, text: &str) -> Result<Fields> {
-    serde_json::from_str(text)
-        .with_context(|| format!("destination contact {id} has unreadable fields"))
-}
-
-/// The sync's new handles first, then the contact's own handles (those the
-/// sync did not bring) that the source does not also have.
-fn merge_handles(from_source: &[String], old: &[FlaggedHandle]) -> Vec<FlaggedHandle> {
-    let mut merged: Vec<FlaggedHandle> = from_source.iter().map(|h| (h.clone(), true)).collect();
-    for (value, old_from_source) in old {
-        if !old_from_source && !from_source.contains(value) {
-            merged.push((value.clone(), false));
-        }
-    }
-    merged
 }
 
 #[cfg(test)]

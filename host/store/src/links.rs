@@ -58,18 +58,11 @@ pub enum LinkSide {
 }
 
 impl LinkSide {
-    fn columns(self) -> (&'static str, &'static str) {
+    /// The link columns holding this side's id and kind.
+    pub fn columns(self) -> (&'static str, &'static str) {
         match self {
             LinkSide::Source => ("source_id", "source_kind"),
             LinkSide::Destination => ("destination_id", "destination_kind"),
-        }
-    }
-
-    /// The `syncing` column's value for a pair this side stopped (1 is syncing).
-    fn stopped_code(self) -> i64 {
-        match self {
-            LinkSide::Source => 0,
-            LinkSide::Destination => 2,
         }
     }
 }
@@ -77,17 +70,9 @@ impl LinkSide {
 const COLUMNS: &str = "id, source_id, source_kind, destination_id, destination_kind, email, agreed, \
                        updated_at, syncing";
 
-/// The `syncing` column of a link: 1 syncing, else the side that stopped it.
-fn link_state(link: &Link) -> i64 {
-    match (link.syncing, link.stopped_at) {
-        (true, _) => 1,
-        (false, side) => side.unwrap_or(LinkSide::Source).stopped_code(),
-    }
-}
-
 fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
     let agreed: String = row.get(6)?;
-    let state: i64 = row.get(8)?;
+    let (syncing, stopped_at) = crate::rules::link_from_state(row.get(8)?);
     Ok(Link {
         id: row.get(0)?,
         source_id: row.get(1)?,
@@ -97,12 +82,8 @@ fn read_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
         email: row.get(5)?,
         agreed: serde_json::from_str(&agreed).unwrap_or_default(),
         updated_at: row.get(7)?,
-        syncing: state == 1,
-        stopped_at: match state {
-            0 => Some(LinkSide::Source),
-            2 => Some(LinkSide::Destination),
-            _ => None,
-        },
+        syncing,
+        stopped_at,
     })
 }
 
@@ -152,7 +133,7 @@ impl ContactStore {
                             link.email,
                             agreed,
                             now,
-                            link_state(link)
+                            crate::rules::link_state(link)
                         ])?;
                     Ok(id)
                 }
@@ -172,7 +153,7 @@ impl ContactStore {
                             link.email,
                             agreed,
                             now,
-                            link_state(link)
+                            crate::rules::link_state(link)
                         ])?;
                     Ok(self.conn.last_insert_rowid())
                 }
@@ -220,9 +201,9 @@ impl ContactStore {
         self.fenced(|| {
             let (column, _) = side.columns();
             let (to, from) = if syncing {
-                (1, side.stopped_code())
+                (1, crate::rules::stopped_code(side))
             } else {
-                (side.stopped_code(), 1)
+                (crate::rules::stopped_code(side), 1)
             };
             Ok(self
                 .conn

@@ -123,13 +123,8 @@ impl ContactStore {
         }
         let (from_emails, from_phones) = self.handles(from)?;
         let (mut emails, mut phones) = self.handles(into)?;
-        for (own, all) in [(from_emails, &mut emails), (from_phones, &mut phones)] {
-            for (value, from_source) in own {
-                if !from_source && !all.iter().any(|(v, _)| *v == value) {
-                    all.push((value, false));
-                }
-            }
-        }
+        crate::rules::fold_handles(from_emails, &mut emails);
+        crate::rules::fold_handles(from_phones, &mut phones);
         self.conn
             .prepare_cached("DELETE FROM contacts WHERE id = ?1")?
             .execute([from])?;

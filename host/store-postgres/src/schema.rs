@@ -1,0 +1,168 @@
+//! The namespace's schema and its migrations.
+//!
+//! Migrations run under a transaction-scoped advisory lock keyed by the
+//! namespace, so runners starting together on one database never race to
+//! create or upgrade the same schema; `crmsync_meta.version` says which
+//! schema a namespace has, and a newer one than this build knows is refused.
+
+use anyhow::{Result, bail};
+use postgres::Client;
+
+/// Bumped with every schema change. 1: the first PostgreSQL schema (SQLite's 10).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS crmsync_meta (
+    version     BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    external_id BYTEA UNIQUE,
+    name        BYTEA,
+    fields      TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    syncing     BOOLEAN NOT NULL DEFAULT TRUE,
+    seen_sync   TEXT,
+    seen_run    BIGINT
+);
+CREATE TABLE IF NOT EXISTS account_domains (
+    account_id  BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    domain      BYTEA NOT NULL,
+    position    BIGINT NOT NULL,
+    PRIMARY KEY (account_id, domain)
+);
+CREATE INDEX IF NOT EXISTS account_domains_by_domain ON account_domains (domain);
+CREATE TABLE IF NOT EXISTS contacts (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    external_id BYTEA UNIQUE,
+    name        BYTEA,
+    fields      TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    syncing     BOOLEAN NOT NULL DEFAULT TRUE,
+    seen_sync   TEXT,
+    seen_run    BIGINT,
+    account_id  BIGINT REFERENCES accounts(id) ON DELETE SET NULL
+);
+CREATE INDEX IF NOT EXISTS contacts_by_seen ON contacts (seen_sync, seen_run);
+CREATE INDEX IF NOT EXISTS accounts_by_seen ON accounts (seen_sync, seen_run);
+CREATE TABLE IF NOT EXISTS handles (
+    contact_id  BIGINT NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL CHECK (kind IN ('email', 'phone')),
+    value       BYTEA NOT NULL,
+    position    BIGINT NOT NULL,
+    from_source BOOLEAN NOT NULL,
+    PRIMARY KEY (contact_id, kind, value)
+);
+CREATE INDEX IF NOT EXISTS handles_by_value ON handles (kind, value);
+CREATE TABLE IF NOT EXISTS runs (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sync         TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    status       TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    cursor       BYTEA,
+    pages        BIGINT NOT NULL DEFAULT 0,
+    seen         BIGINT NOT NULL DEFAULT 0,
+    created      BIGINT NOT NULL DEFAULT 0,
+    updated      BIGINT NOT NULL DEFAULT 0,
+    skipped      BIGINT NOT NULL DEFAULT 0,
+    failed       BIGINT NOT NULL DEFAULT 0,
+    resumed      BIGINT NOT NULL DEFAULT 0,
+    error        BYTEA,
+    mode         TEXT NOT NULL DEFAULT 'full',
+    window_since BIGINT,
+    window_until BIGINT NOT NULL,
+    newest_ms    BIGINT
+);
+CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
+CREATE TABLE IF NOT EXISTS record_errors (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id      BIGINT NOT NULL REFERENCES runs(id),
+    record_id   BYTEA,
+    category    TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    field       BYTEA,
+    retryable   BOOLEAN NOT NULL,
+    message     BYTEA NOT NULL,
+    resolution  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS record_errors_by_run ON record_errors (run_id);
+CREATE TABLE IF NOT EXISTS links (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sync             TEXT NOT NULL,
+    source_id        BYTEA,
+    source_kind      TEXT,
+    destination_id   BYTEA,
+    destination_kind TEXT,
+    email            BYTEA,
+    agreed           TEXT NOT NULL DEFAULT '{}',
+    updated_at       TEXT NOT NULL,
+    syncing          BIGINT NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX IF NOT EXISTS links_by_source ON links (sync, source_id);
+CREATE UNIQUE INDEX IF NOT EXISTS links_by_destination ON links (sync, destination_id);
+CREATE TABLE IF NOT EXISTS write_intents (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sync        TEXT NOT NULL,
+    side        TEXT NOT NULL,
+    link        TEXT NOT NULL,
+    written     TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS write_intents_by_sync ON write_intents (sync, id);
+CREATE TABLE IF NOT EXISTS sync_control (
+    sync        TEXT PRIMARY KEY,
+    paused      BOOLEAN NOT NULL DEFAULT FALSE,
+    triggered   BOOLEAN NOT NULL DEFAULT FALSE,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    lease_token BIGINT NOT NULL DEFAULT 0,
+    bookmark_ms BIGINT,
+    fingerprint TEXT
+);
+";
+
+/// Creates or upgrades `namespace` and points the connection's
+/// `search_path` at it. `namespace` is already checked to be a plain identifier.
+pub fn migrate(client: &mut Client, namespace: &str) -> Result<()> {
+    let mut transaction = client.transaction()?;
+    transaction.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('crmsync schema ' || $1::text))",
+        &[&namespace],
+    )?;
+    transaction.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{namespace}\"; SET LOCAL search_path TO \"{namespace}\""
+    ))?;
+    let exists: bool = transaction
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                            WHERE table_schema = $1 AND table_name = 'crmsync_meta')",
+            &[&namespace],
+        )?
+        .get(0);
+    let version: i64 = if exists {
+        transaction
+            .query_opt("SELECT version FROM crmsync_meta", &[])?
+            .map_or(0, |row| row.get(0))
+    } else {
+        0
+    };
+    if version > SCHEMA_VERSION {
+        bail!(
+            "the store was written by a newer crmsync (schema {version}, this one knows {SCHEMA_VERSION})"
+        );
+    }
+    if version < SCHEMA_VERSION {
+        transaction.batch_execute(SCHEMA)?;
+        transaction.execute("DELETE FROM crmsync_meta", &[])?;
+        transaction.execute(
+            "INSERT INTO crmsync_meta (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )?;
+    }
+    transaction.commit()?;
+    client.batch_execute(&format!("SET search_path TO \"{namespace}\""))?;
+    Ok(())
+}
