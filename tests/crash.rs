@@ -37,10 +37,7 @@ fn crash_child() {
 type Snapshot = BTreeMap<String, (Option<String>, Vec<String>, Vec<String>, Fields)>;
 
 fn snapshot(config: &Config) -> (usize, Snapshot) {
-    let contacts = ContactStore::open(&config.store_path)
-        .unwrap()
-        .contacts()
-        .unwrap();
+    let contacts = config.store.open().unwrap().contacts().unwrap();
     let total = contacts.len();
     let map = contacts
         .into_iter()
@@ -56,9 +53,19 @@ fn snapshot(config: &Config) -> (usize, Snapshot) {
 
 #[test]
 fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
+    killed_at_random_points(CONTACTS, 10, &|name| format!("path = \"{name}.sqlite\""));
+}
+
+/// R3 against `contacts` contacts, the run's store `[store]` keys given by
+/// `store(name)`; at least `min_kills` kills must land.
+pub(crate) fn killed_at_random_points(
+    contacts: u64,
+    min_kills: u64,
+    store: &dyn Fn(&str) -> String,
+) {
     let dir = tempfile::tempdir().unwrap();
     let server = HubSpotServer::start(TOKEN);
-    server.state().contacts = (1..=CONTACTS)
+    server.state().contacts = (1..=contacts)
         .map(|i| {
             let email = format!("person{i}@example.com");
             let phone = format!("+1 555 {:07}", i);
@@ -79,21 +86,23 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
             )
         })
         .collect();
-    let reference = hubspot_config(
+    let reference = hubspot_config_in(
         dir.path(),
         "reference",
         &server.base_url,
         token_env(),
         "rate_limit = \"none\"",
         "",
+        &store("reference"),
     );
-    let crashed = hubspot_config(
+    let crashed = hubspot_config_in(
         dir.path(),
         "crashed",
         &server.base_url,
         token_env(),
         "rate_limit = \"none\"",
         "",
+        &store("crashed"),
     );
 
     let uninterrupted = sync(&reference, &live_options()).unwrap();
@@ -104,7 +113,10 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
     let seed = fastrand::u64(..);
     let page_requests_before = server.live_pages().len();
     let kills = kill_repeatedly(&dir.path().join("crashed.toml"), full_run, seed);
-    assert!(kills >= 10, "only {kills} kills landed (seed {seed})");
+    assert!(
+        kills >= min_kills,
+        "only {kills} kills landed (seed {seed})"
+    );
     let last = sync(&crashed, &live_options()).unwrap();
     assert_eq!(last.status, "completed");
 
@@ -119,13 +131,10 @@ fn r3_a_sync_killed_at_random_points_loses_nothing_and_duplicates_nothing() {
         crashed_contacts, reference_contacts,
         "the stores differ (seed {seed})"
     );
-    let runs = ContactStore::open(&crashed.store_path)
-        .unwrap()
-        .runs("crashed")
-        .unwrap();
+    let runs = crashed.store.open().unwrap().runs("crashed").unwrap();
     let run = runs.iter().find(|r| r.status == "completed").unwrap();
     assert_eq!(
-        run.counts.seen, CONTACTS,
+        run.counts.seen, contacts,
         "every record seen once across the resumed run (seed {seed})"
     );
     assert_eq!(run.counts.failed, uninterrupted.counts.failed);

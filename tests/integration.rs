@@ -18,6 +18,7 @@ mod leases;
 mod notify;
 mod pairing;
 mod phones;
+mod postgres;
 mod salesforce;
 mod sandbox;
 mod sync;

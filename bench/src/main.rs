@@ -223,7 +223,11 @@ fn startup(report: &mut Report) -> Result<()> {
             HttpLimits::default(),
             Arc::new(HttpStats::default()),
         );
-        let state = HostState::new(hooks, ContactStore::open_in_memory()?, runtime.sandbox());
+        let state = HostState::new(
+            hooks,
+            Box::new(ContactStore::open_in_memory()?),
+            runtime.sandbox(),
+        );
         let started = Instant::now();
         let instance = runtime.instantiate(state)?;
         instantiate.push(started.elapsed());
@@ -317,7 +321,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         );
         let mut instance = runtime.instantiate(HostState::new(
             hooks,
-            ContactStore::open_in_memory()?,
+            Box::new(ContactStore::open_in_memory()?),
             runtime.sandbox(),
         ))?;
         let mut cursor: Option<String> = None;

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::daemon::{self, run_daemon};
 use crate::http::{Hooks, HttpMode, HttpStats};
 use crate::runtime::{HostState, Runtime, Sandbox};
-use crate::store::{ContactData, ContactStore, LinkSide};
+use crate::store::{ContactData, DynStore, LinkSide, Store};
 pub use crate::summary::write_summary;
 use crate::sync::{SyncOptions, run_sync, source_fields};
 use anyhow::{Context, Result, bail};
@@ -464,18 +464,18 @@ pub fn terminal_safe(text: &str) -> String {
 fn control(
     args: &ConfigArg,
     out: &mut dyn Write,
-    change: impl Fn(&ContactStore, &str) -> Result<()>,
+    change: impl Fn(&dyn Store, &str) -> Result<()>,
     done: &str,
 ) -> Result<Exit> {
     let (config, store) = open_store(args)?;
-    change(&store, &config.name)?;
+    change(&*store, &config.name)?;
     writeln!(out, "sync {:?} {done}", config.name)?;
     Ok(Exit::Success)
 }
 
-fn open_store(config: &ConfigArg) -> Result<(Config, ContactStore)> {
+fn open_store(config: &ConfigArg) -> Result<(Config, DynStore)> {
     let config = Config::load(&config.config)?;
-    let store = ContactStore::open(&config.store_path)?;
+    let store = config.store.open()?;
     Ok((config, store))
 }
 
@@ -634,7 +634,7 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
     let contacts: Vec<ImportedContact> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a JSON array of contacts", args.file.display()))?;
     let runtime = load_runtime(&args.component)?;
-    let store = ContactStore::open(&config.store_path)?;
+    let store = config.store.open()?;
     let hooks = Hooks::new(
         config.source.origin.clone(),
         HttpMode::Live,
@@ -666,7 +666,7 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
         out,
         "imported {} contacts into {}",
         contacts.len(),
-        config.store_path.display()
+        config.store
     )?;
     Ok(Exit::Success)
 }

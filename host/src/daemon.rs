@@ -6,7 +6,7 @@
 use crate::config::{Config, SyncObject};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
-use crate::store::{ContactStore, Control, RunRow};
+use crate::store::{Control, RunRow};
 use crate::sync::{Busy, SyncOptions, run_sync};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -103,7 +103,7 @@ fn run_if_due(
     out: &mut dyn Write,
 ) -> Result<()> {
     let config = Config::load(file)?;
-    let store = ContactStore::open(&config.store_path)?;
+    let store = config.store.open()?;
     let control = store.control(&config.name)?;
     if control.paused {
         return Ok(());
@@ -174,7 +174,7 @@ pub struct Status {
 
 /// The status of `config`'s sync.
 pub fn status(config: &Config) -> Result<Status> {
-    let store = ContactStore::open(&config.store_path)?;
+    let store = config.store.open()?;
     let control = store.control(&config.name)?;
     let runs = store.runs(&config.name)?;
     let last = runs.first().cloned();

@@ -84,10 +84,51 @@ pub fn live_options() -> SyncOptions {
 
 /// A config file in `dir` with the given TOML body (a `[store]` pointing into `dir` is added).
 pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    write_config_in(dir, name, body, &format!("path = \"{name}.sqlite\""))
+}
+
+/// Writes config `name` with `store` as its `[store]` table's keys.
+pub fn write_config_in(dir: &Path, name: &str, body: &str, store: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
-    let text = format!("{body}\n[store]\npath = \"{name}.sqlite\"\n");
+    let text = format!("{body}\n[store]\n{store}\n");
     std::fs::write(&path, text).expect("config written");
     path
+}
+
+/// The throwaway PostgreSQL `scripts/test.sh` starts. Never skipped: without
+/// it the PostgreSQL tests fail, naming how to get one.
+pub fn postgres_url() -> String {
+    std::env::var("CRMSYNC_TEST_POSTGRES_URL").expect(
+        "CRMSYNC_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, \
+         or set it to the URL `bash scripts/postgres.sh start` prints",
+    )
+}
+
+/// `[store]` keys of a PostgreSQL store in a namespace no other test (or
+/// earlier run) uses.
+pub fn postgres_store(name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .subsec_nanos();
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(20)
+        .collect();
+    format!(
+        "url = \"{}\"\nnamespace = \"t_{name}_{}_{nanos}_{next}\"",
+        postgres_url(),
+        std::process::id()
+    )
 }
 
 /// The TOML of a sync from one CRM into another, each `(system, base URL)`
@@ -116,12 +157,27 @@ pub fn hubspot_config(
     extra_source: &str,
     extra: &str,
 ) -> Config {
-    let path = write_config(
+    let store = format!("path = \"{name}.sqlite\"");
+    hubspot_config_in(dir, name, base_url, token_env, extra_source, extra, &store)
+}
+
+/// [`hubspot_config`] with `store` as its `[store]` keys.
+pub fn hubspot_config_in(
+    dir: &Path,
+    name: &str,
+    base_url: &str,
+    token_env: &str,
+    extra_source: &str,
+    extra: &str,
+    store: &str,
+) -> Config {
+    let path = write_config_in(
         dir,
         name,
         &format!(
             "[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\ntoken_env = \"{token_env}\"\n{extra_source}\n{extra}"
         ),
+        store,
     );
     Config::load(&path).expect("config loads")
 }
@@ -163,7 +219,9 @@ pub fn set_env(name: &str, value: &str) {
 pub fn contacts_by_external_id(
     config: &Config,
 ) -> BTreeMap<String, crmsync_host::store::ContactRow> {
-    crmsync_host::store::ContactStore::open(&config.store_path)
+    config
+        .store
+        .open()
         .expect("store opens")
         .contacts()
         .expect("contacts read")
@@ -189,7 +247,7 @@ pub fn instance_with(
         HttpLimits::default(),
         std::sync::Arc::new(HttpStats::default()),
     );
-    let state = crmsync_host::runtime::HostState::new(hooks, store, runtime.sandbox());
+    let state = crmsync_host::runtime::HostState::new(hooks, Box::new(store), runtime.sandbox());
     runtime
         .instantiate(state)
         .expect("the component instantiates")

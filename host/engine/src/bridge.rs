@@ -48,7 +48,9 @@ use crate::retry::{Retry, Retrying, Stop, check_lease, with_retries};
 use crate::run_errors::{error_row, hidden_field};
 use crate::runs::{end_run, errors_by_category, incremental_since, now_ms};
 use crate::runtime::{HostState, Instance, Runtime};
-use crate::store::{Bookmark, ContactStore, Counts, Intent, Link, LinkSide, RunMode, Store};
+use crate::store::{
+    Bookmark, ContactStore, Counts, DynStore, Intent, Link, LinkSide, RunMode, Store,
+};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -379,7 +381,7 @@ pub fn run(
     config: &Config,
     crm: &CrmDestination,
     options: &SyncOptions,
-    store: ContactStore,
+    store: DynStore,
     keeper: &LeaseKeeper,
     started: Instant,
 ) -> Result<SyncReport> {
@@ -425,7 +427,7 @@ pub fn run(
     let instance = |hooks| -> Result<Instance> {
         runtime.instantiate(HostState::new(
             hooks,
-            ContactStore::open_in_memory()?,
+            Box::new(ContactStore::open_in_memory()?),
             runtime.sandbox(),
         ))
     };
@@ -482,7 +484,7 @@ pub fn run(
     // A list's members are re-read whole: membership is no search filter,
     // and a contact that left the list must stop syncing.
     let incremental = !options.full && !replay && config.source.list_id.is_none();
-    let since_ms = incremental_since(&store, config, &fingerprint, incremental)?;
+    let since_ms = incremental_since(&*store, config, &fingerprint, incremental)?;
     if let Some(old) = store.interrupted_run(&config.name)? {
         // Its window is read again in full by this run: nothing is lost.
         store.finish_run(
@@ -505,7 +507,7 @@ pub fn run(
         owners: Owners::default(),
         company_part,
         options,
-        store: &store,
+        store: &*store,
         run_id: run.id,
         counts: Counts::default(),
         written: Written::default(),
@@ -540,7 +542,7 @@ pub fn run(
         // so the next run reads this window again, and those records with it.
         store.finish_run(run.id, None)?;
     }
-    let (status, error) = end_run(&store, config, run.id, outcome)?;
+    let (status, error) = end_run(&*store, config, run.id, outcome)?;
     store.checkpoint(run.id, None, &pass.counts, None)?;
     Ok(SyncReport {
         sync: config.name.clone(),
@@ -549,7 +551,7 @@ pub fn run(
         resumed: false,
         mode: mode.name().to_owned(),
         counts: pass.counts,
-        errors_by_category: errors_by_category(&store, run.id)?,
+        errors_by_category: errors_by_category(&*store, run.id)?,
         requests: stats.sent.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
         stopped_syncing: pass.stopped_syncing,

@@ -10,6 +10,7 @@ use crate::bindings::crmsync::sync::types::{
 use crate::notify::NotifyConfig;
 use crate::rate_limit::{HUBSPOT_DEFAULT, HUBSPOT_SEARCH_DEFAULT, RateLimit};
 use crate::schedule::{DEFAULT_SCHEDULE, Schedule, parse_duration};
+use crate::store_location::StoreLocation;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -61,7 +62,11 @@ pub struct Config {
     /// Only these are checked against the source's catalogue (E6): the
     /// default ones are HubSpot-defined and cannot be deleted.
     pub chosen_properties: Vec<String>,
+    /// The SQLite file of an embedded store (`store.path`, default
+    /// `<name>.sqlite` beside the config); unused when `store` is PostgreSQL.
     pub store_path: PathBuf,
+    /// Where the sync's state lives: `store_path`, or `store.url`'s namespace.
+    pub store: StoreLocation,
     /// When the daemon runs the sync by itself (R1).
     pub schedule: Schedule,
     /// Who hears about runs that need attention.
@@ -310,10 +315,16 @@ struct RawTypedMapping {
     options: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<PathBuf>,
+    /// A PostgreSQL URL, for a store shared by many syncs and runners.
+    url: Option<String>,
+    /// The environment variable holding that URL (so a password stays out of the file).
+    url_env: Option<String>,
+    /// The PostgreSQL schema; default `crmsync_<name>`.
+    namespace: Option<String>,
 }
 
 impl Config {
@@ -619,9 +630,23 @@ impl Config {
             ),
         };
 
-        let store_path = raw
-            .store
-            .and_then(|s| s.path)
+        let raw_store = raw.store.unwrap_or_default();
+        let store_url = match (&raw_store.url, &raw_store.url_env) {
+            (Some(_), Some(_)) => bail!("store: set url or url_env, not both"),
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("store.url_env: the environment variable {var} is not set")
+            })?),
+            (None, None) => None,
+        };
+        if store_url.is_some() && raw_store.path.is_some() {
+            bail!("store: set path (an embedded SQLite file) or url (PostgreSQL), not both");
+        }
+        if store_url.is_none() && raw_store.namespace.is_some() {
+            bail!("store.namespace: only a PostgreSQL store (store.url) has namespaces");
+        }
+        let store_path = raw_store
+            .path
             .unwrap_or_else(|| PathBuf::from(format!("{name}.sqlite")));
         if store_path.as_os_str().is_empty() {
             bail!("store.path: must not be empty");
@@ -630,6 +655,26 @@ impl Config {
             store_path
         } else {
             dir.join(store_path)
+        };
+        let store = match store_url {
+            None => StoreLocation::Sqlite(store_path.clone()),
+            Some(url) => {
+                if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                    bail!(
+                        "store.url: {:?} is not a PostgreSQL URL (expected postgresql://user@host:port/db)",
+                        crmsync_store_postgres::redact(&url)
+                    );
+                }
+                let namespace = match raw_store.namespace {
+                    Some(namespace) => {
+                        crmsync_store_postgres::check_namespace(&namespace)
+                            .context("store.namespace")?;
+                        namespace
+                    }
+                    None => crmsync_store_postgres::default_namespace(&name),
+                };
+                StoreLocation::Postgres { url, namespace }
+            }
         };
 
         let phone_region = match raw.matching.default_region.as_deref().map(str::trim) {
@@ -672,6 +717,7 @@ impl Config {
             companies: None,
             chosen_properties: part.chosen_properties,
             store_path,
+            store,
             schedule,
             notify: raw.notify,
             destination,

@@ -11,9 +11,9 @@
 //! start time: a pid seen from another namespace (another container) means
 //! another process, so hostname and pid alone are not enough.
 
-use crate::store::{ContactStore, Lease, LeaseLost};
+use crate::store::{DynStore, Lease, LeaseLost};
+use crate::store_location::StoreLocation;
 use anyhow::Result;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -153,24 +153,24 @@ impl LeaseWatch {
 /// A held lease and its heartbeat thread; released when dropped.
 pub struct LeaseKeeper {
     lease: Lease,
-    path: PathBuf,
+    location: StoreLocation,
     watch: LeaseWatch,
     stop: Arc<(Mutex<bool>, Condvar)>,
     heartbeat: Option<JoinHandle<()>>,
 }
 
 impl LeaseKeeper {
-    /// Takes the lease of `sync` in the store at `path` for `owner` and
-    /// starts renewing it; `Err(holder)` when another process holds it.
+    /// Takes the lease of `sync` in the store at `location` for `owner`
+    /// and starts renewing it; `Err(holder)` when another process holds it.
     pub fn acquire(
-        path: &Path,
+        location: &StoreLocation,
         sync: &str,
         owner: &str,
         timing: LeaseTiming,
     ) -> Result<Result<Self, String>> {
-        let store = ContactStore::open(path)?;
+        let store = location.open()?;
         let ttl = timing.ttl.as_millis() as i64;
-        let lease = match store.acquire_lease(sync, owner, now_ms(), ttl, holder_is_gone)? {
+        let lease = match store.acquire_lease(sync, owner, now_ms(), ttl, &holder_is_gone)? {
             Ok(lease) => lease,
             Err(holder) => return Ok(Err(holder)),
         };
@@ -184,7 +184,7 @@ impl LeaseKeeper {
         };
         Ok(Ok(LeaseKeeper {
             lease,
-            path: path.to_owned(),
+            location: location.clone(),
             watch,
             stop,
             heartbeat: Some(heartbeat),
@@ -204,7 +204,7 @@ impl LeaseKeeper {
     /// Stops the heartbeat and gives the lease back.
     pub fn release(mut self) -> Result<()> {
         self.stop_heartbeat();
-        ContactStore::open(&self.path)?.release_lease(&self.lease)
+        self.location.open()?.release_lease(&self.lease)
     }
 
     fn stop_heartbeat(&mut self) {
@@ -221,8 +221,10 @@ impl Drop for LeaseKeeper {
     fn drop(&mut self) {
         if self.heartbeat.is_some() {
             self.stop_heartbeat();
-            if let Err(error) =
-                ContactStore::open(&self.path).and_then(|s| s.release_lease(&self.lease))
+            if let Err(error) = self
+                .location
+                .open()
+                .and_then(|s| s.release_lease(&self.lease))
             {
                 tracing::warn!(
                     "the lease of {:?} was not released: {error:#}",
@@ -235,7 +237,7 @@ impl Drop for LeaseKeeper {
 
 /// Renews `lease` every heartbeat until told to stop or the lease is lost.
 fn beat(
-    store: ContactStore,
+    store: DynStore,
     lease: &Lease,
     timing: LeaseTiming,
     watch: &LeaseWatch,
@@ -299,19 +301,20 @@ mod tests {
     fn the_heartbeat_notices_a_lost_lease() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
-        let keeper = LeaseKeeper::acquire(&path, "s", "a", LeaseTiming::default())
+        let location = StoreLocation::Sqlite(path.clone());
+        let keeper = LeaseKeeper::acquire(&location, "s", "a", LeaseTiming::default())
             .unwrap()
             .unwrap();
         let watch = keeper.watch();
         assert!(watch.check().is_ok());
         assert_eq!(
-            LeaseKeeper::acquire(&path, "s", "b", LeaseTiming::default())
+            LeaseKeeper::acquire(&location, "s", "b", LeaseTiming::default())
                 .unwrap()
                 .err(),
             Some("a".to_owned())
         );
         // Another process takes it over (as after an expiry).
-        let other = ContactStore::open(&path).unwrap();
+        let other = crate::store::ContactStore::open(&path).unwrap();
         let taken = other
             .acquire_lease(
                 "s",
@@ -335,7 +338,7 @@ mod tests {
 
     /// What the heartbeat thread does each [`HEARTBEAT`], now.
     fn beat_once(keeper: &LeaseKeeper) {
-        let store = ContactStore::open(&keeper.path).unwrap();
+        let store = keeper.location.open().unwrap();
         if let Err(error) = store.renew_lease(&keeper.lease, now_ms(), 1_000)
             && let Ok(lost) = error.downcast::<LeaseLost>()
         {

@@ -16,6 +16,7 @@ pub mod retry;
 pub mod run_errors;
 pub mod runs;
 pub mod schedule;
+pub mod store_location;
 pub mod sync;
 pub mod test_hooks;
 

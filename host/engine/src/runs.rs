@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::retry::Stop;
 use crate::run_errors::error_row;
-use crate::store::{ContactStore, ErrorRow};
+use crate::store::{ErrorRow, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ pub fn now_ms() -> i64 {
 /// one, is rolled back first, so the error and the run's end are committed.
 /// A host or component failure is recorded on the run and returned.
 pub(crate) fn end_run(
-    store: &ContactStore,
+    store: &dyn Store,
     config: &Config,
     run_id: i64,
     outcome: Result<(), Stop>,
@@ -47,10 +47,7 @@ pub(crate) fn end_run(
 }
 
 /// A run's errors counted by category, for its report.
-pub(crate) fn errors_by_category(
-    store: &ContactStore,
-    run_id: i64,
-) -> Result<BTreeMap<String, u64>> {
+pub(crate) fn errors_by_category(store: &dyn Store, run_id: i64) -> Result<BTreeMap<String, u64>> {
     store.error_counts(run_id)
 }
 
@@ -58,7 +55,7 @@ pub(crate) fn errors_by_category(
 /// bookmark the last completed run left, if it was left under the same
 /// `fingerprint` and an incremental run may be made at all.
 pub(crate) fn incremental_since(
-    store: &ContactStore,
+    store: &dyn Store,
     config: &Config,
     fingerprint: &str,
     allowed: bool,

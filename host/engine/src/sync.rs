@@ -16,8 +16,8 @@ use crate::run_errors::hidden_field;
 use crate::runs::{end_run, errors_by_category, incremental_since};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{
-    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, OpenRun, Records, RunMode,
-    SeenBy,
+    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, DynStore, OpenRun, Records,
+    RunMode, SeenBy, Store,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -68,7 +68,7 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
     let started = Instant::now();
     let credentials = credentials(config, options)?;
     let keeper = match LeaseKeeper::acquire(
-        &config.store_path,
+        &config.store,
         &config.name,
         &options.lease_owner,
         options.lease,
@@ -82,7 +82,7 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
             .into());
         }
     };
-    let store = ContactStore::open(&config.store_path)?;
+    let store = config.store.open()?;
     store.fence(keeper.lease().clone());
     // The run has started: a trigger waiting for it is answered (R1). Taken
     // only now, so a trigger that met a busy sync waits for the next run.
@@ -108,7 +108,7 @@ fn run_leased(
     config: &Config,
     options: &SyncOptions,
     mut credentials: Credentials,
-    store: ContactStore,
+    store: DynStore,
     keeper: &LeaseKeeper,
     started: Instant,
 ) -> Result<SyncReport> {
@@ -121,13 +121,13 @@ fn run_leased(
     // reader fetches and maps; the applier matches and writes, on its own
     // connection to the store (see `Pass::run`).
     let mut instance = runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?;
-    let applier_store = ContactStore::open(&config.store_path)?;
+    let applier_store = config.store.open()?;
     applier_store.fence(keeper.lease().clone());
     let applier_instance =
         runtime.instantiate(HostState::new(hooks(), applier_store, runtime.sandbox()))?;
     // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
     let full = options.full || matches!(options.http_mode, HttpMode::Replay(_));
-    let run = open_run(&instance.state().store, config, full)?;
+    let run = open_run(&*instance.state().store, config, full)?;
     if run.resumed {
         tracing::info!(run = run.id, cursor = ?run.cursor, "resuming an interrupted run");
     }
@@ -165,7 +165,7 @@ fn run_leased(
     }
     let merged = applier.merged;
     let counts = applier.counts;
-    let store = &instance.state().store;
+    let store = &*instance.state().store;
     let (status, error) = end_run(store, config, run.id, outcome)?;
     Ok(SyncReport {
         sync: config.name.clone(),
@@ -248,7 +248,7 @@ pub fn source_fields(
     let hooks = source_hooks(config, options, &credentials, &stats, &limiters);
     let mut instance = runtime.instantiate(HostState::new(
         hooks,
-        ContactStore::open_in_memory()?,
+        Box::new(ContactStore::open_in_memory()?),
         runtime.sandbox(),
     ))?;
     let source = unfiltered_source(config, HubspotScope::All);
@@ -355,7 +355,7 @@ fn unfiltered_source(config: &Config, scope: HubspotScope) -> Source {
 /// cannot filter by list membership, and membership itself must be re-read
 /// (a contact that left the list stops syncing). So do contacts of synced
 /// companies, for the same reason (association is no search filter).
-fn open_run(store: &ContactStore, config: &Config, full: bool) -> Result<OpenRun> {
+fn open_run(store: &dyn Store, config: &Config, full: bool) -> Result<OpenRun> {
     let chosen_by_membership =
         config.source.list_id.is_some() || config.source.from_synced_companies.is_some();
     let since_ms = incremental_since(

@@ -13,7 +13,7 @@ use crate::bindings::crmsync::sync::types::{
 };
 use crate::code_cache;
 use crate::http::Hooks;
-use crate::store::{ContactStore, DirectoryEntry, Handle};
+use crate::store::{DirectoryEntry, DynStore, Handle};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -73,13 +73,13 @@ pub struct HostState {
     hooks: Hooks,
     limits: StoreLimits,
     /// The destination the `directory` import reads.
-    pub store: ContactStore,
+    pub store: DynStore,
 }
 
 impl HostState {
     /// A state with no filesystem, no environment and no arguments: the
     /// component reaches the world only through `hooks` and `store`.
-    pub fn new(hooks: Hooks, store: ContactStore, sandbox: &Sandbox) -> Self {
+    pub fn new(hooks: Hooks, store: DynStore, sandbox: &Sandbox) -> Self {
         HostState {
             wasi: WasiCtx::builder().inherit_stderr().build(),
             table: ResourceTable::new(),

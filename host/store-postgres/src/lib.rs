@@ -180,7 +180,7 @@ impl PgStore {
 
 /// A namespace must be a plain lower-case identifier: it becomes a schema
 /// name in SQL text.
-fn check_namespace(namespace: &str) -> Result<()> {
+pub fn check_namespace(namespace: &str) -> Result<()> {
     let mut chars = namespace.chars();
     let first_ok = chars
         .next()

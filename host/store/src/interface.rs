@@ -215,6 +215,10 @@ pub trait Transactions {
     fn rollback(&self);
 }
 
+/// A store a pass holds for its run: either backend, movable to the thread
+/// that uses it.
+pub type DynStore = Box<dyn Store + Send>;
+
 /// Everything a sync keeps: one backend.
 pub trait Store:
     Directory + Reading + Links + Runs + Leases + Controls + Intents + Transactions

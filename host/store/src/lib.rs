@@ -37,7 +37,7 @@ mod accounts;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod interface;
-pub use interface::Store;
+pub use interface::{DynStore, Store};
 mod control;
 mod lookups;
 mod outcomes;
