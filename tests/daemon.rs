@@ -108,7 +108,7 @@ fn daemon(path: &Path) -> impl FnOnce() -> Duration {
     let stop = options.stop.clone();
     let paths = vec![path.to_owned()];
     let handle = std::thread::spawn(move || {
-        run_daemon(runtime(), &paths, &options, &mut std::io::sink()).unwrap()
+        run_daemon(runtime(), &paths, &options, 4, &mut std::io::sink()).unwrap()
     });
     move || {
         let asked = Instant::now();
@@ -357,4 +357,36 @@ fn syncs_of_one_account_share_its_rate_limit_in_a_daemon() {
         0,
         "the account's budget was exceeded"
     );
+}
+
+/// A slow portal holds up no other: with room for several syncs at once, a
+/// fast sync completes (twice, on its schedule) while a sync whose API answers
+/// every request after 400 ms is still reading its pages.
+#[test]
+fn a_slow_portal_never_holds_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = server(60);
+    {
+        let mut state = slow.state();
+        state.page_size = Some(5);
+        state.latency = Some(Duration::from_millis(400));
+    }
+    let fast = server(5);
+    let slow_path = config_file(dir.path(), "slow", &slow, "1h");
+    let fast_path = config_file(dir.path(), "fast", &fast, "1s");
+    let started = Instant::now();
+    let stop = daemon(dir.path());
+    wait_for("two runs of the fast sync", Duration::from_secs(20), || {
+        completed_runs(&fast_path, "fast") >= 2
+    });
+    let fast_done = started.elapsed();
+    assert_eq!(
+        completed_runs(&slow_path, "slow"),
+        0,
+        "the slow sync (12 pages at 400 ms) is still running after {fast_done:?}"
+    );
+    wait_for("the slow sync", Duration::from_secs(30), || {
+        completed_runs(&slow_path, "slow") == 1
+    });
+    stop();
 }

@@ -120,6 +120,10 @@ pub struct DaemonArgs {
     /// A sync's TOML config, or a folder of them; repeatable.
     #[arg(long, value_name = "FILE|DIR", required = true)]
     pub config: Vec<PathBuf>,
+    /// How many syncs run at once (each waits mostly on its API).
+    #[arg(long, value_name = "N", default_value_t = daemon::DEFAULT_CONCURRENCY as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
     #[command(flatten)]
     pub component: ComponentArg,
 }
@@ -361,7 +365,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(signal, options.stop.clone())?;
             }
-            run_daemon(&runtime, &args.config, &options, out)?;
+            run_daemon(
+                &runtime,
+                &args.config,
+                &options,
+                args.concurrency as usize,
+                out,
+            )?;
             Ok(Exit::Success)
         }
         Command::Trigger(args) => control(

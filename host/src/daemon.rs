@@ -1,13 +1,16 @@
 //! The daemon (R1): runs every configured sync on its schedule until told to
-//! stop, honouring pause and trigger from other processes (state lives in
-//! each sync's store) and re-reading each config before every run, so edits
-//! take effect at the next run.
+//! stop, many at once, honouring pause and trigger from other processes
+//! (state lives in each sync's store) and re-reading each config before
+//! every run, so edits take effect at the next run. An idle daemon keeps
+//! each sync's next due time in memory and looks at a SQLite store only
+//! when its files changed.
 
 use crate::config::{Config, SyncObject};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
 use crate::store::{Control, RunRow};
-use crate::sync::{Busy, SyncOptions, run_sync};
+use crate::store_location::StoreLocation;
+use crate::sync::{Busy, SyncOptions, SyncReport, run_sync};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,10 +18,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 /// How often the daemon looks for triggers, pauses and due runs.
 pub const POLL: Duration = Duration::from_millis(500);
+
+/// Syncs a daemon runs at once unless told otherwise: most of a sync's time
+/// is spent waiting for its API, so a runner holds many.
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 /// The config files named: files as given, folders as their `*.toml` files.
 pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -39,54 +47,204 @@ pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs the syncs of `paths` until `options.stop` is set. A run in progress
-/// stops after its current page and resumes from there next time.
+/// One configured sync, as the scheduler tracks it between looks.
+struct Entry {
+    file: PathBuf,
+    /// The store and sync name: two entries with one key never run at once.
+    key: String,
+    store: StoreLocation,
+    /// When the schedule next makes it due; `None` until its store was read.
+    next_due: Option<DateTime<Utc>>,
+    /// What the store looked like when last read (see [`Stamp`]).
+    stamp: Option<Stamp>,
+    running: bool,
+}
+
+/// A SQLite store's files' sizes and modification times: while they stay
+/// the same, nobody paused, resumed or triggered the sync, so the idle
+/// daemon looks at its store with two `stat`s instead of opening it.
+/// PostgreSQL stores have none and are read at every look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(Vec<Option<(std::time::SystemTime, u64)>>);
+
+impl Stamp {
+    fn of(store: &StoreLocation) -> Option<Stamp> {
+        let StoreLocation::Sqlite(path) = store else {
+            return None;
+        };
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let stat = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        };
+        Some(Stamp(vec![stat(path), stat(Path::new(&wal))]))
+    }
+}
+
+/// What a worker sends back when its run ends.
+struct Finished {
+    index: usize,
+    /// The summary to print, or the error that stopped the run.
+    outcome: Result<Option<(SyncReport, Config)>>,
+}
+
+/// Runs the syncs of `paths` until `options.stop` is set, up to
+/// `concurrency` at once, each on its own thread under its account's rate
+/// limiter, so a slow or failing portal holds up no other. A run in
+/// progress stops after its current page and resumes from there next time.
 pub fn run_daemon(
     runtime: &Runtime,
     paths: &[PathBuf],
     options: &SyncOptions,
+    concurrency: usize,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let concurrency = concurrency.max(1);
     let files = config_files(paths)?;
     // Configs are checked once up front so a typo fails the start, not a run hours later.
+    let mut entries = Vec::with_capacity(files.len());
     for file in &files {
-        Config::load(file)?;
+        let config = Config::load(file)?;
+        entries.push(Entry {
+            file: file.clone(),
+            key: format!("{}|{}", config.store, config.name),
+            store: config.store.clone(),
+            next_due: None,
+            stamp: None,
+            running: false,
+        });
     }
     writeln!(
         out,
-        "crmsync daemon: {} sync(s); stop with SIGTERM or Ctrl-C",
+        "crmsync daemon: {} sync(s), up to {concurrency} at once; stop with SIGTERM or Ctrl-C",
         files.len()
     )?;
-    let mut limiters = Limiters::default();
-    while !options.stop.load(Ordering::Relaxed) {
-        for file in &files {
-            if options.stop.load(Ordering::Relaxed) {
+    let limiters = Limiters::default();
+    let (done_tx, done_rx) = mpsc::channel::<Finished>();
+    std::thread::scope(|scope| -> Result<()> {
+        let mut running = 0usize;
+        loop {
+            let stopping = options.stop.load(Ordering::Relaxed);
+            if stopping && running == 0 {
                 break;
             }
-            if let Err(error) = run_if_due(runtime, file, options, &mut limiters, out) {
-                tracing::error!(config = %file.display(), "{error:#}");
-                writeln!(out, "{}: {error:#}", file.display())?;
+            if !stopping {
+                for index in 0..entries.len() {
+                    if running >= concurrency || options.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let busy_key = entries
+                        .iter()
+                        .any(|e| e.running && e.key == entries[index].key);
+                    if entries[index].running || busy_key {
+                        continue;
+                    }
+                    match worth_a_run(&mut entries[index]) {
+                        Ok(false) => continue,
+                        Ok(true) => {}
+                        Err(error) => {
+                            report_error(out, &entries[index].file, &error)?;
+                            continue;
+                        }
+                    }
+                    let file = entries[index].file.clone();
+                    let done = done_tx.clone();
+                    let limiters = &limiters;
+                    entries[index].running = true;
+                    running += 1;
+                    std::thread::Builder::new()
+                        .name(format!("sync {}", file.display()))
+                        .spawn_scoped(scope, move || {
+                            let outcome = run_if_due(runtime, &file, options, limiters);
+                            let _ = done.send(Finished { index, outcome });
+                        })?;
+                }
+            }
+            // Wait for a run to end, or the next look.
+            let deadline = std::time::Instant::now() + POLL;
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                match done_rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                    Ok(finished) => {
+                        running -= 1;
+                        let entry = &mut entries[finished.index];
+                        entry.running = false;
+                        // Read the store again at the next look: the run moved its schedule.
+                        entry.next_due = None;
+                        entry.stamp = None;
+                        match finished.outcome {
+                            Ok(Some((report, config))) => {
+                                crate::summary::write_summary(out, &report, &entry.file)?;
+                                config.notify.after_run(&report);
+                            }
+                            Ok(None) => {}
+                            Err(error) => report_error(out, &entry.file, &error)?,
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if options.stop.load(Ordering::Relaxed) && running > 0 {
+                            continue;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if options.stop.load(Ordering::Relaxed) && running == 0 {
+                    break;
+                }
             }
         }
-        let mut waited = Duration::ZERO;
-        while waited < POLL && !options.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
-            waited += Duration::from_millis(50);
-        }
-    }
+        Ok(())
+    })?;
     writeln!(out, "crmsync daemon: stopped")?;
     Ok(())
+}
+
+fn report_error(out: &mut dyn Write, file: &Path, error: &anyhow::Error) -> Result<()> {
+    tracing::error!(config = %file.display(), "{error:#}");
+    writeln!(out, "{}: {error:#}", file.display())?;
+    Ok(())
+}
+
+/// Whether the entry may be due: its schedule says so, or its store changed
+/// since it was last read (a trigger, a resume, an interrupted run). Cheap
+/// when nothing changed: no store is opened.
+fn worth_a_run(entry: &mut Entry) -> Result<bool> {
+    let now = Utc::now();
+    if entry.next_due.is_some_and(|due| due <= now) {
+        return Ok(true);
+    }
+    let stamp = Stamp::of(&entry.store);
+    if entry.next_due.is_some() && stamp.is_some() && stamp == entry.stamp {
+        return Ok(false);
+    }
+    let config = Config::load(&entry.file)?;
+    let store = config.store.open()?;
+    let control = store.control(&config.name)?;
+    let last = store.runs(&config.name)?.into_iter().next();
+    entry.stamp = stamp;
+    entry.next_due = Some(next_run(&config, last.as_ref()));
+    if control.paused {
+        entry.next_due = Some(DateTime::<Utc>::MAX_UTC);
+        return Ok(false);
+    }
+    let interrupted = last
+        .as_ref()
+        .is_some_and(|r| r.status == "running" && control.lease_owner.is_none());
+    Ok(control.triggered || interrupted || entry.next_due.is_some_and(|due| due <= now))
 }
 
 /// One rate limiter per source account (API origin and credentials), shared
 /// by every sync of the daemon that uses it (R5: the budget is the account's).
 #[derive(Default)]
-struct Limiters(HashMap<String, AccountLimiters>);
+struct Limiters(Mutex<HashMap<String, AccountLimiters>>);
 
 impl Limiters {
-    fn for_config(&mut self, config: &Config) -> AccountLimiters {
+    fn for_config(&self, config: &Config) -> AccountLimiters {
         let account = format!("{} {:?}", config.source.base_url, config.source.auth);
         self.0
+            .lock()
+            .expect("limiters lock")
             .entry(account)
             .or_insert_with(|| {
                 AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
@@ -95,18 +253,20 @@ impl Limiters {
     }
 }
 
+/// Runs the sync of `file` if it is due, triggered or interrupted (read
+/// again here: the config may have changed, another process may have run
+/// it); its report and config when it ran.
 fn run_if_due(
     runtime: &Runtime,
     file: &Path,
     options: &SyncOptions,
-    limiters: &mut Limiters,
-    out: &mut dyn Write,
-) -> Result<()> {
+    limiters: &Limiters,
+) -> Result<Option<(SyncReport, Config)>> {
     let config = Config::load(file)?;
     let store = config.store.open()?;
     let control = store.control(&config.name)?;
     if control.paused {
-        return Ok(());
+        return Ok(None);
     }
     let last = store.runs(&config.name)?.into_iter().next();
     let interrupted = last
@@ -117,7 +277,7 @@ fn run_if_due(
     let triggered = control.triggered;
     let due = next_run(&config, last.as_ref()) <= Utc::now();
     if !(due || triggered || interrupted) {
-        return Ok(());
+        return Ok(None);
     }
     drop(store);
     let options = SyncOptions {
@@ -125,15 +285,11 @@ fn run_if_due(
         ..options.clone()
     };
     match run_sync(runtime, &config, &options) {
-        Ok(report) => {
-            crate::summary::write_summary(out, &report, file)?;
-            config.notify.after_run(&report);
-            Ok(())
-        }
+        Ok(report) => Ok(Some((report, config))),
         // Another process runs it (a manual `sync`, another daemon): its turn.
         Err(error) if error.downcast_ref::<Busy>().is_some() => {
             tracing::debug!("{error}");
-            Ok(())
+            Ok(None)
         }
         Err(error) => Err(error),
     }

@@ -10,5 +10,5 @@ pub mod summary;
 pub use crmsync_engine::{
     api_bounds, auth, bindings, bridge, cassette, code_cache, config, held, http, lease, notify,
     options, origin, paging, rate_limit, report, retry, run_errors, runs, runtime, schedule, store,
-    sync, test_hooks,
+    store_location, sync, test_hooks,
 };
