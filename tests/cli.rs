@@ -497,3 +497,38 @@ fn the_readmes_minimal_config_loads() {
     assert_eq!(config.name, "hubspot");
     assert_eq!(config.source.base_url, "https://api.hubapi.com");
 }
+
+/// Runner identity: every API request says which crmsync and which runner
+/// sent it (so the CRM's audit log does too), and the run records its runner.
+#[test]
+fn a_runner_names_itself_in_every_request_and_on_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = HubSpotServer::start(TOKEN);
+    server.state().contacts = (1..=3)
+        .map(|i| Contact::new(i, &[("email", Some(&format!("r{i}@example.com")))]))
+        .collect();
+    let path = write_config(
+        dir.path(),
+        "runner",
+        &format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\n",
+            server.base_url,
+            token_env()
+        ),
+    );
+    let path = path.to_str().unwrap();
+    run_json(&["sync", "--config", path, "--json", "--runner-id", "edge-7"]);
+    let expected = format!("crmsync/{} runner/edge-7", env!("CARGO_PKG_VERSION"));
+    let seen = server.state().seen.clone();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(
+            request.user_agent.as_deref(),
+            Some(expected.as_str()),
+            "{}",
+            request.path
+        );
+    }
+    let runs = run_json(&["runs", "--config", path, "--json"]);
+    assert_eq!(runs[0]["runner"], "edge-7", "{runs}");
+}

@@ -95,6 +95,24 @@ pub struct SyncArgs {
     /// Read every record, not only those changed since the last run.
     #[arg(long)]
     pub full: bool,
+    #[command(flatten)]
+    pub runner: RunnerArg,
+}
+
+/// Who this runner is, on its runs, its requests' `User-Agent` and the fleet's runner list.
+#[derive(Debug, Args)]
+pub struct RunnerArg {
+    /// This runner's id (default: host name and pid).
+    #[arg(long, value_name = "ID")]
+    pub runner_id: Option<String>,
+}
+
+impl RunnerArg {
+    fn id(&self) -> String {
+        self.runner_id
+            .clone()
+            .unwrap_or_else(crate::options::runner_id)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +138,8 @@ pub struct DaemonArgs {
     /// A sync's TOML config, or a folder of them; repeatable.
     #[arg(long, value_name = "FILE|DIR", required = true)]
     pub config: Vec<PathBuf>,
+    #[command(flatten)]
+    pub runner: RunnerArg,
     /// How many syncs run at once (each waits mostly on its API).
     #[arg(long, value_name = "N", default_value_t = daemon::DEFAULT_CONCURRENCY as u64,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -361,7 +381,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Command::Fields(args) => fields(args, out),
         Command::Daemon(args) => {
             let runtime = load_runtime(&args.component)?;
-            let options = SyncOptions::default();
+            let options = SyncOptions {
+                runner: args.runner.id(),
+                ..SyncOptions::default()
+            };
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(signal, options.stop.clone())?;
             }
@@ -557,6 +580,7 @@ fn sync(args: SyncArgs, out: &mut dyn Write) -> Result<Exit> {
     let runtime = load_runtime(&args.component)?;
     let mut options = SyncOptions {
         full: args.full,
+        runner: args.runner.id(),
         ..SyncOptions::default()
     };
     let recording = match (&args.replay, &args.record) {

@@ -139,6 +139,8 @@ pub struct Seen {
     pub path: String,
     pub query: HashMap<String, String>,
     pub authorization: Option<String>,
+    /// The `User-Agent` the runner sent (`crmsync/<version> runner/<id>`).
+    pub user_agent: Option<String>,
     pub body: String,
     pub at: Instant,
 }
@@ -342,6 +344,11 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
         .iter()
         .find(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.as_str().to_owned());
+    let user_agent = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("User-Agent"))
+        .map(|h| h.value.as_str().to_owned());
     let method = request.method().clone();
     let (status, headers, answer) = {
         let mut state = state.lock().expect("server state");
@@ -350,6 +357,7 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
             path: path.clone(),
             query: query.clone(),
             authorization: authorization.clone(),
+            user_agent,
             body: body.clone(),
             at: Instant::now(),
         });

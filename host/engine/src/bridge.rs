@@ -416,6 +416,7 @@ pub fn run(
             stats.clone(),
         )
         .with_limiters(limiters)
+        .with_user_agent(&options.user_agent())
     };
     let source_limiters = options.limiters.clone().unwrap_or_else(|| {
         AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
@@ -494,6 +495,7 @@ pub fn run(
     }
     let mode = RunMode::since(since_ms);
     let run = store.start_run(&config.name, mode, now_ms())?;
+    store.note_runner(run.id, &options.runner)?;
     tracing::info!(
         run = run.id,
         ?mode,

@@ -28,6 +28,9 @@ pub struct SyncOptions {
     pub limiters: Option<AccountLimiters>,
     /// Read every record even when an incremental run would do (`sync --full`).
     pub full: bool,
+    /// This runner's id (`--runner-id`; default host name and pid): on its
+    /// runs, in its `User-Agent`, in the fleet's runner list.
+    pub runner: String,
 }
 
 /// A progress callback (see [`SyncOptions::progress`]).
@@ -45,8 +48,31 @@ impl Default for SyncOptions {
             progress: None,
             limiters: None,
             full: false,
+            runner: runner_id(),
         }
     }
+}
+
+impl SyncOptions {
+    /// The `User-Agent` every API request carries: the CRMs' audit logs
+    /// then say which runner made a change.
+    pub fn user_agent(&self) -> String {
+        format!(
+            "crmsync/{} runner/{}",
+            env!("CARGO_PKG_VERSION"),
+            self.runner
+        )
+    }
+}
+
+/// The default runner id: `<host name>-<pid>`.
+pub fn runner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// This process, as a lease holder (see [`crate::lease::holder_id`]).

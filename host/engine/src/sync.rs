@@ -125,9 +125,7 @@ fn run_leased(
     applier_store.fence(keeper.lease().clone());
     let applier_instance =
         runtime.instantiate(HostState::new(hooks(), applier_store, runtime.sandbox()))?;
-    // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
-    let full = options.full || matches!(options.http_mode, HttpMode::Replay(_));
-    let run = open_run(&*instance.state().store, config, full)?;
+    let run = open_run(&*instance.state().store, config, options)?;
     if run.resumed {
         tracing::info!(run = run.id, cursor = ?run.cursor, "resuming an interrupted run");
     }
@@ -216,6 +214,7 @@ fn source_hooks(
         stats.clone(),
     )
     .with_limiters(limiters.clone())
+    .with_user_agent(&options.user_agent())
 }
 
 /// One source property and what the sync does with it (`crmsync fields`).
@@ -355,7 +354,15 @@ fn unfiltered_source(config: &Config, scope: HubspotScope) -> Source {
 /// cannot filter by list membership, and membership itself must be re-read
 /// (a contact that left the list stops syncing). So do contacts of synced
 /// companies, for the same reason (association is no search filter).
-fn open_run(store: &dyn Store, config: &Config, full: bool) -> Result<OpenRun> {
+fn open_run(store: &dyn Store, config: &Config, options: &SyncOptions) -> Result<OpenRun> {
+    // A cassette is a fixed snapshot with no notion of "since": replays read it whole.
+    let full = options.full || matches!(options.http_mode, HttpMode::Replay(_));
+    let run = open_or_resume(store, config, full)?;
+    store.note_runner(run.id, &options.runner)?;
+    Ok(run)
+}
+
+fn open_or_resume(store: &dyn Store, config: &Config, full: bool) -> Result<OpenRun> {
     let chosen_by_membership =
         config.source.list_id.is_some() || config.source.from_synced_companies.is_some();
     let since_ms = incremental_since(

@@ -6,7 +6,7 @@ use crate::cassette::{Cassette, Exchange};
 use crate::origin::Origin;
 use crate::rate_limit::{AccountLimiters, Limiter};
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderValue, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,9 +69,18 @@ pub struct Hooks {
     bearer: Bearer,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
+    /// Set on every live request, replacing the component's own.
+    user_agent: Option<HeaderValue>,
 }
 
 impl Hooks {
+    /// Sends `agent` as every live request's `User-Agent` (one that is no
+    /// valid header value is left out).
+    pub fn with_user_agent(mut self, agent: &str) -> Self {
+        self.user_agent = HeaderValue::from_str(agent).ok();
+        self
+    }
+
     /// Spaces live requests through the account's limiters (search requests
     /// through the search API's too) and feeds the API's rate-limit headers
     /// to the general one.
@@ -104,6 +113,7 @@ impl Hooks {
             bearer,
             limits,
             stats,
+            user_agent: None,
         }
     }
 }
@@ -140,6 +150,7 @@ impl WasiHttpHooks for Hooks {
         let mode = self.mode.clone();
         let bearer = self.bearer.lock().expect("bearer lock").clone();
         let limits = self.limits;
+        let user_agent = self.user_agent.clone();
         let limiter = self.limiters.api.clone();
         let search_limiter = self
             .limiters
@@ -177,6 +188,9 @@ impl WasiHttpHooks for Hooks {
                             })?;
                         value.set_sensitive(true);
                         outgoing.headers_mut().insert(AUTHORIZATION, value);
+                    }
+                    if let Some(agent) = user_agent {
+                        outgoing.headers_mut().insert(USER_AGENT, agent);
                     }
                     let book = |limiter: &Limiter| {
                         let now = Instant::now();

@@ -109,7 +109,7 @@ impl Reading for PgStore {
     fn runs(&self, sync: &str) -> Result<Vec<RunRow>> {
         self.query(
             "SELECT id, sync, started_at, ended_at, status, pages, seen, created, updated, skipped,
-                    failed, resumed, error, mode
+                    failed, resumed, error, mode, runner
              FROM runs WHERE sync = $1 ORDER BY id DESC",
             &[&sync],
         )?
@@ -125,6 +125,7 @@ impl Reading for PgStore {
                 resumed: count(row.get(11)),
                 error: opt_text(row.get(12))?,
                 mode: row.get(13),
+                runner: row.get(14),
             })
         })
         .collect()

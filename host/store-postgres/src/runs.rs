@@ -60,6 +60,16 @@ impl Runs for PgStore {
         })
     }
 
+    fn note_runner(&self, run_id: i64, runner: &str) -> Result<()> {
+        self.fenced(|| {
+            self.execute(
+                "UPDATE runs SET runner = $2 WHERE id = $1",
+                &[&run_id, &runner],
+            )?;
+            Ok(())
+        })
+    }
+
     fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun> {
         self.fenced(|| {
             let (mode_name, since) = match mode {

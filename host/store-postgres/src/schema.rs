@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS runs (
     mode         TEXT NOT NULL DEFAULT 'full',
     window_since BIGINT,
     window_until BIGINT NOT NULL,
-    newest_ms    BIGINT
+    newest_ms    BIGINT,
+    runner       TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
 CREATE TABLE IF NOT EXISTS record_errors (

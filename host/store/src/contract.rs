@@ -171,6 +171,11 @@ fn runs_resume_from_their_checkpoint_and_bookmark_on_completion(s: &impl Store) 
     let open_run = s.interrupted_run("demo").unwrap().unwrap();
     assert_eq!((open_run.id, open_run.newest_ms), (run.id, Some(7)));
     s.resume_run(run.id).unwrap();
+    s.note_runner(run.id, "runner-2").unwrap();
+    assert_eq!(
+        s.runs("demo").unwrap()[0].runner.as_deref(),
+        Some("runner-2")
+    );
     let bookmark = Bookmark {
         modified_ms: 7,
         fingerprint: "f".into(),

@@ -142,6 +142,8 @@ pub trait Runs {
     fn interrupted_run(&self, sync: &str) -> Result<Option<OpenRun>>;
     /// Marks an interrupted run as running again.
     fn resume_run(&self, run_id: i64) -> Result<()>;
+    /// Records which runner runs the run now (its start, or a resume elsewhere).
+    fn note_runner(&self, run_id: i64, runner: &str) -> Result<()>;
     /// Starts a run.
     fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun>;
     /// The run's cursor and counts after a page; commits with the page's writes.
@@ -397,6 +399,9 @@ impl Runs for ContactStore {
     }
     fn resume_run(&self, run_id: i64) -> Result<()> {
         ContactStore::resume_run(self, run_id)
+    }
+    fn note_runner(&self, run_id: i64, runner: &str) -> Result<()> {
+        ContactStore::note_runner(self, run_id, runner)
     }
     fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun> {
         ContactStore::start_run(self, sync, mode, started_ms)

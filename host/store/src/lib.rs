@@ -59,8 +59,8 @@ pub use links::{Link, LinkSide};
 /// 4: `contacts.seen_sync`, `contacts.seen_run`. 5: incremental runs (`runs.mode`,
 /// `window_since`, `window_until`, `newest_ms`; `sync_control.bookmark_ms`, `fingerprint`).
 /// 6: accounts. 7: `links` (syncs into a CRM). 9: `sync_control.lease_token`.
-/// 10: `write_intents`.
-const SCHEMA_VERSION: i64 = 10;
+/// 10: `write_intents`. 11: `runs.runner`.
+const SCHEMA_VERSION: i64 = 11;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contacts (
@@ -101,7 +101,8 @@ CREATE TABLE IF NOT EXISTS runs (
     mode         TEXT NOT NULL DEFAULT 'full',
     window_since INTEGER,
     window_until INTEGER,
-    newest_ms    INTEGER
+    newest_ms    INTEGER,
+    runner       TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
 CREATE TABLE IF NOT EXISTS accounts (
@@ -186,6 +187,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // No bookmark: the next run is a full one.
     ("sync_control", "bookmark_ms", "INTEGER"),
     ("sync_control", "fingerprint", "TEXT"),
+    // Runs before runner ids name no runner.
+    ("runs", "runner", "TEXT"),
     // Leases before fencing: token 0, the next holder takes 1.
     ("sync_control", "lease_token", "INTEGER NOT NULL DEFAULT 0"),
     // Before S3 no contact belonged to an account.
@@ -350,6 +353,8 @@ pub struct RunRow {
     pub resumed: u64,
     /// The fatal error's message, for failed runs.
     pub error: Option<String>,
+    /// The runner that ran it last (`--runner-id`), if known.
+    pub runner: Option<String>,
 }
 
 /// A recorded error as `crmsync errors --json` shows it.

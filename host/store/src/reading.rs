@@ -42,7 +42,7 @@ impl ContactStore {
     /// The sync's runs, newest first.
     pub fn runs(&self, sync: &str) -> Result<Vec<RunRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, sync, started_at, ended_at, status, pages, seen, created, updated, skipped, failed, resumed, error, mode
+            "SELECT id, sync, started_at, ended_at, status, pages, seen, created, updated, skipped, failed, resumed, error, mode, runner
              FROM runs WHERE sync = ?1 ORDER BY id DESC",
         )?;
         let rows = stmt
@@ -57,6 +57,7 @@ impl ContactStore {
                     resumed: r.get(11)?,
                     error: r.get(12)?,
                     mode: r.get(13)?,
+                    runner: r.get(14)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;

@@ -43,6 +43,16 @@ impl ContactStore {
         })
     }
 
+    /// Records that `runner` runs run `run_id` now.
+    pub fn note_runner(&self, run_id: i64, runner: &str) -> Result<()> {
+        self.fenced(|| {
+            self.conn
+                .prepare_cached("UPDATE runs SET runner = ?2 WHERE id = ?1")?
+                .execute(params![run_id, runner])?;
+            Ok(())
+        })
+    }
+
     /// Starts a new run of `sync`, begun at `started_ms`.
     pub fn start_run(&self, sync: &str, mode: RunMode, started_ms: i64) -> Result<OpenRun> {
         self.fenced(|| {
