@@ -28,7 +28,8 @@ fn cli_child() {
     assert_eq!(exit, crmsync_host::cli::Exit::Success);
 }
 
-fn child(args: &[&str]) -> Command {
+/// The `crmsync` command line in a child process (this test binary, re-run).
+pub(crate) fn child(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -80,9 +81,11 @@ fn config_file(dir: &Path, name: &str, server: &HubSpotServer, schedule: &str) -
     )
 }
 
-fn completed_runs(path: &Path, name: &str) -> usize {
+pub(crate) fn completed_runs(path: &Path, name: &str) -> usize {
     let config = crmsync_host::config::Config::load(path).unwrap();
-    ContactStore::open(&config.store_path)
+    config
+        .store
+        .open()
         .unwrap()
         .runs(name)
         .unwrap()
@@ -91,7 +94,7 @@ fn completed_runs(path: &Path, name: &str) -> usize {
         .count()
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");

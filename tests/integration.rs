@@ -13,6 +13,7 @@ mod embed_wasmtime;
 mod failures;
 mod field_security;
 mod filters;
+mod fleet;
 mod incremental;
 mod leases;
 mod notify;

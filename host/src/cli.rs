@@ -48,6 +48,9 @@ pub enum Command {
     Runs(ReadArgs),
     /// Run every sync on its schedule until SIGTERM or Ctrl-C.
     Daemon(DaemonArgs),
+    /// List the live runners sharing the configs' PostgreSQL stores, their
+    /// heartbeats and the syncs each holds.
+    Runners(RunnersArgs),
     /// Ask a running daemon to run the sync now.
     Trigger(ConfigArg),
     /// Stop scheduled runs of the sync until `resume`.
@@ -61,6 +64,16 @@ pub enum Command {
     /// Add contacts the destination already has (unlinked) from a JSON file:
     /// `[{"name": "...", "emails": [...], "phones": [...], "fields": {...}}]`.
     Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunnersArgs {
+    /// Sync configs (files or folders) whose PostgreSQL databases to ask.
+    #[arg(long, value_name = "FILE|DIR", required = true)]
+    pub config: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -397,6 +410,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             )?;
             Ok(Exit::Success)
         }
+        Command::Runners(args) => runners(args, out),
         Command::Trigger(args) => control(
             &args,
             out,
@@ -503,6 +517,54 @@ fn control(
     let (config, store) = open_store(args)?;
     change(&*store, &config.name)?;
     writeln!(out, "sync {:?} {done}", config.name)?;
+    Ok(Exit::Success)
+}
+
+fn runners(args: RunnersArgs, out: &mut dyn Write) -> Result<Exit> {
+    let mut databases: Vec<String> = Vec::new();
+    for file in daemon::config_files(&args.config)? {
+        if let crate::store_location::StoreLocation::Postgres { url, .. } =
+            Config::load(&file)?.store
+            && !databases.contains(&url)
+        {
+            databases.push(url);
+        }
+    }
+    if databases.is_empty() {
+        bail!("none of these configs has a PostgreSQL store (store.url): no fleet to list");
+    }
+    let mut listed = Vec::new();
+    for url in &databases {
+        for runner in crmsync_store_postgres::fleet::runners(url)? {
+            listed.push((crmsync_store_postgres::redact(url), runner));
+        }
+    }
+    if args.json {
+        let rows: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|(database, runner)| {
+                let mut row = serde_json::to_value(runner).expect("a runner serialises");
+                row["database"] = database.clone().into();
+                row
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else {
+        let now = crate::sync::now_ms();
+        for (database, runner) in &listed {
+            writeln!(
+                out,
+                "{}  heartbeat {:.1} s ago  holds {}  ({database})",
+                runner.id,
+                (now - runner.heartbeat_ms) as f64 / 1000.0,
+                if runner.holds.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    runner.holds.join(", ")
+                }
+            )?;
+        }
+    }
     Ok(Exit::Success)
 }
 

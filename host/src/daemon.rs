@@ -6,6 +6,7 @@
 //! when its files changed.
 
 use crate::config::{Config, SyncObject};
+use crate::fleet::Membership;
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
 use crate::store::{Control, RunRow};
@@ -13,6 +14,7 @@ use crate::store_location::StoreLocation;
 use crate::sync::{Busy, SyncOptions, SyncReport, run_sync};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use crmsync_store_postgres::redact;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -50,9 +52,13 @@ pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// One configured sync, as the scheduler tracks it between looks.
 struct Entry {
     file: PathBuf,
+    name: String,
     /// The store and sync name: two entries with one key never run at once.
     key: String,
     store: StoreLocation,
+    /// The fleet (index into the daemon's memberships) scheduling it, for a
+    /// PostgreSQL store; SQLite stores are scheduled here.
+    fleet: Option<usize>,
     /// When the schedule next makes it due; `None` until its store was read.
     next_due: Option<DateTime<Utc>>,
     /// What the store looked like when last read (see [`Stamp`]).
@@ -63,7 +69,6 @@ struct Entry {
 /// A SQLite store's files' sizes and modification times: while they stay
 /// the same, nobody paused, resumed or triggered the sync, so the idle
 /// daemon looks at its store with two `stat`s instead of opening it.
-/// PostgreSQL stores have none and are read at every look.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp(Vec<Option<(std::time::SystemTime, u64)>>);
 
@@ -83,17 +88,31 @@ impl Stamp {
     }
 }
 
-/// What a worker sends back when its run ends.
-struct Finished {
-    index: usize,
-    /// The summary to print, or the error that stopped the run.
-    outcome: Result<Option<(SyncReport, Config)>>,
+/// What reaches the scheduler while it waits.
+enum Event {
+    /// A worker's run ended: its entry, and the report (or the error that
+    /// stopped the run); no report when it was not due after all.
+    Finished {
+        index: usize,
+        outcome: Result<Option<Box<(SyncReport, Config)>>>,
+    },
+    /// Another process changed a fleet's schedule (a trigger, a resume, a run's end).
+    Wake,
 }
+
+/// The longest an idle daemon with only fleet syncs sleeps between looks
+/// (notifications wake it sooner; this covers a lost connection).
+const FLEET_IDLE: Duration = Duration::from_secs(5);
 
 /// Runs the syncs of `paths` until `options.stop` is set, up to
 /// `concurrency` at once, each on its own thread under its account's rate
 /// limiter, so a slow or failing portal holds up no other. A run in
 /// progress stops after its current page and resumes from there next time.
+///
+/// Syncs whose store is PostgreSQL join that database's fleet: every runner
+/// given the same configs shares them, each due run claimed by one runner
+/// (see [`crate::fleet`]). On stop, the runs in flight finish their pages,
+/// their leases and claims are released, and the daemon leaves the fleet.
 pub fn run_daemon(
     runtime: &Runtime,
     paths: &[PathBuf],
@@ -103,14 +122,47 @@ pub fn run_daemon(
 ) -> Result<()> {
     let concurrency = concurrency.max(1);
     let files = config_files(paths)?;
+    let (events, inbox) = mpsc::channel::<Event>();
+    let mut fleets: Vec<Membership> = Vec::new();
     // Configs are checked once up front so a typo fails the start, not a run hours later.
     let mut entries = Vec::with_capacity(files.len());
     for file in &files {
         let config = Config::load(file)?;
+        let fleet = match &config.store {
+            StoreLocation::Sqlite(_) => None,
+            StoreLocation::Postgres { url, namespace } => {
+                let at = match fleets.iter().position(|f| &f.url == url) {
+                    Some(at) => at,
+                    None => {
+                        let wake = events.clone();
+                        fleets.push(Membership::join(
+                            url,
+                            &options.runner,
+                            concurrency,
+                            Box::new(move || {
+                                let _ = wake.send(Event::Wake);
+                            }),
+                        )?);
+                        fleets.len() - 1
+                    }
+                };
+                let (next_due, paused) = read_schedule(&config)?;
+                fleets[at].register(
+                    entries.len(),
+                    namespace,
+                    &config.name,
+                    next_due.timestamp_millis(),
+                    paused,
+                )?;
+                Some(at)
+            }
+        };
         entries.push(Entry {
             file: file.clone(),
+            name: config.name.clone(),
             key: format!("{}|{}", config.store, config.name),
             store: config.store.clone(),
+            fleet,
             next_due: None,
             stamp: None,
             running: false,
@@ -118,75 +170,127 @@ pub fn run_daemon(
     }
     writeln!(
         out,
-        "crmsync daemon: {} sync(s), up to {concurrency} at once; stop with SIGTERM or Ctrl-C",
-        files.len()
+        "crmsync daemon {}: {} sync(s), up to {concurrency} at once{}; stop with SIGTERM or Ctrl-C",
+        options.runner,
+        files.len(),
+        if fleets.is_empty() {
+            ""
+        } else {
+            ", sharing PostgreSQL syncs with the fleet"
+        }
     )?;
     let limiters = Limiters::default();
-    let (done_tx, done_rx) = mpsc::channel::<Finished>();
-    std::thread::scope(|scope| -> Result<()> {
+    let local = entries.iter().any(|e| e.fleet.is_none());
+    let result = std::thread::scope(|scope| -> Result<()> {
         let mut running = 0usize;
         loop {
             let stopping = options.stop.load(Ordering::Relaxed);
             if stopping && running == 0 {
                 break;
             }
+            let mut launch: Vec<usize> = Vec::new();
             if !stopping {
                 for index in 0..entries.len() {
-                    if running >= concurrency || options.stop.load(Ordering::Relaxed) {
+                    if running + launch.len() >= concurrency {
                         break;
                     }
-                    let busy_key = entries
-                        .iter()
-                        .any(|e| e.running && e.key == entries[index].key);
-                    if entries[index].running || busy_key {
+                    let entry = &entries[index];
+                    let busy_key = entries.iter().any(|e| e.running && e.key == entry.key);
+                    if entry.fleet.is_some() || entry.running || busy_key {
                         continue;
                     }
                     match worth_a_run(&mut entries[index]) {
-                        Ok(false) => continue,
-                        Ok(true) => {}
+                        Ok(true) => launch.push(index),
+                        Ok(false) => {}
+                        Err(error) => report_error(out, &entries[index].file, &error)?,
+                    }
+                }
+                for fleet in &mut fleets {
+                    let free = concurrency.saturating_sub(running + launch.len());
+                    match fleet.claim(free, |index| !entries[index].running) {
+                        Ok(claimed) => launch.extend(claimed),
                         Err(error) => {
-                            report_error(out, &entries[index].file, &error)?;
-                            continue;
+                            tracing::warn!("fleet claim: {error:#}");
+                            writeln!(out, "fleet {}: {error:#}", redact(&fleet.url))?;
                         }
                     }
-                    let file = entries[index].file.clone();
-                    let done = done_tx.clone();
-                    let limiters = &limiters;
-                    entries[index].running = true;
-                    running += 1;
-                    std::thread::Builder::new()
-                        .name(format!("sync {}", file.display()))
-                        .spawn_scoped(scope, move || {
-                            let outcome = run_if_due(runtime, &file, options, limiters);
-                            let _ = done.send(Finished { index, outcome });
-                        })?;
                 }
             }
-            // Wait for a run to end, or the next look.
-            let deadline = std::time::Instant::now() + POLL;
+            for index in launch {
+                let file = entries[index].file.clone();
+                // A fleet's claim says the run is due (or was left
+                // interrupted by a runner that is gone): no second guess.
+                let claimed = entries[index].fleet.is_some();
+                let done = events.clone();
+                let limiters = &limiters;
+                entries[index].running = true;
+                running += 1;
+                std::thread::Builder::new()
+                    .name(format!("sync {}", entries[index].name))
+                    .spawn_scoped(scope, move || {
+                        let outcome = run_if_due(runtime, &file, options, limiters, claimed)
+                            .map(|ran| ran.map(Box::new));
+                        let _ = done.send(Event::Finished { index, outcome });
+                    })?;
+            }
+            // Wait for a run to end, a wake-up, or the next look.
+            let wait = if local {
+                POLL
+            } else {
+                let now = Utc::now().timestamp_millis();
+                let mut wait = FLEET_IDLE;
+                for fleet in &mut fleets {
+                    if let Ok(Some(until)) = fleet.until_due(now) {
+                        wait = wait.min(until.max(Duration::from_millis(20)));
+                    }
+                }
+                wait
+            };
+            let deadline = std::time::Instant::now() + wait;
             while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-                match done_rx.recv_timeout(left.min(Duration::from_millis(50))) {
-                    Ok(finished) => {
+                match inbox.recv_timeout(left.min(Duration::from_millis(100))) {
+                    Ok(Event::Finished { index, outcome }) => {
                         running -= 1;
-                        let entry = &mut entries[finished.index];
+                        let entry = &mut entries[index];
                         entry.running = false;
                         // Read the store again at the next look: the run moved its schedule.
                         entry.next_due = None;
                         entry.stamp = None;
-                        match finished.outcome {
-                            Ok(Some((report, config))) => {
-                                crate::summary::write_summary(out, &report, &entry.file)?;
-                                config.notify.after_run(&report);
+                        let ran = matches!(outcome, Ok(Some(_)));
+                        match outcome {
+                            Ok(Some(ran)) => {
+                                let (report, config) = &*ran;
+                                crate::summary::write_summary(out, report, &entry.file)?;
+                                config.notify.after_run(report);
                             }
                             Ok(None) => {}
                             Err(error) => report_error(out, &entry.file, &error)?,
                         }
+                        if let (Some(at), StoreLocation::Postgres { namespace, .. }) =
+                            (entry.fleet, &entry.store)
+                        {
+                            let next_due = if ran {
+                                Config::load(&entry.file)
+                                    .and_then(|config| read_schedule(&config))
+                                    .ok()
+                                    .map(|(due, _)| due.timestamp_millis())
+                            } else {
+                                None
+                            };
+                            if let Err(error) = fleets[at].finish(namespace, &entry.name, next_due)
+                            {
+                                report_error(out, &entry.file, &error)?;
+                            }
+                        }
+                        // A slot is free: look again at once.
+                        break;
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if options.stop.load(Ordering::Relaxed) && running > 0 {
-                            continue;
+                    Ok(Event::Wake) => {
+                        if !options.stop.load(Ordering::Relaxed) {
+                            break;
                         }
                     }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
                 if options.stop.load(Ordering::Relaxed) && running == 0 {
@@ -195,9 +299,33 @@ pub fn run_daemon(
             }
         }
         Ok(())
-    })?;
+    });
+    // A drain: every run in flight has ended; the fleet takes over the rest.
+    for fleet in fleets {
+        if let Err(error) = fleet.leave() {
+            writeln!(out, "leaving the fleet: {error:#}")?;
+        }
+    }
+    result?;
     writeln!(out, "crmsync daemon: stopped")?;
     Ok(())
+}
+
+/// When `config`'s sync is next due (now, when triggered or interrupted),
+/// and whether it is paused, as its store says.
+fn read_schedule(config: &Config) -> Result<(DateTime<Utc>, bool)> {
+    let store = config.store.open()?;
+    let control = store.control(&config.name)?;
+    let last = store.runs(&config.name)?.into_iter().next();
+    let interrupted = last
+        .as_ref()
+        .is_some_and(|r| r.status == "running" && control.lease_owner.is_none());
+    let due = if control.triggered || interrupted {
+        Utc::now()
+    } else {
+        next_run(config, last.as_ref())
+    };
+    Ok((due, control.paused))
 }
 
 fn report_error(out: &mut dyn Write, file: &Path, error: &anyhow::Error) -> Result<()> {
@@ -253,14 +381,15 @@ impl Limiters {
     }
 }
 
-/// Runs the sync of `file` if it is due, triggered or interrupted (read
-/// again here: the config may have changed, another process may have run
-/// it); its report and config when it ran.
+/// Runs the sync of `file` if it is `claimed` (by the fleet), due,
+/// triggered or interrupted (read again here: the config may have changed,
+/// another process may have run it); its report and config when it ran.
 fn run_if_due(
     runtime: &Runtime,
     file: &Path,
     options: &SyncOptions,
     limiters: &Limiters,
+    claimed: bool,
 ) -> Result<Option<(SyncReport, Config)>> {
     let config = Config::load(file)?;
     let store = config.store.open()?;
@@ -276,7 +405,7 @@ fn run_if_due(
     // finds the sync busy (a manual `sync`, another daemon) is not lost.
     let triggered = control.triggered;
     let due = next_run(&config, last.as_ref()) <= Utc::now();
-    if !(due || triggered || interrupted) {
+    if !(claimed || due || triggered || interrupted) {
         return Ok(None);
     }
     drop(store);

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod fleet;
 pub mod summary;
 
 // The engine's, the runtime's and the store's modules, under the names the

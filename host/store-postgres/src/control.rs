@@ -1,7 +1,7 @@
 //! Pause, trigger and the lease on PostgreSQL, and the page transaction a
 //! fenced commit ends.
 
-use crate::PgStore;
+use crate::{PgStore, fleet};
 use anyhow::Result;
 use crmsync_store::interface::{Controls, Leases, Transactions};
 use crmsync_store::rules::{Claim, claim};
@@ -29,6 +29,15 @@ impl Controls for PgStore {
              ON CONFLICT (sync) DO UPDATE SET paused = EXCLUDED.paused",
             &[&sync, &paused],
         )?;
+        // The fleet's copy, so its one due-runs query skips paused syncs;
+        // a resume wakes idle runners.
+        self.execute(
+            "UPDATE crmsync_fleet.syncs SET paused = $2 WHERE key = $1",
+            &[&fleet::key(&self.namespace, sync), &paused],
+        )?;
+        self.client
+            .borrow_mut()
+            .batch_execute(&format!("NOTIFY {}", fleet::CHANNEL))?;
         Ok(())
     }
 
@@ -38,6 +47,14 @@ impl Controls for PgStore {
              ON CONFLICT (sync) DO UPDATE SET triggered = TRUE",
             &[&sync],
         )?;
+        // Due now for the fleet, and every idle runner woken to claim it.
+        self.execute(
+            "UPDATE crmsync_fleet.syncs SET next_due_ms = 0 WHERE key = $1",
+            &[&fleet::key(&self.namespace, sync)],
+        )?;
+        self.client
+            .borrow_mut()
+            .batch_execute(&format!("NOTIFY {}", fleet::CHANNEL))?;
         Ok(())
     }
 

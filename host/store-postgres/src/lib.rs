@@ -25,6 +25,7 @@ use std::collections::HashMap;
 
 mod control;
 mod directory;
+pub mod fleet;
 mod links;
 mod reading;
 mod runs;
@@ -62,6 +63,8 @@ impl PgStore {
         };
         schema::migrate(&mut store.client.borrow_mut(), namespace)
             .with_context(|| format!("cannot use the PostgreSQL store namespace {namespace:?}"))?;
+        fleet::ensure_schema(&mut store.client.borrow_mut())
+            .context("cannot create the fleet's tables")?;
         Ok(store)
     }
 
