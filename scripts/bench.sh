@@ -12,4 +12,7 @@ if ! "$venv/bin/python" -c 'import hubspot' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet 'hubspot-api-client==12.0.0'
 fi
-exec target/release/crmsync-bench --python "$venv/bin/python" "$@"
+# The PostgreSQL figures run against a throwaway server, stopped on exit.
+postgres_url=$(bash scripts/postgres.sh start)
+trap "bash '$PWD/scripts/postgres.sh' stop" EXIT
+target/release/crmsync-bench --python "$venv/bin/python" --postgres-url "$postgres_url" "$@"

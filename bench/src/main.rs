@@ -10,6 +10,7 @@
 //! paging the same server.
 
 mod native;
+mod scale;
 mod server;
 
 use anyhow::{Context, Result, bail};
@@ -53,7 +54,27 @@ struct Args {
     /// Contacts a one-way sync into Salesforce creates.
     #[arg(long, default_value_t = 100_000)]
     bridge_contacts: u64,
-    /// Only these sections: e2e, path, startup, store, throttled, python, bridge.
+    /// A PostgreSQL server (`postgresql://…`) for the PostgreSQL figures
+    /// (scripts/bench.sh starts a throwaway one).
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Contacts the end-to-end run into PostgreSQL (and SQLite beside it) syncs.
+    #[arg(long, default_value_t = 100_000)]
+    postgres_contacts: u64,
+    /// Syncs one runner holds in the concurrency run.
+    #[arg(long, default_value_t = 100)]
+    concurrency_syncs: usize,
+    /// The runner's `--concurrency` there.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Each API request's latency there (ms).
+    #[arg(long, default_value_t = 100)]
+    latency_ms: u64,
+    /// Contacts per sync there.
+    #[arg(long, default_value_t = 200)]
+    concurrency_contacts: u64,
+    /// Only these sections: e2e, path, startup, store, throttled, python, bridge,
+    /// concurrency (with the fleet model), postgres.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -146,6 +167,48 @@ fn main() -> Result<()> {
     if wants("bridge") {
         child.warm_up()?;
         bridge(&child, args.bridge_contacts, &mut report)?;
+    }
+    let bin = scale::Binary {
+        crmsync: &crmsync,
+        component: &component,
+        cache: &cache,
+        work: &work,
+    };
+    let mut figures = Vec::new();
+    if wants("concurrency") {
+        child.warm_up()?;
+        let measured = scale::concurrency(
+            &bin,
+            args.concurrency_syncs,
+            args.concurrency,
+            Duration::from_millis(args.latency_ms),
+            args.concurrency_contacts,
+            &mut figures,
+        )?;
+        scale::fleet_model(
+            &measured,
+            10_000,
+            Duration::from_secs(15 * 60),
+            args.concurrency,
+            std::thread::available_parallelism().map_or(2, |n| n.get()) as f64,
+            &mut figures,
+        );
+    }
+    if wants("postgres") {
+        match &args.postgres_url {
+            Some(url) => scale::postgres(&bin, url, args.postgres_contacts, &mut figures)?,
+            None => println!(
+                "PostgreSQL figures skipped: pass --postgres-url (scripts/bench.sh starts a server)"
+            ),
+        }
+    }
+    for (name, value, target, met) in figures {
+        report.0.push(Figure {
+            name,
+            value,
+            target,
+            met,
+        });
     }
     if wants("python") {
         match &args.python {
@@ -263,6 +326,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     let server = BenchServer::start(Setup {
         contacts: records,
         limit: None,
+        latency: None,
     });
     let config = Config::parse(
         &format!(
@@ -539,6 +603,7 @@ impl Child<'_> {
         let server = BenchServer::start(Setup {
             contacts: 10,
             limit: None,
+            latency: None,
         });
         let run = self.sync(&server.base_url, "none", "warmup")?;
         println!(
@@ -642,6 +707,7 @@ fn end_to_end(child: &Child<'_>, n: u64, rounds: usize, report: &mut Report) -> 
         let server = BenchServer::start(Setup {
             contacts: n,
             limit: None,
+            latency: None,
         });
         let run = child.sync(&server.base_url, "none", &format!("e2e-{n}"))?;
         let seen = run.report["seen"].as_u64().unwrap_or(0);
@@ -698,6 +764,7 @@ fn bridge(child: &Child<'_>, n: u64, report: &mut Report) -> Result<()> {
     let server = BenchServer::start(Setup {
         contacts: n,
         limit: None,
+        latency: None,
     });
     let url = &server.base_url;
     let run = child.sync_with(
@@ -736,6 +803,7 @@ fn throttled(child: &Child<'_>, n: u64, report: &mut Report) -> Result<()> {
     let server = BenchServer::start(Setup {
         contacts: n,
         limit: Some((LIMIT, WINDOW)),
+        latency: None,
     });
     let run = child.sync(&server.base_url, "190/10s", "throttled")?;
     anyhow::ensure!(run.report["seen"].as_u64() == Some(n), "{}", run.report);
@@ -784,6 +852,7 @@ fn python_baseline(
     let server = BenchServer::start(Setup {
         contacts: n,
         limit: None,
+        latency: None,
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hubspot_client.py");
     let out = work.join("python-contacts.jsonl");

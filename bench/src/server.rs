@@ -19,6 +19,8 @@ pub struct Setup {
     pub contacts: u64,
     /// `(requests, window)`: answer 429 past this many requests per rolling window.
     pub limit: Option<(usize, Duration)>,
+    /// Every answer waits this long first, as a real API's round trip does.
+    pub latency: Option<Duration>,
 }
 
 /// Counters, readable while the server runs.
@@ -92,6 +94,9 @@ fn answer(
     window: &Mutex<VecDeque<Instant>>,
 ) {
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(latency) = setup.latency {
+        std::thread::sleep(latency);
+    }
     let json =
         Header::from_bytes("Content-Type", "application/json;charset=utf-8").expect("header");
     if let Some((limit, span)) = setup.limit {

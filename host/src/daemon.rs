@@ -95,6 +95,9 @@ enum Event {
     Finished {
         index: usize,
         outcome: Result<Option<Box<(SyncReport, Config)>>>,
+        /// When it is next due, as the store says after the run (never,
+        /// while paused); `None` when the store could not be read.
+        next_due: Option<DateTime<Utc>>,
     },
     /// Another process changed a fleet's schedule (a trigger, a resume, a run's end).
     Wake,
@@ -188,10 +191,9 @@ pub fn run_daemon(
             if stopping && running == 0 {
                 break;
             }
-            let mut launch: Vec<usize> = Vec::new();
             if !stopping {
                 for index in 0..entries.len() {
-                    if running + launch.len() >= concurrency {
+                    if running >= concurrency {
                         break;
                     }
                     let entry = &entries[index];
@@ -199,39 +201,42 @@ pub fn run_daemon(
                     if entry.fleet.is_some() || entry.running || busy_key {
                         continue;
                     }
-                    match worth_a_run(&mut entries[index]) {
-                        Ok(true) => launch.push(index),
-                        Ok(false) => {}
-                        Err(error) => report_error(out, &entries[index].file, &error)?,
+                    if worth_a_run(&entries[index]) {
+                        start(
+                            scope,
+                            runtime,
+                            options,
+                            &limiters,
+                            &events,
+                            &mut entries[index],
+                            index,
+                        )?;
+                        running += 1;
                     }
                 }
                 for fleet in &mut fleets {
-                    let free = concurrency.saturating_sub(running + launch.len());
+                    let free = concurrency.saturating_sub(running);
                     match fleet.claim(free, |index| !entries[index].running) {
-                        Ok(claimed) => launch.extend(claimed),
+                        Ok(claimed) => {
+                            for index in claimed {
+                                start(
+                                    scope,
+                                    runtime,
+                                    options,
+                                    &limiters,
+                                    &events,
+                                    &mut entries[index],
+                                    index,
+                                )?;
+                                running += 1;
+                            }
+                        }
                         Err(error) => {
                             tracing::warn!("fleet claim: {error:#}");
                             writeln!(out, "fleet {}: {error:#}", redact(&fleet.url))?;
                         }
                     }
                 }
-            }
-            for index in launch {
-                let file = entries[index].file.clone();
-                // A fleet's claim says the run is due (or was left
-                // interrupted by a runner that is gone): no second guess.
-                let claimed = entries[index].fleet.is_some();
-                let done = events.clone();
-                let limiters = &limiters;
-                entries[index].running = true;
-                running += 1;
-                std::thread::Builder::new()
-                    .name(format!("sync {}", entries[index].name))
-                    .spawn_scoped(scope, move || {
-                        let outcome = run_if_due(runtime, &file, options, limiters, claimed)
-                            .map(|ran| ran.map(Box::new));
-                        let _ = done.send(Event::Finished { index, outcome });
-                    })?;
             }
             // Wait for a run to end, a wake-up, or the next look.
             let wait = if local {
@@ -249,13 +254,18 @@ pub fn run_daemon(
             let deadline = std::time::Instant::now() + wait;
             while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
                 match inbox.recv_timeout(left.min(Duration::from_millis(100))) {
-                    Ok(Event::Finished { index, outcome }) => {
+                    Ok(Event::Finished {
+                        index,
+                        outcome,
+                        next_due,
+                    }) => {
                         running -= 1;
                         let entry = &mut entries[index];
                         entry.running = false;
-                        // Read the store again at the next look: the run moved its schedule.
-                        entry.next_due = None;
-                        entry.stamp = None;
+                        // As the worker left the store (closed, so its WAL
+                        // checkpoint is not mistaken for another's change).
+                        entry.next_due = next_due;
+                        entry.stamp = Stamp::of(&entry.store);
                         let ran = matches!(outcome, Ok(Some(_)));
                         match outcome {
                             Ok(Some(ran)) => {
@@ -269,14 +279,8 @@ pub fn run_daemon(
                         if let (Some(at), StoreLocation::Postgres { namespace, .. }) =
                             (entry.fleet, &entry.store)
                         {
-                            let next_due = if ran {
-                                Config::load(&entry.file)
-                                    .and_then(|config| read_schedule(&config))
-                                    .ok()
-                                    .map(|(due, _)| due.timestamp_millis())
-                            } else {
-                                None
-                            };
+                            let next_due =
+                                next_due.filter(|_| ran).map(|due| due.timestamp_millis());
                             if let Err(error) = fleets[at].finish(namespace, &entry.name, next_due)
                             {
                                 report_error(out, &entry.file, &error)?;
@@ -328,38 +332,61 @@ fn read_schedule(config: &Config) -> Result<(DateTime<Utc>, bool)> {
     Ok((due, control.paused))
 }
 
+/// Runs entry `index`'s sync on a thread of its own; its end comes back as
+/// an [`Event::Finished`].
+fn start<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    runtime: &'env Runtime,
+    options: &'env SyncOptions,
+    limiters: &'env Limiters,
+    events: &mpsc::Sender<Event>,
+    entry: &mut Entry,
+    index: usize,
+) -> Result<()> {
+    let file = entry.file.clone();
+    // A fleet's claim says the run is due (or was left interrupted by a
+    // runner that is gone): no second guess.
+    let claimed = entry.fleet.is_some();
+    let done = events.clone();
+    entry.running = true;
+    std::thread::Builder::new()
+        .name(format!("sync {}", entry.name))
+        .spawn_scoped(scope, move || {
+            let outcome =
+                run_if_due(runtime, &file, options, limiters, claimed).map(|ran| ran.map(Box::new));
+            let next_due = Config::load(&file)
+                .and_then(|config| read_schedule(&config))
+                .ok()
+                .map(|(due, paused)| {
+                    if paused {
+                        DateTime::<Utc>::MAX_UTC
+                    } else {
+                        due
+                    }
+                });
+            let _ = done.send(Event::Finished {
+                index,
+                outcome,
+                next_due,
+            });
+        })?;
+    Ok(())
+}
+
 fn report_error(out: &mut dyn Write, file: &Path, error: &anyhow::Error) -> Result<()> {
     tracing::error!(config = %file.display(), "{error:#}");
     writeln!(out, "{}: {error:#}", file.display())?;
     Ok(())
 }
 
-/// Whether the entry may be due: its schedule says so, or its store changed
-/// since it was last read (a trigger, a resume, an interrupted run). Cheap
-/// when nothing changed: no store is opened.
-fn worth_a_run(entry: &mut Entry) -> Result<bool> {
-    let now = Utc::now();
-    if entry.next_due.is_some_and(|due| due <= now) {
-        return Ok(true);
-    }
-    let stamp = Stamp::of(&entry.store);
-    if entry.next_due.is_some() && stamp.is_some() && stamp == entry.stamp {
-        return Ok(false);
-    }
-    let config = Config::load(&entry.file)?;
-    let store = config.store.open()?;
-    let control = store.control(&config.name)?;
-    let last = store.runs(&config.name)?.into_iter().next();
-    entry.stamp = stamp;
-    entry.next_due = Some(next_run(&config, last.as_ref()));
-    if control.paused {
-        entry.next_due = Some(DateTime::<Utc>::MAX_UTC);
-        return Ok(false);
-    }
-    let interrupted = last
-        .as_ref()
-        .is_some_and(|r| r.status == "running" && control.lease_owner.is_none());
-    Ok(control.triggered || interrupted || entry.next_due.is_some_and(|due| due <= now))
+/// Whether the entry may be due: its schedule says so, its store changed
+/// since its worker last read it (a trigger, a resume), or it was never
+/// read. The worker decides for certain; the scheduler thread opens no store.
+fn worth_a_run(entry: &Entry) -> bool {
+    let known = entry.next_due.is_some() && entry.stamp.is_some();
+    entry.next_due.is_some_and(|due| due <= Utc::now())
+        || !known
+        || Stamp::of(&entry.store) != entry.stamp
 }
 
 /// One rate limiter per source account (API origin and credentials), shared

@@ -16,7 +16,7 @@ use crate::http::Hooks;
 use crate::store::{DirectoryEntry, DynStore, Handle};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -283,6 +283,7 @@ impl Runtime {
             store,
             plugin,
             sandbox: self.sandbox,
+            _ticking: Ticking::start(),
         })
     }
 }
@@ -308,6 +309,11 @@ pub(crate) fn engine() -> Result<Engine> {
                         engine.increment_epoch();
                         drop(engine);
                         std::thread::sleep(EPOCH_TICK);
+                        let (count, wake) = &INSTANCES;
+                        let mut live = count.lock().expect("instance count");
+                        while *live == 0 {
+                            live = wake.wait(live).expect("instance count");
+                        }
                     }
                 })
                 .map_err(|e| e.to_string())?;
@@ -327,6 +333,32 @@ pub struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
     sandbox: Sandbox,
+    /// Keeps the epoch advancing while this instance exists.
+    _ticking: Ticking,
+}
+
+/// How many instances exist: the epoch ticker sleeps while there are none,
+/// so an idle runner (a daemon between runs) is not woken 100 times a
+/// second. Deadlines are set at each call from the epoch then, so a pause
+/// while no instance (and so no call) exists changes no limit.
+static INSTANCES: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// One live instance, counted in [`INSTANCES`].
+struct Ticking;
+
+impl Ticking {
+    fn start() -> Self {
+        let (count, wake) = &INSTANCES;
+        *count.lock().expect("instance count") += 1;
+        wake.notify_all();
+        Ticking
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        *INSTANCES.0.lock().expect("instance count") -= 1;
+    }
 }
 
 impl Instance {

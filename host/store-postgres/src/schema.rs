@@ -164,6 +164,11 @@ pub fn migrate(client: &mut Client, namespace: &str) -> Result<()> {
         )?;
     }
     transaction.commit()?;
-    client.batch_execute(&format!("SET search_path TO \"{namespace}\""))?;
+    // Plans made for each execution, not one generic plan cached after five:
+    // a store's tables grow from empty within a run, and a plan cached while
+    // they were small (sequential scans) stays slow as they grow.
+    client.batch_execute(&format!(
+        "SET search_path TO \"{namespace}\"; SET plan_cache_mode = force_custom_plan"
+    ))?;
     Ok(())
 }
