@@ -53,18 +53,30 @@ start)
     "$0" stop >/dev/null 2>&1 || true
     mkdir -p "$dir"
     chmod 0777 "$dir"
-    as_server_user "$initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
+    data="$dir/data"
+    # Under root the server runs as `postgres`, which may not reach a
+    # checkout under a private home: then the data lives in a private
+    # temporary folder, named in target/postgres/datadir for `stop`.
+    if ! as_server_user test -w "$dir"; then
+        data=$(mktemp -d /tmp/crmsync-postgres.XXXXXX)/data
+        chmod 0777 "$(dirname "$data")"
+        [ "$(id -u)" = 0 ] && chown postgres "$(dirname "$data")"
+    fi
+    echo "$data" >"$dir/datadir"
+    as_server_user "$initdb" -D "$data" -A trust -U postgres --no-sync >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     port=$(free_port)
     # fsync off: a throwaway server that never has to survive a power cut.
-    as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/data/log" -w -o \
-        "-p $port -k $dir/data -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
-        start >"$dir/pg_ctl.log" 2>&1 || { cat "$dir/pg_ctl.log" "$dir/data/log" >&2; exit 1; }
+    as_server_user "$pg_ctl" -D "$data" -l "$data/log" -w -o \
+        "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" \
+        start >"$dir/pg_ctl.log" 2>&1 || { cat "$dir/pg_ctl.log" "$data/log" >&2; exit 1; }
     echo "postgresql://postgres@127.0.0.1:$port/postgres" | tee "$dir/url"
     ;;
 stop)
-    if [ -d "$dir/data" ]; then
-        as_server_user "$(find_bin pg_ctl)" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    data=$(cat "$dir/datadir" 2>/dev/null || echo "$dir/data")
+    if [ -d "$data" ]; then
+        as_server_user "$(find_bin pg_ctl)" -D "$data" -m immediate stop >/dev/null 2>&1 || true
+        case "$data" in /tmp/crmsync-postgres.*) rm -rf "$(dirname "$data")" ;; esac
     fi
     rm -rf "$dir"
     ;;
