@@ -48,6 +48,7 @@ impl Membership {
                         while !sleep_unless(&stop, RUNNER_HEARTBEAT) {
                             if let Err(error) = beat.heartbeat() {
                                 tracing::warn!("fleet heartbeat: {error:#}");
+                                let _ = beat.reconnect_if_closed();
                             }
                         }
                     })?,
@@ -56,6 +57,7 @@ impl Membership {
         {
             let mut listener = Listener::listen(url)?;
             let stop = stop.clone();
+            let url = url.to_owned();
             helpers.push(
                 std::thread::Builder::new()
                     .name("fleet listener".into())
@@ -67,6 +69,13 @@ impl Membership {
                                 Err(error) => {
                                     tracing::warn!("fleet listener: {error:#}");
                                     std::thread::sleep(Duration::from_secs(1));
+                                    if listener.is_closed()
+                                        && let Ok(again) = Listener::listen(&url)
+                                    {
+                                        listener = again;
+                                        // What was notified meanwhile is lost: look now.
+                                        wake();
+                                    }
                                 }
                             }
                         }
@@ -106,8 +115,7 @@ impl Membership {
             .map(|(key, _)| key.clone())
             .collect();
         Ok(self
-            .fleet
-            .claim(&keys, limit)?
+            .retrying(|fleet| fleet.claim(&keys, limit))?
             .iter()
             .filter_map(|key| self.entries.get(key).copied())
             .collect())
@@ -116,7 +124,8 @@ impl Membership {
     /// Ends the claim of entry `index`'s sync (see [`Fleet::finish`]) and
     /// wakes the other runners.
     pub fn finish(&mut self, namespace: &str, sync: &str, next_due_ms: Option<i64>) -> Result<()> {
-        self.fleet.finish(&key(namespace, sync), next_due_ms)?;
+        let key = key(namespace, sync);
+        self.retrying(|fleet| fleet.finish(&key, next_due_ms))?;
         self.fleet.notify()
     }
 
@@ -124,9 +133,17 @@ impl Membership {
     pub fn until_due(&mut self, now_ms: i64) -> Result<Option<Duration>> {
         let keys: Vec<String> = self.entries.keys().cloned().collect();
         Ok(self
-            .fleet
-            .next_due(&keys)?
+            .retrying(|fleet| fleet.next_due(&keys))?
             .map(|due| Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)))
+    }
+
+    /// Runs `call` on the fleet connection, once more on a new connection
+    /// when the old one was gone.
+    fn retrying<T>(&mut self, mut call: impl FnMut(&mut Fleet) -> Result<T>) -> Result<T> {
+        match call(&mut self.fleet) {
+            Err(_) if self.fleet.reconnect_if_closed()? => call(&mut self.fleet),
+            result => result,
+        }
     }
 
     /// Leaves the fleet: claims released for the others, helpers stopped.

@@ -56,6 +56,9 @@ pub fn key(namespace: &str, sync: &str) -> String {
 pub struct Fleet {
     client: Client,
     runner: String,
+    /// To reconnect after the database restarted or the connection dropped.
+    url: String,
+    concurrency: usize,
 }
 
 /// A live runner, as `crmsync runners --json` lists it.
@@ -91,7 +94,19 @@ impl Fleet {
         Ok(Fleet {
             client,
             runner: runner.to_owned(),
+            url: url.to_owned(),
+            concurrency,
         })
+    }
+
+    /// Connects again if the connection is gone (a database restart, a
+    /// network cut), rejoining as the same runner; whether it had to.
+    pub fn reconnect_if_closed(&mut self) -> Result<bool> {
+        if !self.client.is_closed() {
+            return Ok(false);
+        }
+        *self = Fleet::join(&self.url, &self.runner, self.concurrency)?;
+        Ok(true)
     }
 
     /// Adds a sync to the fleet (a no-op for one already there, whose due
@@ -249,6 +264,11 @@ impl Listener {
     }
 
     /// Waits up to `timeout` for a notification; whether one came.
+    /// Whether the connection is gone (listen again on a new one).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let woken = self
             .client
@@ -285,4 +305,73 @@ pub(crate) fn ensure_schema(client: &mut Client) -> Result<()> {
     transaction.batch_execute(SCHEMA)?;
     transaction.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> String {
+        std::env::var("CRMSYNC_TEST_POSTGRES_URL").expect(
+            "CRMSYNC_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`",
+        )
+    }
+
+    #[test]
+    fn a_due_sync_is_claimed_by_one_runner_until_it_finishes_or_its_runner_is_gone() {
+        let url = server();
+        let ns = format!("claims_{}", std::process::id());
+        let mut a = Fleet::join(&url, &format!("{ns}-a"), 4).unwrap();
+        let mut b = Fleet::join(&url, &format!("{ns}-b"), 4).unwrap();
+        a.register(&ns, "s", 0, false).unwrap();
+        b.register(&ns, "s", 0, false).unwrap();
+        let keys = [key(&ns, "s")];
+        assert_eq!(a.claim(&keys, 4).unwrap(), keys);
+        assert!(
+            b.claim(&keys, 4).unwrap().is_empty(),
+            "held by a live runner"
+        );
+        a.finish(&keys[0], Some(i64::MAX)).unwrap();
+        assert!(b.claim(&keys, 4).unwrap().is_empty(), "not due");
+        a.finish(&keys[0], None).unwrap();
+        // Due again, claimed by b; b's heartbeat goes stale: a may take it.
+        b.client
+            .execute(
+                "UPDATE crmsync_fleet.syncs SET next_due_ms = 0 WHERE key = $1",
+                &[&keys[0]],
+            )
+            .unwrap();
+        assert_eq!(b.claim(&keys, 4).unwrap(), keys);
+        assert!(a.claim(&keys, 4).unwrap().is_empty());
+        b.client
+            .execute(
+                "UPDATE crmsync_fleet.runners SET heartbeat_ms = 0 WHERE id = $1",
+                &[&b.runner],
+            )
+            .unwrap();
+        assert_eq!(a.claim(&keys, 4).unwrap(), keys, "b is gone");
+        a.leave().unwrap();
+        assert!(!runners(&url).unwrap().iter().any(|r| r.id == a.runner));
+    }
+
+    #[test]
+    fn a_runner_whose_connection_was_cut_reconnects_and_rejoins() {
+        let url = server();
+        let runner = format!("cut_{}", std::process::id());
+        let mut fleet = Fleet::join(&url, &runner, 2).unwrap();
+        let pid: i32 = fleet
+            .client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let mut admin = connect(&url).unwrap();
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+        assert!(fleet.heartbeat().is_err(), "the connection is gone");
+        assert!(fleet.reconnect_if_closed().unwrap());
+        fleet.heartbeat().unwrap();
+        assert!(runners(&url).unwrap().iter().any(|r| r.id == runner));
+        assert!(!fleet.reconnect_if_closed().unwrap(), "connected");
+    }
 }
