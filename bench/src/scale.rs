@@ -163,6 +163,11 @@ pub fn concurrency(
     let idle_window = Duration::from_secs(10);
     std::thread::sleep(idle_window);
     let idle_cpu = cpu_of(pid)? - busy_cpu;
+    let peak_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap_or(0);
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()?;
@@ -198,6 +203,16 @@ pub fn concurrency(
         String::new(),
         None,
     ));
+    figures.push((
+        format!("concurrency {limit}: the daemon's peak RSS"),
+        format!(
+            "{:.1} MiB ({:.2} MiB per sync in flight)",
+            peak_kib as f64 / 1024.0,
+            peak_kib as f64 / 1024.0 / limit as f64
+        ),
+        String::new(),
+        None,
+    ));
     let idle_share = idle_cpu.as_secs_f64() / idle_window.as_secs_f64();
     figures.push((
         format!("idle daemon, {syncs} syncs: CPU"),
@@ -205,7 +220,7 @@ pub fn concurrency(
         "<= 0.5%".into(),
         Some(idle_share <= 0.005),
     ));
-    for (name, value, target, _) in &figures[figures.len() - 3..] {
+    for (name, value, target, _) in &figures[figures.len() - 4..] {
         println!("  {name}: {value}  (target {target})");
     }
     Ok(Measured {
