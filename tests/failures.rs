@@ -243,6 +243,14 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
     );
     assert!(refreshes[0].body.contains("grant_type=refresh_token"));
     assert!(refreshes[0].body.contains("refresh_token=refresh-1"));
+    // Token refreshes name the runner too, as every API request does.
+    assert!(
+        refreshes.iter().all(|r| r
+            .user_agent
+            .as_deref()
+            .is_some_and(|a| a.contains(" runner/"))),
+        "{refreshes:?}"
+    );
     let sent_tokens: Vec<_> = server
         .requests_to("/crm/")
         .iter()

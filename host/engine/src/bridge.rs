@@ -393,13 +393,15 @@ pub fn run(
             if replay {
                 return Ok(Credentials::none());
             }
-            Credentials::from_config(auth, token_url, env).map_err(|e| match e {
-                AuthError::MissingVariable { key, var } => anyhow::anyhow!(
-                    "{}: environment variable {var} is not set",
-                    key.replacen("source", table, 1)
-                ),
-                other => other.into(),
-            })
+            Credentials::from_config(auth, token_url, env)
+                .map(|credentials| credentials.with_user_agent(&options.user_agent()))
+                .map_err(|e| match e {
+                    AuthError::MissingVariable { key, var } => anyhow::anyhow!(
+                        "{}: environment variable {var} is not set",
+                        key.replacen("source", table, 1)
+                    ),
+                    other => other.into(),
+                })
         };
     let source_credentials = credentials(&config.source.auth, &config.token_url(), "source")?;
     let destination_credentials = credentials(&crm.auth, &crm.token_url(), "destination")?;

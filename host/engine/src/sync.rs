@@ -190,7 +190,8 @@ fn credentials(config: &Config, options: &SyncOptions) -> Result<Credentials> {
         HttpMode::Replay(_) => Credentials::none(),
         _ => Credentials::from_config(&config.source.auth, &config.token_url(), |var| {
             std::env::var(var).ok()
-        })?,
+        })?
+        .with_user_agent(&options.user_agent()),
     })
 }
 

@@ -45,6 +45,8 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 pub struct Credentials {
     kind: Kind,
     bearer: Bearer,
+    /// Sent with token refreshes, as with every other API request.
+    user_agent: Option<String>,
 }
 
 enum Kind {
@@ -84,7 +86,14 @@ impl Credentials {
         Credentials {
             kind: Kind::None,
             bearer: Arc::new(Mutex::new(None)),
+            user_agent: None,
         }
+    }
+
+    /// Token refreshes carry `agent` as their `User-Agent`.
+    pub fn with_user_agent(mut self, agent: &str) -> Self {
+        self.user_agent = Some(agent.to_owned());
+        self
     }
 
     /// Reads the credentials the config names from `env` (usually `std::env::var`).
@@ -130,6 +139,7 @@ impl Credentials {
         Ok(Credentials {
             kind,
             bearer: Arc::new(Mutex::new(bearer)),
+            user_agent: None,
         })
     }
 
@@ -175,8 +185,8 @@ impl Credentials {
             ("client_secret", client_secret),
             ("refresh_token", refresh_token),
         ]);
-        let answer =
-            post_form(token_url, form).map_err(|e| AuthError::RefreshFailed(format!("{e:#}")))?;
+        let answer = post_form(token_url, form, self.user_agent.as_deref())
+            .map_err(|e| AuthError::RefreshFailed(format!("{e:#}")))?;
         if let Some(new_refresh) = answer.refresh_token.filter(|t| !t.is_empty()) {
             *refresh_token = new_refresh;
         }
@@ -189,8 +199,12 @@ impl Credentials {
     }
 }
 
-fn post_form(url: &str, form: String) -> Result<TokenAnswer> {
-    let request = http::Request::post(url)
+fn post_form(url: &str, form: String, user_agent: Option<&str>) -> Result<TokenAnswer> {
+    let mut request = http::Request::post(url);
+    if let Some(agent) = user_agent {
+        request = request.header(http::header::USER_AGENT, agent);
+    }
+    let request = request
         .header(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
