@@ -531,4 +531,6 @@ fn a_runner_names_itself_in_every_request_and_on_its_runs() {
     }
     let runs = run_json(&["runs", "--config", path, "--json"]);
     assert_eq!(runs[0]["runner"], "edge-7", "{runs}");
+    let (_, human) = crmsync(&["runs", "--config", path]).unwrap();
+    assert!(human.contains("  by edge-7"), "{human}");
 }

@@ -370,7 +370,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                     let c = &r.counts;
                     writeln!(
                         out,
-                        "run {:>4}  {:<9}  {:<11}  {} -> {}  seen {} created {} updated {} skipped {} failed {}{}",
+                        "run {:>4}  {:<9}  {:<11}  {} -> {}  seen {} created {} updated {} skipped {} failed {}{}{}",
                         r.id,
                         r.status,
                         r.mode,
@@ -381,6 +381,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
                         c.updated,
                         c.skipped,
                         c.failed,
+                        r.runner
+                            .as_deref()
+                            .map(|runner| format!("  by {}", terminal_safe(runner)))
+                            .unwrap_or_default(),
                         r.error
                             .as_deref()
                             .map(|e| format!("\n           {e}"))
@@ -555,7 +559,7 @@ fn runners(args: RunnersArgs, out: &mut dyn Write) -> Result<Exit> {
             writeln!(
                 out,
                 "{}  heartbeat {:.1} s ago  holds {}  ({database})",
-                runner.id,
+                terminal_safe(&runner.id),
                 (now - runner.heartbeat_ms) as f64 / 1000.0,
                 if runner.holds.is_empty() {
                     "nothing".to_owned()
