@@ -4,6 +4,7 @@
 //! portals on a 15-minute schedule need, found by simulating those portals'
 //! runs on runners with the per-sync wall time and CPU measured here.
 
+use crate::ms;
 use crate::server::{BenchServer, Setup};
 use anyhow::{Context, Result, bail};
 use std::cmp::Reverse;
@@ -393,8 +394,4 @@ fn simulate(
     }
     let busiest = cpu_used.iter().cloned().fold(0.0, f64::max) / (end * cores);
     (Duration::from_secs_f64(latest.max(0.0)), busiest)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }

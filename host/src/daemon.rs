@@ -94,7 +94,7 @@ enum Event {
     /// stopped the run); no report when it was not due after all.
     Finished {
         index: usize,
-        outcome: Result<Option<Box<(SyncReport, Config)>>>,
+        outcome: Result<Option<Box<SyncReport>>>,
         /// When it is next due, as the store says after the run (never,
         /// while paused); `None` when the store could not be read.
         next_due: Option<DateTime<Utc>>,
@@ -268,10 +268,8 @@ pub fn run_daemon(
                         entry.stamp = Stamp::of(&entry.store);
                         let ran = matches!(outcome, Ok(Some(_)));
                         match outcome {
-                            Ok(Some(ran)) => {
-                                let (report, config) = &*ran;
-                                crate::summary::write_summary(out, report, &entry.file)?;
-                                config.notify.after_run(report);
+                            Ok(Some(report)) => {
+                                crate::summary::write_summary(out, &report, &entry.file)?;
                             }
                             Ok(None) => {}
                             Err(error) => report_error(out, &entry.file, &error)?,
@@ -316,7 +314,8 @@ pub fn run_daemon(
 }
 
 /// When `config`'s sync is next due (now, when triggered or interrupted),
-/// and whether it is paused, as its store says.
+/// and whether it is paused, as its store says: the one rule the scheduler,
+/// its workers and the fleet's registration share.
 fn read_schedule(config: &Config) -> Result<(DateTime<Utc>, bool)> {
     let store = config.store.open()?;
     let control = store.control(&config.name)?;
@@ -352,18 +351,25 @@ fn start<'scope, 'env>(
     std::thread::Builder::new()
         .name(format!("sync {}", entry.name))
         .spawn_scoped(scope, move || {
-            let outcome =
-                run_if_due(runtime, &file, options, limiters, claimed).map(|ran| ran.map(Box::new));
-            let next_due = Config::load(&file)
-                .and_then(|config| read_schedule(&config))
-                .ok()
-                .map(|(due, paused)| {
-                    if paused {
-                        DateTime::<Utc>::MAX_UTC
-                    } else {
-                        due
+            // Read again for each run: edits take effect at the next run.
+            let (outcome, next_due) = match Config::load(&file) {
+                Ok(config) => {
+                    let outcome = run_if_due(runtime, &config, options, limiters, claimed);
+                    if let Ok(Some(report)) = &outcome {
+                        // Here, not on the scheduler thread: a webhook may be slow.
+                        config.notify.after_run(report);
                     }
-                });
+                    let next_due = read_schedule(&config).ok().map(|(due, paused)| {
+                        if paused {
+                            DateTime::<Utc>::MAX_UTC
+                        } else {
+                            due
+                        }
+                    });
+                    (outcome.map(|ran| ran.map(Box::new)), next_due)
+                }
+                Err(error) => (Err(error), None),
+            };
             let _ = done.send(Event::Finished {
                 index,
                 outcome,
@@ -408,40 +414,28 @@ impl Limiters {
     }
 }
 
-/// Runs the sync of `file` if it is `claimed` (by the fleet), due,
-/// triggered or interrupted (read again here: the config may have changed,
-/// another process may have run it); its report and config when it ran.
+/// Runs `config`'s sync if it is `claimed` (by the fleet), due, triggered
+/// or interrupted, and not paused (read again here: another process may
+/// have run or paused it); its report when it ran.
 fn run_if_due(
     runtime: &Runtime,
-    file: &Path,
+    config: &Config,
     options: &SyncOptions,
     limiters: &Limiters,
     claimed: bool,
-) -> Result<Option<(SyncReport, Config)>> {
-    let config = Config::load(file)?;
-    let store = config.store.open()?;
-    let control = store.control(&config.name)?;
-    if control.paused {
+) -> Result<Option<SyncReport>> {
+    // A trigger is seen, not taken: the run takes it when it starts, so one
+    // that finds the sync busy (a manual `sync`, another daemon) is not lost.
+    let (due, paused) = read_schedule(config)?;
+    if paused || !(claimed || due <= Utc::now()) {
         return Ok(None);
     }
-    let last = store.runs(&config.name)?.into_iter().next();
-    let interrupted = last
-        .as_ref()
-        .is_some_and(|r| r.status == "running" && control.lease_owner.is_none());
-    // Seen, not taken: the run takes it when it starts, so a trigger that
-    // finds the sync busy (a manual `sync`, another daemon) is not lost.
-    let triggered = control.triggered;
-    let due = next_run(&config, last.as_ref()) <= Utc::now();
-    if !(claimed || due || triggered || interrupted) {
-        return Ok(None);
-    }
-    drop(store);
     let options = SyncOptions {
-        limiters: Some(limiters.for_config(&config)),
+        limiters: Some(limiters.for_config(config)),
         ..options.clone()
     };
-    match run_sync(runtime, &config, &options) {
-        Ok(report) => Ok(Some((report, config))),
+    match run_sync(runtime, config, &options) {
+        Ok(report) => Ok(Some(report)),
         // Another process runs it (a manual `sync`, another daemon): its turn.
         Err(error) if error.downcast_ref::<Busy>().is_some() => {
             tracing::debug!("{error}");

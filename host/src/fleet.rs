@@ -121,7 +121,7 @@ impl Membership {
             .collect())
     }
 
-    /// Ends the claim of entry `index`'s sync (see [`Fleet::finish`]) and
+    /// Ends the claim of sync `sync` in `namespace` (see [`Fleet::finish`]) and
     /// wakes the other runners.
     pub fn finish(&mut self, namespace: &str, sync: &str, next_due_ms: Option<i64>) -> Result<()> {
         let key = key(namespace, sync);

@@ -120,7 +120,8 @@ fn start_time(stat: &str) -> Option<String> {
     rest.split_whitespace().nth(19).map(str::to_owned)
 }
 
-fn hostname() -> String {
+/// This machine's host name (`localhost` where `/proc` cannot say).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())

@@ -67,12 +67,7 @@ impl SyncOptions {
 
 /// The default runner id: `<host name>-<pid>`.
 pub fn runner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", crate::lease::hostname(), std::process::id())
 }
 
 /// This process, as a lease holder (see [`crate::lease::holder_id`]).
