@@ -5,7 +5,7 @@ use crate::{PgStore, fleet};
 use anyhow::Result;
 use crmsync_store::interface::{Controls, Leases, Transactions};
 use crmsync_store::rules::{Claim, claim};
-use crmsync_store::{Control, Lease, LeaseLost};
+use crmsync_store::{Control, Lease};
 
 impl Controls for PgStore {
     fn control(&self, sync: &str) -> Result<Control> {
@@ -35,10 +35,7 @@ impl Controls for PgStore {
             "UPDATE crmsync_fleet.syncs SET paused = $2 WHERE key = $1",
             &[&fleet::key(&self.namespace, sync), &paused],
         )?;
-        self.client
-            .borrow_mut()
-            .batch_execute(&format!("NOTIFY {}", fleet::CHANNEL))?;
-        Ok(())
+        self.notify_fleet()
     }
 
     fn request_trigger(&self, sync: &str) -> Result<()> {
@@ -52,10 +49,7 @@ impl Controls for PgStore {
             "UPDATE crmsync_fleet.syncs SET next_due_ms = 0 WHERE key = $1",
             &[&fleet::key(&self.namespace, sync)],
         )?;
-        self.client
-            .borrow_mut()
-            .batch_execute(&format!("NOTIFY {}", fleet::CHANNEL))?;
-        Ok(())
+        self.notify_fleet()
     }
 
     fn take_trigger(&self, sync: &str) -> Result<bool> {
@@ -75,10 +69,7 @@ impl Leases for PgStore {
         ttl_ms: i64,
         is_gone: &dyn Fn(&str) -> bool,
     ) -> Result<Result<Lease, String>> {
-        self.execute(
-            "INSERT INTO sync_control (sync) VALUES ($1) ON CONFLICT (sync) DO NOTHING",
-            &[&sync],
-        )?;
+        self.ensure_control(sync)?;
         let row = self.query_one(
             "SELECT lease_owner, lease_until, lease_token FROM sync_control WHERE sync = $1",
             &[&sync],
@@ -124,14 +115,7 @@ impl Leases for PgStore {
         if changed == 1 {
             return Ok(());
         }
-        Err(LeaseLost {
-            sync: lease.sync.clone(),
-            holder: self
-                .control(&lease.sync)?
-                .lease_owner
-                .unwrap_or_else(|| "nobody".to_owned()),
-        }
-        .into())
+        Err(self.lost(lease)?.into())
     }
 
     fn release_lease(&self, lease: &Lease) -> Result<()> {

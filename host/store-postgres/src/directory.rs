@@ -6,7 +6,8 @@ use crate::{PgStore, bytes, opt_bytes, opt_text, text};
 use anyhow::{Context, Result};
 use crmsync_store::interface::Directory;
 use crmsync_store::rules::{
-    FlaggedHandle, Row, fold_handles, kept_domains, merge_handles, now_text, parse_fields,
+    FlaggedHandle, Row, account_entry, contact_entry, fold_handles, kept_domains, merge_handles,
+    now_text, parse_fields,
 };
 use crmsync_store::{
     AccountData, Change, ContactData, DirectoryEntry, Fields, Handle, Records, SeenBy,
@@ -69,20 +70,7 @@ impl PgStore {
         )? {
             let id: i64 = row.get(0);
             let (emails, phones) = handles.remove(&id).unwrap_or_default();
-            let from_source = emails
-                .iter()
-                .chain(&phones)
-                .filter(|(_, brought)| *brought)
-                .map(|(v, _)| v.clone())
-                .collect();
-            entries.push(DirectoryEntry {
-                id,
-                external_id: opt_text(row.get(1))?,
-                emails: emails.into_iter().map(|(v, _)| v).collect(),
-                phones: phones.into_iter().map(|(v, _)| v).collect(),
-                domains: Vec::new(),
-                from_source,
-            });
+            entries.push(contact_entry(id, opt_text(row.get(1))?, emails, phones));
         }
         Ok(entries)
     }
@@ -111,14 +99,7 @@ impl PgStore {
         )? {
             let id: i64 = row.get(0);
             let domains = domains.remove(&id).unwrap_or_default();
-            entries.push(DirectoryEntry {
-                id,
-                external_id: opt_text(row.get(1))?,
-                emails: Vec::new(),
-                phones: Vec::new(),
-                from_source: domains.clone(),
-                domains,
-            });
+            entries.push(account_entry(id, opt_text(row.get(1))?, domains));
         }
         Ok(entries)
     }
@@ -223,23 +204,15 @@ impl PgStore {
         emails: &[FlaggedHandle],
         phones: &[FlaggedHandle],
     ) -> Result<()> {
-        let all: Vec<(Handle, &FlaggedHandle)> = emails
-            .iter()
-            .map(|h| (Handle::Email, h))
-            .chain(phones.iter().map(|h| (Handle::Phone, h)))
-            .collect();
-        if all.is_empty() {
+        let rows = HandleRows::of(emails, phones);
+        if rows.kinds.is_empty() {
             return Ok(());
         }
-        let kinds: Vec<&str> = all.iter().map(|(kind, _)| kind.as_str()).collect();
-        let values: Vec<&[u8]> = all.iter().map(|(_, (v, _))| bytes(v)).collect();
-        let positions: Vec<i64> = (0..all.len() as i64).collect();
-        let flags: Vec<bool> = all.iter().map(|(_, (_, f))| *f).collect();
         self.execute(
             "INSERT INTO handles (contact_id, kind, value, position, from_source)
              SELECT $1::bigint, * FROM unnest($2::text[], $3::bytea[], $4::bigint[], $5::boolean[])
              ON CONFLICT DO NOTHING",
-            &[&id, &kinds, &values, &positions, &flags],
+            &[&id, &rows.kinds, &rows.values, &rows.positions, &rows.flags],
         )?;
         Ok(())
     }
@@ -290,6 +263,31 @@ impl PgStore {
             ],
         )?;
         self.replace_handles(into, &emails, &phones)
+    }
+}
+
+/// A contact's handles as the parallel arrays `unnest` inserts, in order:
+/// emails, then phones.
+struct HandleRows<'a> {
+    kinds: Vec<&'static str>,
+    values: Vec<&'a [u8]>,
+    positions: Vec<i64>,
+    flags: Vec<bool>,
+}
+
+impl<'a> HandleRows<'a> {
+    fn of(emails: &'a [FlaggedHandle], phones: &'a [FlaggedHandle]) -> Self {
+        let all: Vec<(Handle, &FlaggedHandle)> = emails
+            .iter()
+            .map(|h| (Handle::Email, h))
+            .chain(phones.iter().map(|h| (Handle::Phone, h)))
+            .collect();
+        HandleRows {
+            kinds: all.iter().map(|(kind, _)| kind.as_str()).collect(),
+            values: all.iter().map(|(_, (v, _))| bytes(v)).collect(),
+            positions: (0..all.len() as i64).collect(),
+            flags: all.iter().map(|(_, (_, f))| *f).collect(),
+        }
     }
 }
 
@@ -381,16 +379,8 @@ impl Directory for PgStore {
         self.fenced(|| {
             // The row and its handles in one statement: one round trip per
             // created contact, not two.
-            let emails = flagged(&data.emails, true);
-            let phones = flagged(&data.phones, true);
-            let all: Vec<(Handle, &FlaggedHandle)> = emails
-                .iter()
-                .map(|h| (Handle::Email, h))
-                .chain(phones.iter().map(|h| (Handle::Phone, h)))
-                .collect();
-            let kinds: Vec<&str> = all.iter().map(|(kind, _)| kind.as_str()).collect();
-            let values: Vec<&[u8]> = all.iter().map(|(_, (v, _))| bytes(v)).collect();
-            let positions: Vec<i64> = (0..all.len() as i64).collect();
+            let (emails, phones) = (flagged(&data.emails, true), flagged(&data.phones, true));
+            let rows = HandleRows::of(&emails, &phones);
             let row = self.query_one(
                 "WITH created AS (
                      INSERT INTO contacts (external_id, name, fields, created_at, updated_at,
@@ -398,9 +388,9 @@ impl Directory for PgStore {
                      VALUES ($1, $2, $3, $4, $4, $5, $6) RETURNING id),
                  brought AS (
                      INSERT INTO handles (contact_id, kind, value, position, from_source)
-                     SELECT created.id, h.kind, h.value, h.position, TRUE
-                     FROM created, unnest($7::text[], $8::bytea[], $9::bigint[])
-                          AS h (kind, value, position)
+                     SELECT created.id, h.kind, h.value, h.position, h.from_source
+                     FROM created, unnest($7::text[], $8::bytea[], $9::bigint[], $10::boolean[])
+                          AS h (kind, value, position, from_source)
                      ON CONFLICT DO NOTHING)
                  SELECT id FROM created",
                 &[
@@ -410,9 +400,10 @@ impl Directory for PgStore {
                     &now_text(),
                     &seen.map(|s| s.sync),
                     &seen.map(|s| s.run_id),
-                    &kinds,
-                    &values,
-                    &positions,
+                    &rows.kinds,
+                    &rows.values,
+                    &rows.positions,
+                    &rows.flags,
                 ],
             )?;
             Ok(row.get(0))

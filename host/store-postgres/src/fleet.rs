@@ -298,24 +298,25 @@ fn connect(url: &str) -> Result<Client> {
 /// Creates the fleet's tables once per database, whoever comes first.
 pub(crate) fn ensure_schema(client: &mut Client) -> Result<()> {
     let mut transaction = client.transaction()?;
+    create_schema(&mut transaction)?;
+    transaction.commit()?;
+    Ok(())
+}
+
+/// The fleet's tables, inside `transaction`, under the fleet's advisory lock.
+pub(crate) fn create_schema(transaction: &mut postgres::Transaction<'_>) -> Result<()> {
     transaction.execute(
         "SELECT pg_advisory_xact_lock(hashtext('crmsync fleet'))",
         &[],
     )?;
     transaction.batch_execute(SCHEMA)?;
-    transaction.commit()?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server() -> String {
-        std::env::var("CRMSYNC_TEST_POSTGRES_URL").expect(
-            "CRMSYNC_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`",
-        )
-    }
+    use crate::tests::server;
 
     #[test]
     fn a_due_sync_is_claimed_by_one_runner_until_it_finishes_or_its_runner_is_gone() {

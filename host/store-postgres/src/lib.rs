@@ -63,8 +63,6 @@ impl PgStore {
         };
         schema::migrate(&mut store.client.borrow_mut(), namespace)
             .with_context(|| format!("cannot use the PostgreSQL store namespace {namespace:?}"))?;
-        fleet::ensure_schema(&mut store.client.borrow_mut())
-            .context("cannot create the fleet's tables")?;
         Ok(store)
     }
 
@@ -167,17 +165,38 @@ impl PgStore {
         if holds {
             return Ok(());
         }
+        Err(self.lost(&lease)?.into())
+    }
+
+    /// `lease` is another's now: who holds the sync instead.
+    fn lost(&self, lease: &Lease) -> Result<LeaseLost> {
         let holder: Option<String> = self
             .query_opt(
                 "SELECT lease_owner FROM sync_control WHERE sync = $1",
                 &[&lease.sync],
             )?
             .and_then(|row| row.get(0));
-        Err(LeaseLost {
+        Ok(LeaseLost {
             sync: lease.sync.clone(),
             holder: holder.unwrap_or_else(|| "nobody".to_owned()),
-        }
-        .into())
+        })
+    }
+
+    /// The sync's control row, created empty when missing.
+    fn ensure_control(&self, sync: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO sync_control (sync) VALUES ($1) ON CONFLICT (sync) DO NOTHING",
+            &[&sync],
+        )?;
+        Ok(())
+    }
+
+    /// Wakes the fleet's idle runners (see [`fleet::CHANNEL`]).
+    fn notify_fleet(&self) -> Result<()> {
+        self.client
+            .borrow_mut()
+            .batch_execute(&format!("NOTIFY {}", fleet::CHANNEL))?;
+        Ok(())
     }
 }
 
@@ -260,7 +279,7 @@ mod tests {
 
     /// The throwaway server `scripts/test.sh` starts (`scripts/postgres.sh`).
     /// Never skipped: without it the PostgreSQL tests fail, naming how to get one.
-    fn server() -> String {
+    pub(crate) fn server() -> String {
         std::env::var("CRMSYNC_TEST_POSTGRES_URL").expect(
             "CRMSYNC_TEST_POSTGRES_URL is not set: run the tests with `bash scripts/test.sh`, \
              or set it to the URL `bash scripts/postgres.sh start` prints",

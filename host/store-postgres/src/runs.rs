@@ -13,16 +13,6 @@ fn stored(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-impl PgStore {
-    fn ensure_control(&self, sync: &str) -> Result<()> {
-        self.execute(
-            "INSERT INTO sync_control (sync) VALUES ($1) ON CONFLICT (sync) DO NOTHING",
-            &[&sync],
-        )?;
-        Ok(())
-    }
-}
-
 impl Runs for PgStore {
     fn interrupted_run(&self, sync: &str) -> Result<Option<OpenRun>> {
         let Some(row) = self.query_opt(

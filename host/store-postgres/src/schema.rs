@@ -157,6 +157,9 @@ pub fn migrate(client: &mut Client, namespace: &str) -> Result<()> {
     }
     if version < SCHEMA_VERSION {
         transaction.batch_execute(SCHEMA)?;
+        // The fleet's tables, which pause and trigger update too: created
+        // with the first namespace of a database, not at every connection.
+        crate::fleet::create_schema(&mut transaction)?;
         transaction.execute("DELETE FROM crmsync_meta", &[])?;
         transaction.execute(
             "INSERT INTO crmsync_meta (version) VALUES ($1)",

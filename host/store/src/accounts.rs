@@ -65,16 +65,11 @@ impl ContactStore {
             .conn
             .prepare_cached("SELECT external_id FROM accounts WHERE id = ?1")?
             .query_row([id], |r| r.get(0))?;
-        let domains = self.domains(id)?;
-        Ok(DirectoryEntry {
+        Ok(crate::rules::account_entry(
             id,
             external_id,
-            emails: Vec::new(),
-            phones: Vec::new(),
-            // A company's domains replace its account's whole list.
-            from_source: domains.clone(),
-            domains,
-        })
+            self.domains(id)?,
+        ))
     }
 
     /// Every account linked to one of `external_ids` or holding one of

@@ -28,20 +28,7 @@ impl ContactStore {
             .prepare_cached("SELECT external_id FROM contacts WHERE id = ?1")?
             .query_row([id], |r| r.get(0))?;
         let (emails, phones) = self.handles(id)?;
-        let from_source = emails
-            .iter()
-            .chain(&phones)
-            .filter(|(_, brought)| *brought)
-            .map(|(v, _)| v.clone())
-            .collect();
-        Ok(DirectoryEntry {
-            id,
-            external_id,
-            emails: emails.into_iter().map(|(v, _)| v).collect(),
-            phones: phones.into_iter().map(|(v, _)| v).collect(),
-            domains: Vec::new(),
-            from_source,
-        })
+        Ok(crate::rules::contact_entry(id, external_id, emails, phones))
     }
 
     /// Every contact linked to one of `external_ids` or holding one of the

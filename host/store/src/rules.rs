@@ -3,7 +3,7 @@
 //! a lease is free to take. SQLite (this crate) and PostgreSQL
 //! (`crmsync-store-postgres`) both call these, so the two cannot drift.
 
-use crate::{Fields, Link, LinkSide};
+use crate::{DirectoryEntry, Fields, Link, LinkSide};
 use anyhow::{Context, Result};
 
 /// A stored handle value and whether the sync brought it (`from_source`).
@@ -44,6 +44,43 @@ pub fn merge_handles(from_source: &[String], old: &[FlaggedHandle]) -> Vec<Flagg
         }
     }
     merged
+}
+
+/// What the matcher sees of contact `id`: its handles, and which of them
+/// the linked source record brought.
+pub fn contact_entry(
+    id: i64,
+    external_id: Option<String>,
+    emails: Vec<FlaggedHandle>,
+    phones: Vec<FlaggedHandle>,
+) -> DirectoryEntry {
+    let from_source = emails
+        .iter()
+        .chain(&phones)
+        .filter(|(_, brought)| *brought)
+        .map(|(v, _)| v.clone())
+        .collect();
+    DirectoryEntry {
+        id,
+        external_id,
+        emails: emails.into_iter().map(|(v, _)| v).collect(),
+        phones: phones.into_iter().map(|(v, _)| v).collect(),
+        domains: Vec::new(),
+        from_source,
+    }
+}
+
+/// What the matcher sees of account `id`: every domain is the sync's (a
+/// company's domains replace its account's whole list).
+pub fn account_entry(id: i64, external_id: Option<String>, domains: Vec<String>) -> DirectoryEntry {
+    DirectoryEntry {
+        id,
+        external_id,
+        emails: Vec::new(),
+        phones: Vec::new(),
+        from_source: domains.clone(),
+        domains,
+    }
 }
 
 /// An account's domains after an update: a company read without domains
