@@ -14,6 +14,10 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 CRMSYNC_TEST_POSTGRES_URL=$(bash scripts/postgres.sh start)
 export CRMSYNC_TEST_POSTGRES_URL
 trap "bash '$PWD/scripts/postgres.sh' stop" EXIT
+# The console's browser test drives Debian's headless Chromium (installed
+# when missing) with playwright-core; like PostgreSQL's, it is never skipped.
+CRMSYNC_TEST_CHROMIUM=$(bash scripts/chromium.sh)
+export CRMSYNC_TEST_CHROMIUM
 # The integration tests build the component themselves (tests/src/lib.rs),
 # into target/test-plugin, so they never run a stale one.
 cargo test --workspace --locked

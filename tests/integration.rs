@@ -5,6 +5,7 @@
 mod bounds;
 mod cli;
 mod companies;
+mod console;
 mod contract;
 mod crash;
 mod cursors;

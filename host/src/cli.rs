@@ -48,6 +48,9 @@ pub enum Command {
     Runs(ReadArgs),
     /// Run every sync on its schedule until SIGTERM or Ctrl-C.
     Daemon(DaemonArgs),
+    /// Run the daemon with a web console, a JSON API, Prometheus metrics and
+    /// HubSpot webhook triggers.
+    Serve(ServeArgs),
     /// List the live runners sharing the configs' PostgreSQL stores, their
     /// heartbeats and the syncs each holds.
     Runners(RunnersArgs),
@@ -162,6 +165,26 @@ pub struct DaemonArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// The address to listen on; off loopback a token (--token-env) is required.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The environment variable holding the HubSpot app's client secret:
+    /// webhook deliveries are verified with it (webhooks are off without it).
+    #[arg(long, value_name = "NAME")]
+    pub webhook_secret_env: Option<String>,
+    /// The URL HubSpot and browsers reach this server at, as HubSpot signs
+    /// it (default: http:// and the listen address).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The environment variable holding the token the console and API ask for.
+    #[arg(long, value_name = "NAME")]
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct FieldsArgs {
     #[command(flatten)]
     pub config: ConfigArg,
@@ -232,7 +255,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             let (config, store) = open_store(&args.config)?;
             // Companies first, as they run; each link says which part it is.
             let mut parts_links = Vec::new();
-            for part in parts(&config) {
+            for part in crate::status::parts(&config) {
                 let label = if part == config.name {
                     "people"
                 } else {
@@ -311,20 +334,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         }
         Command::Errors(args) => {
             let (config, store) = open_store(&args.read.config)?;
-            let run_ids: Vec<i64> = match args.run {
-                Some(id) => vec![id],
-                None => parts(&config)
-                    .into_iter()
-                    .map(|name| Ok(store.runs(name)?.first().map(|r| r.id)))
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-            };
-            let mut errors = Vec::new();
-            for id in &run_ids {
-                errors.extend(store.errors(*id)?);
-            }
+            let (run_ids, errors) = crate::status::errors(&config, &*store, args.run)?;
             let run_id = (!run_ids.is_empty()).then(|| {
                 run_ids
                     .iter()
@@ -358,11 +368,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         }
         Command::Runs(args) => {
             let (config, store) = open_store(&args.config)?;
-            let mut runs = Vec::new();
-            for name in parts(&config) {
-                runs.extend(store.runs(name)?);
-            }
-            runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+            let runs = crate::status::runs(&config, &*store)?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
             } else {
@@ -414,6 +420,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
             )?;
             Ok(Exit::Success)
         }
+        Command::Serve(args) => serve(args, out),
         Command::Runners(args) => runners(args, out),
         Command::Trigger(args) => control(
             &args,
@@ -435,7 +442,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         ),
         Command::Status(args) => {
             let config = Config::load(&args.config.config)?;
-            let status = daemon::status(&config)?;
+            let status = crate::status::status(&config)?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
             } else {
@@ -450,7 +457,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
 }
 
 /// The human form of one part's status.
-fn write_status(out: &mut dyn Write, status: &daemon::Status) -> Result<()> {
+fn write_status(out: &mut dyn Write, status: &crate::status::Status) -> Result<()> {
     writeln!(out, "sync {:?}: {}", status.sync, status.state)?;
     match &status.last_run {
         Some(run) => writeln!(
@@ -485,32 +492,8 @@ fn write_status(out: &mut dyn Write, status: &daemon::Status) -> Result<()> {
     Ok(())
 }
 
-/// The sync names a config's runs are stored under: its `[companies]` part
-/// (run first), then itself.
-fn parts(config: &Config) -> Vec<&str> {
-    config
-        .companies
-        .iter()
-        .map(|part| part.name.as_str())
-        .chain([config.name.as_str()])
-        .collect()
-}
-
-/// Source data is untrusted: in human output, control characters and
-/// bidirectional overrides are shown escaped so they cannot rearrange or
-/// corrupt the terminal. `--json` output keeps every value verbatim.
-pub fn terminal_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || bidi {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+/// Source values in human output, escaped (see [`crate::untrusted`]).
+pub use crate::untrusted::shown as terminal_safe;
 
 fn control(
     args: &ConfigArg,
@@ -521,6 +504,47 @@ fn control(
     let (config, store) = open_store(args)?;
     change(&*store, &config.name)?;
     writeln!(out, "sync {:?} {done}", config.name)?;
+    Ok(Exit::Success)
+}
+
+/// The value of the environment variable `--{flag}` names.
+fn secret_from_env(flag: &str, name: Option<&String>) -> Result<Option<String>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
+        _ => bail!("--{flag} {name}: the environment variable {name} is not set"),
+    }
+}
+
+fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<Exit> {
+    let settings = crmsync_console::Settings {
+        listen: args.listen,
+        public_url: args.public_url.clone(),
+        webhook_secret: secret_from_env("webhook-secret-env", args.webhook_secret_env.as_ref())?,
+        token: secret_from_env("token-env", args.token_env.as_ref())?,
+        runner: args.daemon.runner.id(),
+    };
+    let runtime = Arc::new(load_runtime(&args.daemon.component)?);
+    let options = SyncOptions {
+        runner: settings.runner.clone(),
+        ..SyncOptions::default()
+    };
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, options.stop.clone())?;
+    }
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("--listen {}: cannot listen there", args.listen))?;
+    crate::serve::run_serve(
+        runtime,
+        &args.daemon.config,
+        &options,
+        args.daemon.concurrency as usize,
+        settings,
+        listener,
+        out,
+    )?;
     Ok(Exit::Success)
 }
 
@@ -814,17 +838,4 @@ fn as_source_record(
         },
         mappings,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::terminal_safe;
-
-    #[test]
-    fn human_output_escapes_control_and_bidi_characters() {
-        assert_eq!(
-            terminal_safe("a\u{0}b\u{202E}c\u{1b}[31m ok 🙂"),
-            "a\\u{0}b\\u{202e}c\\u{1b}[31m ok 🙂"
-        );
-    }
 }

@@ -5,22 +5,23 @@
 //! each sync's next due time in memory and looks at a SQLite store only
 //! when its files changed.
 
-use crate::config::{Config, SyncObject};
+use crate::config::Config;
 use crate::fleet::Membership;
+use crate::observer::{RunObserver, Unobserved};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
-use crate::store::{Control, RunRow};
+use crate::status::next_run;
+use crate::store::Counts;
 use crate::store_location::StoreLocation;
 use crate::sync::{Busy, SyncOptions, SyncReport, run_sync};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use crmsync_store_postgres::redact;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// How often the daemon looks for triggers, pauses and due runs.
@@ -30,24 +31,7 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// is spent waiting for its API, so a runner holds many.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
-/// The config files named: files as given, folders as their `*.toml` files.
-pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read the config folder {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            in_dir.sort();
-            files.extend(in_dir);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
+pub use crate::config::config_files;
 
 /// One configured sync, as the scheduler tracks it between looks.
 struct Entry {
@@ -123,6 +107,26 @@ pub fn run_daemon(
     concurrency: usize,
     out: &mut dyn Write,
 ) -> Result<()> {
+    run_observed(
+        runtime,
+        paths,
+        options,
+        concurrency,
+        Arc::new(Unobserved),
+        out,
+    )
+}
+
+/// [`run_daemon`], telling `observer` of every run (the console watches
+/// this way).
+pub fn run_observed(
+    runtime: &Runtime,
+    paths: &[PathBuf],
+    options: &SyncOptions,
+    concurrency: usize,
+    observer: Arc<dyn RunObserver>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let concurrency = concurrency.max(1);
     let files = config_files(paths)?;
     let (events, inbox) = mpsc::channel::<Event>();
@@ -183,6 +187,12 @@ pub fn run_daemon(
         }
     )?;
     let limiters = Limiters::default();
+    let workers = Workers {
+        runtime,
+        options,
+        limiters: &limiters,
+        observer,
+    };
     let local = entries.iter().any(|e| e.fleet.is_none());
     let result = std::thread::scope(|scope| -> Result<()> {
         let mut running = 0usize;
@@ -202,15 +212,7 @@ pub fn run_daemon(
                         continue;
                     }
                     if worth_a_run(&entries[index]) {
-                        start(
-                            scope,
-                            runtime,
-                            options,
-                            &limiters,
-                            &events,
-                            &mut entries[index],
-                            index,
-                        )?;
+                        start(scope, &workers, &events, &mut entries[index], index)?;
                         running += 1;
                     }
                 }
@@ -219,15 +221,7 @@ pub fn run_daemon(
                     match fleet.claim(free, |index| !entries[index].running) {
                         Ok(claimed) => {
                             for index in claimed {
-                                start(
-                                    scope,
-                                    runtime,
-                                    options,
-                                    &limiters,
-                                    &events,
-                                    &mut entries[index],
-                                    index,
-                                )?;
+                                start(scope, &workers, &events, &mut entries[index], index)?;
                                 running += 1;
                             }
                         }
@@ -331,13 +325,19 @@ fn read_schedule(config: &Config) -> Result<(DateTime<Utc>, bool)> {
     Ok((due, control.paused))
 }
 
+/// What every run's thread shares.
+struct Workers<'env> {
+    runtime: &'env Runtime,
+    options: &'env SyncOptions,
+    limiters: &'env Limiters,
+    observer: Arc<dyn RunObserver>,
+}
+
 /// Runs entry `index`'s sync on a thread of its own; its end comes back as
 /// an [`Event::Finished`].
 fn start<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
-    runtime: &'env Runtime,
-    options: &'env SyncOptions,
-    limiters: &'env Limiters,
+    workers: &'scope Workers<'env>,
     events: &mpsc::Sender<Event>,
     entry: &mut Entry,
     index: usize,
@@ -354,7 +354,7 @@ fn start<'scope, 'env>(
             // Read again for each run: edits take effect at the next run.
             let (outcome, next_due) = match Config::load(&file) {
                 Ok(config) => {
-                    let outcome = run_if_due(runtime, &config, options, limiters, claimed);
+                    let outcome = run_if_due(workers, &config, claimed);
                     if let Ok(Some(report)) = &outcome {
                         // Here, not on the scheduler thread: a webhook may be slow.
                         config.notify.after_run(report);
@@ -417,113 +417,40 @@ impl Limiters {
 /// Runs `config`'s sync if it is `claimed` (by the fleet), due, triggered
 /// or interrupted, and not paused (read again here: another process may
 /// have run or paused it); its report when it ran.
-fn run_if_due(
-    runtime: &Runtime,
-    config: &Config,
-    options: &SyncOptions,
-    limiters: &Limiters,
-    claimed: bool,
-) -> Result<Option<SyncReport>> {
+fn run_if_due(workers: &Workers<'_>, config: &Config, claimed: bool) -> Result<Option<SyncReport>> {
+    let Workers {
+        runtime,
+        options,
+        limiters,
+        observer,
+    } = workers;
     // A trigger is seen, not taken: the run takes it when it starts, so one
     // that finds the sync busy (a manual `sync`, another daemon) is not lost.
     let (due, paused) = read_schedule(config)?;
     if paused || !(claimed || due <= Utc::now()) {
         return Ok(None);
     }
+    let watching = observer.clone();
+    let name = config.name.clone();
     let options = SyncOptions {
         limiters: Some(limiters.for_config(config)),
-        ..options.clone()
+        full: options.full || observer.take_full(&config.name),
+        progress: Some(Arc::new(move |counts: &Counts| {
+            watching.progress(&name, counts)
+        })),
+        ..(*options).clone()
     };
-    match run_sync(runtime, config, &options) {
-        Ok(report) => Ok(Some(report)),
+    observer.started(&config.name);
+    let outcome = run_sync(runtime, config, &options);
+    match &outcome {
         // Another process runs it (a manual `sync`, another daemon): its turn.
         Err(error) if error.downcast_ref::<Busy>().is_some() => {
             tracing::debug!("{error}");
-            Ok(None)
+            observer.skipped(&config.name, options.full);
+            return Ok(None);
         }
-        Err(error) => Err(error),
+        Ok(report) => observer.finished(&config.name, Ok(report)),
+        Err(error) => observer.finished(&config.name, Err(error)),
     }
-}
-
-/// When the sync is next due by its schedule.
-pub fn next_run(config: &Config, last: Option<&RunRow>) -> DateTime<Utc> {
-    let last_start = last.and_then(|r| {
-        DateTime::parse_from_rfc3339(&r.started_at)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    });
-    config.schedule.next_run(last_start, Utc::now())
-}
-
-/// One sync's status (R2), as `crmsync status` shows it.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub sync: String,
-    /// `idle`, `running`, `paused` or `failed` (the last run failed).
-    pub state: String,
-    pub last_run: Option<RunRow>,
-    pub next_run_at: Option<String>,
-    /// Records the source had at the last completed full run (incremental
-    /// runs read changes only, so they cannot count the source).
-    pub records_at_source: Option<u64>,
-    /// That full run.
-    pub records_at_source_run: Option<i64>,
-    /// Destination contacts linked to a source record.
-    pub records_synced: u64,
-    /// The last run's errors by category.
-    pub open_errors: BTreeMap<String, u64>,
-    pub control: Control,
-    /// The `[companies]` part's own status (its records are accounts).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub companies: Option<Box<Status>>,
-}
-
-/// The status of `config`'s sync.
-pub fn status(config: &Config) -> Result<Status> {
-    let store = config.store.open()?;
-    let control = store.control(&config.name)?;
-    let runs = store.runs(&config.name)?;
-    let last = runs.first().cloned();
-    let lease_live = control
-        .lease_until
-        .is_some_and(|until| until > crate::sync::now_ms());
-    let state = if control.paused {
-        "paused"
-    } else if lease_live {
-        "running"
-    } else if last.as_ref().is_some_and(|r| r.status == "failed") {
-        "failed"
-    } else {
-        "idle"
-    };
-    let last_full = runs
-        .iter()
-        .find(|r| r.status == "completed" && r.mode == "full");
-    let open_errors = match &last {
-        Some(run) => store.error_counts(run.id)?,
-        None => BTreeMap::new(),
-    };
-    Ok(Status {
-        sync: config.name.clone(),
-        state: state.to_owned(),
-        next_run_at: (!control.paused).then(|| {
-            next_run(config, last.as_ref()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        }),
-        records_at_source: last_full.map(|r| r.counts.seen),
-        records_at_source_run: last_full.map(|r| r.id),
-        records_synced: match (&config.destination, config.object) {
-            (Some(_), _) => store.linked_pairs(&config.name)?,
-            (None, SyncObject::Contacts) => store.linked_contacts()?,
-            (None, SyncObject::Companies) => store.linked_accounts()?,
-        },
-        open_errors,
-        last_run: last,
-        control,
-        companies: config
-            .companies
-            .as_deref()
-            .map(status)
-            .transpose()?
-            .map(Box::new),
-    })
+    outcome.map(Some)
 }

@@ -81,6 +81,8 @@ const HANDLES_PER_LOOKUP: usize = 100;
 /// One CRM of the sync: its component instance, credentials and reads.
 struct Side {
     system: SourceSystem,
+    /// The pass's counters (both sides share them).
+    stats: Arc<HttpStats>,
     base_url: String,
     instance: Instance,
     credentials: Credentials,
@@ -124,6 +126,10 @@ impl Retrying for Side {
 
     fn before_attempt(&mut self) -> Result<(), Stop> {
         check_lease(&self.lease)
+    }
+
+    fn stats(&self) -> &HttpStats {
+        &self.stats
     }
 }
 
@@ -442,6 +448,7 @@ pub fn run(
     };
     let mut source = Side {
         system: config.source.system.clone(),
+        stats: stats.clone(),
         base_url: config.source.base_url.clone(),
         instance: instance(hooks(
             &config.source.origin,
@@ -460,6 +467,7 @@ pub fn run(
     };
     let mut destination = Side {
         system: crm.system.clone(),
+        stats: stats.clone(),
         base_url: crm.base_url.clone(),
         instance: instance(hooks(
             &crm.origin,
@@ -557,6 +565,8 @@ pub fn run(
         counts: pass.counts,
         errors_by_category: errors_by_category(&*store, run.id)?,
         requests: stats.sent.load(Ordering::Relaxed),
+        rate_limited: stats.rate_limited.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
         stopped_syncing: pass.stopped_syncing,
         merged: pass.merged,

@@ -207,6 +207,10 @@ pub struct SourceConfig {
     pub origin: Origin,
     pub auth: AuthConfig,
     pub list_id: Option<String>,
+    /// `source.portal_id`: the HubSpot account (portal, hub id) read, so a
+    /// webhook for that portal triggers this sync (R6) and the console links
+    /// each record to its HubSpot page.
+    pub portal_id: Option<u64>,
     /// `source.contacts = "synced_companies"`: the contacts of the companies
     /// this company sync (the `[companies]` part, or `source.companies_sync`)
     /// has synced (S2). Its failure stops this sync (E5).
@@ -266,6 +270,7 @@ struct RawSource {
     token_env: Option<String>,
     oauth: Option<OAuthEnv>,
     list_id: Option<toml::Value>,
+    portal_id: Option<toml::Value>,
     rate_limit: Option<String>,
     search_rate_limit: Option<String>,
     lookback: Option<String>,
@@ -325,6 +330,25 @@ struct RawStore {
     url_env: Option<String>,
     /// The PostgreSQL schema; default `crmsync_<name>`.
     namespace: Option<String>,
+}
+
+/// The config files named: files as given, folders as their `*.toml` files.
+pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read the config folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
 }
 
 impl Config {
@@ -421,11 +445,25 @@ impl Config {
             Some(other) => bail!("source.list_id: expected a list id such as \"123\", got {other}"),
         };
 
+        let portal_id = match source.portal_id {
+            None => None,
+            Some(toml::Value::Integer(i)) if i > 0 => Some(i as u64),
+            Some(toml::Value::String(s)) if s.trim().parse::<u64>().is_ok_and(|n| n > 0) => {
+                s.trim().parse().ok()
+            }
+            Some(other) => bail!(
+                "source.portal_id: expected the HubSpot account's id (hub id) such as 62515, got {other}"
+            ),
+        };
+
         if matches!(system, SourceSystem::Salesforce { .. })
-            && (list_id.is_some() || source.object.is_some() || source.contacts.is_some())
+            && (list_id.is_some()
+                || portal_id.is_some()
+                || source.object.is_some()
+                || source.contacts.is_some())
         {
             bail!(
-                "source: list_id, object and contacts are HubSpot choices; a Salesforce source \
+                "source: list_id, portal_id, object and contacts are HubSpot choices; a Salesforce source \
                  reads source.objects"
             );
         }
@@ -705,6 +743,7 @@ impl Config {
                 origin,
                 auth,
                 list_id,
+                portal_id,
                 from_synced_companies,
                 rate_limit,
                 search_rate_limit,
@@ -903,6 +942,19 @@ mod tests {
                 .contains("source.base_url")
         );
         assert!(err("[source]\nsystem = \"hubspot\"\nlist_id = true\n").contains("source.list_id"));
+        assert!(
+            err("[source]\nsystem = \"hubspot\"\nportal_id = -3\n").contains("source.portal_id")
+        );
+        let portal = |v: &str| {
+            parse(&format!(
+                "[source]\nsystem = \"hubspot\"\nportal_id = {v}\n"
+            ))
+            .unwrap()
+            .source
+            .portal_id
+        };
+        assert_eq!(portal("62515"), Some(62515));
+        assert_eq!(portal("\"62515\""), Some(62515));
         assert!(err("[source]\nsystem = \"hubspot\"\ntoken_env = \"A\"\n[source.oauth]\nclient_id_env = \"B\"\nclient_secret_env = \"C\"\nrefresh_token_env = \"D\"\n").contains("not both"));
         assert!(
             err("[source]\nsystem = \"hubspot\"\n[mapping]\njobtitle = \" \"\n")
@@ -925,6 +977,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.source.list_id.as_deref(), Some("42"));
+        assert_eq!(c.source.portal_id, None);
         assert!(!c.mappings.iter().any(|m| m.source == "mobilephone"));
         assert!(
             c.mappings
@@ -1159,6 +1212,10 @@ mod tests {
             ),
             ("base_url = \"https://x\"\nobjects = []\n", "source.objects"),
             ("base_url = \"https://x\"\nlist_id = 4\n", "HubSpot choices"),
+            (
+                "base_url = \"https://x\"\nportal_id = 4\n",
+                "HubSpot choices",
+            ),
         ] {
             let e = err(&format!("{head}{text}"));
             assert!(e.contains(key), "{text}: {e}");

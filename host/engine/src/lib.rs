@@ -9,6 +9,7 @@ pub mod config;
 pub mod held;
 pub mod lease;
 pub mod notify;
+pub mod observer;
 pub mod options;
 pub mod paging;
 pub mod report;
@@ -16,9 +17,11 @@ pub mod retry;
 pub mod run_errors;
 pub mod runs;
 pub mod schedule;
+pub mod status;
 pub mod store_location;
 pub mod sync;
 pub mod test_hooks;
+pub mod untrusted;
 
 // The runtime's and the store's modules, under the names the engine's
 // modules use.

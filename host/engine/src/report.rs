@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// What a pass did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncReport {
     pub sync: String,
     pub run_id: i64,
@@ -21,6 +21,10 @@ pub struct SyncReport {
     pub errors_by_category: BTreeMap<String, u64>,
     /// HTTP requests the component sent (retries included).
     pub requests: u64,
+    /// Of those, answers of `429 Too Many Requests` (E4).
+    pub rate_limited: u64,
+    /// Requests sent again after a rate limit or a transient failure.
+    pub retries: u64,
     pub elapsed_ms: u64,
     /// Destination contacts whose source record was archived, marked no longer syncing (X6).
     pub stopped_syncing: u64,

@@ -4,10 +4,12 @@
 use crate::auth::{AuthError, Credentials};
 use crate::bindings::crmsync::sync::types::{ErrorCategory, SyncError};
 use crate::config::SourceSystem;
+use crate::http::HttpStats;
 use crate::lease::LeaseWatch;
 use crate::run_errors::sync_level;
 use anyhow::Result;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How failed page fetches are retried (E4, E8, E10).
@@ -76,6 +78,8 @@ pub(crate) trait Retrying {
     fn before_attempt(&mut self) -> Result<(), Stop> {
         Ok(())
     }
+    /// The counters the pass reports; a retry is counted there.
+    fn stats(&self) -> &HttpStats;
 }
 
 /// Which failures [`with_retries`] tries again.
@@ -138,6 +142,7 @@ pub(crate) fn with_retries<R: Retrying, T>(
                     .unwrap_or(Duration::from_secs(1))
                     .min(policy.max_rate_limit_delay);
                 tracing::info!(?delay, "rate limited; waiting");
+                caller.stats().retries.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(delay);
             }
             _ if retry == Retry::All
@@ -146,6 +151,7 @@ pub(crate) fn with_retries<R: Retrying, T>(
             {
                 attempts += 1;
                 tracing::warn!(attempt = attempts, ?delay, "{}; retrying", error.message);
+                caller.stats().retries.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(delay);
             }
             _ => return Err(Stop::Classified(error)),

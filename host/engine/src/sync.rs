@@ -155,6 +155,7 @@ fn run_leased(
         mappings: config.mappings.clone(),
         mode: run.mode,
         started_ms: run.started_ms,
+        stats: &stats,
     };
     let (outcome, applier) = pass.run(run.cursor, applier);
     let mut stopped_syncing = applier.stopped_syncing;
@@ -174,6 +175,8 @@ fn run_leased(
         counts,
         errors_by_category: errors_by_category(store, run.id)?,
         requests: stats.sent.load(Ordering::Relaxed),
+        rate_limited: stats.rate_limited.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
         elapsed_ms: started.elapsed().as_millis() as u64,
         stopped_syncing,
         merged,
@@ -436,6 +439,7 @@ struct Pass<'a> {
     mode: RunMode,
     /// When the run started (unix ms): the end of an incremental window.
     started_ms: i64,
+    stats: &'a HttpStats,
 }
 
 /// Pages read but not yet applied: one being applied, one waiting. The
@@ -682,6 +686,10 @@ impl Retrying for Pass<'_> {
 
     fn before_attempt(&mut self) -> Result<(), Stop> {
         check_lease(&self.lease)
+    }
+
+    fn stats(&self) -> &HttpStats {
+        self.stats
     }
 }
 

@@ -95,6 +95,11 @@ impl Hooks {
 pub struct HttpStats {
     /// Requests let through (to the network or the cassette).
     pub sent: AtomicU64,
+    /// Answers of `429 Too Many Requests` among them.
+    pub rate_limited: AtomicU64,
+    /// Requests sent again after a transient failure or a rate limit (the
+    /// engine's retry loop counts them here).
+    pub retries: AtomicU64,
 }
 
 impl Hooks {
@@ -152,6 +157,7 @@ impl WasiHttpHooks for Hooks {
         let limits = self.limits;
         let user_agent = self.user_agent.clone();
         let limiter = self.limiters.api.clone();
+        let stats = self.stats.clone();
         let search_limiter = self
             .limiters
             .search
@@ -233,6 +239,9 @@ impl WasiHttpHooks for Hooks {
                 }
             };
             let (status, headers, body) = answer;
+            if status == http::StatusCode::TOO_MANY_REQUESTS {
+                stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            }
             let mut response = http::Response::new(
                 Full::new(body)
                     .map_err(|never| match never {})

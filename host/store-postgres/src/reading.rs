@@ -26,12 +26,15 @@ pub(crate) fn counts(row: &postgres::Row, first: usize) -> Counts {
 }
 
 impl Reading for PgStore {
-    fn contacts(&self) -> Result<Vec<ContactRow>> {
+    fn contacts_after(&self, after: i64, limit: Option<u32>) -> Result<Vec<ContactRow>> {
+        // PostgreSQL reads `LIMIT NULL` as none.
+        let limit = limit.map(i64::from);
         let rows = self.query(
             "SELECT c.id, c.external_id, c.name, c.fields, c.created_at, c.updated_at, c.syncing,
                     a.id, a.external_id, a.name
-             FROM contacts c LEFT JOIN accounts a ON a.id = c.account_id ORDER BY c.id",
-            &[],
+             FROM contacts c LEFT JOIN accounts a ON a.id = c.account_id
+             WHERE c.id > $1 ORDER BY c.id LIMIT $2",
+            &[&after, &limit],
         )?;
         let ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
         let mut handles = self.handles_of(&ids)?;

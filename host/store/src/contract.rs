@@ -22,6 +22,7 @@ pub fn contract<S: Store>(open: impl Fn() -> S) {
     runs_resume_from_their_checkpoint_and_bookmark_on_completion(&open());
     one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(&open());
     pause_trigger_and_intents_are_kept_per_sync(&open());
+    contacts_read_back_in_pages(&open());
     // Through a trait object too: a runner may hold `&dyn Store`.
     let store = open();
     let dynamic: &dyn Store = &store;
@@ -241,6 +242,31 @@ fn pause_trigger_and_intents_are_kept_per_sync(s: &impl Store) {
     assert!(s.intents("other").unwrap().is_empty());
     s.forget_intent(id).unwrap();
     assert!(s.intents("demo").unwrap().is_empty());
+}
+
+fn contacts_read_back_in_pages(s: &impl Store) {
+    let made: Vec<i64> = (1..=5)
+        .map(|i| {
+            s.create(
+                &i.to_string(),
+                &contact(&[&format!("p{i}@x.io")], &[]),
+                None,
+            )
+            .unwrap()
+        })
+        .collect();
+    let page = |after, limit| ids_of(s.contacts_after(after, limit).unwrap());
+    assert_eq!(page(0, Some(2)), made[..2]);
+    assert_eq!(page(made[1], Some(2)), made[2..4]);
+    assert_eq!(page(made[3], Some(2)), made[4..]);
+    assert_eq!(page(made[4], Some(2)), Vec::<i64>::new());
+    assert_eq!(page(0, None), made);
+    let first = &s.contacts_after(0, Some(1)).unwrap()[0];
+    assert_eq!(first.emails, ["p1@x.io"]);
+}
+
+fn ids_of(rows: Vec<crate::ContactRow>) -> Vec<i64> {
+    rows.into_iter().map(|c| c.id).collect()
 }
 
 fn updates_keep_the_contacts_own_handles_and_write_nothing_unchanged(s: &impl Store) {

@@ -89,7 +89,12 @@ pub trait Directory {
 /// Reading the store back, as the CLI and the console list it.
 pub trait Reading {
     /// Every destination contact, in creation order.
-    fn contacts(&self) -> Result<Vec<ContactRow>>;
+    fn contacts(&self) -> Result<Vec<ContactRow>> {
+        self.contacts_after(0, None)
+    }
+    /// The destination contacts after id `after`, in creation order, at
+    /// most `limit` of them.
+    fn contacts_after(&self, after: i64, limit: Option<u32>) -> Result<Vec<ContactRow>>;
     /// Every destination account, in creation order.
     fn accounts(&self) -> Result<Vec<AccountRow>>;
     /// Destination contacts linked to a source record.
@@ -326,8 +331,8 @@ impl Directory for ContactStore {
 }
 
 impl Reading for ContactStore {
-    fn contacts(&self) -> Result<Vec<ContactRow>> {
-        ContactStore::contacts(self)
+    fn contacts_after(&self, after: i64, limit: Option<u32>) -> Result<Vec<ContactRow>> {
+        ContactStore::contacts_after(self, after, limit)
     }
     fn accounts(&self) -> Result<Vec<AccountRow>> {
         ContactStore::accounts(self)

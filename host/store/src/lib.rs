@@ -338,7 +338,7 @@ impl Counts {
 }
 
 /// A run as `crmsync runs --json` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunRow {
     pub id: i64,
     pub sync: String,

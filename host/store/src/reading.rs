@@ -5,11 +5,20 @@ use super::*;
 impl ContactStore {
     /// Every destination contact, in creation order.
     pub fn contacts(&self) -> Result<Vec<ContactRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, external_id, name, fields, created_at, updated_at, syncing FROM contacts ORDER BY id")?;
+        self.contacts_after(0, None)
+    }
+
+    /// The destination contacts after id `after`, in creation order, at most
+    /// `limit` of them (a page of the console's API).
+    pub fn contacts_after(&self, after: i64, limit: Option<u32>) -> Result<Vec<ContactRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, external_id, name, fields, created_at, updated_at, syncing FROM contacts
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        // SQLite reads a negative limit as none.
+        let limit = limit.map_or(-1, i64::from);
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(rusqlite::params![after, limit], |r| {
                 Ok((
                     ContactRow {
                         id: r.get(0)?,
