@@ -820,17 +820,65 @@ impl Applier<'_> {
         };
         // The ids this call created, by record, for outcomes naming `page:<i>`.
         let mut created = Vec::with_capacity(records.len());
-        for (record, outcome) in records.iter().zip(outcomes) {
+        // Contacts to create, written together when the next outcome is not
+        // a create (or at the end): the order of writes stays the order of
+        // outcomes, and a page of new contacts is one batch.
+        let mut pending = Vec::new();
+        for (index, (record, outcome)) in records.iter().zip(outcomes).enumerate() {
             for error in &record.field_errors {
                 let store = &self.instance.state().store;
                 store.record_error(self.run_id, &error_row(self.run_id, error))?;
             }
+            if self.config.object == SyncObject::Contacts && matches!(outcome, MatchOutcome::Create)
+            {
+                pending.push(index);
+                created.push(None);
+                continue;
+            }
+            self.create_contacts(records, &mut pending, &mut created)?;
             let id = match self.config.object {
                 SyncObject::Contacts => self.apply_contact(record, outcome, &created)?,
                 SyncObject::Companies => self.apply_account(record, outcome, &created)?,
             };
             created.push(id);
         }
+        self.create_contacts(records, &mut pending, &mut created)
+    }
+
+    /// Creates the contacts of `records` at `pending` in one batch (X5), and
+    /// links each to its company's account (S3); their ids go to `created`.
+    fn create_contacts(
+        &mut self,
+        records: &[MappedRecord],
+        pending: &mut Vec<usize>,
+        created: &mut [Option<i64>],
+    ) -> Result<(), Stop> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let store = &self.instance.state().store;
+        let seen = Some(SeenBy {
+            sync: &self.config.name,
+            run_id: self.run_id,
+        });
+        let data: Vec<ContactData> = pending
+            .iter()
+            .map(|&i| contact_data(&records[i].contact))
+            .collect();
+        let batch: Vec<(&str, &ContactData)> = pending
+            .iter()
+            .zip(&data)
+            .map(|(&i, data)| (records[i].contact.external_id.as_str(), data))
+            .collect();
+        let ids = store.create_many(&batch, seen)?;
+        for (&i, id) in pending.iter().zip(ids) {
+            self.counts.created += 1;
+            created[i] = Some(id);
+            if self.config.links_companies() && store.link_account(id, &records[i].company_ids)? {
+                self.relinked += 1;
+            }
+        }
+        pending.clear();
         Ok(())
     }
 

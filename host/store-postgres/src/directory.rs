@@ -410,6 +410,92 @@ impl Directory for PgStore {
         })
     }
 
+    fn create_many(
+        &self,
+        contacts: &[(&str, &ContactData)],
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Vec<i64>> {
+        if contacts.len() < 2 {
+            return contacts
+                .iter()
+                .map(|(external_id, data)| self.create(external_id, data, seen))
+                .collect();
+        }
+        self.fenced(|| {
+            // Every row and every handle in one statement: a page of
+            // creates is one round trip, not one per contact. Rows are
+            // numbered (`ord`) so handles find their contact and the ids
+            // come back in the order asked; `external_id` is unique, so
+            // joining on it pairs each input with the row it made.
+            let handles: Vec<(Vec<FlaggedHandle>, Vec<FlaggedHandle>)> = contacts
+                .iter()
+                .map(|(_, data)| (flagged(&data.emails, true), flagged(&data.phones, true)))
+                .collect();
+            let mut owners: Vec<i64> = Vec::new();
+            let mut rows = HandleRows {
+                kinds: Vec::new(),
+                values: Vec::new(),
+                positions: Vec::new(),
+                flags: Vec::new(),
+            };
+            for (ord, (emails, phones)) in handles.iter().enumerate() {
+                let of = HandleRows::of(emails, phones);
+                owners.extend(std::iter::repeat_n(ord as i64 + 1, of.kinds.len()));
+                rows.kinds.extend(of.kinds);
+                rows.values.extend(of.values);
+                rows.positions.extend(of.positions);
+                rows.flags.extend(of.flags);
+            }
+            let external_ids: Vec<&[u8]> = contacts.iter().map(|(id, _)| bytes(id)).collect();
+            let names: Vec<Option<&[u8]>> =
+                contacts.iter().map(|(_, data)| opt_bytes(&data.name)).collect();
+            let fields = contacts
+                .iter()
+                .map(|(_, data)| serde_json::to_string(&data.fields))
+                .collect::<Result<Vec<String>, _>>()?;
+            let created = self.query(
+                "WITH input AS (
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[]) WITH ORDINALITY
+                         AS i (external_id, name, fields, ord)),
+                 created AS (
+                     INSERT INTO contacts (external_id, name, fields, created_at, updated_at,
+                                           seen_sync, seen_run)
+                     SELECT external_id, name, fields, $4, $4, $5, $6 FROM input ORDER BY ord
+                     RETURNING id, external_id),
+                 numbered AS (
+                     SELECT created.id, input.ord FROM created JOIN input USING (external_id)),
+                 brought AS (
+                     INSERT INTO handles (contact_id, kind, value, position, from_source)
+                     SELECT numbered.id, h.kind, h.value, h.position, h.from_source
+                     FROM unnest($7::bigint[], $8::text[], $9::bytea[], $10::bigint[], $11::boolean[])
+                          AS h (ord, kind, value, position, from_source), numbered
+                     WHERE numbered.ord = h.ord
+                     ON CONFLICT DO NOTHING)
+                 SELECT id FROM numbered ORDER BY ord",
+                &[
+                    &external_ids,
+                    &names,
+                    &fields,
+                    &now_text(),
+                    &seen.map(|s| s.sync),
+                    &seen.map(|s| s.run_id),
+                    &owners,
+                    &rows.kinds,
+                    &rows.values,
+                    &rows.positions,
+                    &rows.flags,
+                ],
+            )?;
+            anyhow::ensure!(
+                created.len() == contacts.len(),
+                "created {} contacts of {} (an external id twice in one batch?)",
+                created.len(),
+                contacts.len()
+            );
+            Ok(created.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
     fn update(
         &self,
         id: i64,

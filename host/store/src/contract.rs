@@ -23,6 +23,7 @@ pub fn contract<S: Store>(open: impl Fn() -> S) {
     one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(&open());
     pause_trigger_and_intents_are_kept_per_sync(&open());
     contacts_read_back_in_pages(&open());
+    a_batch_of_creates_is_many_creates(&open());
     // Through a trait object too: a runner may hold `&dyn Store`.
     let store = open();
     let dynamic: &dyn Store = &store;
@@ -263,6 +264,42 @@ fn contacts_read_back_in_pages(s: &impl Store) {
     assert_eq!(page(0, None), made);
     let first = &s.contacts_after(0, Some(1)).unwrap()[0];
     assert_eq!(first.emails, ["p1@x.io"]);
+}
+
+fn a_batch_of_creates_is_many_creates(s: &impl Store) {
+    let first = s.create("0", &contact(&["zero@x.io"], &[]), None).unwrap();
+    let (a, b, c) = (
+        contact(&["a@x.io", "a2@x.io"], &["+15550101"]),
+        contact(&[], &["+15550102"]),
+        contact(&["c@x.io"], &[]),
+    );
+    s.begin().unwrap();
+    let made = s
+        .create_many(&[("1", &a), ("2", &b), ("3", &c)], None)
+        .unwrap();
+    s.commit().unwrap();
+    assert_eq!(made.len(), 3);
+    assert!(made.iter().all(|id| *id > first), "{made:?}");
+    assert_eq!(s.find_by_external_id("2").unwrap().unwrap().id, made[1]);
+    assert_eq!(
+        ids(s.find_by_handle(Handle::Email, "a2@x.io").unwrap()),
+        [made[0]]
+    );
+    assert_eq!(
+        ids(s.find_by_handle(Handle::Phone, "+15550102").unwrap()),
+        [made[1]]
+    );
+    let rows = s.contacts().unwrap();
+    let third = rows.iter().find(|r| r.id == made[2]).unwrap();
+    assert_eq!(
+        (third.external_id.as_deref(), third.emails.clone()),
+        (Some("3"), vec!["c@x.io".to_owned()])
+    );
+    assert_eq!(
+        rows.iter().find(|r| r.id == made[0]).unwrap().emails,
+        ["a@x.io", "a2@x.io"]
+    );
+    assert_eq!(s.create_many(&[], None).unwrap(), Vec::<i64>::new());
 }
 
 fn ids_of(rows: Vec<crate::ContactRow>) -> Vec<i64> {

@@ -45,6 +45,19 @@ pub trait Directory {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64>;
+    /// Creates contacts as [`Directory::create`] does, in order; their ids
+    /// in the same order. A backend where each statement is a round trip
+    /// (PostgreSQL) writes them all in one.
+    fn create_many(
+        &self,
+        contacts: &[(&str, &ContactData)],
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Vec<i64>> {
+        contacts
+            .iter()
+            .map(|(external_id, data)| self.create(external_id, data, seen))
+            .collect()
+    }
     /// Updates (or links, X3) contact `id`: the sync's handles replaced, the contact's own kept.
     fn update(
         &self,
