@@ -359,7 +359,12 @@ fn the_api_mirrors_the_cli_and_controls_the_syncs() {
         assert!(openapi["paths"].get(path).is_some(), "{path} undocumented");
     }
 
-    // Metrics: valid Prometheus text with the runs counted.
+    // Metrics: valid Prometheus text with the runs counted (a run is
+    // counted when its pass returns, a moment after its store says it ended).
+    let counted = "crmsync_runs_total{sync=\"alpha\",outcome=\"completed\"} 3";
+    wait_for("the third run's metrics", Duration::from_secs(10), || {
+        get(address, "/metrics").body.contains(counted)
+    });
     let metrics = get(address, "/metrics");
     assert!(
         metrics
