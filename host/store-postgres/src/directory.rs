@@ -62,6 +62,10 @@ impl PgStore {
 
     /// Directory entries of contacts `ids`, by id.
     fn entries(&self, ids: &[i64]) -> Result<Vec<DirectoryEntry>> {
+        // A page of new records finds nobody: two statements saved.
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut handles = self.handles_of(ids)?;
         let mut entries = Vec::with_capacity(ids.len());
         for row in self.query(
@@ -91,6 +95,9 @@ impl PgStore {
     }
 
     fn account_entries(&self, ids: &[i64]) -> Result<Vec<DirectoryEntry>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut domains = self.domains_of(ids)?;
         let mut entries = Vec::with_capacity(ids.len());
         for row in self.query(
@@ -406,6 +413,7 @@ impl Directory for PgStore {
                     &rows.flags,
                 ],
             )?;
+            self.grew(1)?;
             Ok(row.get(0))
         })
     }
@@ -453,6 +461,12 @@ impl Directory for PgStore {
                 .iter()
                 .map(|(_, data)| serde_json::to_string(&data.fields))
                 .collect::<Result<Vec<String>, _>>()?;
+            // Planned once for good: its plan (inserts, hash joins over
+            // `unnest`) does not depend on the tables' sizes, and planning it
+            // per execution cost 2.3 ms of its 6.8 ms for a page of 100.
+            self.client
+                .borrow_mut()
+                .batch_execute("SET plan_cache_mode = force_generic_plan")?;
             let created = self.query(
                 "WITH input AS (
                      SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[]) WITH ORDINALITY
@@ -485,7 +499,16 @@ impl Directory for PgStore {
                     &rows.positions,
                     &rows.flags,
                 ],
-            )?;
+            );
+            // Back to per-execution plans, even after a failure (in a
+            // transaction the reset then fails, and the rollback undoes the SET).
+            let reset = self
+                .client
+                .borrow_mut()
+                .batch_execute("SET plan_cache_mode = force_custom_plan");
+            let created = created?;
+            reset?;
+            self.grew(created.len() as u64)?;
             anyhow::ensure!(
                 created.len() == contacts.len(),
                 "created {} contacts of {} (an external id twice in one batch?)",
