@@ -73,8 +73,15 @@ struct Args {
     /// Contacts per sync there.
     #[arg(long, default_value_t = 200)]
     concurrency_contacts: u64,
+    /// Rate-limited portals one runner holds at once in the portals run
+    /// (each 190 requests / 10 s, at --latency-ms).
+    #[arg(long, default_value_t = 50)]
+    portals: usize,
+    /// Contacts per portal there.
+    #[arg(long, default_value_t = 5_000)]
+    portal_contacts: u64,
     /// Only these sections: e2e, path, startup, store, throttled, python, bridge,
-    /// concurrency (with the fleet model), postgres.
+    /// concurrency (with the fleet model), portals, postgres.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -193,6 +200,17 @@ fn main() -> Result<()> {
             std::thread::available_parallelism().map_or(2, |n| n.get()) as f64,
             &mut figures,
         );
+    }
+    if wants("portals") {
+        child.warm_up()?;
+        scale::portals(
+            &bin,
+            args.portals,
+            args.portal_contacts,
+            Duration::from_millis(args.latency_ms),
+            (190, Duration::from_secs(10)),
+            &mut figures,
+        )?;
     }
     if wants("postgres") {
         match &args.postgres_url {

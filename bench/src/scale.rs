@@ -53,6 +53,72 @@ fn cpu_of(pid: u32) -> Result<Duration> {
     Ok(Duration::from_millis(ticks * 1000 / hz))
 }
 
+/// `crmsync daemon` over a folder of configs, watched until each of its
+/// syncs has run once.
+struct Daemon {
+    child: std::process::Child,
+    pid: u32,
+    started: Instant,
+    done: mpsc::Receiver<Instant>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Daemon {
+    fn start(bin: &Binary<'_>, folder: &Path, concurrency: usize, syncs: usize) -> Result<Daemon> {
+        let started = Instant::now();
+        let mut child = Command::new(bin.crmsync)
+            .arg("daemon")
+            .arg("--config")
+            .arg(folder)
+            .arg("--component")
+            .arg(bin.component)
+            .args(["--concurrency", &concurrency.to_string()])
+            .env("CRMSYNC_CACHE_DIR", bin.cache)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (all_done, done) = mpsc::channel();
+        let stdout = child.stdout.take().context("the daemon's stdout")?;
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Each run's summary starts `sync "<name>": ...`.
+                if line.starts_with("sync \"")
+                    && finished.fetch_add(1, Ordering::Relaxed) + 1 == syncs
+                {
+                    let _ = all_done.send(Instant::now());
+                }
+            }
+        });
+        Ok(Daemon {
+            child,
+            pid,
+            started,
+            done,
+            reader,
+        })
+    }
+
+    /// How long until every sync had run once.
+    fn all_ran(&self) -> Result<Duration> {
+        let ended = self
+            .done
+            .recv_timeout(Duration::from_secs(600))
+            .context("the daemon did not run every sync within 10 minutes")?;
+        Ok(ended - self.started)
+    }
+
+    /// SIGTERM, and the daemon's drain.
+    fn stop(mut self) -> Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        self.child.wait()?;
+        let _ = self.reader.join();
+        Ok(())
+    }
+}
+
 impl Binary<'_> {
     /// `crmsync sync --json` of `config_text`; the JSON report.
     fn sync(&self, dir: &Path, config_text: &str) -> Result<serde_json::Value> {
@@ -127,38 +193,9 @@ pub fn concurrency(
             ),
         )?;
     }
-    let started = Instant::now();
-    let mut daemon = Command::new(bin.crmsync)
-        .arg("daemon")
-        .arg("--config")
-        .arg(&folder)
-        .arg("--component")
-        .arg(bin.component)
-        .args(["--concurrency", &limit.to_string()])
-        .env("CRMSYNC_CACHE_DIR", bin.cache)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let pid = daemon.id();
-    let finished = Arc::new(AtomicUsize::new(0));
-    let (all_done, done) = mpsc::channel();
-    let reader = {
-        let stdout = daemon.stdout.take().context("the daemon's stdout")?;
-        let finished = finished.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // Each run's summary starts `sync "<name>": ...`.
-                if line.starts_with("sync \"")
-                    && finished.fetch_add(1, Ordering::Relaxed) + 1 == syncs
-                {
-                    let _ = all_done.send(Instant::now());
-                }
-            }
-        })
-    };
-    let ended = done
-        .recv_timeout(Duration::from_secs(600))
-        .context("the daemon did not run every sync within 10 minutes")?;
-    let wall = ended - started;
+    let daemon = Daemon::start(bin, &folder, limit, syncs)?;
+    let wall = daemon.all_ran()?;
+    let pid = daemon.pid;
     let busy_cpu = cpu_of(pid)?;
     // Idle: every sync ran and none is due for a day.
     let idle_window = Duration::from_secs(10);
@@ -169,11 +206,7 @@ pub fn concurrency(
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
         .unwrap_or(0);
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    daemon.wait()?;
-    let _ = reader.join();
+    daemon.stop()?;
 
     let waves = syncs.div_ceil(limit) as u32;
     // The faster nothing could go: waves of `limit` syncs each taking one
@@ -407,4 +440,118 @@ fn simulate(
     }
     let busiest = cpu_used.iter().cloned().fold(0.0, f64::max) / (end * cores);
     (Duration::from_secs_f64(latest.max(0.0)), busiest)
+}
+
+/// Many portals on one runner (issue 18 item 5): `portals` syncs at once,
+/// each against its own server with a rate limit of `limit` requests per
+/// window and `latency` per request. A portal's bound is the lower of its
+/// rate limit and what sequential paging allows at that latency (one page
+/// of 100 per round trip); each portal's contacts/s is reported against
+/// it (min and median), with the 429s and the CPU per portal.
+pub fn portals(
+    bin: &Binary<'_>,
+    portals: usize,
+    contacts: u64,
+    latency: Duration,
+    limit: (usize, Duration),
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    println!(
+        "\nportals: one runner, {portals} syncs of {contacts} contacts at once, each portal {} requests / {} s and {} ms per request",
+        limit.0,
+        limit.1.as_secs(),
+        latency.as_millis()
+    );
+    let servers: Vec<BenchServer> = (0..portals)
+        .map(|_| {
+            BenchServer::start(Setup {
+                contacts,
+                limit: Some(limit),
+                latency: Some(latency),
+            })
+        })
+        .collect();
+    let folder = bin.work.join("portals");
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder)?;
+    let rate_limit = format!("{}/{}s", limit.0, limit.1.as_secs());
+    for (i, server) in servers.iter().enumerate() {
+        let name = format!("portal{i:03}");
+        let text = config(
+            &name,
+            &server.base_url,
+            &format!("path = \"{name}.sqlite\""),
+            "24h",
+        )
+        .replace(
+            "rate_limit = \"none\"",
+            &format!("rate_limit = \"{rate_limit}\""),
+        );
+        std::fs::write(folder.join(format!("{name}.toml")), text)?;
+    }
+    let daemon = Daemon::start(bin, &folder, portals, portals)?;
+    let wall = daemon.all_ran()?;
+    let cpu = cpu_of(daemon.pid)?;
+    daemon.stop()?;
+
+    // The bound of one portal: pages are sequential (the cursor), one per
+    // round trip; the rate limit allows `limit.0` requests per window.
+    let pages = contacts.div_ceil(100) as f64;
+    let by_paging = pages * latency.as_secs_f64();
+    let by_limit = pages * limit.1.as_secs_f64() / limit.0 as f64;
+    let bound = contacts as f64 / by_paging.max(by_limit);
+    let mut shares = Vec::with_capacity(portals);
+    for i in 0..portals {
+        let file = folder.join(format!("portal{i:03}.toml"));
+        let runs = Command::new(bin.crmsync)
+            .args(["runs", "--json", "--config"])
+            .arg(&file)
+            .output()?;
+        let runs: serde_json::Value = serde_json::from_slice(&runs.stdout)
+            .with_context(|| format!("crmsync runs of {}", file.display()))?;
+        let run = &runs[0];
+        let at = |key: &str| {
+            run[key]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .with_context(|| format!("run {key} of {}: {run}", file.display()))
+        };
+        let took = (at("ended_at")? - at("started_at")?)
+            .num_milliseconds()
+            .max(1) as f64
+            / 1000.0;
+        let rate = run["created"].as_u64().unwrap_or(0) as f64 / took;
+        shares.push(rate / bound);
+    }
+    shares.sort_by(f64::total_cmp);
+    let (min, median) = (shares[0], shares[shares.len() / 2]);
+    let refused: u64 = servers
+        .iter()
+        .map(|s| s.stats.refused.load(Ordering::Relaxed))
+        .sum();
+    figures.push((
+        format!("{portals} rate-limited portals on one runner: contacts/s vs each portal's bound"),
+        format!(
+            "min {:.2}, median {:.2} of {bound:.0} contacts/s ({} for all in {})",
+            min,
+            median,
+            portals,
+            ms(wall)
+        ),
+        ">= 0.95, no 429".into(),
+        Some(min >= 0.95 && refused == 0),
+    ));
+    figures.push((
+        format!("{portals} rate-limited portals: 429s, CPU per portal"),
+        format!(
+            "{refused} 429s; {:.1} ms CPU per portal ({contacts} contacts)",
+            cpu.as_secs_f64() * 1000.0 / portals as f64
+        ),
+        String::new(),
+        None,
+    ));
+    for (name, value, target, _) in &figures[figures.len() - 2..] {
+        println!("  {name}: {value}  (target {target})");
+    }
+    Ok(())
 }
