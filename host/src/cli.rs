@@ -404,13 +404,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Command::Fields(args) => fields(args, out),
         Command::Daemon(args) => {
             let runtime = load_runtime(&args.component)?;
-            let options = SyncOptions {
-                runner: args.runner.id(),
-                ..SyncOptions::default()
-            };
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(signal, options.stop.clone())?;
-            }
+            let options = until_signalled(args.runner.id())?;
             run_daemon(
                 &runtime,
                 &args.config,
@@ -507,6 +501,19 @@ fn control(
     Ok(Exit::Success)
 }
 
+/// The options of a long-running runner `runner`: SIGTERM or SIGINT sets
+/// its stop flag, so runs in flight finish their page and stay resumable.
+fn until_signalled(runner: String) -> Result<SyncOptions> {
+    let options = SyncOptions {
+        runner,
+        ..SyncOptions::default()
+    };
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, options.stop.clone())?;
+    }
+    Ok(options)
+}
+
 /// The value of the environment variable `--{flag}` names.
 fn secret_from_env(flag: &str, name: Option<&String>) -> Result<Option<String>> {
     let Some(name) = name else {
@@ -527,13 +534,7 @@ fn serve(args: ServeArgs, out: &mut dyn Write) -> Result<Exit> {
         runner: args.daemon.runner.id(),
     };
     let runtime = Arc::new(load_runtime(&args.daemon.component)?);
-    let options = SyncOptions {
-        runner: settings.runner.clone(),
-        ..SyncOptions::default()
-    };
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, options.stop.clone())?;
-    }
+    let options = until_signalled(settings.runner.clone())?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("--listen {}: cannot listen there", args.listen))?;
     crate::serve::run_serve(

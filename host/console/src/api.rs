@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crmsync_engine::config::Config;
 use crmsync_engine::options::SyncOptions;
 use crmsync_engine::status;
-use crmsync_engine::store::ErrorRow;
+use crmsync_engine::store::{ErrorRow, Store};
+use crmsync_engine::sync::SourceField;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -78,13 +79,9 @@ pub fn all_views(console: &Console) -> Vec<Result<SyncView, (String, String)>> {
         .syncs()
         .iter()
         .map(|served| {
-            console
-                .catalog
-                .config(&served.name)
-                .and_then(|config| {
-                    let config = config.expect("a served sync has a config");
-                    console.catalog.view(&config, &console.live)
-                })
+            served
+                .config()
+                .and_then(|config| console.catalog.view(&config, &console.live))
                 .map_err(|error| (served.name.clone(), format!("{error:#}")))
         })
         .collect()
@@ -139,17 +136,20 @@ pub struct ErrorView {
 }
 
 /// The errors of run `run` (the last runs' when `None`), linked.
-pub fn error_views(config: &Config, run: Option<i64>) -> anyhow::Result<Vec<ErrorView>> {
-    let store = config.store.open()?;
-    let (_, errors) = status::errors(config, &*store, run)?;
+pub fn error_views(
+    config: &Config,
+    store: &dyn Store,
+    run: Option<i64>,
+) -> anyhow::Result<Vec<ErrorView>> {
+    let (_, errors) = status::errors(config, store, run)?;
     // A company part's errors are about companies: link them as such.
-    let companies = config.companies.as_deref();
-    let part_of = |error: &ErrorRow| {
-        let runs = companies.and_then(|part| store.runs(&part.name).ok());
-        match (companies, runs) {
-            (Some(part), Some(runs)) if runs.iter().any(|r| r.id == error.run_id) => part,
-            _ => config,
-        }
+    let company_runs: Vec<i64> = match config.companies.as_deref() {
+        Some(part) => store.runs(&part.name)?.iter().map(|r| r.id).collect(),
+        None => Vec::new(),
+    };
+    let part_of = |error: &ErrorRow| match config.companies.as_deref() {
+        Some(part) if company_runs.contains(&error.run_id) => part,
+        _ => config,
     };
     Ok(errors
         .into_iter()
@@ -176,7 +176,8 @@ pub async fn errors(
 ) -> Result<Response, ApiError> {
     blocking(move || {
         let config = config_of(&console, &name)?;
-        Ok(Json(error_views(&config, query.run)?).into_response())
+        let store = config.store.open()?;
+        Ok(Json(error_views(&config, &*store, query.run)?).into_response())
     })
     .await
 }
@@ -207,22 +208,27 @@ pub async fn contacts(
     .await
 }
 
-/// `GET /api/syncs/{name}/fields`: `crmsync fields --json`, asked of the
-/// source's API now.
+/// The sync's name and its source's fields, asked of the source's API now
+/// (as `crmsync fields` does).
+pub fn source_fields(
+    console: &Console,
+    name: &str,
+) -> Result<(String, Vec<SourceField>), ApiError> {
+    let config = config_of(console, name)?;
+    let options = SyncOptions {
+        runner: console.runner.clone(),
+        ..SyncOptions::default()
+    };
+    let fields = crmsync_engine::sync::source_fields(&console.runtime, &config, &options)?;
+    Ok((config.name, fields))
+}
+
+/// `GET /api/syncs/{name}/fields`: `crmsync fields --json`.
 pub async fn fields(
     State(console): State<Arc<Console>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    blocking(move || {
-        let config = config_of(&console, &name)?;
-        let options = SyncOptions {
-            runner: console.runner.clone(),
-            ..SyncOptions::default()
-        };
-        let fields = crmsync_engine::sync::source_fields(&console.runtime, &config, &options)?;
-        Ok(Json(fields).into_response())
-    })
-    .await
+    blocking(move || Ok(Json(source_fields(&console, &name)?.1).into_response())).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,16 +294,27 @@ pub async fn trigger(
     .await
 }
 
+/// Pauses or resumes the sync, as `crmsync pause|resume` do.
+async fn set_paused(
+    console: Arc<Console>,
+    name: String,
+    headers: HeaderMap,
+    paused: bool,
+) -> Result<Response, ApiError> {
+    let done = if paused { "paused" } else { "resumed" };
+    control(console, name, headers, done, move |_, config| {
+        config.store.open()?.set_paused(&config.name, paused)
+    })
+    .await
+}
+
 /// `POST /api/syncs/{name}/pause`.
 pub async fn pause(
     State(console): State<Arc<Console>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    control(console, name, headers, "paused", |_, config| {
-        config.store.open()?.set_paused(&config.name, true)
-    })
-    .await
+    set_paused(console, name, headers, true).await
 }
 
 /// `POST /api/syncs/{name}/resume`.
@@ -306,10 +323,7 @@ pub async fn resume(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    control(console, name, headers, "resumed", |_, config| {
-        config.store.open()?.set_paused(&config.name, false)
-    })
-    .await
+    set_paused(console, name, headers, false).await
 }
 
 /// `GET /api/openapi.json`: the API's description.

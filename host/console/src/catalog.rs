@@ -16,6 +16,13 @@ pub struct Served {
     pub file: PathBuf,
 }
 
+impl Served {
+    /// Its config, read again (edits show at once).
+    pub fn config(&self) -> Result<Config> {
+        Config::load(&self.file)
+    }
+}
+
 /// Every served sync, in the order of their files.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -67,17 +74,18 @@ impl Catalog {
 
     /// The config of the sync named `name`, read again (edits show at once).
     pub fn config(&self, name: &str) -> Result<Option<Config>> {
-        match self.syncs.iter().find(|s| s.name == name) {
-            Some(served) => Ok(Some(Config::load(&served.file)?)),
-            None => Ok(None),
-        }
+        self.syncs
+            .iter()
+            .find(|s| s.name == name)
+            .map(Served::config)
+            .transpose()
     }
 
     /// The syncs reading HubSpot portal `portal`.
     pub fn for_portal(&self, portal: u64) -> Vec<Config> {
         self.syncs
             .iter()
-            .filter_map(|served| match Config::load(&served.file) {
+            .filter_map(|served| match served.config() {
                 Ok(config) => Some(config),
                 Err(error) => {
                     tracing::warn!("webhook: {error:#}");

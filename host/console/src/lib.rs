@@ -209,10 +209,7 @@ async fn readyz(
 ) -> axum::response::Response {
     let outcome = api::blocking(move || {
         for served in console.catalog.syncs() {
-            let config = console.catalog.config(&served.name)?;
-            if let Some(config) = config {
-                config.store.open()?;
-            }
+            served.config()?.store.open()?;
         }
         Ok(())
     })

@@ -6,7 +6,7 @@
 //! cut, in `<bdi>` so they cannot reorder the page around them.
 
 use crate::Console;
-use crate::api::{ApiError, ErrorView, all_views, blocking, config_of, error_views};
+use crate::api::{ApiError, ErrorView, all_views, blocking, config_of, error_views, source_fields};
 use crate::catalog::SyncView;
 use crate::chart;
 use crate::urls::{encode_segment, sync_path};
@@ -242,7 +242,7 @@ pub async fn sync_page(
             let view = console.catalog.view(&config, &console.live)?;
             let store = config.store.open()?;
             let runs = status::runs(&config, &*store)?;
-            let errors = error_views(&config, None)?;
+            let errors = error_views(&config, &*store, None)?;
             let contacts = store.contacts_after(0, Some(CONTACTS_SHOWN))?;
             let mapping: Vec<(String, String, &'static str)> = config
                 .mappings
@@ -315,16 +315,7 @@ pub async fn fields_page(
 ) -> Result<Html<String>, ApiError> {
     let (sync, fields) = {
         let console = console.clone();
-        blocking(move || {
-            let config = config_of(&console, &name)?;
-            let options = crmsync_engine::options::SyncOptions {
-                runner: console.runner.clone(),
-                ..Default::default()
-            };
-            let fields = crmsync_engine::sync::source_fields(&console.runtime, &config, &options)?;
-            Ok((config.name, fields))
-        })
-        .await?
+        blocking(move || source_fields(&console, &name)).await?
     };
     let body = html! {
         h1 { "Fields of " a href=(sync_path(&sync)) { (value(&sync)) } }

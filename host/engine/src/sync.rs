@@ -837,7 +837,10 @@ impl Applier<'_> {
             }
             self.create_contacts(records, &mut pending, &mut created)?;
             let id = match self.config.object {
-                SyncObject::Contacts => self.apply_contact(record, outcome, &created)?,
+                SyncObject::Contacts => {
+                    self.apply_contact(record, outcome, &created)?;
+                    None
+                }
                 SyncObject::Companies => self.apply_account(record, outcome, &created)?,
             };
             created.push(id);
@@ -874,22 +877,31 @@ impl Applier<'_> {
         for (&i, id) in pending.iter().zip(ids) {
             self.counts.created += 1;
             created[i] = Some(id);
-            if self.config.links_companies() && store.link_account(id, &records[i].company_ids)? {
-                self.relinked += 1;
-            }
+            self.link_company(id, &records[i])?;
         }
         pending.clear();
         Ok(())
     }
 
-    /// Applies one contact's outcome (X1-X6), and links it to its company's
-    /// account when the sync reads companies (S3). The id it created, if any.
+    /// Links contact `id` to its company's account when the sync reads
+    /// companies (S3).
+    fn link_company(&mut self, id: i64, record: &MappedRecord) -> Result<(), Stop> {
+        let store = &self.instance.state().store;
+        if self.config.links_companies() && store.link_account(id, &record.company_ids)? {
+            self.relinked += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies one contact's update, link or skip (X1-X6), and links it to
+    /// its company's account (S3). Creates are batched: see
+    /// [`Applier::create_contacts`].
     fn apply_contact(
         &mut self,
         record: &MappedRecord,
         outcome: MatchOutcome,
         created: &[Option<i64>],
-    ) -> Result<Option<i64>, Stop> {
+    ) -> Result<(), Stop> {
         let mapped = &record.contact;
         let store = &self.instance.state().store;
         // Recorded with the write, so the sweep (X6) knows the record is still there.
@@ -897,19 +909,15 @@ impl Applier<'_> {
             sync: &self.config.name,
             run_id: self.run_id,
         });
-        let (id, new) = match outcome {
-            MatchOutcome::Create => {
-                self.counts.created += 1;
-                let id = store.create(&mapped.external_id, &contact_data(mapped), seen)?;
-                (id, Some(id))
-            }
+        let id = match outcome {
+            MatchOutcome::Create => unreachable!("apply_run batches every create"),
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
                 let id = destination_id(&id, created)?;
                 match store.update(id, &mapped.external_id, &contact_data(mapped), seen)? {
                     Change::Updated => self.counts.updated += 1,
                     Change::Unchanged => self.counts.skipped += 1,
                 }
-                (id, None)
+                id
             }
             MatchOutcome::Skip(error) => {
                 tracing::debug!(record = %mapped.external_id, "{}", error.message);
@@ -923,13 +931,10 @@ impl Applier<'_> {
                     &self.config.name,
                     self.run_id,
                 )?;
-                return Ok(None);
+                return Ok(());
             }
         };
-        if self.config.links_companies() && store.link_account(id, &record.company_ids)? {
-            self.relinked += 1;
-        }
-        Ok(new)
+        self.link_company(id, record)
     }
 
     /// Applies one company's outcome to the destination's accounts (S3).

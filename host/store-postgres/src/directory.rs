@@ -275,6 +275,7 @@ impl PgStore {
 
 /// A contact's handles as the parallel arrays `unnest` inserts, in order:
 /// emails, then phones.
+#[derive(Default)]
 struct HandleRows<'a> {
     kinds: Vec<&'static str>,
     values: Vec<&'a [u8]>,
@@ -440,12 +441,7 @@ impl Directory for PgStore {
                 .map(|(_, data)| (flagged(&data.emails, true), flagged(&data.phones, true)))
                 .collect();
             let mut owners: Vec<i64> = Vec::new();
-            let mut rows = HandleRows {
-                kinds: Vec::new(),
-                values: Vec::new(),
-                positions: Vec::new(),
-                flags: Vec::new(),
-            };
+            let mut rows = HandleRows::default();
             for (ord, (emails, phones)) in handles.iter().enumerate() {
                 let of = HandleRows::of(emails, phones);
                 owners.extend(std::iter::repeat_n(ord as i64 + 1, of.kinds.len()));
