@@ -11,8 +11,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
 
 use crmsync::sync::types::{
-    DestinationContact, FieldMapping, FieldTarget, FieldType, HandleKind, MatchOutcome, Property,
-    SourceRecord,
+    DestinationContact, FieldMapping, FieldTarget, FieldType, HandleKind, MatchOutcome, PageKeys,
+    Property, SourceRecord,
 };
 
 /// The embedder's state: WASI, HTTP, and its own contact directory.
@@ -109,6 +109,40 @@ impl crmsync::sync::directory::Host for Host {
     ) -> Vec<DestinationContact> {
         Vec::new()
     }
+
+    /// `match-keys-page`'s look-up: `find-page` for the packed page's ids
+    /// and handles.
+    fn find_page_keys(&mut self, keys: PageKeys) -> Vec<DestinationContact> {
+        let [ids, emails, phones, _domains] = unpack(&keys);
+        self.find_page(ids, emails, phones)
+    }
+
+    fn find_accounts_page_keys(&mut self, _keys: PageKeys) -> Vec<DestinationContact> {
+        Vec::new()
+    }
+}
+
+/// A `page-keys`' source ids, emails, phones and domains. The component keeps
+/// the packing contract (it traps before sending keys that break it), so a
+/// host that trusts it may slice without checks; crmsync's runner checks.
+fn unpack(keys: &PageKeys) -> [Vec<String>; 4] {
+    let mut lists: [Vec<String>; 4] = Default::default();
+    let (mut start, mut ends) = (0, keys.ends.iter());
+    let mut key = || {
+        let end = *ends.next().expect("one end a key") as usize;
+        let key = String::from_utf8(keys.text[start..end].to_vec()).expect("UTF-8 keys");
+        start = end;
+        key
+    };
+    for counts in keys.counts.chunks(3) {
+        lists[0].push(key());
+        for (kind, &count) in counts.iter().enumerate() {
+            for _ in 0..count {
+                lists[kind + 1].push(key());
+            }
+        }
+    }
+    lists
 }
 
 #[test]
@@ -184,10 +218,28 @@ fn a_minimal_wasmtime_host_embeds_the_component() -> wasmtime::Result<()> {
     // first one takes, so it is skipped (X4) as if the first were applied.
     let mut second = mapped.clone();
     second.external_id = "102".into();
-    let outcomes = sync.call_match_page(&mut store, &[mapped, second])?;
+    let outcomes = sync.call_match_page(&mut store, &[mapped.clone(), second.clone()])?;
     assert!(
         matches!(&outcomes[..], [MatchOutcome::Link(id), MatchOutcome::Skip(_)] if id == "front-7"),
         "{outcomes:?}"
     );
+
+    // The same page packed: what matching reads of each record (its id,
+    // then its emails, phones and domains) as bytes and two integer lists.
+    let mut keys = PageKeys {
+        text: Vec::new(),
+        ends: Vec::new(),
+        counts: Vec::new(),
+    };
+    for contact in [&mapped, &second] {
+        let lists = [&contact.emails, &contact.phones, &contact.domains];
+        keys.counts.extend(lists.map(|list| list.len() as u32));
+        for key in std::iter::once(&contact.external_id).chain(lists.into_iter().flatten()) {
+            keys.text.extend_from_slice(key.as_bytes());
+            keys.ends.push(keys.text.len() as u32);
+        }
+    }
+    let packed = sync.call_match_keys_page(&mut store, &keys)?;
+    assert_eq!(format!("{packed:?}"), format!("{outcomes:?}"));
     Ok(())
 }

@@ -339,7 +339,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     use crmsync_host::bindings::crmsync::sync::types as host;
     use crmsync_plugin::types as guest;
     println!(
-        "\ncomponent path: fetch-mapped-page -> match-page, {records} records, median of {PATH_ROUNDS} rounds"
+        "\ncomponent path: fetch-mapped-page -> match-keys-page, {records} records, median of {PATH_ROUNDS} rounds"
     );
     let server = BenchServer::start(Setup {
         contacts: records,
@@ -390,9 +390,10 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     };
 
     // In wasmtime, through the runner's hooks and an in-memory store. A
-    // round times the path (fetch, map, match-page, as the runner calls
-    // them), match-page alone, and match-contact record by record apart
-    // from the path (the per-record export embedders may still call).
+    // round times the path (fetch, map, match-keys-page with the packing,
+    // as the runner calls them), match-keys-page alone, and apart from the
+    // path match-page on a `list<mapped-contact>` and match-contact record
+    // by record (the exports embedders may call instead).
     let wasm_round = || -> Result<Round> {
         let hooks = Hooks::new(
             config.source.origin.clone(),
@@ -414,12 +415,16 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
                 .fetch_mapped_page(&wasm_source, cursor.as_deref(), &config.mappings)?
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             round.path += fetch.elapsed();
-            let contacts: Vec<_> = page.records.iter().map(|r| r.contact.clone()).collect();
+            let contacts: Vec<_> = page.records.iter().map(|r| &r.contact).collect();
             let calls = Instant::now();
-            seen += instance.match_page(&contacts)?.len() as u64;
+            seen += instance.match_keys_page(&contacts)?.len() as u64;
             round.in_page += calls.elapsed();
+            let owned: Vec<_> = contacts.iter().map(|&c| c.clone()).collect();
             let calls = Instant::now();
-            for contact in &contacts {
+            instance.match_page(&owned)?;
+            round.in_list += calls.elapsed();
+            let calls = Instant::now();
+            for contact in &owned {
                 instance.match_contact(contact)?;
             }
             round.in_contact += calls.elapsed();
@@ -452,12 +457,19 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
             round.path += fetch.elapsed();
             let contacts: Vec<_> = page.records.iter().map(|r| r.contact.clone()).collect();
             let calls = Instant::now();
-            let outcomes = std::hint::black_box(crmsync_plugin::page_matching::match_page(
+            let keys = crmsync_plugin::page_keys::pack(&contacts);
+            let outcomes = std::hint::black_box(crmsync_plugin::page_matching::match_keys_page(
                 &mut directory,
-                &contacts,
+                &keys,
             ));
             seen += outcomes.len() as u64;
             round.in_page += calls.elapsed();
+            let calls = Instant::now();
+            std::hint::black_box(crmsync_plugin::page_matching::match_page(
+                &mut directory,
+                &contacts,
+            ));
+            round.in_list += calls.elapsed();
             let calls = Instant::now();
             for contact in &contacts {
                 std::hint::black_box(crmsync_plugin::matching::match_contact(
@@ -477,6 +489,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     };
     let (mut wasm, mut native, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut page_ratios, mut wasm_page, mut native_page) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut list_ratios, mut wasm_list, mut native_list) = (Vec::new(), Vec::new(), Vec::new());
     let (mut contact_ratios, mut wasm_contact, mut native_contact) =
         (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..PATH_ROUNDS {
@@ -484,6 +497,9 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         let n = native_round()?;
         ratios.push(w.path.as_secs_f64() / n.path.as_secs_f64());
         page_ratios.push(w.in_page.as_secs_f64() / n.in_page.as_secs_f64());
+        list_ratios.push(w.in_list.as_secs_f64() / n.in_list.as_secs_f64());
+        wasm_list.push(w.in_list);
+        native_list.push(n.in_list);
         contact_ratios.push(w.in_contact.as_secs_f64() / n.in_contact.as_secs_f64());
         wasm.push(w.path);
         native.push(n.path);
@@ -518,7 +534,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
     let page_ratio = median_f(&mut page_ratios);
     report.add(
-        "match-page only, wasm / native",
+        "match-keys-page only (the runner's), wasm / native",
         format!(
             "{page_ratio:.2} ({:.2} vs {:.2} us/record)",
             per_record(median(&mut wasm_page)),
@@ -526,6 +542,17 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         ),
         "<= 1.3",
         Some(page_ratio <= 1.3),
+    );
+    report.add(
+        "match-page on list<mapped-contact>, wasm / native",
+        format!(
+            "{:.2} ({:.2} vs {:.2} us/record)",
+            median_f(&mut list_ratios),
+            per_record(median(&mut wasm_list)),
+            per_record(median(&mut native_list))
+        ),
+        "",
+        None,
     );
     report.add(
         "match-contact per record, wasm / native",
@@ -542,11 +569,13 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
 }
 
 /// One round of the component path: the path's time (fetch, map,
-/// match-page), match-page's share of it, and match-contact's, timed apart.
+/// match-keys-page), match-keys-page's share of it, and match-page's and
+/// match-contact's, timed apart.
 #[derive(Default)]
 struct Round {
     path: Duration,
     in_page: Duration,
+    in_list: Duration,
     in_contact: Duration,
 }
 

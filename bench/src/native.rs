@@ -7,8 +7,9 @@ use bytes::Bytes;
 use crmsync_host::http::{HttpLimits, send_blocking};
 use crmsync_host::store::{ContactStore, Handle};
 use crmsync_plugin::matching::Directory;
+use crmsync_plugin::page_keys::unpack;
 use crmsync_plugin::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
-use crmsync_plugin::types::{DestinationContact, HandleKind};
+use crmsync_plugin::types::{DestinationContact, HandleKind, PageKeys};
 use http_body_util::Full;
 
 /// Sends through the runner's HTTP stack.
@@ -86,7 +87,7 @@ impl Directory for StoreDirectory<'_> {
         phones: &[String],
     ) -> Vec<DestinationContact> {
         self.0
-            .find_page(external_ids, emails, phones)
+            .find_page(&strs(external_ids), &strs(emails), &strs(phones))
             .expect("a lookup")
             .into_iter()
             .map(convert)
@@ -99,12 +100,34 @@ impl Directory for StoreDirectory<'_> {
         domains: &[String],
     ) -> Vec<DestinationContact> {
         self.0
-            .find_accounts_page(external_ids, domains)
+            .find_accounts_page(&strs(external_ids), &strs(domains))
             .expect("a lookup")
             .into_iter()
             .map(convert)
             .collect()
     }
+
+    /// As the runner's `find-page-keys`: the keys read in place, not copied.
+    fn find_page_keys(&mut self, keys: &PageKeys) -> Vec<DestinationContact> {
+        let records = unpack(keys);
+        let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
+        let of = |kind| -> Vec<&str> {
+            records
+                .iter()
+                .flat_map(|r| r.handles(kind).iter().copied())
+                .collect()
+        };
+        self.0
+            .find_page(&ids, &of(HandleKind::Email), &of(HandleKind::Phone))
+            .expect("a lookup")
+            .into_iter()
+            .map(convert)
+            .collect()
+    }
+}
+
+fn strs(values: &[String]) -> Vec<&str> {
+    values.iter().map(String::as_str).collect()
 }
 
 fn convert(entry: crmsync_host::store::DirectoryEntry) -> DestinationContact {

@@ -9,8 +9,9 @@ use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportEr
 use crate::types::{Counterpart, MergedRecord, Pairing, PairingRules, ReadRecord, UnpairedRecord};
 use crate::types::{
     Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
-    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
-    ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord, SyncError, WriteResult,
+    MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PageKeys,
+    PropertyDefinition, ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord,
+    SyncError, WriteResult,
 };
 use crate::{
     counterparts, errors, filters, hubspot, mapping, matching, page_matching, reconcile,
@@ -92,6 +93,14 @@ impl Guest for Component {
         page_matching::match_accounts_page(&mut HostDirectory, &accounts)
     }
 
+    fn match_keys_page(keys: PageKeys) -> Vec<MatchOutcome> {
+        page_matching::match_keys_page(&mut HostDirectory, &keys)
+    }
+
+    fn match_accounts_keys_page(keys: PageKeys) -> Vec<MatchOutcome> {
+        page_matching::match_accounts_keys_page(&mut HostDirectory, &keys)
+    }
+
     fn classify_error(failure: Failure) -> SyncError {
         errors::classify(&failure)
     }
@@ -160,6 +169,14 @@ impl Directory for HostDirectory {
         domains: &[String],
     ) -> Vec<DestinationContact> {
         directory::find_accounts_page(external_ids, domains)
+    }
+
+    fn find_page_keys(&mut self, keys: &PageKeys) -> Vec<DestinationContact> {
+        directory::find_page_keys(keys)
+    }
+
+    fn find_accounts_page_keys(&mut self, keys: &PageKeys) -> Vec<DestinationContact> {
+        directory::find_accounts_page_keys(keys)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod hubspot;
 pub mod mapping;
 pub mod matching;
+pub mod page_keys;
 pub mod page_matching;
 pub mod pairing;
 pub mod phones;

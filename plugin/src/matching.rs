@@ -10,7 +10,10 @@
 //! with E2/E3 instead, so "email taken" means the same thing on every path.
 
 use crate::errors;
-use crate::types::{DestinationContact, HandleConflict, HandleKind, MappedContact, MatchOutcome};
+use crate::page_keys::{KeyList, RecordKeys};
+use crate::types::{
+    DestinationContact, HandleConflict, HandleKind, MappedContact, MatchOutcome, PageKeys,
+};
 
 /// The lookups matching needs (the `directory` import).
 pub trait Directory {
@@ -31,11 +34,28 @@ pub trait Directory {
         external_ids: &[String],
         domains: &[String],
     ) -> Vec<DestinationContact>;
+    /// [`Directory::find_page`] for a packed page (`find-page-keys`); by
+    /// default its strings, unpacked.
+    fn find_page_keys(&mut self, keys: &PageKeys) -> Vec<DestinationContact> {
+        let (ids, handles) =
+            crate::page_keys::strings(keys, &[HandleKind::Email, HandleKind::Phone]);
+        self.find_page(&ids, &handles[0], &handles[1])
+    }
+    /// [`Directory::find_accounts_page`] for a packed page (`find-accounts-page-keys`).
+    fn find_accounts_page_keys(&mut self, keys: &PageKeys) -> Vec<DestinationContact> {
+        let (ids, handles) = crate::page_keys::strings(keys, &[HandleKind::Domain]);
+        self.find_accounts_page(&ids, &handles[0])
+    }
 }
 
 /// Decides how `contact` lands in the destination.
 pub fn match_contact(directory: &mut impl Directory, contact: &MappedContact) -> MatchOutcome {
-    let id = contact.external_id.as_str();
+    match_contact_keys(directory, &RecordKeys::of(contact))
+}
+
+/// [`match_contact`] on a record's keys, which are all it reads.
+pub fn match_contact_keys(directory: &mut impl Directory, contact: &RecordKeys) -> MatchOutcome {
+    let id = contact.external_id;
     if contact.emails.is_empty() && contact.phones.is_empty() {
         return MatchOutcome::Skip(errors::missing_handle(id));
     }
@@ -55,7 +75,12 @@ pub fn match_contact(directory: &mut impl Directory, contact: &MappedContact) ->
 /// same rules with domains as the only handle, and no handle is no error (a
 /// company without a domain is matched by its id alone).
 pub fn match_account(directory: &mut impl Directory, account: &MappedContact) -> MatchOutcome {
-    let id = account.external_id.as_str();
+    match_account_keys(directory, &RecordKeys::of(account))
+}
+
+/// [`match_account`] on a company's keys.
+pub fn match_account_keys(directory: &mut impl Directory, account: &RecordKeys) -> MatchOutcome {
+    let id = account.external_id;
     let linked = directory.find_account_by_external_id(id);
     match_by_handles(
         id,
@@ -71,12 +96,12 @@ pub fn match_account(directory: &mut impl Directory, account: &MappedContact) ->
 fn match_by_handles(
     id: &str,
     linked: Option<DestinationContact>,
-    handles: &[(HandleKind, &Vec<String>)],
+    handles: &[(HandleKind, &KeyList)],
     mut holders_of: impl FnMut(HandleKind, &str) -> Vec<DestinationContact>,
 ) -> MatchOutcome {
     let mut first_unlinked: Option<String> = None;
     for &(kind, handles) in handles {
-        for handle in handles {
+        for &handle in handles.iter() {
             for holder in holders_of(kind, handle) {
                 if linked.as_ref().is_some_and(|l| l.id == holder.id) {
                     continue;
@@ -86,7 +111,7 @@ fn match_by_handles(
                         return MatchOutcome::Skip(errors::handle_taken(&HandleConflict {
                             record_id: id.to_owned(),
                             kind,
-                            handle: handle.clone(),
+                            handle: handle.to_owned(),
                             owner_external_id: owner,
                         }));
                     }

@@ -15,8 +15,9 @@
 //! nobody (most of them) allocates nothing, and only a hit builds the
 //! `destination-contact` the rules read.
 
-use crate::matching::{Directory, match_account, match_contact};
-use crate::types::{DestinationContact, HandleKind, MappedContact, MatchOutcome};
+use crate::matching::{Directory, match_account_keys, match_contact_keys};
+use crate::page_keys::{RecordKeys, unpack};
+use crate::types::{DestinationContact, HandleKind, MappedContact, MatchOutcome, PageKeys};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
@@ -25,19 +26,27 @@ use smallvec::SmallVec;
 /// (FxHash is several times faster in wasm).
 type Index<'a, V> = FxHashMap<&'a str, V>;
 
-/// A contact's handles of one kind: a record's list as it came, or a merge
-/// of a record's with the ones a contact kept.
+/// A contact's handles of one kind: a record's list as it came, or the
+/// directory's, or a merge of a record's with the ones a contact kept.
 enum Handles<'a> {
-    Of(&'a [String]),
+    Of(&'a [&'a str]),
     Merged(Vec<&'a str>),
 }
 
 impl<'a> Handles<'a> {
-    fn to_vec(&self) -> Vec<&'a str> {
+    fn of_directory(list: &'a [String]) -> Self {
+        Handles::Merged(list.iter().map(String::as_str).collect())
+    }
+
+    fn as_slice(&self) -> &[&'a str] {
         match self {
-            Handles::Of(list) => list.iter().map(String::as_str).collect(),
-            Handles::Merged(list) => list.clone(),
+            Handles::Of(list) => list,
+            Handles::Merged(list) => list,
         }
+    }
+
+    fn to_vec(&self) -> Vec<&'a str> {
+        self.as_slice().to_vec()
     }
 
     fn owned(&self) -> Vec<String> {
@@ -51,17 +60,19 @@ impl<'a> Handles<'a> {
 #[derive(Clone, Copy)]
 enum FromSource<'a> {
     Directory(&'a [String]),
-    Record(&'a MappedContact),
+    /// A record's emails, phones and domains.
+    Record([&'a [&'a str]; 3]),
 }
 
 impl<'a> FromSource<'a> {
     /// Every handle it names, whichever kind.
-    fn handles(self) -> impl Iterator<Item = &'a String> {
-        let lists: [&'a [String]; 3] = match self {
-            FromSource::Directory(list) => [list, &[], &[]],
-            FromSource::Record(record) => [&record.emails, &record.phones, &record.domains],
-        };
-        lists.into_iter().flatten()
+    fn handles(self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        match self {
+            FromSource::Directory(list) => Box::new(list.iter().map(String::as_str)),
+            FromSource::Record(lists) => {
+                Box::new(lists.into_iter().flat_map(|list| list.iter().copied()))
+            }
+        }
     }
 
     fn contains(self, handle: &str) -> bool {
@@ -69,7 +80,7 @@ impl<'a> FromSource<'a> {
     }
 
     fn owned(self) -> Vec<String> {
-        self.handles().cloned().collect()
+        self.handles().map(str::to_owned).collect()
     }
 }
 
@@ -146,11 +157,11 @@ struct Snapshot<'a> {
 impl<'a> Snapshot<'a> {
     /// The directory's answer, indexed; sized for the page's `records` too,
     /// whose creates join it (a page of creates never rehashes).
-    fn new(directory: &'a [DestinationContact], records: &[MappedContact], accounts: bool) -> Self {
+    fn new(directory: &'a [DestinationContact], records: &[RecordKeys], accounts: bool) -> Self {
         fn sized<'a, V>(count: usize) -> Index<'a, V> {
             Index::with_capacity_and_hasher(count, Default::default())
         }
-        let handles = |of: fn(&DestinationContact) -> usize, own: fn(&MappedContact) -> usize| {
+        let handles = |of: fn(&DestinationContact) -> usize, own: fn(&RecordKeys) -> usize| {
             sized(directory.iter().map(of).sum::<usize>() + records.iter().map(own).sum::<usize>())
         };
         let mut snapshot = Snapshot {
@@ -171,9 +182,9 @@ impl<'a> Snapshot<'a> {
             snapshot.push(Entry {
                 name: Name::Directory(&contact.id),
                 external_id: contact.external_id.as_deref(),
-                emails: Handles::Of(&contact.emails),
-                phones: Handles::Of(&contact.phones),
-                domains: Handles::Of(&contact.domains),
+                emails: Handles::of_directory(&contact.emails),
+                phones: Handles::of_directory(&contact.phones),
+                domains: Handles::of_directory(&contact.domains),
                 from_source: FromSource::Directory(&contact.from_source),
             });
         }
@@ -195,10 +206,7 @@ impl<'a> Snapshot<'a> {
             (Key::Phone, &entry.phones),
             (Key::Domain, &entry.domains),
         ] {
-            match handles {
-                Handles::Of(list) => list.iter().for_each(|h| visit(key, h)),
-                Handles::Merged(list) => list.iter().for_each(|h| visit(key, h)),
-            }
+            handles.as_slice().iter().for_each(|h| visit(key, h));
         }
     }
 
@@ -235,15 +243,15 @@ impl<'a> Snapshot<'a> {
     }
 
     /// Applies record `index`'s outcome, as the host will.
-    fn apply(&mut self, index: usize, record: &'a MappedContact, outcome: &MatchOutcome) {
+    fn apply<'k: 'a>(&mut self, index: usize, record: &'a RecordKeys<'k>, outcome: &MatchOutcome) {
         match outcome {
             MatchOutcome::Create => self.push(Entry {
                 name: Name::Page(index),
-                external_id: Some(&record.external_id),
-                emails: Handles::Of(&record.emails),
-                phones: Handles::Of(&record.phones),
-                domains: Handles::Of(&record.domains),
-                from_source: FromSource::Record(record),
+                external_id: Some(record.external_id),
+                emails: Handles::Of(record.emails.as_slice()),
+                phones: Handles::Of(record.phones.as_slice()),
+                domains: Handles::Of(record.domains.as_slice()),
+                from_source: FromSource::Record(record.lists()),
             }),
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
                 let at = match id.strip_prefix("page:").map(str::parse) {
@@ -269,18 +277,18 @@ impl<'a> Snapshot<'a> {
     /// rules: a company's domains replace the account's (kept when it sends
     /// none); a person's handles replace the ones the sync brought before,
     /// and the contact's own stay after them.
-    fn update(&mut self, at: usize, record: &'a MappedContact) {
+    fn update<'k: 'a>(&mut self, at: usize, record: &'a RecordKeys<'k>) {
         let accounts = self.accounts;
         let entry = &mut self.entries[at];
-        entry.external_id = Some(&record.external_id);
+        entry.external_id = Some(record.external_id);
         if accounts {
             if !record.domains.is_empty() {
-                entry.domains = Handles::Of(&record.domains);
-                entry.from_source = FromSource::Record(record);
+                entry.domains = Handles::Of(record.domains.as_slice());
+                entry.from_source = FromSource::Record(record.lists());
             }
             return;
         }
-        let merged = |new: &'a [String], old: &Handles<'a>, from_source: FromSource| {
+        let merged = |new: &'a [&'a str], old: &Handles<'a>, from_source: FromSource| {
             let kept: Vec<&'a str> = old
                 .to_vec()
                 .into_iter()
@@ -289,14 +297,14 @@ impl<'a> Snapshot<'a> {
             if kept.is_empty() {
                 Handles::Of(new)
             } else {
-                let mut all: Vec<&'a str> = new.iter().map(String::as_str).collect();
+                let mut all: Vec<&'a str> = new.to_vec();
                 all.extend(kept);
                 Handles::Merged(all)
             }
         };
-        entry.emails = merged(&record.emails, &entry.emails, entry.from_source);
-        entry.phones = merged(&record.phones, &entry.phones, entry.from_source);
-        entry.from_source = FromSource::Record(record);
+        entry.emails = merged(record.emails.as_slice(), &entry.emails, entry.from_source);
+        entry.phones = merged(record.phones.as_slice(), &entry.phones, entry.from_source);
+        entry.from_source = FromSource::Record(record.lists());
     }
 }
 
@@ -337,7 +345,8 @@ pub fn match_page(directory: &mut impl Directory, contacts: &[MappedContact]) ->
     let emails: Vec<String> = unique(contacts.iter().flat_map(|c| c.emails.iter()));
     let phones: Vec<String> = unique(contacts.iter().flat_map(|c| c.phones.iter()));
     let held = directory.find_page(&external_ids, &emails, &phones);
-    decide(&held, contacts, false, match_contact)
+    let records: Vec<RecordKeys> = contacts.iter().map(RecordKeys::of).collect();
+    decide(&held, &records, false, match_contact_keys)
 }
 
 /// `match-accounts-page`: one outcome per company, in order.
@@ -348,15 +357,33 @@ pub fn match_accounts_page(
     let external_ids: Vec<String> = accounts.iter().map(|a| a.external_id.clone()).collect();
     let domains: Vec<String> = unique(accounts.iter().flat_map(|a| a.domains.iter()));
     let held = directory.find_accounts_page(&external_ids, &domains);
-    decide(&held, accounts, true, match_account)
+    let records: Vec<RecordKeys> = accounts.iter().map(RecordKeys::of).collect();
+    decide(&held, &records, true, match_account_keys)
+}
+
+/// `match-keys-page`: [`match_page`] for a packed page.
+pub fn match_keys_page(directory: &mut impl Directory, keys: &PageKeys) -> Vec<MatchOutcome> {
+    let records = unpack(keys);
+    let held = directory.find_page_keys(keys);
+    decide(&held, &records, false, match_contact_keys)
+}
+
+/// `match-accounts-keys-page`: [`match_accounts_page`] for a packed page.
+pub fn match_accounts_keys_page(
+    directory: &mut impl Directory,
+    keys: &PageKeys,
+) -> Vec<MatchOutcome> {
+    let records = unpack(keys);
+    let held = directory.find_accounts_page_keys(keys);
+    decide(&held, &records, true, match_account_keys)
 }
 
 /// Each record decided by `rule` against `held` with the earlier outcomes applied.
-fn decide<'a>(
+fn decide<'a, 'k: 'a>(
     held: &'a [DestinationContact],
-    records: &'a [MappedContact],
+    records: &'a [RecordKeys<'k>],
     accounts: bool,
-    rule: fn(&mut Snapshot<'a>, &MappedContact) -> MatchOutcome,
+    rule: fn(&mut Snapshot<'a>, &RecordKeys<'k>) -> MatchOutcome,
 ) -> Vec<MatchOutcome> {
     let mut snapshot = Snapshot::new(held, records, accounts);
     records
@@ -383,6 +410,8 @@ fn unique<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matching::match_contact;
+    use crate::page_keys::pack;
 
     /// The host's store, as the reference: contacts with flagged handles
     /// (`true`: brought by the sync), updated by the store's own rule.
@@ -547,6 +576,14 @@ mod tests {
                 created.push(sequential.apply(record, &outcome));
                 expected.push(outcome);
             }
+            // Packed, the same page decides the same way (through `find-page-keys`
+            // unpacked to `find-page`'s strings by default).
+            let packed = match_keys_page(&mut store.clone(), &pack(&page));
+            assert_eq!(
+                packed,
+                match_page(&mut store.clone(), &page),
+                "page {page:?}"
+            );
             // The page at once, its `page:<index>` names read as that create's id.
             let paged: Vec<MatchOutcome> = match_page(&mut store, &page)
                 .into_iter()
@@ -623,15 +660,18 @@ mod account_tests {
             domains: vec!["acme.io".into()],
             from_source: vec![],
         };
-        let outcomes = match_accounts_page(
-            &mut Accounts(vec![existing]),
-            &[
-                company("c1", &["acme.io"]),        // links the unlinked account
-                company("c2", &["acme.io"]),        // then finds it taken
-                company("c3", &["new.io"]),         // creates
-                company("c3", &["new.io", "b.io"]), // updates what c3 created
-                company("c4", &[]),                 // no domain: created, matched by id alone
-            ],
+        let page = [
+            company("c1", &["acme.io"]),        // links the unlinked account
+            company("c2", &["acme.io"]),        // then finds it taken
+            company("c3", &["new.io"]),         // creates
+            company("c3", &["new.io", "b.io"]), // updates what c3 created
+            company("c4", &[]),                 // no domain: created, matched by id alone
+        ];
+        let outcomes = match_accounts_page(&mut Accounts(vec![existing.clone()]), &page);
+        let packed = crate::page_keys::pack(&page);
+        assert_eq!(
+            match_accounts_keys_page(&mut Accounts(vec![existing]), &packed),
+            outcomes
         );
         assert!(
             matches!(&outcomes[0], MatchOutcome::Link(id) if id == "7"),

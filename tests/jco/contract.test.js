@@ -88,6 +88,28 @@ test('match-page meets the shared expectations', () => {
   }
 });
 
+// A page packed as `page-keys` (what the runner sends): the same outcomes.
+function packKeys(contacts) {
+  const utf8 = new TextEncoder();
+  const [bytes, ends, counts] = [[], [], []];
+  for (const c of contacts) {
+    counts.push(c.emails.length, c.phones.length, c.domains.length);
+    for (const key of [c.externalId, ...c.emails, ...c.phones, ...c.domains]) {
+      bytes.push(...utf8.encode(key));
+      ends.push(bytes.length);
+    }
+  }
+  return { text: new Uint8Array(bytes), ends: new Uint32Array(ends), counts: new Uint32Array(counts) };
+}
+
+test('match-keys-page decides as match-page does', () => {
+  for (const c of cases('match-page.json')) {
+    setDirectory(caseDirectory(c));
+    const outcomes = sync.matchKeysPage(packKeys(c.contacts.map(mappedContact)));
+    assert.deepEqual(outcomes.map(outcomeJson), c.expect, c.name);
+  }
+});
+
 function counterparts(list) {
   return (list ?? []).map((c) => ({ id: c.id, handles: c.handles, linked: c.linked }));
 }

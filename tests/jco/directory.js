@@ -47,3 +47,41 @@ export function findAccountsPage(externalIds, domains) {
     (a) => externalIds.includes(a.externalId) || a.domains.some((d) => domains.includes(d)),
   );
 }
+
+// `match-keys-page`'s look-ups take a packed page (`page-keys`): each
+// record's id, emails, phones and domains, key `k` the UTF-8 bytes
+// `text[ends[k-1]..ends[k]]`, three counts a record.
+export function unpackKeys({ text, ends, counts }) {
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  const records = [];
+  let [start, k] = [0, 0];
+  const next = () => {
+    const end = ends[k++];
+    const key = utf8.decode(text.subarray(start, end));
+    start = end;
+    return key;
+  };
+  for (let i = 0; i < counts.length; i += 3) {
+    const externalId = next();
+    const take = (n) => Array.from({ length: n }, next);
+    records.push({ externalId, emails: take(counts[i]), phones: take(counts[i + 1]), domains: take(counts[i + 2]) });
+  }
+  return records;
+}
+
+export function findPageKeys(keys) {
+  const records = unpackKeys(keys);
+  return findPage(
+    records.map((r) => r.externalId),
+    records.flatMap((r) => r.emails),
+    records.flatMap((r) => r.phones),
+  );
+}
+
+export function findAccountsPageKeys(keys) {
+  const records = unpackKeys(keys);
+  return findAccountsPage(
+    records.map((r) => r.externalId),
+    records.flatMap((r) => r.domains),
+  );
+}

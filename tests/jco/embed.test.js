@@ -1,6 +1,6 @@
 // The embedding guide's jco example (docs/embedding.md), kept honest by
 // running it. Transpile once:
-//   jco transpile crmsync_plugin.wasm -o out --map 'crmsync:sync/directory@0.7.0=../directory.js'
+//   jco transpile crmsync_plugin.wasm -o out --map 'crmsync:sync/directory@0.8.0=../directory.js'
 // then import the `sync` export; `directory.js` answers the component's lookups.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

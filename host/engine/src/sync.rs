@@ -813,10 +813,10 @@ impl Applier<'_> {
             }
             self.merged += absorbed;
         }
-        let mapped: Vec<MappedContact> = records.iter().map(|r| r.contact.clone()).collect();
+        let mapped: Vec<&MappedContact> = records.iter().map(|r| &r.contact).collect();
         let outcomes = match self.config.object {
-            SyncObject::Contacts => self.instance.match_page(&mapped)?,
-            SyncObject::Companies => self.instance.match_accounts_page(&mapped)?,
+            SyncObject::Contacts => self.instance.match_keys_page(&mapped)?,
+            SyncObject::Companies => self.instance.match_accounts_keys_page(&mapped)?,
         };
         // The ids this call created, by record, for outcomes naming `page:<i>`.
         let mut created = Vec::with_capacity(records.len());

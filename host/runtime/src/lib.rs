@@ -10,6 +10,7 @@ pub mod cassette;
 pub mod code_cache;
 pub mod http;
 pub mod origin;
+pub mod page_keys;
 pub mod rate_limit;
 pub mod runtime;
 /// The destination store the component's `directory` import reads.

@@ -8,11 +8,12 @@ use crate::bindings::crmsync::sync::directory;
 use crate::bindings::crmsync::sync::types::{
     Counterpart, Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind,
     MappedContact, MappedPage, MappedRecord, MatchOutcome, MergedRecord, OutgoingRecord, Owner,
-    Page, Pairing, PairingRules, PropertyDefinition, ReadRecord, ReconcileInput, Reconciled,
-    Source, SourceRecord, SyncError, UnpairedRecord, WriteResult,
+    Page, PageKeys, Pairing, PairingRules, PropertyDefinition, ReadRecord, ReconcileInput,
+    Reconciled, Source, SourceRecord, SyncError, UnpairedRecord, WriteResult,
 };
 use crate::code_cache;
 use crate::http::Hooks;
+use crate::page_keys;
 use crate::store::{DirectoryEntry, DynStore, Handle};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::Path;
@@ -176,7 +177,28 @@ impl directory::Host for HostState {
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
             .store
-            .find_page(&external_ids, &emails, &phones)
+            .find_page(&strs(&external_ids), &strs(&emails), &strs(&phones))
+            .map_err(to_wasmtime)?;
+        Ok(found.into_iter().map(destination_contact).collect())
+    }
+
+    fn find_page_keys(&mut self, keys: PageKeys) -> wasmtime::Result<Vec<DestinationContact>> {
+        let keys = page_keys::read(&keys).map_err(to_wasmtime)?;
+        let found = self
+            .store
+            .find_page(&keys.external_ids, &keys.emails, &keys.phones)
+            .map_err(to_wasmtime)?;
+        Ok(found.into_iter().map(destination_contact).collect())
+    }
+
+    fn find_accounts_page_keys(
+        &mut self,
+        keys: PageKeys,
+    ) -> wasmtime::Result<Vec<DestinationContact>> {
+        let keys = page_keys::read(&keys).map_err(to_wasmtime)?;
+        let found = self
+            .store
+            .find_accounts_page(&keys.external_ids, &keys.domains)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
     }
@@ -188,7 +210,7 @@ impl directory::Host for HostState {
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
             .store
-            .find_accounts_page(&external_ids, &domains)
+            .find_accounts_page(&strs(&external_ids), &strs(&domains))
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
     }
@@ -207,6 +229,10 @@ fn destination_contact(entry: DirectoryEntry) -> DestinationContact {
 
 /// A component answering a page with more or fewer outcomes than records
 /// broke the contract; nothing of the page is applied.
+fn strs(values: &[String]) -> Vec<&str> {
+    values.iter().map(String::as_str).collect()
+}
+
 fn one_per_record(
     export: &str,
     records: usize,
@@ -463,6 +489,34 @@ impl Instance {
             .call_match_page(&mut self.store, contacts)
             .map_err(|e| component_failed("match-page", &self.sandbox, e))?;
         one_per_record("match-page", contacts.len(), outcomes)
+    }
+
+    /// `match-keys-page` on `contacts`, packed here: how the runner matches
+    /// a page (`match-page`'s outcomes for a fraction of its copying).
+    pub fn match_keys_page(&mut self, contacts: &[&MappedContact]) -> Result<Vec<MatchOutcome>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        let outcomes = self
+            .plugin
+            .crmsync_sync_sync()
+            .call_match_keys_page(&mut self.store, &page_keys::pack(contacts))
+            .map_err(|e| component_failed("match-keys-page", &self.sandbox, e))?;
+        one_per_record("match-keys-page", contacts.len(), outcomes)
+    }
+
+    /// `match-accounts-keys-page` on `accounts`, packed here.
+    pub fn match_accounts_keys_page(
+        &mut self,
+        accounts: &[&MappedContact],
+    ) -> Result<Vec<MatchOutcome>> {
+        self.store
+            .set_epoch_deadline(ticks(self.sandbox.call_time_limit));
+        let outcomes = self
+            .plugin
+            .crmsync_sync_sync()
+            .call_match_accounts_keys_page(&mut self.store, &page_keys::pack(accounts))
+            .map_err(|e| component_failed("match-accounts-keys-page", &self.sandbox, e))?;
+        one_per_record("match-accounts-keys-page", accounts.len(), outcomes)
     }
 
     /// `match-accounts-page`.

@@ -299,7 +299,7 @@ impl<'a> HandleRows<'a> {
     }
 }
 
-fn all_bytes(values: &[String]) -> Vec<&[u8]> {
+fn all_bytes<'a>(values: &[&'a str]) -> Vec<&'a [u8]> {
     values.iter().map(|v| bytes(v)).collect()
 }
 
@@ -329,9 +329,9 @@ impl Directory for PgStore {
 
     fn find_page(
         &self,
-        external_ids: &[String],
-        emails: &[String],
-        phones: &[String],
+        external_ids: &[&str],
+        emails: &[&str],
+        phones: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         let ids: Vec<i64> = self
             .query(
@@ -358,13 +358,13 @@ impl Directory for PgStore {
     }
 
     fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<DirectoryEntry>> {
-        self.find_accounts_page(&[], &[domain.to_owned()])
+        self.find_accounts_page(&[], &[domain])
     }
 
     fn find_accounts_page(
         &self,
-        external_ids: &[String],
-        domains: &[String],
+        external_ids: &[&str],
+        domains: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         let ids: Vec<i64> = self
             .query(

@@ -76,8 +76,8 @@ impl ContactStore {
     /// `domains`, each once, by id (`find-accounts-page`).
     pub fn find_accounts_page(
         &self,
-        external_ids: &[String],
-        domains: &[String],
+        external_ids: &[&str],
+        domains: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         let mut ids = std::collections::BTreeSet::new();
         for external_id in external_ids {

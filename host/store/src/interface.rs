@@ -24,9 +24,9 @@ pub trait Directory {
     /// Every contact linked to one of the ids or holding one of the handles, each once (`find-page`).
     fn find_page(
         &self,
-        external_ids: &[String],
-        emails: &[String],
-        phones: &[String],
+        external_ids: &[&str],
+        emails: &[&str],
+        phones: &[&str],
     ) -> Result<Vec<DirectoryEntry>>;
     /// The account linked to this source company, if any.
     fn find_account_by_external_id(&self, external_id: &str) -> Result<Option<DirectoryEntry>>;
@@ -35,8 +35,8 @@ pub trait Directory {
     /// Accounts linked to one of the ids or holding one of the domains (`find-accounts-page`).
     fn find_accounts_page(
         &self,
-        external_ids: &[String],
-        domains: &[String],
+        external_ids: &[&str],
+        domains: &[&str],
     ) -> Result<Vec<DirectoryEntry>>;
     /// Creates a contact linked to `external_id`, its handles brought by the sync (X5).
     fn create(
@@ -261,9 +261,9 @@ impl Directory for ContactStore {
     }
     fn find_page(
         &self,
-        external_ids: &[String],
-        emails: &[String],
-        phones: &[String],
+        external_ids: &[&str],
+        emails: &[&str],
+        phones: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         ContactStore::find_page(self, external_ids, emails, phones)
     }
@@ -275,8 +275,8 @@ impl Directory for ContactStore {
     }
     fn find_accounts_page(
         &self,
-        external_ids: &[String],
-        domains: &[String],
+        external_ids: &[&str],
+        domains: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         ContactStore::find_accounts_page(self, external_ids, domains)
     }

@@ -35,9 +35,9 @@ impl ContactStore {
     /// handles, each once, by id: all a page's matching needs (`find-page`).
     pub fn find_page(
         &self,
-        external_ids: &[String],
-        emails: &[String],
-        phones: &[String],
+        external_ids: &[&str],
+        emails: &[&str],
+        phones: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         let mut ids = std::collections::BTreeSet::new();
         for external_id in external_ids {

@@ -12,8 +12,9 @@ mod component {
     };
     use super::crmsync::sync::types::{
         Destination, ErrorCategory, ErrorScope, Failure, FieldMapping, FieldRule, MappedContact,
-        MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PropertyDefinition,
-        ReconcileInput, Reconciled, Source, SourceRecord, SyncError, WriteResult,
+        MappedPage, MappedRecord, MatchOutcome, OutgoingRecord, Owner, Page, PageKeys,
+        PropertyDefinition, ReconcileInput, Reconciled, Source, SourceRecord, SyncError,
+        WriteResult,
     };
     use super::exports::crmsync::sync::sync::Guest;
 
@@ -133,6 +134,16 @@ mod component {
 
         /// Panics too.
         fn match_accounts_page(_accounts: Vec<MappedContact>) -> Vec<MatchOutcome> {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics too.
+        fn match_keys_page(_keys: PageKeys) -> Vec<MatchOutcome> {
+            panic!("misbehaving on purpose")
+        }
+
+        /// Panics too.
+        fn match_accounts_keys_page(_keys: PageKeys) -> Vec<MatchOutcome> {
             panic!("misbehaving on purpose")
         }
 
