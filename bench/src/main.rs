@@ -528,8 +528,8 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
             ratios[0],
             ratios[ratios.len() - 1]
         ),
-        "<= 1.3",
-        Some(ratio <= 1.3),
+        "<= 1.15",
+        Some(ratio <= 1.15),
     );
     let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
     let page_ratio = median_f(&mut page_ratios);
