@@ -224,8 +224,9 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
     server.state().refresh_token = Some("refresh-1".into());
     let config = oauth_config(dir.path(), &server, "oauth", "refresh-1");
 
-    // Each access token serves two requests (the property catalogue and page
-    // 1), then expires: the run must refresh mid-way and lose no page.
+    // Each access token serves two requests (pages 1 and 2: a sync of the
+    // default properties reads no catalogue), then expires: the run must
+    // refresh mid-way and lose no page.
     server.state().requests_per_token = Some(2);
 
     let first = sync(&config, &live_options()).unwrap();
@@ -233,9 +234,9 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
     assert_eq!(first.status, "completed", "{first:?}");
     assert_eq!(first.counts.created, 25);
     let refreshes = server.requests_to("/oauth/v1/token");
-    // One at start, one when page 2 met EXPIRED_AUTHENTICATION, one when the
-    // archived listing (the token's third request) did.
-    assert_eq!(refreshes.len(), 3);
+    // One at start, one when page 3 met EXPIRED_AUTHENTICATION; the second
+    // token serves page 3 and the archived listing.
+    assert_eq!(refreshes.len(), 2);
     assert_eq!(
         server.live_pages().len(),
         4,
@@ -328,10 +329,11 @@ fn r5_requests_are_spaced_to_the_limit_instead_of_meeting_429s() {
 
     assert_eq!(report.status, "completed");
     assert_eq!(report.counts.created, 500);
-    // 52 requests (the catalogue, 50 pages, the archived listing) at 10 per
-    // second: the last may go at 5 s. No 429, and within 10% of that minimum.
+    // 51 requests (50 pages and the archived listing; the default properties
+    // need no catalogue check) at 10 per second: the last may go at 5 s. No
+    // 429, and within 10% of that minimum.
     assert_eq!(server.state().refused, 0, "429s met");
-    assert_eq!(report.requests, 52);
+    assert_eq!(report.requests, 51);
     assert!((5.0..5.5).contains(&elapsed), "took {elapsed:.2} s");
 }
 
@@ -453,8 +455,8 @@ fn e8_a_token_close_to_expiry_is_refreshed_before_it_is_used() {
     let report = sync(&config, &live_options()).unwrap();
 
     assert_eq!(report.status, "completed");
-    // The catalogue, three pages and the archived listing, each after its own
-    // refresh; no 401 met.
-    assert_eq!(server.requests_to("/oauth/v1/token").len(), 5);
+    // Three pages and the archived listing, each after its own refresh; no
+    // 401 met.
+    assert_eq!(server.requests_to("/oauth/v1/token").len(), 4);
     assert_eq!(server.live_pages().len(), 3);
 }

@@ -80,7 +80,10 @@ fn three_runners_share_24_syncs_survive_a_kill_and_never_run_one_sync_twice_at_o
                 dir.path(),
                 &name,
                 &format!(
-                    "schedule = \"3s\"\n[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nrate_limit = \"none\"\n",
+                    // `firstname` mapped by name: every run checks it in the
+                    // catalogue (E6) before its first page, which the check
+                    // of the server's log below relies on.
+                    "schedule = \"3s\"\n[source]\nsystem = \"hubspot\"\nbase_url = \"{}\"\ntoken_env = \"{}\"\nrate_limit = \"none\"\n[mapping]\nfirstname = \"first_name\"\n",
                     server.base_url,
                     token_env()
                 ),
@@ -197,7 +200,8 @@ fn three_runners_share_24_syncs_survive_a_kill_and_never_run_one_sync_twice_at_o
         runners_seen.extend(runs.iter().filter_map(|r| r.runner.clone()));
 
         // On the server: a request from another runner than the one before
-        // always starts a run (the properties catalogue comes first), so no
+        // always starts a run (the properties catalogue comes first: the configs
+        // choose `firstname`), so no
         // runner was inside the sync while another was.
         let seen = servers[index].state().seen.clone();
         for pair in seen.windows(2) {

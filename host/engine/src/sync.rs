@@ -583,6 +583,19 @@ impl Pass<'_> {
     /// reported; the other fields go on. The catalogue is advisory: if it
     /// cannot be read (older API, missing schema scope), nothing is dropped.
     fn check_properties(&mut self) -> Result<(), Stop> {
+        // HubSpot's default properties cannot be deleted; Salesforce's
+        // standard fields can be hidden by field-level security (E6, M5), so
+        // there every mapped field is checked.
+        let checked: Vec<String> = match self.config.source.system {
+            SourceSystem::Hubspot => self.config.chosen_properties.clone(),
+            SourceSystem::Salesforce { .. } => mapped_properties(&self.mappings),
+        };
+        // Nothing to check, no request: a sync of HubSpot's default
+        // properties starts paging one round trip sooner (issue 18's portals
+        // are bound by their sequential round trips).
+        if checked.is_empty() {
+            return Ok(());
+        }
         self.credentials
             .ensure_fresh()
             .map_err(|e| auth_stop(&self.config.source.system, e))?;
@@ -593,13 +606,6 @@ impl Pass<'_> {
                 tracing::warn!("mapped properties not checked: {}", error.message);
                 return Ok(());
             }
-        };
-        // HubSpot's default properties cannot be deleted; Salesforce's
-        // standard fields can be hidden by field-level security (E6, M5), so
-        // there every mapped field is checked.
-        let checked: Vec<String> = match self.config.source.system {
-            SourceSystem::Hubspot => self.config.chosen_properties.clone(),
-            SourceSystem::Salesforce { .. } => mapped_properties(&self.mappings),
         };
         let missing: Vec<String> = checked
             .into_iter()
