@@ -292,8 +292,8 @@ fn startup(report: &mut Report) -> Result<()> {
     report.add(
         "start-up, from the cache (load)",
         ms(warm),
-        "<= 5 ms",
-        Some(warm <= Duration::from_millis(5)),
+        "<= 2 ms",
+        Some(warm <= Duration::from_millis(2)),
     );
     let mut instantiate = Vec::new();
     for _ in 0..20 {
@@ -782,14 +782,14 @@ fn end_to_end(child: &Child<'_>, n: u64, rounds: usize, report: &mut Report) -> 
             rates[0],
             rates[rates.len() - 1]
         ),
-        ">= 50000 contacts/s",
-        Some(rate >= 50_000.0),
+        ">= 100000 contacts/s",
+        Some(rate >= 100_000.0),
     );
     report.add(
         &format!("e2e {n} contacts, peak RSS"),
         format!("{:.1} MiB", peak_kib as f64 / 1024.0),
-        if n >= 1_000_000 { "<= 128 MiB" } else { "" },
-        (n >= 1_000_000).then_some(peak_kib <= 128 * 1024),
+        if n >= 1_000_000 { "<= 64 MiB" } else { "" },
+        (n >= 1_000_000).then_some(peak_kib <= 64 * 1024),
     );
     report.add(
         &format!("e2e {n} contacts, server busy"),
@@ -924,8 +924,8 @@ fn python_baseline(
     report.add(
         "crmsync / python client",
         format!("{:.1}x", ours / theirs),
-        ">= 10x",
-        Some(ours / theirs >= 10.0),
+        ">= 12x",
+        Some(ours / theirs >= 12.0),
     );
     Ok(())
 }
