@@ -7,6 +7,7 @@
 //! The folder is the one the integration tests build the component into
 //! (`target/test-plugin`), so a test run builds it once, not twice.
 
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,9 +31,26 @@ fn main() {
         .join("test-plugin");
     let component = build_component(&workspace, &target_dir);
     println!(
-        "cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT={}",
+        "cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT_BUILT_AT={}",
         component.display()
     );
+    // What is embedded is a copy in OUT_DIR, hashed here: the digest is of the
+    // very bytes `include_bytes!` reads, even if a test run rebuilds
+    // `target/test-plugin` meanwhile. The digest names the compiled artifact
+    // in the code cache, so a start does not hash the component again.
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("crmsync_plugin.wasm");
+    let bytes = std::fs::read(&component)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", component.display()));
+    std::fs::write(&out, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+    let sha256: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!(
+        "cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT={}",
+        out.display()
+    );
+    println!("cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT_SHA256={sha256}");
 }
 
 fn build_component(workspace: &Path, target_dir: &Path) -> PathBuf {

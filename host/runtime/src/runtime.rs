@@ -31,9 +31,12 @@ pub const COMPONENT_FILE: &str = "crmsync_plugin.wasm";
 /// binary needs no checkout; `--component` loads another.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CRMSYNC_EMBEDDED_COMPONENT"));
 
+/// `EMBEDDED_COMPONENT`'s SHA-256 in hex, taken by the build script.
+const EMBEDDED_COMPONENT_SHA256: &str = env!("CRMSYNC_EMBEDDED_COMPONENT_SHA256");
+
 /// Where `host/runtime/build.rs` built it: for tools that run beside the checkout
 /// (the bench hands it to child runs), not for the runner.
-pub const EMBEDDED_COMPONENT_BUILT_AT: &str = env!("CRMSYNC_EMBEDDED_COMPONENT");
+pub const EMBEDDED_COMPONENT_BUILT_AT: &str = env!("CRMSYNC_EMBEDDED_COMPONENT_BUILT_AT");
 
 /// How often the epoch advances; the granularity of call time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -255,6 +258,21 @@ fn from_wasmtime(error: wasmtime::Error) -> anyhow::Error {
     anyhow!("{error:?}")
 }
 
+/// The embedded component with the digest its build took.
+fn embedded_component() -> code_cache::Digested<'static> {
+    let hex = EMBEDDED_COMPONENT_SHA256.as_bytes();
+    let mut sha256 = [0u8; 32];
+    for (byte, pair) in sha256.iter_mut().zip(hex.chunks(2)) {
+        let digit = |c: u8| {
+            (c as char)
+                .to_digit(16)
+                .expect("the build script writes hex") as u8
+        };
+        *byte = digit(pair[0]) << 4 | digit(pair[1]);
+    }
+    code_cache::Digested::with_sha256(EMBEDDED_COMPONENT, sha256)
+}
+
 impl Runtime {
     /// Compiles the component at `path`, or loads it from the compiled-code cache.
     pub fn load(path: &Path, sandbox: Sandbox) -> Result<Self> {
@@ -264,18 +282,23 @@ impl Runtime {
                 path.display()
             )
         })?;
-        Self::from_bytes(&bytes, &path.display().to_string(), sandbox)
+        let component = code_cache::Digested::new(&bytes);
+        Self::from_bytes(component, &path.display().to_string(), sandbox)
     }
 
     /// The component this runner was built with (`EMBEDDED_COMPONENT`).
     pub fn load_embedded(sandbox: Sandbox) -> Result<Self> {
-        Self::from_bytes(EMBEDDED_COMPONENT, "the embedded component", sandbox)
+        Self::from_bytes(embedded_component(), "the embedded component", sandbox)
     }
 
-    /// Compiles `bytes` (named `what` in errors), or loads them from the cache.
-    fn from_bytes(bytes: &[u8], what: &str, sandbox: Sandbox) -> Result<Self> {
+    /// Compiles a component (named `what` in errors), or loads it from the cache.
+    fn from_bytes(
+        component: code_cache::Digested<'_>,
+        what: &str,
+        sandbox: Sandbox,
+    ) -> Result<Self> {
         let engine = engine()?;
-        let component = code_cache::load(&engine, bytes, code_cache::cache_dir().as_deref())
+        let component = code_cache::load(&engine, component, code_cache::cache_dir().as_deref())
             .with_context(|| format!("{what} is not a valid crmsync component"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(from_wasmtime)?;
@@ -623,4 +646,19 @@ fn component_failed(call: &str, sandbox: &Sandbox, error: wasmtime::Error) -> an
         None => root,
     };
     anyhow!("the sync component failed in {call}: {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The build script's digest names the embedded component's compiled
+    /// code: it must be the digest of the bytes embedded, or a start could
+    /// load another component's code.
+    #[test]
+    fn the_build_time_digest_is_the_embedded_components() {
+        let embedded = embedded_component();
+        let hashed = code_cache::Digested::new(EMBEDDED_COMPONENT);
+        assert_eq!(embedded.sha256(), hashed.sha256());
+    }
 }
