@@ -17,8 +17,14 @@
       const data = await answer.json();
       const syncs = Array.isArray(data) ? data : [data];
       const now = fingerprint(syncs);
+      // A sync's page says what it rendered: a run that started (or ended)
+      // between the render and the first look must reload it too, or a
+      // "Run now" that is quick would never show.
+      const rendered = watched.dataset.lastRun !== undefined && !Array.isArray(data) &&
+        (data.state !== watched.dataset.state ||
+          String(data.last_run ? data.last_run.id : 0) !== watched.dataset.lastRun);
       if (first === null) first = now;
-      else if (now !== first) { location.reload(); return; }
+      if (rendered || now !== first) { location.reload(); return; }
       if (progress && !Array.isArray(data)) {
         const p = data.progress;
         if (p) {
