@@ -2,6 +2,7 @@
 //! them, matched by external id then domain, and the contact -> account link.
 
 use super::{Change, ContactStore, DirectoryEntry, Fields, Records, SeenBy};
+use crate::lookups::text_list;
 use crate::rules::parse_fields;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
@@ -79,18 +80,14 @@ impl ContactStore {
         external_ids: &[&str],
         domains: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
-        let mut ids = std::collections::BTreeSet::new();
-        for external_id in external_ids {
-            ids.extend(self.linked_id(Records::Accounts, external_id)?);
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT account_id FROM account_domains WHERE domain = ?1")?;
-        for domain in domains {
-            for id in stmt.query_map([domain], |r| r.get(0))? {
-                ids.insert(id?);
-            }
-        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM accounts WHERE external_id IN rarray(?1) \
+             UNION SELECT account_id FROM account_domains WHERE domain IN rarray(?2)",
+        )?;
+        let found = stmt.query_map(params![text_list(external_ids), text_list(domains)], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        let ids = found.collect::<rusqlite::Result<std::collections::BTreeSet<i64>>>()?;
         ids.into_iter().map(|id| self.account_entry(id)).collect()
     }
 

@@ -484,6 +484,8 @@ impl ContactStore {
         // destination stays in memory while a run looks handles up.
         conn.pragma_update(None, "cache_size", -16_384)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // `rarray()`: a page's look-ups bind its keys as one list (lookups.rs).
+        rusqlite::vtab::array::load_module(&conn)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             bail!(
