@@ -42,15 +42,17 @@ fn main() {
     let bytes = std::fs::read(&component)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", component.display()));
     std::fs::write(&out, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
-    let sha256: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = out.with_extension("sha256");
+    std::fs::write(&digest, sha2::Sha256::digest(&bytes))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", digest.display()));
     println!(
         "cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT={}",
         out.display()
     );
-    println!("cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT_SHA256={sha256}");
+    println!(
+        "cargo:rustc-env=CRMSYNC_EMBEDDED_COMPONENT_SHA256={}",
+        digest.display()
+    );
 }
 
 fn build_component(workspace: &Path, target_dir: &Path) -> PathBuf {

@@ -51,12 +51,16 @@ impl<'a> RecordKeys<'a> {
     }
 }
 
-/// A page's keys, packed: each record's id, emails, phones and domains.
+/// A page's keys, packed: each record's id, emails, phones and domains. The
+/// runner packs its own bindings' records (`host/runtime/src/page_keys.rs`);
+/// this one serves the tests and the bench's native build.
 pub fn pack(contacts: &[MappedContact]) -> PageKeys {
-    let lists = |c: &'_ MappedContact| [&c.emails, &c.phones, &c.domains].map(Vec::len);
+    fn lists(c: &MappedContact) -> [&Vec<String>; 3] {
+        [&c.emails, &c.phones, &c.domains]
+    }
     let keys: usize = contacts
         .iter()
-        .map(|c| 1 + lists(c).iter().sum::<usize>())
+        .map(|c| 1 + lists(c).map(Vec::len).iter().sum::<usize>())
         .sum();
     let mut packed = PageKeys {
         text: Vec::with_capacity(keys * 16),
@@ -64,9 +68,11 @@ pub fn pack(contacts: &[MappedContact]) -> PageKeys {
         counts: Vec::with_capacity(3 * contacts.len()),
     };
     for contact in contacts {
-        packed.counts.extend(lists(contact).map(|n| n as u32));
-        let handles = [&contact.emails, &contact.phones, &contact.domains];
-        for key in std::iter::once(&contact.external_id).chain(handles.into_iter().flatten()) {
+        packed
+            .counts
+            .extend(lists(contact).map(|list| list.len() as u32));
+        for key in std::iter::once(&contact.external_id).chain(lists(contact).into_iter().flatten())
+        {
             packed.text.extend_from_slice(key.as_bytes());
             packed.ends.push(packed.text.len() as u32);
         }
