@@ -149,10 +149,7 @@ impl PgStore {
         let row = self.query_opt(sql, &[&id])?.with_context(|| {
             format!(
                 "destination {} {id} disappeared during the run",
-                match records {
-                    Records::Contacts => "contact",
-                    Records::Accounts => "account",
-                }
+                records.noun()
             )
         })?;
         Ok(Row {
@@ -163,7 +160,8 @@ impl PgStore {
         })
     }
 
-    fn write_row(
+    /// Writes a row read before; fails when it is gone by now.
+    pub(crate) fn write_row(
         &self,
         records: Records,
         id: i64,
@@ -177,7 +175,7 @@ impl PgStore {
                   seen_sync = COALESCE($6, seen_sync), seen_run = COALESCE($7, seen_run)
              WHERE id = $1"
         );
-        self.execute(
+        let written = self.execute(
             sql,
             &[
                 &id,
@@ -189,6 +187,13 @@ impl PgStore {
                 &seen.map(|s| s.run_id),
             ],
         )?;
+        // The row is locked now, so its handles can follow; had another
+        // connection removed it since it was read, they would be orphans.
+        anyhow::ensure!(
+            written == 1,
+            "destination {} {id} disappeared during the run",
+            records.noun()
+        );
         Ok(())
     }
 
@@ -259,8 +264,11 @@ impl PgStore {
         let (mut emails, mut phones) = self.handles(into)?;
         fold_handles(from_emails, &mut emails);
         fold_handles(from_phones, &mut phones);
+        // The row first: deleting it waits for any writer holding its lock,
+        // so the handles deleted after it include any that writer added.
         self.execute("DELETE FROM contacts WHERE id = $1", &[&from])?;
-        self.execute(
+        self.execute("DELETE FROM handles WHERE contact_id = $1", &[&from])?;
+        let written = self.execute(
             "UPDATE contacts SET name = $2, fields = $3, updated_at = $4 WHERE id = $1",
             &[
                 &into,
@@ -269,6 +277,10 @@ impl PgStore {
                 &now_text(),
             ],
         )?;
+        anyhow::ensure!(
+            written == 1,
+            "destination contact {into} disappeared during the run"
+        );
         self.replace_handles(into, &emails, &phones)
     }
 }

@@ -302,7 +302,8 @@ fn opt_text(stored: Option<Vec<u8>>) -> Result<Option<String>> {
 mod tests {
     use super::*;
     use crmsync_store::interface::{Directory, Leases, Reading, Runs, Transactions};
-    use crmsync_store::{ContactData, RunMode};
+    use crmsync_store::rules::Row;
+    use crmsync_store::{ContactData, DirectoryEntry, Handle, Records, RunMode};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The throwaway server `scripts/test.sh` starts (`scripts/postgres.sh`).
@@ -379,6 +380,115 @@ mod tests {
         let store = PgStore::connect(&url, &namespace).unwrap();
         let run = store.start_run("s", RunMode::Full, 1).unwrap();
         assert_eq!(store.runs("s").unwrap()[0].id, run.id);
+    }
+
+    fn ids(entries: Vec<DirectoryEntry>) -> Vec<i64> {
+        entries.into_iter().map(|e| e.id).collect()
+    }
+
+    /// Handles whose contact is gone: none, ever (no foreign key says so since schema 2).
+    fn orphan_handles(store: &PgStore) -> i64 {
+        store
+            .client
+            .borrow_mut()
+            .query_one(
+                "SELECT COUNT(*) FROM handles h
+                 WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.id = h.contact_id)",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    #[test]
+    fn a_folded_contact_takes_its_handles_with_it() {
+        let url = server();
+        let store = PgStore::connect(&url, &fresh("fold")).unwrap();
+        let data = |email: &str| ContactData {
+            emails: vec![email.into()],
+            phones: vec!["+15550100".into()],
+            ..ContactData::default()
+        };
+        store.create("1", &data("a@x.io"), None).unwrap();
+        store.create("2", &data("b@x.io"), None).unwrap();
+        assert_eq!(store.absorb_merged("1", &["2".into()]).unwrap(), 1);
+        assert_eq!(orphan_handles(&store), 0);
+        // What the sync brought to the absorbed contact is not carried over (rules::fold_handles).
+        assert!(
+            store
+                .find_by_handle(Handle::Email, "b@x.io")
+                .unwrap()
+                .is_empty()
+        );
+        let survivor = store.find_by_external_id("1").unwrap().unwrap();
+        assert_eq!(
+            ids(store.find_by_handle(Handle::Phone, "+15550100").unwrap()),
+            [survivor.id]
+        );
+    }
+
+    #[test]
+    fn an_update_of_a_contact_removed_meanwhile_fails_and_writes_no_handles() {
+        let url = server();
+        let namespace = fresh("gone");
+        let store = PgStore::connect(&url, &namespace).unwrap();
+        let id = store.create("1", &ContactData::default(), None).unwrap();
+        // Another connection removes the row between this one's read and write.
+        let other = PgStore::connect(&url, &namespace).unwrap();
+        let data = ContactData {
+            emails: vec!["new@x.io".into()],
+            ..ContactData::default()
+        };
+        other
+            .client
+            .borrow_mut()
+            .execute("DELETE FROM contacts WHERE id = $1", &[&id])
+            .unwrap();
+        let row = Row {
+            external_id: Some("1".into()),
+            name: None,
+            fields: Default::default(),
+            syncing: true,
+        };
+        let error = store
+            .write_row(Records::Contacts, id, &row, None)
+            .unwrap_err();
+        assert!(error.to_string().contains("disappeared"), "{error}");
+        assert!(store.update(id, "1", &data, None).is_err());
+        assert_eq!(orphan_handles(&store), 0);
+    }
+
+    #[test]
+    fn a_schema_1_namespace_loses_the_handles_foreign_key() {
+        let url = server();
+        let namespace = fresh("upgrade");
+        let store = PgStore::connect(&url, &namespace).unwrap();
+        store
+            .client
+            .borrow_mut()
+            .batch_execute(
+                "ALTER TABLE handles ADD CONSTRAINT handles_contact_id_fkey
+                     FOREIGN KEY (contact_id) REFERENCES contacts(id) ON DELETE CASCADE;
+                 UPDATE crmsync_meta SET version = 1",
+            )
+            .unwrap();
+        drop(store);
+        let store = PgStore::connect(&url, &namespace).unwrap();
+        let mut client = store.client.borrow_mut();
+        let keys: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM pg_constraint
+                 WHERE conrelid = 'handles'::regclass AND contype = 'f'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(keys, 0);
+        let version: i64 = client
+            .query_one("SELECT version FROM crmsync_meta", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, schema::SCHEMA_VERSION);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use anyhow::{Result, bail};
 use postgres::Client;
 
 /// Bumped with every schema change. 1: the first PostgreSQL schema (SQLite's 10).
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: `handles.contact_id` without a foreign key (see [`UPGRADES`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS crmsync_meta (
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS contacts (
 CREATE INDEX IF NOT EXISTS contacts_by_seen ON contacts (seen_sync, seen_run);
 CREATE INDEX IF NOT EXISTS accounts_by_seen ON accounts (seen_sync, seen_run);
 CREATE TABLE IF NOT EXISTS handles (
-    contact_id  BIGINT NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+    contact_id  BIGINT NOT NULL,
     kind        TEXT NOT NULL CHECK (kind IN ('email', 'phone')),
     value       BYTEA NOT NULL,
     position    BIGINT NOT NULL,
@@ -125,6 +126,22 @@ CREATE TABLE IF NOT EXISTS sync_control (
 );
 ";
 
+/// What each version changes in a namespace an older one made, after
+/// [`SCHEMA`] (which only adds what is missing) has run: `(version, sql)`.
+///
+/// 2 drops the foreign key from `handles` to `contacts`. Checked row by
+/// row it was a third of the server's time inserting a page of new contacts
+/// (each check locks the contact's row and logs that lock: 1.0–1.4 ms of
+/// 2.2–3.8 ms for 100 contacts and 200 handles, measured in one session).
+/// The store keeps what it guarded: handles are written only in the
+/// statement that creates their contact or after the `UPDATE` that locks
+/// its row (which fails when the row is gone), and the one place that
+/// deletes a contact deletes its handles in the same transaction.
+const UPGRADES: &[(i64, &str)] = &[(
+    2,
+    "ALTER TABLE handles DROP CONSTRAINT IF EXISTS handles_contact_id_fkey",
+)];
+
 /// Creates or upgrades `namespace` and points the connection's
 /// `search_path` at it. `namespace` is already checked to be a plain identifier.
 pub fn migrate(client: &mut Client, namespace: &str) -> Result<()> {
@@ -157,6 +174,9 @@ pub fn migrate(client: &mut Client, namespace: &str) -> Result<()> {
     }
     if version < SCHEMA_VERSION {
         transaction.batch_execute(SCHEMA)?;
+        for (_, sql) in UPGRADES.iter().filter(|(to, _)| version < *to) {
+            transaction.batch_execute(sql)?;
+        }
         // The fleet's tables, which pause and trigger update too: created
         // with the first namespace of a database, not at every connection.
         crate::fleet::create_schema(&mut transaction)?;

@@ -277,7 +277,8 @@ pub enum Records {
 }
 
 impl Records {
-    fn noun(self) -> &'static str {
+    /// One record of this kind, as messages name it: "contact", "account".
+    pub fn noun(self) -> &'static str {
         match self {
             Records::Contacts => "contact",
             Records::Accounts => "account",
