@@ -296,12 +296,21 @@ struct HandleRows<'a> {
 }
 
 impl<'a> HandleRows<'a> {
+    /// A handle listed twice keeps its first place, as SQLite's one insert
+    /// at a time does: one multi-row insert resolves a conflict in whatever
+    /// order its plan reads the rows, so repeats are dropped here.
     fn of(emails: &'a [FlaggedHandle], phones: &'a [FlaggedHandle]) -> Self {
-        let all: Vec<(Handle, &FlaggedHandle)> = emails
-            .iter()
-            .map(|h| (Handle::Email, h))
-            .chain(phones.iter().map(|h| (Handle::Phone, h)))
-            .collect();
+        let mut all: Vec<(Handle, &FlaggedHandle)> =
+            Vec::with_capacity(emails.len() + phones.len());
+        for (kind, handles) in [(Handle::Email, emails), (Handle::Phone, phones)] {
+            let mut seen = std::collections::HashSet::with_capacity(handles.len());
+            all.extend(
+                handles
+                    .iter()
+                    .filter(|(value, _)| seen.insert(value.as_str()))
+                    .map(|handle| (kind, handle)),
+            );
+        }
         HandleRows {
             kinds: all.iter().map(|(kind, _)| kind.as_str()).collect(),
             values: all.iter().map(|(_, (v, _))| bytes(v)).collect(),
@@ -410,8 +419,7 @@ impl Directory for PgStore {
                      INSERT INTO handles (contact_id, kind, value, position, from_source)
                      SELECT created.id, h.kind, h.value, h.position, h.from_source
                      FROM created, unnest($7::text[], $8::bytea[], $9::bigint[], $10::boolean[])
-                          AS h (kind, value, position, from_source)
-                     ON CONFLICT DO NOTHING)
+                          AS h (kind, value, position, from_source))
                  SELECT id FROM created",
                 &[
                     &bytes(external_id),
@@ -444,7 +452,9 @@ impl Directory for PgStore {
         }
         self.fenced(|| {
             // Every row and every handle in one statement: a page of
-            // creates is one round trip, not one per contact. Rows are
+            // creates is one round trip, not one per contact. New contacts'
+            // handles cannot conflict (`HandleRows` drops repeats), so the
+            // insert needs no `ON CONFLICT` and its per-row pre-check. Rows are
             // numbered (`ord`) so handles find their contact and the ids
             // come back in the order asked; `external_id` is unique, so
             // joining on it pairs each input with the row it made.
@@ -491,8 +501,7 @@ impl Directory for PgStore {
                      SELECT numbered.id, h.kind, h.value, h.position, h.from_source
                      FROM unnest($7::bigint[], $8::text[], $9::bytea[], $10::bigint[], $11::boolean[])
                           AS h (ord, kind, value, position, from_source), numbered
-                     WHERE numbered.ord = h.ord
-                     ON CONFLICT DO NOTHING)
+                     WHERE numbered.ord = h.ord)
                  SELECT id FROM numbered ORDER BY ord",
                 &[
                     &external_ids,

@@ -24,6 +24,7 @@ pub fn contract<S: Store>(open: impl Fn() -> S) {
     pause_trigger_and_intents_are_kept_per_sync(&open());
     contacts_read_back_in_pages(&open());
     a_batch_of_creates_is_many_creates(&open());
+    a_page_sized_batch_keeps_every_handle_in_order(&open());
     // Through a trait object too: a runner may hold `&dyn Store`.
     let store = open();
     let dynamic: &dyn Store = &store;
@@ -298,6 +299,44 @@ fn a_batch_of_creates_is_many_creates(s: &impl Store) {
         ["a@x.io", "a2@x.io"]
     );
     assert_eq!(s.create_many(&[], None).unwrap(), Vec::<i64>::new());
+}
+
+/// Enough contacts and handles that a store writing them in multi-row
+/// statements fills several and has some left over.
+fn a_page_sized_batch_keeps_every_handle_in_order(s: &impl Store) {
+    let data: Vec<ContactData> = (0..70)
+        .map(|i| {
+            let emails: Vec<String> = (0..i % 4).map(|k| format!("p{i}.{k}@x.io")).collect();
+            let mut emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+            if i == 7 {
+                // A handle twice in one record is kept once.
+                emails.push("p7.0@x.io");
+            }
+            let phone = format!("+1555{i:07}");
+            let phones: &[&str] = if i % 3 == 0 { &[] } else { &[&phone] };
+            contact(&emails, phones)
+        })
+        .collect();
+    let external_ids: Vec<String> = (0..70).map(|i| format!("b{i}")).collect();
+    let batch: Vec<(&str, &ContactData)> =
+        external_ids.iter().map(String::as_str).zip(&data).collect();
+    s.begin().unwrap();
+    let made = s.create_many(&batch, None).unwrap();
+    s.commit().unwrap();
+    assert_eq!(made.len(), 70);
+    for ((external_id, data), id) in batch.iter().zip(&made) {
+        let entry = s.find_by_external_id(external_id).unwrap().unwrap();
+        assert_eq!(entry.id, *id, "{external_id}");
+        let mut emails = data.emails.clone();
+        if *external_id == "b7" {
+            emails.pop();
+        }
+        assert_eq!(entry.emails, emails, "{external_id}");
+        assert_eq!(entry.phones, data.phones, "{external_id}");
+        for email in &emails {
+            assert_eq!(ids(s.find_by_handle(Handle::Email, email).unwrap()), [*id]);
+        }
+    }
 }
 
 fn ids_of(rows: Vec<crate::ContactRow>) -> Vec<i64> {

@@ -288,6 +288,13 @@ impl Directory for ContactStore {
     ) -> Result<i64> {
         ContactStore::create(self, external_id, data, seen)
     }
+    fn create_many(
+        &self,
+        contacts: &[(&str, &ContactData)],
+        seen: Option<SeenBy<'_>>,
+    ) -> Result<Vec<i64>> {
+        ContactStore::create_many(self, contacts, seen)
+    }
     fn update(
         &self,
         id: i64,

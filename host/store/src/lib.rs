@@ -34,6 +34,7 @@ macro_rules! per_table {
 }
 
 mod accounts;
+mod batches;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod interface;
