@@ -160,7 +160,7 @@ fn companies_sync_first_and_contacts_link_to_their_primary_company() {
 
     // Associations came with the listing: no v4 request.
     assert!(server.requests_to("/crm/v4/").is_empty());
-    let listing = &server.requests_to("/crm/v3/objects/contacts")[0];
+    let listing = &server.live_pages()[0];
     assert_eq!(listing.query["associations"], "companies");
 }
 

@@ -453,6 +453,36 @@ fn x6_a_contact_archived_at_the_source_stops_syncing_and_is_kept() {
 }
 
 #[test]
+fn x6_the_archived_listing_is_read_while_the_pages_are_not_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        (1..=40)
+            .map(|i| person(i, "P", Some(&format!("p{i}@example.com")), None))
+            .collect(),
+    );
+    {
+        let mut state = server.state();
+        state.page_size = Some(10);
+        // Four pages, each a round trip of at least 50 ms after the one before.
+        state.latency = Some(std::time::Duration::from_millis(50));
+    }
+    let config = hubspot_config(dir.path(), "overlap", &server.base_url, token_env(), "", "");
+
+    let report = sync(&config, &live_options()).unwrap();
+
+    assert_eq!(report.counts.created, 40);
+    let order: Vec<bool> = server
+        .requests_to("/crm/v3/objects/contacts")
+        .iter()
+        .map(|r| r.query.get("archived").map(String::as_str) == Some("true"))
+        .collect();
+    assert_eq!(order.len(), 5, "{order:?}");
+    // Asked for with the first page: one round trip in a run of five, not
+    // a fifth after the last page.
+    assert!(order[..2].contains(&true), "{order:?}");
+}
+
+#[test]
 fn x6_a_contact_that_left_the_list_stops_syncing_and_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with(

@@ -90,7 +90,11 @@ pub fn now_ms() -> u64 {
 /// A canned answer served instead of the real one, for the next matching request.
 #[derive(Debug, Clone)]
 pub struct Fault {
-    /// Only requests whose path starts with this are affected.
+    /// Only requests whose path starts with this are affected. The archived
+    /// listing (`?archived=true`) is matched as `archived:` + its path, so a
+    /// fault on a path means its pages: the runner reads the archived
+    /// listing while it reads the pages, and a test of page retries would
+    /// otherwise depend on which of the two asked first.
     pub path_prefix: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -396,13 +400,17 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
             let _ = request.respond(response);
             return;
         }
+        let fault_path = match query.get("archived").map(String::as_str) {
+            Some("true") => format!("archived:{path}"),
+            _ => path.clone(),
+        };
         let fault_index = state
             .faults
             .iter()
-            .position(|f| path.starts_with(&f.path_prefix));
+            .position(|f| fault_path.starts_with(&f.path_prefix));
         let mut delayed = None;
         for (index, (wait, fault)) in state.delayed_faults.iter_mut().enumerate() {
-            if path.starts_with(&fault.path_prefix) {
+            if fault_path.starts_with(&fault.path_prefix) {
                 if *wait == 0 {
                     delayed = Some(index);
                     break;

@@ -116,8 +116,8 @@ use pairing::{destination_id, source_id};
 use writes::{agreed_values, written_matches};
 
 impl Retrying for Side {
-    fn credentials(&mut self) -> &mut Credentials {
-        &mut self.credentials
+    fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     fn system(&self) -> &SourceSystem {

@@ -71,7 +71,7 @@ pub(crate) fn check_lease(lease: &LeaseWatch) -> Result<(), Stop> {
 /// Something that calls an API through the component and can be retried:
 /// it holds the credentials of one CRM.
 pub(crate) trait Retrying {
-    fn credentials(&mut self) -> &mut Credentials;
+    fn credentials(&self) -> &Credentials;
     /// The CRM called, for the reconnect advice of E8.
     fn system(&self) -> &SourceSystem;
     /// Runs before every attempt (a pass checks it still holds its lease).
@@ -114,6 +114,7 @@ pub(crate) fn with_retries<R: Retrying, T>(
             .credentials()
             .ensure_fresh()
             .map_err(|e| auth_stop(&system, e))?;
+        let generation = caller.credentials().generation();
         let error = match attempt(caller)? {
             Ok(answer) => return Ok(answer),
             Err(error) => error,
@@ -125,9 +126,11 @@ pub(crate) fn with_retries<R: Retrying, T>(
         match error.category {
             ErrorCategory::AuthExpired if caller.credentials().can_refresh() && !refreshed => {
                 refreshed = true;
+                // Another reader of the run may have refreshed since this
+                // attempt was sent: then its token is the one to retry with.
                 caller
                     .credentials()
-                    .refresh()
+                    .refresh_unless_newer(generation)
                     .map_err(|e| auth_stop(&system, e))?;
             }
             // A static token that expired stays expired: waiting cannot help.

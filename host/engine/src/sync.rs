@@ -107,7 +107,7 @@ fn run_leased(
     runtime: &Runtime,
     config: &Config,
     options: &SyncOptions,
-    mut credentials: Credentials,
+    credentials: Credentials,
     store: DynStore,
     keeper: &LeaseKeeper,
     started: Instant,
@@ -148,7 +148,7 @@ fn run_leased(
         instance: &mut instance,
         config,
         options,
-        credentials: &mut credentials,
+        credentials: &credentials,
         run_id: run.id,
         read: run.counts.seen,
         lease: keeper.watch(),
@@ -158,10 +158,7 @@ fn run_leased(
         stats: &stats,
     };
     let (outcome, applier) = pass.run(run.cursor, applier);
-    let mut stopped_syncing = applier.stopped_syncing;
-    if outcome.is_ok() {
-        stopped_syncing += pass.stop_syncing_archived()?;
-    }
+    let stopped_syncing = applier.stopped_syncing;
     let merged = applier.merged;
     let counts = applier.counts;
     let store = &*instance.state().store;
@@ -244,7 +241,7 @@ pub fn source_fields(
     config: &Config,
     options: &SyncOptions,
 ) -> Result<Vec<SourceField>> {
-    let mut credentials = credentials(config, options)?;
+    let credentials = credentials(config, options)?;
     credentials.ensure_fresh()?;
     let stats = Arc::new(HttpStats::default());
     let limiters = AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit);
@@ -428,7 +425,7 @@ struct Pass<'a> {
     instance: &'a mut Instance,
     config: &'a Config,
     options: &'a SyncOptions,
-    credentials: &'a mut Credentials,
+    credentials: &'a Credentials,
     run_id: i64,
     /// Records read so far in the run (S5's limit).
     read: u64,
@@ -467,8 +464,19 @@ impl Pass<'_> {
         };
         let (pages, received) =
             std::sync::mpsc::sync_channel::<(MappedPage, Option<String>)>(PAGES_AHEAD);
+        let archived = ArchivedListing {
+            config: self.config,
+            credentials: self.credentials.clone(),
+            lease: self.lease.clone(),
+            stats: self.stats,
+            policy: self.options.retry,
+        };
         std::thread::scope(|scope| {
             let applying = scope.spawn(move || {
+                match archived.stop_syncing(&mut applier.instance) {
+                    Ok(stopped) => applier.stopped_syncing += stopped,
+                    Err(error) => return (Err(Stop::Internal(error)), applier),
+                }
                 for (page, next) in received {
                     if let Err(stop) = applier.apply_page(page, next.as_deref()) {
                         return (Err(stop), applier);
@@ -643,46 +651,10 @@ impl Pass<'_> {
             pass.instance.fetch_mapped_page(source, cursor, mappings)
         })
     }
-
-    /// X6: reads the source's archived contacts and marks the destination
-    /// contacts linked to them as no longer syncing (never deleted). Best
-    /// effort: a source that cannot list archived records only delays this.
-    fn stop_syncing_archived(&mut self) -> Result<u64> {
-        let source = unfiltered_source(self.config, HubspotScope::Archived);
-        let mut cursor: Option<String> = None;
-        let mut paging = Paging::new("archived records");
-        let mut stopped = 0;
-        loop {
-            let page = match self.fetch(&source, cursor.as_deref(), &[]) {
-                Ok(page) => page,
-                Err(Stop::Classified(error)) => {
-                    tracing::warn!("archived contacts not checked: {}", error.message);
-                    return Ok(stopped);
-                }
-                Err(Stop::Interrupted) => return Ok(stopped),
-                Err(Stop::Internal(error)) => return Err(error),
-            };
-            let store = &self.instance.state().store;
-            store.begin()?;
-            for record in &page.records {
-                let id = &record.contact.external_id;
-                stopped += u64::from(store.stop_syncing(records_of(self.config), id)?);
-            }
-            store.commit()?;
-            match paging.advance(page.records.len(), page.next_cursor.as_deref()) {
-                Ok(Some(next)) => cursor = Some(next),
-                Ok(None) => return Ok(stopped),
-                Err(error) => {
-                    tracing::warn!("archived contacts not all checked: {}", error.message);
-                    return Ok(stopped);
-                }
-            }
-        }
-    }
 }
 
 impl Retrying for Pass<'_> {
-    fn credentials(&mut self) -> &mut Credentials {
+    fn credentials(&self) -> &Credentials {
         self.credentials
     }
 
@@ -696,6 +668,91 @@ impl Retrying for Pass<'_> {
 
     fn stats(&self) -> &HttpStats {
         self.stats
+    }
+}
+
+/// X6's archived listing: the source's archived records, and the
+/// destination records linked to them marked as no longer syncing (never
+/// deleted). It runs on the applier's instance before the first page
+/// arrives, so its round trips overlap the reader's instead of following
+/// the last page: with cursor-bound paging at 100 ms a request, they were
+/// one more sequential request per run (a 50-page portal's bound is 50).
+/// Best effort: a source that cannot list archived records only delays this.
+struct ArchivedListing<'a> {
+    config: &'a Config,
+    /// The pass's, shared: an expired token is refreshed once for both.
+    credentials: Credentials,
+    lease: LeaseWatch,
+    stats: &'a HttpStats,
+    policy: RetryPolicy,
+}
+
+impl ArchivedListing<'_> {
+    /// Lists every archived record through `instance` and marks what they
+    /// are linked to; how many stopped syncing.
+    fn stop_syncing(&self, instance: &mut Instance) -> Result<u64> {
+        let source = unfiltered_source(self.config, HubspotScope::Archived);
+        let mut cursor: Option<String> = None;
+        let mut paging = Paging::new("archived records");
+        let mut stopped = 0;
+        loop {
+            let mut reader = ArchivedReader {
+                listing: self,
+                instance: &mut *instance,
+            };
+            let page = match with_retries(&mut reader, &self.policy, Retry::All, |reader| {
+                reader
+                    .instance
+                    .fetch_mapped_page(&source, cursor.as_deref(), &[])
+            }) {
+                Ok(page) => page,
+                Err(Stop::Classified(error)) => {
+                    tracing::warn!("archived records not checked: {}", error.message);
+                    return Ok(stopped);
+                }
+                Err(Stop::Interrupted) => return Ok(stopped),
+                Err(Stop::Internal(error)) => return Err(error),
+            };
+            let store = &instance.state().store;
+            store.begin()?;
+            for record in &page.records {
+                let id = &record.contact.external_id;
+                stopped += u64::from(store.stop_syncing(records_of(self.config), id)?);
+            }
+            store.commit()?;
+            match paging.advance(page.records.len(), page.next_cursor.as_deref()) {
+                Ok(Some(next)) => cursor = Some(next),
+                Ok(None) => return Ok(stopped),
+                Err(error) => {
+                    tracing::warn!("archived records not all checked: {}", error.message);
+                    return Ok(stopped);
+                }
+            }
+        }
+    }
+}
+
+/// The listing's requests, retried as the pass's are.
+struct ArchivedReader<'a, 'b> {
+    listing: &'a ArchivedListing<'b>,
+    instance: &'a mut Instance,
+}
+
+impl Retrying for ArchivedReader<'_, '_> {
+    fn credentials(&self) -> &Credentials {
+        &self.listing.credentials
+    }
+
+    fn system(&self) -> &SourceSystem {
+        &self.listing.config.source.system
+    }
+
+    fn before_attempt(&mut self) -> Result<(), Stop> {
+        check_lease(&self.listing.lease)
+    }
+
+    fn stats(&self) -> &HttpStats {
+        self.listing.stats
     }
 }
 

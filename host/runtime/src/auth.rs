@@ -41,12 +41,24 @@ pub struct OAuthEnv {
 /// Refresh this long before the token's advertised expiry.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// The credentials of one source.
+/// The credentials of one source. Clones share the token and its refreshes:
+/// two readers of one run (its pages, its archived records) refresh an
+/// expired token once, not once each.
+#[derive(Clone)]
 pub struct Credentials {
-    kind: Kind,
+    /// Held while a token is refreshed, so a second reader waits for that
+    /// token instead of asking for another.
+    state: Arc<Mutex<State>>,
     bearer: Bearer,
     /// Sent with token refreshes, as with every other API request.
     user_agent: Option<String>,
+}
+
+struct State {
+    kind: Kind,
+    /// Refreshes so far: a request that failed on an older token than the
+    /// current one is retried without refreshing again.
+    generation: u64,
 }
 
 enum Kind {
@@ -83,9 +95,16 @@ pub enum AuthError {
 impl Credentials {
     /// No credentials (replaying a cassette).
     pub fn none() -> Self {
+        Credentials::new(Kind::None, None)
+    }
+
+    fn new(kind: Kind, bearer: Option<String>) -> Self {
         Credentials {
-            kind: Kind::None,
-            bearer: Arc::new(Mutex::new(None)),
+            state: Arc::new(Mutex::new(State {
+                kind,
+                generation: 0,
+            })),
+            bearer: Arc::new(Mutex::new(bearer)),
             user_agent: None,
         }
     }
@@ -136,11 +155,7 @@ impl Credentials {
                 None,
             ),
         };
-        Ok(Credentials {
-            kind,
-            bearer: Arc::new(Mutex::new(bearer)),
-            user_agent: None,
-        })
+        Ok(Credentials::new(kind, bearer))
     }
 
     /// The shared bearer slot the HTTP hooks read.
@@ -150,30 +165,59 @@ impl Credentials {
 
     /// Whether an expired token can be refreshed.
     pub fn can_refresh(&self) -> bool {
-        matches!(self.kind, Kind::OAuth { .. })
+        matches!(self.state().kind, Kind::OAuth { .. })
+    }
+
+    /// How many times the token was refreshed; see [`Self::refresh_unless_newer`].
+    pub fn generation(&self) -> u64 {
+        self.state().generation
     }
 
     /// Refreshes the OAuth token if there is none yet or it is about to expire.
-    pub fn ensure_fresh(&mut self) -> Result<(), AuthError> {
-        let due = match &self.kind {
+    pub fn ensure_fresh(&self) -> Result<(), AuthError> {
+        let mut state = self.state();
+        let due = match &state.kind {
             Kind::OAuth { expires_at, .. } => {
                 self.bearer.lock().expect("bearer lock").is_none()
                     || expires_at.is_some_and(|at| Instant::now() + REFRESH_MARGIN >= at)
             }
             _ => false,
         };
-        if due { self.refresh() } else { Ok(()) }
+        if due {
+            self.refresh_locked(&mut state)
+        } else {
+            Ok(())
+        }
     }
 
     /// Exchanges the refresh token for a new access token now.
-    pub fn refresh(&mut self) -> Result<(), AuthError> {
+    pub fn refresh(&self) -> Result<(), AuthError> {
+        self.refresh_locked(&mut self.state())
+    }
+
+    /// After a request sent when the token's [`Self::generation`] was
+    /// `seen` met an expired session: refreshes, unless another reader has
+    /// refreshed since (then the request is only sent again).
+    pub fn refresh_unless_newer(&self, seen: u64) -> Result<(), AuthError> {
+        let mut state = self.state();
+        if state.generation != seen {
+            return Ok(());
+        }
+        self.refresh_locked(&mut state)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("credentials lock")
+    }
+
+    fn refresh_locked(&self, state: &mut State) -> Result<(), AuthError> {
         let Kind::OAuth {
             token_url,
             client_id,
             client_secret,
             refresh_token,
             expires_at,
-        } = &mut self.kind
+        } = &mut state.kind
         else {
             return Err(AuthError::RefreshFailed(
                 "a private-app token cannot be refreshed; create a new one".into(),
@@ -194,6 +238,7 @@ impl Credentials {
             .expires_in
             .map(|s| Instant::now() + api_bounds::token_lifetime(s));
         *self.bearer.lock().expect("bearer lock") = Some(answer.access_token);
+        state.generation += 1;
         tracing::info!("refreshed the OAuth access token");
         Ok(())
     }
@@ -261,6 +306,26 @@ mod tests {
             e.to_string(),
             "source.token_env: environment variable HS_TOKEN is not set"
         );
+    }
+
+    #[test]
+    fn a_request_that_failed_on_an_older_token_does_not_refresh_again() {
+        let c =
+            Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| {
+                Some("pat-1".into())
+            })
+            .unwrap();
+        let shared = c.clone();
+        assert_eq!(shared.generation(), 0);
+        // Sent before a refresh the other reader made: retried as it is.
+        assert!(shared.refresh_unless_newer(7).is_ok());
+        // Sent on the current token: refreshing is up to this reader (and a
+        // private-app token cannot be refreshed).
+        assert!(matches!(
+            shared.refresh_unless_newer(0),
+            Err(AuthError::RefreshFailed(_))
+        ));
+        assert_eq!(c.generation(), 0);
     }
 
     #[test]
