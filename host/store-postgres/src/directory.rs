@@ -479,12 +479,6 @@ impl Directory for PgStore {
                 .iter()
                 .map(|(_, data)| serde_json::to_string(&data.fields))
                 .collect::<Result<Vec<String>, _>>()?;
-            // Planned once for good: its plan (inserts, hash joins over
-            // `unnest`) does not depend on the tables' sizes, and planning it
-            // per execution cost 2.3 ms of its 6.8 ms for a page of 100.
-            self.client
-                .borrow_mut()
-                .batch_execute("SET plan_cache_mode = force_generic_plan")?;
             let created = self.query(
                 "WITH input AS (
                      SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[]) WITH ORDINALITY
@@ -516,15 +510,7 @@ impl Directory for PgStore {
                     &rows.positions,
                     &rows.flags,
                 ],
-            );
-            // Back to per-execution plans, even after a failure (in a
-            // transaction the reset then fails, and the rollback undoes the SET).
-            let reset = self
-                .client
-                .borrow_mut()
-                .batch_execute("SET plan_cache_mode = force_custom_plan");
-            let created = created?;
-            reset?;
+            )?;
             self.grew(created.len() as u64)?;
             anyhow::ensure!(
                 created.len() == contacts.len(),

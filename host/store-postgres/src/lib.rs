@@ -113,11 +113,11 @@ impl PgStore {
     }
 
     /// Notes `created` new contacts; when the tables have about doubled
-    /// since the planner last saw them, refreshes its statistics. Plans are
-    /// made per execution, but from those statistics: a store filled within
-    /// one run otherwise keeps the plans of an empty one (the look-ups of a
-    /// page went from 2 ms to 26 ms over a first sync of 100,000 contacts,
-    /// until autovacuum's own ANALYZE came by).
+    /// since the planner last saw them, refreshes its statistics, which also
+    /// makes every connection plan its statements again: a store filled
+    /// within one run otherwise keeps the plans of an empty one (the look-ups
+    /// of a page went from 2 ms to 26 ms over a first sync of 100,000
+    /// contacts, until autovacuum's own ANALYZE came by).
     fn grew(&self, created: u64) -> Result<()> {
         let (since, at) = self.growth.get();
         let since = since + created;
@@ -456,6 +456,52 @@ mod tests {
         assert!(error.to_string().contains("disappeared"), "{error}");
         assert!(store.update(id, "1", &data, None).is_err());
         assert_eq!(orphan_handles(&store), 0);
+    }
+
+    #[test]
+    fn the_page_look_up_keeps_one_plan_and_it_uses_the_indexes_as_the_store_fills() {
+        let url = server();
+        let store = PgStore::connect(&url, &fresh("plans")).unwrap();
+        let look_up = |store: &PgStore| store.find_page(&["x"], &["x@x.io"], &["+15550100"]);
+        assert!(look_up(&store).unwrap().is_empty());
+        let data: Vec<ContactData> = (0..5_000)
+            .map(|i| ContactData {
+                emails: vec![format!("c{i}@x.io")],
+                phones: vec![format!("+1555{i:07}")],
+                ..ContactData::default()
+            })
+            .collect();
+        let ids: Vec<String> = (0..5_000).map(|i| i.to_string()).collect();
+        for (ids, data) in ids.chunks(100).zip(data.chunks(100)) {
+            let batch: Vec<(&str, &ContactData)> =
+                ids.iter().map(String::as_str).zip(data).collect();
+            store.create_many(&batch, None).unwrap();
+        }
+        assert!(look_up(&store).unwrap().is_empty());
+        // The connection's cached plan of the look-up, as it runs now: one
+        // plan for every execution (no planning per page), on the indexes.
+        let mut client = store.client.borrow_mut();
+        let (name, generic): (String, i64) = client
+            .query_one(
+                "SELECT name, generic_plans FROM pg_prepared_statements
+                 WHERE statement LIKE 'SELECT id FROM contacts WHERE external_id = ANY%'",
+                &[],
+            )
+            .map(|row| (row.get(0), row.get(1)))
+            .unwrap();
+        assert!(generic >= 2, "{generic} generic plans");
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN EXECUTE {name}('{{\\x78}}', '{{\\x78}}', '{{\\x78}}')"),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(plan.contains("Index"), "{plan}");
     }
 
     #[test]
