@@ -405,38 +405,9 @@ impl Directory for PgStore {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64> {
-        self.fenced(|| {
-            // The row and its handles in one statement: one round trip per
-            // created contact, not two.
-            let (emails, phones) = (flagged(&data.emails, true), flagged(&data.phones, true));
-            let rows = HandleRows::of(&emails, &phones);
-            let row = self.query_one(
-                "WITH created AS (
-                     INSERT INTO contacts (external_id, name, fields, created_at, updated_at,
-                                           seen_sync, seen_run)
-                     VALUES ($1, $2, $3, $4, $4, $5, $6) RETURNING id),
-                 brought AS (
-                     INSERT INTO handles (contact_id, kind, value, position, from_source)
-                     SELECT created.id, h.kind, h.value, h.position, h.from_source
-                     FROM created, unnest($7::text[], $8::bytea[], $9::bigint[], $10::boolean[])
-                          AS h (kind, value, position, from_source))
-                 SELECT id FROM created",
-                &[
-                    &bytes(external_id),
-                    &opt_bytes(&data.name),
-                    &serde_json::to_string(&data.fields)?,
-                    &now_text(),
-                    &seen.map(|s| s.sync),
-                    &seen.map(|s| s.run_id),
-                    &rows.kinds,
-                    &rows.values,
-                    &rows.positions,
-                    &rows.flags,
-                ],
-            )?;
-            self.grew(1)?;
-            Ok(row.get(0))
-        })
+        // One statement either way; and a connection's contacts then take
+        // their ids in the order it created them.
+        Ok(self.create_many(&[(external_id, data)], seen)?[0])
     }
 
     fn create_many(
@@ -444,60 +415,54 @@ impl Directory for PgStore {
         contacts: &[(&str, &ContactData)],
         seen: Option<SeenBy<'_>>,
     ) -> Result<Vec<i64>> {
-        if contacts.len() < 2 {
-            return contacts
-                .iter()
-                .map(|(external_id, data)| self.create(external_id, data, seen))
-                .collect();
+        if contacts.is_empty() {
+            return Ok(Vec::new());
         }
         self.fenced(|| {
-            // Every row and every handle in one statement: a page of
-            // creates is one round trip, not one per contact. New contacts'
-            // handles cannot conflict (`HandleRows` drops repeats), so the
-            // insert needs no `ON CONFLICT` and its per-row pre-check. Rows are
-            // numbered (`ord`) so handles find their contact and the ids
-            // come back in the order asked; `external_id` is unique, so
-            // joining on it pairs each input with the row it made.
+            // Every row and every handle in one statement: a page of creates
+            // is one round trip, not one per contact. The ids are reserved
+            // beforehand (`reserve_ids`), so handles name their contact
+            // directly: letting the insert number the rows and joining its
+            // `RETURNING` back to the input cost a page of 100 about 0.5 ms
+            // of 2.0 (the server's log). New contacts' handles cannot
+            // conflict (`HandleRows` drops repeats): no `ON CONFLICT`.
+            let ids = self.reserve_ids(contacts.len())?;
+            let mut owners: Vec<i64> = Vec::new();
             let handles: Vec<(Vec<FlaggedHandle>, Vec<FlaggedHandle>)> = contacts
                 .iter()
                 .map(|(_, data)| (flagged(&data.emails, true), flagged(&data.phones, true)))
                 .collect();
-            let mut owners: Vec<i64> = Vec::new();
             let mut rows = HandleRows::default();
-            for (ord, (emails, phones)) in handles.iter().enumerate() {
+            for ((emails, phones), id) in handles.iter().zip(&ids) {
                 let of = HandleRows::of(emails, phones);
-                owners.extend(std::iter::repeat_n(ord as i64 + 1, of.kinds.len()));
+                owners.extend(std::iter::repeat_n(*id, of.kinds.len()));
                 rows.kinds.extend(of.kinds);
                 rows.values.extend(of.values);
                 rows.positions.extend(of.positions);
                 rows.flags.extend(of.flags);
             }
             let external_ids: Vec<&[u8]> = contacts.iter().map(|(id, _)| bytes(id)).collect();
-            let names: Vec<Option<&[u8]>> =
-                contacts.iter().map(|(_, data)| opt_bytes(&data.name)).collect();
+            let names: Vec<Option<&[u8]>> = contacts
+                .iter()
+                .map(|(_, data)| opt_bytes(&data.name))
+                .collect();
             let fields = contacts
                 .iter()
                 .map(|(_, data)| serde_json::to_string(&data.fields))
                 .collect::<Result<Vec<String>, _>>()?;
-            let created = self.query(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[]) WITH ORDINALITY
-                         AS i (external_id, name, fields, ord)),
-                 created AS (
-                     INSERT INTO contacts (external_id, name, fields, created_at, updated_at,
+            let created = self.execute(
+                "WITH created AS (
+                     INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at,
                                            seen_sync, seen_run)
-                     SELECT external_id, name, fields, $4, $4, $5, $6 FROM input ORDER BY ord
-                     RETURNING id, external_id),
-                 numbered AS (
-                     SELECT created.id, input.ord FROM created JOIN input USING (external_id)),
-                 brought AS (
-                     INSERT INTO handles (contact_id, kind, value, position, from_source)
-                     SELECT numbered.id, h.kind, h.value, h.position, h.from_source
-                     FROM unnest($7::bigint[], $8::text[], $9::bytea[], $10::bigint[], $11::boolean[])
-                          AS h (ord, kind, value, position, from_source), numbered
-                     WHERE numbered.ord = h.ord)
-                 SELECT id FROM numbered ORDER BY ord",
+                     OVERRIDING SYSTEM VALUE
+                     SELECT id, external_id, name, fields, $5, $5, $6, $7
+                     FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])
+                          AS i (id, external_id, name, fields))
+                 INSERT INTO handles (contact_id, kind, value, position, from_source)
+                 SELECT * FROM unnest($8::bigint[], $9::text[], $10::bytea[], $11::bigint[],
+                                      $12::boolean[])",
                 &[
+                    &ids,
                     &external_ids,
                     &names,
                     &fields,
@@ -511,14 +476,13 @@ impl Directory for PgStore {
                     &rows.flags,
                 ],
             )?;
-            self.grew(created.len() as u64)?;
             anyhow::ensure!(
-                created.len() == contacts.len(),
-                "created {} contacts of {} (an external id twice in one batch?)",
-                created.len(),
-                contacts.len()
+                created == rows.kinds.len() as u64,
+                "wrote {created} handles of {}",
+                rows.kinds.len()
             );
-            Ok(created.iter().map(|row| row.get(0)).collect())
+            self.grew(contacts.len() as u64)?;
+            Ok(ids)
         })
     }
 
