@@ -128,6 +128,10 @@ impl ContactStore {
         self.conn
             .prepare_cached("DELETE FROM contacts WHERE id = ?1")?
             .execute([from])?;
+        // No foreign key cascades this (see `HANDLES_V12`).
+        self.conn
+            .prepare_cached("DELETE FROM handles WHERE contact_id = ?1")?
+            .execute([from])?;
         self.conn
             .prepare_cached(&format!(
                 "UPDATE contacts SET name = ?2, fields = ?3, updated_at = {NOW} WHERE id = ?1"
