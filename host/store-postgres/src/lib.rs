@@ -591,7 +591,7 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_1_namespace_loses_the_handles_foreign_key() {
+    fn a_schema_1_namespace_is_upgraded_to_the_current_handles() {
         let url = server();
         let namespace = fresh("upgrade");
         let store = PgStore::connect(&url, &namespace).unwrap();
@@ -601,6 +601,9 @@ mod tests {
             .batch_execute(
                 "ALTER TABLE handles ADD CONSTRAINT handles_contact_id_fkey
                      FOREIGN KEY (contact_id) REFERENCES contacts(id) ON DELETE CASCADE;
+                 CREATE INDEX handles_by_value ON handles (kind, value);
+                 ALTER TABLE handles ALTER COLUMN kind TYPE TEXT COLLATE \"default\";
+                 ALTER TABLE contacts ALTER COLUMN seen_sync TYPE TEXT COLLATE \"default\";
                  UPDATE crmsync_meta SET version = 1",
             )
             .unwrap();
@@ -616,6 +619,38 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(keys, 0);
+        let indexes: Vec<String> = client
+            .query(
+                "SELECT indexname FROM pg_indexes
+                 WHERE schemaname = current_schema() AND tablename = 'handles' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(indexes, ["handles_by_value_kind", "handles_pkey"]);
+        let collations: Vec<String> = client
+            .query(
+                "SELECT table_name || '.' || column_name || ' ' || collation_name
+                 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND column_name IN ('kind', 'seen_sync')
+                   AND table_name IN ('handles', 'contacts', 'accounts')
+                 ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            collations,
+            [
+                "accounts.seen_sync C",
+                "contacts.seen_sync C",
+                "handles.kind C"
+            ]
+        );
         let version: i64 = client
             .query_one("SELECT version FROM crmsync_meta", &[])
             .unwrap()
