@@ -675,8 +675,9 @@ impl Retrying for Pass<'_> {
 /// destination records linked to them marked as no longer syncing (never
 /// deleted). It runs on the applier's instance before the first page
 /// arrives, so its round trips overlap the reader's instead of following
-/// the last page: with cursor-bound paging at 100 ms a request, they were
-/// one more sequential request per run (a 50-page portal's bound is 50).
+/// the last page. Pages are sequential (each needs the cursor the one
+/// before sent back), so after them it was one more round trip a run had
+/// to wait for: 51 for a portal of 50 pages, 2 for a run of one.
 /// Best effort: a source that cannot list archived records only delays this.
 struct ArchivedListing<'a> {
     config: &'a Config,
