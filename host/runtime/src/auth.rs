@@ -308,13 +308,17 @@ mod tests {
         );
     }
 
+    /// A private-app token, "pat-1" (with spaces around it, as pasted).
+    fn static_token() -> Credentials {
+        Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| {
+            Some(" pat-1 ".into())
+        })
+        .unwrap()
+    }
+
     #[test]
     fn a_request_that_failed_on_an_older_token_does_not_refresh_again() {
-        let c =
-            Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| {
-                Some("pat-1".into())
-            })
-            .unwrap();
+        let c = static_token();
         let shared = c.clone();
         assert_eq!(shared.generation(), 0);
         // Sent before a refresh the other reader made: retried as it is.
@@ -330,11 +334,7 @@ mod tests {
 
     #[test]
     fn a_static_token_is_the_bearer() {
-        let c =
-            Credentials::from_config(&AuthConfig::Token { env: "T".into() }, "http://x", |_| {
-                Some(" pat-1 ".into())
-            })
-            .unwrap();
+        let c = static_token();
         assert_eq!(c.bearer().lock().unwrap().as_deref(), Some("pat-1"));
         assert!(!c.can_refresh());
     }

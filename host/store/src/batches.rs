@@ -31,7 +31,24 @@ fn handles_sql() -> &'static str {
 }
 
 /// One handle row: contact, kind, value, position, whether the sync brought it.
-type HandleRow<'a> = (i64, &'static str, &'a str, i64, bool);
+pub(crate) type HandleRow<'a> = (i64, &'static str, &'a str, i64, bool);
+
+/// Contact `id`'s handle rows in their order: its emails, then its phones,
+/// numbered across both.
+pub(crate) fn handle_rows<'a>(
+    id: i64,
+    emails: impl IntoIterator<Item = (&'a str, bool)>,
+    phones: impl IntoIterator<Item = (&'a str, bool)>,
+) -> impl Iterator<Item = HandleRow<'a>> {
+    let emails = emails.into_iter().map(|h| (Handle::Email, h));
+    let phones = phones.into_iter().map(|h| (Handle::Phone, h));
+    emails
+        .chain(phones)
+        .enumerate()
+        .map(move |(position, (kind, (value, from_source)))| {
+            (id, kind.as_str(), value, position as i64, from_source)
+        })
+}
 
 impl ContactStore {
     /// Creates the contacts of a page, each linked to its external id, with
@@ -58,14 +75,11 @@ impl ContactStore {
                 .iter()
                 .zip(&ids)
                 .flat_map(|((_, data), &id)| {
-                    let emails = data.emails.iter().map(|e| (Handle::Email, e));
-                    let phones = data.phones.iter().map(|p| (Handle::Phone, p));
-                    emails
-                        .chain(phones)
-                        .enumerate()
-                        .map(move |(position, (kind, value))| {
-                            (id, kind.as_str(), value.as_str(), position as i64, true)
-                        })
+                    handle_rows(
+                        id,
+                        data.emails.iter().map(|e| (e.as_str(), true)),
+                        data.phones.iter().map(|p| (p.as_str(), true)),
+                    )
                 })
                 .collect();
             self.insert_handle_rows(&handles)?;
@@ -73,8 +87,9 @@ impl ContactStore {
         })
     }
 
-    /// Inserts handle rows, [`ROWS`] to a statement.
-    fn insert_handle_rows(&self, rows: &[HandleRow<'_>]) -> Result<()> {
+    /// Inserts handle rows, [`ROWS`] to a statement (a handle already
+    /// held is kept as it is).
+    pub(crate) fn insert_handle_rows(&self, rows: &[HandleRow<'_>]) -> Result<()> {
         let mut chunks = rows.chunks_exact(ROWS);
         if chunks.len() > 0 {
             let mut stmt = self.conn.prepare_cached(handles_sql())?;

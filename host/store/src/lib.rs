@@ -799,6 +799,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The single number `sql` selects.
+    fn count(s: &ContactStore, sql: &str) -> i64 {
+        s.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     #[test]
     fn a_schema_11_store_keeps_its_handles_without_the_foreign_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -823,15 +828,13 @@ mod tests {
                 .unwrap();
         }
         let s = ContactStore::open(&path).unwrap();
-        let keys: i64 = s
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_foreign_key_list('handles')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(keys, 0);
+        assert_eq!(
+            count(
+                &s,
+                "SELECT COUNT(*) FROM pragma_foreign_key_list('handles')"
+            ),
+            0
+        );
         let indexes: Vec<String> = s
             .conn
             .prepare("SELECT name FROM pragma_index_list('handles') WHERE origin = 'c'")
@@ -855,15 +858,9 @@ mod tests {
         s.update(own, "2", &data(None, &["b@x.io"], &[]), None)
             .unwrap();
         assert_eq!(s.absorb_merged("1", &["2".into()]).unwrap(), 1);
-        let orphans: i64 = s
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM handles WHERE contact_id NOT IN (SELECT id FROM contacts)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(orphans, 0);
+        let orphans =
+            "SELECT COUNT(*) FROM handles WHERE contact_id NOT IN (SELECT id FROM contacts)";
+        assert_eq!(count(&s, orphans), 0);
         // The absorbed contact's own handles moved to the survivor.
         assert_eq!(
             s.find_by_handle(Handle::Email, "own@x.io").unwrap()[0].id,

@@ -11,19 +11,7 @@ impl ContactStore {
         data: &ContactData,
         seen: Option<SeenBy<'_>>,
     ) -> Result<i64> {
-        self.fenced(|| {
-            let id = self.insert_row(
-                Records::Contacts,
-                external_id,
-                &data.name,
-                &data.fields,
-                seen,
-            )?;
-            let emails: Vec<_> = data.emails.iter().map(|e| (e.clone(), true)).collect();
-            let phones: Vec<_> = data.phones.iter().map(|p| (p.clone(), true)).collect();
-            self.write_handles(id, &emails, &phones)?;
-            Ok(id)
-        })
+        Ok(self.create_many(&[(external_id, data)], seen)?[0])
     }
 
     /// Updates contact `id` from the source and links it to `external_id`

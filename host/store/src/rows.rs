@@ -133,22 +133,12 @@ impl ContactStore {
         emails: &[(String, bool)],
         phones: &[(String, bool)],
     ) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO handles (contact_id, kind, value, position, from_source) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let all = emails
-            .iter()
-            .map(|h| (Handle::Email, h))
-            .chain(phones.iter().map(|h| (Handle::Phone, h)));
-        for (position, (kind, (value, from_source))) in all.enumerate() {
-            stmt.execute(params![
-                id,
-                kind.as_str(),
-                value,
-                position as i64,
-                from_source
-            ])?;
-        }
-        Ok(())
+        let rows: Vec<_> = crate::batches::handle_rows(
+            id,
+            emails.iter().map(|(v, f)| (v.as_str(), *f)),
+            phones.iter().map(|(v, f)| (v.as_str(), *f)),
+        )
+        .collect();
+        self.insert_handle_rows(&rows)
     }
 }
