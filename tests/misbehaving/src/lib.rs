@@ -51,16 +51,33 @@ mod component {
 
     /// `GET url`, optionally with its own Authorization header: what happened, as text.
     fn attempt(url: &str, authorization: bool) -> String {
-        let mut request = waki::Client::new().get(url);
+        use wasip2::http::outgoing_handler;
+        use wasip2::http::types::{Fields, OutgoingBody, OutgoingRequest, Scheme};
+        let uri: http::Uri = url.parse().expect("a valid URL");
+        let mut headers = Vec::new();
         if authorization {
-            request = request.header(http::header::AUTHORIZATION, "Bearer stolen");
+            headers.push(("authorization".to_owned(), b"Bearer stolen".to_vec()));
         }
-        match request.send() {
-            Ok(response) => format!("status {}", response.status_code()),
-            Err(error) => match error.downcast_ref::<waki::ErrorCode>() {
-                Some(code) => format!("denied: {code:?}"),
-                None => format!("failed: {error}"),
-            },
+        let headers = match Fields::from_list(&headers) {
+            Ok(headers) => headers,
+            Err(error) => return format!("failed: {error:?}"),
+        };
+        let request = OutgoingRequest::new(headers);
+        let _ = request.set_scheme(Some(&Scheme::Http));
+        let _ = request.set_authority(uri.authority().map(|a| a.as_str()));
+        let _ = request.set_path_with_query(uri.path_and_query().map(|p| p.as_str()));
+        let body = request.body().expect("the body, once");
+        let answer = match outgoing_handler::handle(request, None) {
+            Ok(future) => {
+                let _ = OutgoingBody::finish(body, None);
+                future.subscribe().block();
+                future.get().expect("ready").expect("taken once")
+            }
+            Err(code) => Err(code),
+        };
+        match answer {
+            Ok(response) => format!("status {}", response.status()),
+            Err(code) => format!("denied: {code:?}"),
         }
     }
 
