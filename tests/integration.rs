@@ -18,6 +18,7 @@ mod fleet;
 mod incremental;
 mod leases;
 mod notify;
+mod paging_ahead;
 mod pairing;
 mod phones;
 mod postgres;

@@ -1,11 +1,10 @@
 //! The component's exports, and the two host capabilities it uses: HTTP
-//! through `waki` (`wasi:http/outgoing-handler`) and the `directory` import.
+//! (`wasi:http/outgoing-handler`, in `wasi_http`) and the `directory` import.
 
 use crate::bindings::crmsync::sync::directory;
 use crate::bindings::exports::crmsync::sync::sync::Guest;
 use crate::hubspot::Object;
 use crate::matching::Directory;
-use crate::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crate::types::{Counterpart, MergedRecord, Pairing, PairingRules, ReadRecord, UnpairedRecord};
 use crate::types::{
     Destination, DestinationContact, Failure, FieldMapping, FieldRule, HandleKind, MappedContact,
@@ -13,11 +12,11 @@ use crate::types::{
     PropertyDefinition, ReconcileInput, Reconciled, SalesforceScope, Source, SourceRecord,
     SyncError, WriteResult,
 };
+use crate::wasi_http::WasiHttp;
 use crate::{
     counterparts, errors, filters, hubspot, mapping, matching, page_matching, reconcile,
     salesforce, writes,
 };
-use std::time::Duration;
 
 struct Component;
 
@@ -177,56 +176,5 @@ impl Directory for HostDirectory {
 
     fn find_accounts_page_keys(&mut self, keys: &PageKeys) -> Vec<DestinationContact> {
         directory::find_accounts_page_keys(keys)
-    }
-}
-
-/// `wasi:http` through `waki`. No credentials here: the host adds them.
-struct WasiHttp;
-
-/// The host enforces its own, stricter timeouts; this only keeps a dead
-/// connection attempt from hanging the call when a host sets none.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl Transport for WasiHttp {
-    fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
-        let client = waki::Client::new();
-        let builder = match request.method {
-            Method::Get => client.get(&request.url),
-            Method::Post => client.post(&request.url),
-            Method::Patch => client.patch(&request.url),
-        };
-        let mut builder = builder
-            .connect_timeout(CONNECT_TIMEOUT)
-            .header(http::header::ACCEPT, "application/json");
-        if let Some(body) = &request.body {
-            builder = builder
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-        let response = builder.send().map_err(transport_error)?;
-        let status = response.status_code();
-        let retry_after = response
-            .header(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.body().map_err(transport_error)?;
-        Ok(HttpResponse {
-            status,
-            retry_after,
-            body,
-        })
-    }
-}
-
-fn transport_error(error: anyhow::Error) -> TransportError {
-    match error.downcast_ref::<waki::ErrorCode>() {
-        Some(waki::ErrorCode::HttpRequestDenied) => {
-            TransportError::Denied("the host denied the request (not an allowed host)".into())
-        }
-        Some(code @ waki::ErrorCode::HttpResponseBodySize(_)) => {
-            TransportError::TooLarge(format!("{code:?}"))
-        }
-        Some(code) => TransportError::Failed(format!("{code:?}")),
-        None => TransportError::Failed(format!("{error:#}")),
     }
 }

@@ -270,31 +270,35 @@ fn read_page(
         // through search than through the listing: only matching records
         // come back. Incremental reads keep every change (see `modified`).
         HubspotScope::All if !pushed.is_empty() => {
-            let position = search_position(cursor, 0)?;
-            let request = search_request(object, source, None, &position, pushed);
-            let body = send(transport, &request, Endpoint::Other)?;
-            parse_search_page(&body, &position)
-        }
-        HubspotScope::All | HubspotScope::Archived => {
-            let listing = if matches!(source.scope, HubspotScope::Archived) {
-                Listing::Archived
-            } else {
-                Listing::Live
+            let read = OneRequest::Search {
+                since: 0,
+                until: None,
+                pushed,
             };
-            let request = list_request(object, source, cursor, listing);
-            let body = send(transport, &request, Endpoint::Other)?;
-            parse_objects_page(&body, listing)
+            read.read(transport, object, source, cursor)
+        }
+        HubspotScope::All => {
+            OneRequest::Listing(Listing::Live).read(transport, object, source, cursor)
+        }
+        HubspotScope::Archived => {
+            OneRequest::Listing(Listing::Archived).read(transport, object, source, cursor)
         }
         HubspotScope::Modified(window) => {
-            let position = search_position(cursor, window.since)?;
-            let request = search_request(object, source, Some(window.until), &position, &[]);
-            let body = send(transport, &request, Endpoint::Other)?;
-            parse_search_page(&body, &position)
+            let read = OneRequest::Search {
+                since: window.since,
+                until: Some(window.until),
+                pushed: &[],
+            };
+            read.read(transport, object, source, cursor)
         }
         HubspotScope::ListMembers(list_id) => {
             let request = memberships_request(source, list_id, cursor);
             let body = send(transport, &request, Endpoint::ListMemberships)?;
             let (ids, next_cursor) = parse_memberships(&body)?;
+            // The next memberships page overlaps this one's batch reads.
+            if let Some(next) = next_cursor.as_deref() {
+                transport.send_ahead(&memberships_request(source, list_id, Some(next)));
+            }
             let mut records = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(BATCH_READ_LIMIT) {
                 let request = batch_read_request(object, source, chunk);
@@ -390,6 +394,70 @@ pub fn domains_request(
         method: Method::Post,
         url: format!("{}/crm/v3/objects/companies/search", base(source)),
         body: Some(body.to_string().into_bytes()),
+    }
+}
+
+/// How a scope whose pages are one request each reads them: the listing
+/// and search, where the cursor alone says what the next request is.
+#[derive(Clone, Copy)]
+enum OneRequest<'a> {
+    Listing(Listing),
+    Search {
+        since: u64,
+        until: Option<u64>,
+        pushed: &'a [Value],
+    },
+}
+
+impl OneRequest<'_> {
+    fn request(
+        self,
+        object: Object,
+        source: &HubspotSource,
+        cursor: Option<&str>,
+    ) -> Result<HttpRequest, SyncError> {
+        Ok(match self {
+            Self::Listing(listing) => list_request(object, source, cursor, listing),
+            Self::Search {
+                since,
+                until,
+                pushed,
+            } => search_request(
+                object,
+                source,
+                until,
+                &search_position(cursor, since)?,
+                pushed,
+            ),
+        })
+    }
+
+    /// Reads the page at `cursor` and sends the next page's request ahead:
+    /// its round trip overlaps this page's filtering and mapping, and
+    /// everything the host does with it, instead of waiting for the host to ask.
+    fn read(
+        self,
+        transport: &mut impl Transport,
+        object: Object,
+        source: &HubspotSource,
+        cursor: Option<&str>,
+    ) -> Result<Page, SyncError> {
+        let request = self.request(object, source, cursor)?;
+        let body = send(transport, &request, Endpoint::Other)?;
+        let page = self.parse(&body, cursor)?;
+        if let Some(next) = page.next_cursor.as_deref()
+            && let Ok(ahead) = self.request(object, source, Some(next))
+        {
+            transport.send_ahead(&ahead);
+        }
+        Ok(page)
+    }
+
+    fn parse(self, body: &[u8], cursor: Option<&str>) -> Result<Page, SyncError> {
+        match self {
+            Self::Listing(listing) => parse_objects_page(body, listing),
+            Self::Search { since, .. } => parse_search_page(body, &search_position(cursor, since)?),
+        }
     }
 }
 
@@ -1146,11 +1214,13 @@ mod tests {
     use crate::types::{ErrorCategory, TimeWindow};
     use std::collections::VecDeque;
 
-    /// Answers requests from a queue and remembers what was sent.
+    /// Answers requests from a queue and remembers what was sent, and
+    /// what was sent ahead.
     #[derive(Default)]
     struct Scripted {
         answers: VecDeque<Result<HttpResponse, TransportError>>,
         sent: Vec<HttpRequest>,
+        ahead: Vec<HttpRequest>,
     }
 
     impl Scripted {
@@ -1170,6 +1240,10 @@ mod tests {
             self.answers
                 .pop_front()
                 .expect("an unexpected request was sent")
+        }
+
+        fn send_ahead(&mut self, request: &HttpRequest) {
+            self.ahead.push(request.clone());
         }
     }
 
@@ -1723,6 +1797,80 @@ mod tests {
         let page = fetch_page(&mut t, Object::Contacts, &source(HubspotScope::All), None).unwrap();
         assert_eq!(page.next_cursor.as_deref(), Some("NTI1Cg%3D%3D"));
         assert!(!t.sent[0].url.contains("after="));
+    }
+
+    /// A request sent ahead that is not the next page's exact request is
+    /// a wasted round trip and rate-limit token: the next page sends its own.
+    #[test]
+    fn the_request_sent_ahead_is_the_one_the_next_page_sends() {
+        let listing = |more: bool| {
+            let mut answer = json!({"results": [{"id": "1", "properties": {"email": "a@x.io"}}]});
+            if more {
+                answer["paging"] = json!({"next": {"after": "NTI1Cg%3D%3D"}});
+            }
+            answer.to_string()
+        };
+        let mut pushed = source(HubspotScope::All);
+        pushed.filters = vec![crate::types::Filter {
+            property: "email".into(),
+            op: crate::types::FilterOp::IsNotEmpty,
+            value_type: crate::types::FieldType::Text,
+        }];
+        let cases = [
+            (source(HubspotScope::All), listing(true), listing(false)),
+            (
+                source(HubspotScope::Archived),
+                listing(true),
+                listing(false),
+            ),
+            (
+                source(HubspotScope::Modified(window())),
+                search_answer(&[(1, 2_000), (2, 3_000)], true),
+                search_answer(&[(3, 4_000)], false),
+            ),
+            (
+                pushed,
+                search_answer(&[(1, 2_000), (2, 3_000)], true),
+                search_answer(&[(3, 4_000)], false),
+            ),
+        ];
+        for (source, first, last) in cases {
+            let scope = format!("{:?}", source.scope);
+            let mut t = Scripted::default().answer(200, &first).answer(200, &last);
+            let page = fetch_page(&mut t, Object::Contacts, &source, None).unwrap();
+            assert_eq!(t.ahead.len(), 1, "{scope}");
+            let next = fetch_page(
+                &mut t,
+                Object::Contacts,
+                &source,
+                page.next_cursor.as_deref(),
+            );
+            assert_eq!(next.unwrap().next_cursor, None, "{scope}");
+            assert_eq!(t.sent.len(), 2, "{scope}");
+            assert_eq!(t.ahead[0], t.sent[1], "{scope}");
+            // The last page has no next page to send ahead.
+            assert_eq!(t.ahead.len(), 1, "{scope}");
+        }
+
+        let members = |after: Option<&str>| {
+            let mut answer = json!({"results": [{"recordId": "7"}]});
+            if let Some(after) = after {
+                answer["paging"] = json!({"next": {"after": after}});
+            }
+            answer.to_string()
+        };
+        let batch = r#"{"status":"COMPLETE","results":[{"id":"7","properties":{}}]}"#;
+        let list = source(HubspotScope::ListMembers("42".into()));
+        let mut t = Scripted::default()
+            .answer(200, &members(Some("m2")))
+            .answer(200, batch)
+            .answer(200, &members(None))
+            .answer(200, batch);
+        let page = fetch_page(&mut t, Object::Contacts, &list, None).unwrap();
+        // Ahead before the page's batch read, so the two overlap.
+        assert_eq!((t.ahead.len(), t.sent.len()), (1, 2));
+        fetch_page(&mut t, Object::Contacts, &list, page.next_cursor.as_deref()).unwrap();
+        assert_eq!(t.ahead, [t.sent[2].clone()]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! crmsync's sync logic, built as a WebAssembly component (`wit/sync.wit`).
 //!
 //! The logic is plain Rust over the contract's generated types, so it is unit
-//! tested natively; only [`component`] (the export glue and the `waki` HTTP
-//! client) is specific to `wasm32`.
+//! tested natively; only [`component`] (the export glue) and `wasi_http`
+//! (the HTTP client) are specific to `wasm32`.
 
 pub mod associations;
 pub mod counterparts;
@@ -36,3 +36,5 @@ pub use bindings::crmsync::sync::types;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+#[cfg(target_arch = "wasm32")]
+mod wasi_http;

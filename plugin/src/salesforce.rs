@@ -109,6 +109,11 @@ pub fn fetch_page(
         }
     };
     let (mut records, next) = parse_query_page(&body, object)?;
+    // The next batch of the query overlaps this one's lead look-ups and
+    // everything the host does with the page (see `Transport::send_ahead`).
+    if let Some(url) = &next {
+        transport.send_ahead(&next_request(source, url));
+    }
     if object == SalesforceObject::Contact && source.scope != SalesforceScope::Deleted {
         add_converted_leads(transport, source, &mut records)?;
     }
@@ -532,6 +537,7 @@ mod tests {
     struct Scripted {
         answers: VecDeque<(u16, String)>,
         sent: Vec<HttpRequest>,
+        ahead: Vec<HttpRequest>,
     }
 
     impl Transport for Scripted {
@@ -543,6 +549,10 @@ mod tests {
                 retry_after: None,
                 body: body.into_bytes(),
             })
+        }
+
+        fn send_ahead(&mut self, request: &HttpRequest) {
+            self.ahead.push(request.clone());
         }
     }
 
@@ -646,6 +656,9 @@ mod tests {
             t.sent[1].url,
             "https://acme.my.salesforce.com/services/data/v60.0/query/01gXX-2000"
         );
+        // The batch was asked for ahead, as soon as the first page named it;
+        // the answer that said `done` asked for nothing more.
+        assert_eq!(t.ahead, [t.sent[1].clone()]);
         // The Lead query is done: the Contact query is next.
         t.answers.push_back((
             200,

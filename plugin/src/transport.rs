@@ -44,7 +44,15 @@ pub enum TransportError {
 
 /// Something that can send an [`HttpRequest`].
 pub trait Transport {
+    /// Sends `request` and waits for its answer. If `request` equals one
+    /// sent ahead, that one's answer is the answer.
     fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError>;
+
+    /// Starts `request` now because a later [`Transport::send`] of an equal
+    /// request is expected (the next page, once its cursor is read); its
+    /// answer waits for that call. A transport that cannot send in the
+    /// background does nothing, and the later call sends it.
+    fn send_ahead(&mut self, _request: &HttpRequest) {}
 }
 
 /// Sends `request` and returns the body of a 2xx response. A request that got

@@ -1,0 +1,123 @@
+//! The next page is requested as soon as its cursor is read (issue 18,
+//! item 5): the component sends it ahead, the host runs it in the
+//! background, and the next `fetch-page` for that cursor takes its answer.
+//! A request for anything else is sent fresh; no page is asked for twice.
+
+use crmsync_host::bindings::crmsync::sync::types::{HubspotScope, HubspotSource, Page, Source};
+use crmsync_host::http::HttpMode;
+use crmsync_host::runtime::Instance;
+use crmsync_host::store::ContactStore;
+use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
+use crmsync_tests::*;
+use std::time::{Duration, Instant};
+
+fn server(contacts: u64) -> HubSpotServer {
+    let server = HubSpotServer::start(TOKEN);
+    {
+        let mut state = server.state();
+        state.contacts = (1..=contacts)
+            .map(|i| Contact::new(i, &[("email", Some(&format!("p{i}@ahead.example")))]))
+            .collect();
+        state.page_size = Some(100);
+    }
+    server
+}
+
+fn instance(server: &HubSpotServer) -> Instance {
+    instance_with(
+        runtime(),
+        &server.base_url,
+        HttpMode::Live,
+        Some(TOKEN),
+        ContactStore::open_in_memory().unwrap(),
+    )
+}
+
+fn source(server: &HubSpotServer) -> Source {
+    Source::HubspotContacts(HubspotSource {
+        base_url: server.base_url.clone(),
+        scope: HubspotScope::All,
+        properties: vec!["email".into()],
+        filters: vec![],
+        with_companies: false,
+    })
+}
+
+fn fetch(instance: &mut Instance, source: &Source, cursor: Option<&str>) -> Page {
+    instance.fetch_page(source, cursor).unwrap().unwrap()
+}
+
+fn ids(page: &Page) -> Vec<&str> {
+    page.records.iter().map(|r| r.id.as_str()).collect()
+}
+
+/// Listing requests the server received for the page after `cursor`.
+fn requests_after(server: &HubSpotServer, cursor: &str) -> usize {
+    server
+        .live_pages()
+        .iter()
+        .filter(|s| s.query.get("after").map(String::as_str) == Some(cursor))
+        .count()
+}
+
+#[test]
+fn the_next_page_is_requested_before_the_host_asks_for_it_and_only_once() {
+    let server = server(250);
+    let mut instance = instance(&server);
+    let source = source(&server);
+    let first = fetch(&mut instance, &source, None);
+    let cursor = first.next_cursor.clone().expect("a second page");
+    // No call into the component is running: the request is the host's,
+    // in the background. Ten seconds is far more than loopback needs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests_after(&server, &cursor) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the page after {cursor} was not requested ahead"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = fetch(&mut instance, &source, Some(&cursor));
+    assert_eq!(ids(&second).first(), Some(&"101"));
+    assert_eq!(
+        requests_after(&server, &cursor),
+        1,
+        "the page was read twice"
+    );
+    let last = fetch(&mut instance, &source, second.next_cursor.as_deref());
+    assert_eq!(last.records.len(), 50);
+    assert_eq!(last.next_cursor, None);
+    assert_eq!(server.live_pages().len(), 3);
+}
+
+#[test]
+fn a_request_for_another_page_is_sent_fresh_not_answered_ahead() {
+    let server = server(250);
+    let mut instance = instance(&server);
+    let source = source(&server);
+    let first = fetch(&mut instance, &source, None);
+    // The host asks for the first page again (a retry, a new run on a kept
+    // instance): the second page, sent ahead, is not its answer.
+    let again = fetch(&mut instance, &source, None);
+    assert_eq!(ids(&again), ids(&first));
+    // Only the newest request ahead is kept; the page it was for still
+    // reads right.
+    let second = fetch(&mut instance, &source, first.next_cursor.as_deref());
+    assert_eq!(ids(&second).first(), Some(&"101"));
+}
+
+#[test]
+fn a_sync_reads_each_page_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(250);
+    let config = hubspot_config(dir.path(), "ahead", &server.base_url, token_env(), "", "");
+    let report = sync(&config, &live_options()).unwrap();
+    assert_eq!(report.status, "completed", "{report:#?}");
+    assert_eq!(report.counts.created, 250);
+    let cursors: Vec<Option<String>> = server
+        .live_pages()
+        .iter()
+        .map(|s| s.query.get("after").cloned())
+        .collect();
+    assert_eq!(cursors.len(), 3, "{cursors:?}");
+}
