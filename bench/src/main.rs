@@ -441,7 +441,7 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
     let native_round = || -> Result<Round> {
         let store = ContactStore::open_in_memory()?;
         let mut directory = native::StoreDirectory(&store);
-        let mut transport = native::HyperTransport;
+        let mut transport = native::HyperTransport::default();
         let mut cursor: Option<String> = None;
         let (mut seen, mut round) = (0u64, Round::default());
         loop {

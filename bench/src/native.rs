@@ -4,19 +4,25 @@
 //! same SQLite directory.
 
 use bytes::Bytes;
-use crmsync_host::http::{HttpLimits, send_blocking};
+use crmsync_host::http::{Answer, HttpLimits, send};
 use crmsync_host::store::{ContactStore, Handle};
 use crmsync_plugin::matching::Directory;
 use crmsync_plugin::page_keys::unpack;
 use crmsync_plugin::transport::{HttpRequest, HttpResponse, Method, Transport, TransportError};
 use crmsync_plugin::types::{DestinationContact, HandleKind, PageKeys};
 use http_body_util::Full;
+use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
 
-/// Sends through the runner's HTTP stack.
-pub struct HyperTransport;
+/// Sends through the runner's HTTP stack, with the component's one request
+/// ahead (`Transport::send_ahead`) on the runner's tokio runtime, so both
+/// builds overlap the same round trips.
+#[derive(Default)]
+pub struct HyperTransport {
+    ahead: Option<(HttpRequest, AbortOnDropJoinHandle<Result<Answer, String>>)>,
+}
 
-impl Transport for HyperTransport {
-    fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+impl HyperTransport {
+    fn start(request: &HttpRequest) -> AbortOnDropJoinHandle<Result<Answer, String>> {
         let method = match request.method {
             Method::Get => http::Method::GET,
             Method::Post => http::Method::POST,
@@ -27,15 +33,33 @@ impl Transport for HyperTransport {
             .method(method)
             .uri(&request.url)
             .header(http::header::ACCEPT, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| TransportError::Failed(e.to_string()))?;
-        let (status, _headers, body) = send_blocking(outgoing, HttpLimits::default())
-            .map_err(|e| TransportError::Failed(e.to_string()))?;
+            .body(Full::new(body));
+        wasmtime_wasi::runtime::spawn(async move {
+            let outgoing = outgoing.map_err(|e| e.to_string())?;
+            send(outgoing, HttpLimits::default())
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Transport for HyperTransport {
+    fn send(&mut self, request: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        let pending = match self.ahead.take() {
+            Some((sent, pending)) if sent == *request => pending,
+            _ => Self::start(request),
+        };
+        let (status, _headers, body) =
+            wasmtime_wasi::runtime::in_tokio(pending).map_err(TransportError::Failed)?;
         Ok(HttpResponse {
             status: status.as_u16(),
             retry_after: None,
             body: body.to_vec(),
         })
+    }
+
+    fn send_ahead(&mut self, request: &HttpRequest) {
+        self.ahead = Some((request.clone(), Self::start(request)));
     }
 }
 
