@@ -76,11 +76,7 @@ impl Transport for WasiHttp {
 /// leave it in place for the page it was sent for.
 fn take_ahead(request: &HttpRequest) -> Option<FutureIncomingResponse> {
     AHEAD.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if !slot.as_ref().is_some_and(|a| a.request == *request) {
-            return None;
-        }
-        let ahead = slot.take().expect("checked");
+        let ahead = slot.borrow_mut().take_if(|a| a.request == *request)?;
         (ahead.sent.elapsed() <= AHEAD_FOR).then_some(ahead.response)
     })
 }
