@@ -3,10 +3,8 @@
 //! background, and the next `fetch-page` for that cursor takes its answer.
 //! A request for anything else is sent fresh; no page is asked for twice.
 
-use crmsync_host::bindings::crmsync::sync::types::{HubspotScope, HubspotSource, Page, Source};
-use crmsync_host::http::HttpMode;
+use crmsync_host::bindings::crmsync::sync::types::{Page, Source};
 use crmsync_host::runtime::Instance;
-use crmsync_host::store::ContactStore;
 use crmsync_tests::hubspot_server::{Contact, HubSpotServer};
 use crmsync_tests::*;
 use std::time::{Duration, Instant};
@@ -24,23 +22,11 @@ fn server(contacts: u64) -> HubSpotServer {
 }
 
 fn instance(server: &HubSpotServer) -> Instance {
-    instance_with(
-        runtime(),
-        &server.base_url,
-        HttpMode::Live,
-        Some(TOKEN),
-        ContactStore::open_in_memory().unwrap(),
-    )
+    live_instance(runtime(), &server.base_url, TOKEN)
 }
 
 fn source(server: &HubSpotServer) -> Source {
-    Source::HubspotContacts(HubspotSource {
-        base_url: server.base_url.clone(),
-        scope: HubspotScope::All,
-        properties: vec!["email".into()],
-        filters: vec![],
-        with_companies: false,
-    })
+    all_hubspot_contacts(&server.base_url)
 }
 
 fn fetch(instance: &mut Instance, source: &Source, cursor: Option<&str>) -> Page {

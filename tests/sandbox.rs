@@ -3,11 +3,9 @@
 //! environment, no filesystem, no other host and no credential.
 
 use crmsync_host::bindings::crmsync::sync::types::{
-    Failure, FieldMapping, HubspotScope, HubspotSource, MappedContact, Source, SourceRecord,
+    Failure, FieldMapping, MappedContact, Source, SourceRecord,
 };
-use crmsync_host::http::HttpMode;
 use crmsync_host::runtime::{Instance, Runtime, Sandbox};
-use crmsync_host::store::ContactStore;
 use crmsync_tests::hubspot_server::HubSpotServer;
 use crmsync_tests::*;
 use std::time::{Duration, Instant};
@@ -23,23 +21,11 @@ fn sandbox() -> Sandbox {
 }
 
 fn instance(runtime: &Runtime, server: &HubSpotServer) -> Instance {
-    instance_with(
-        runtime,
-        &server.base_url,
-        HttpMode::Live,
-        Some(SECRET),
-        ContactStore::open_in_memory().unwrap(),
-    )
+    live_instance(runtime, &server.base_url, SECRET)
 }
 
 fn source(server: &HubSpotServer) -> Source {
-    Source::HubspotContacts(HubspotSource {
-        base_url: server.base_url.clone(),
-        scope: HubspotScope::All,
-        properties: vec![],
-        filters: vec![],
-        with_companies: false,
-    })
+    all_hubspot_contacts(&server.base_url)
 }
 
 #[test]

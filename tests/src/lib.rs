@@ -252,3 +252,34 @@ pub fn instance_with(
         .instantiate(state)
         .expect("the component instantiates")
 }
+
+/// An instance of `runtime` that reaches `base_url` live, sending `bearer`,
+/// over an empty in-memory directory.
+pub fn live_instance(
+    runtime: &Runtime,
+    base_url: &str,
+    bearer: &str,
+) -> crmsync_host::runtime::Instance {
+    instance_with(
+        runtime,
+        base_url,
+        crmsync_host::http::HttpMode::Live,
+        Some(bearer),
+        crmsync_host::store::ContactStore::open_in_memory().expect("an in-memory store"),
+    )
+}
+
+/// Every contact of the HubSpot at `base_url`, unfiltered, with HubSpot's
+/// default properties.
+pub fn all_hubspot_contacts(
+    base_url: &str,
+) -> crmsync_host::bindings::crmsync::sync::types::Source {
+    use crmsync_host::bindings::crmsync::sync::types::{HubspotScope, HubspotSource, Source};
+    Source::HubspotContacts(HubspotSource {
+        base_url: base_url.to_owned(),
+        scope: HubspotScope::All,
+        properties: vec![],
+        filters: vec![],
+        with_companies: false,
+    })
+}
