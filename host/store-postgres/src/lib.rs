@@ -44,6 +44,10 @@ pub struct PgStore {
     in_transaction: Cell<bool>,
     /// The lease this connection's writes are fenced with.
     fence: RefCell<Option<Lease>>,
+    /// Whether a statement of the open transaction already took the share
+    /// lock on the lease's row (the checkpoint does): held to the commit,
+    /// it makes the commit's own fence check redundant.
+    fence_held: Cell<bool>,
     namespace: String,
     /// Contacts this connection created since it last refreshed the
     /// planner's statistics, and how many the tables held then.
@@ -75,6 +79,7 @@ impl PgStore {
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
             fence: RefCell::new(None),
+            fence_held: Cell::new(false),
             namespace: namespace.to_owned(),
             growth: Cell::new((0, 0)),
             reserved: RefCell::new(Vec::new()),
@@ -213,6 +218,7 @@ impl PgStore {
     fn begin_transaction(&self) -> Result<()> {
         self.client.borrow_mut().batch_execute("BEGIN")?;
         self.in_transaction.set(true);
+        self.fence_held.set(false);
         Ok(())
     }
 
@@ -220,17 +226,22 @@ impl PgStore {
         // The fence check takes a share lock on the lease's row: a takeover
         // (an UPDATE of that row) waits for this commit, or has already
         // committed and is seen here. Either way no write lands after the
-        // lease changed hands.
-        if let Err(lost) = self.check_fence_now() {
-            self.rollback_transaction();
-            return Err(lost);
+        // lease changed hands. A lock taken earlier in the transaction is
+        // held until now, so it proves the same.
+        if !self.fence_held.get() {
+            if let Err(lost) = self.check_fence_now() {
+                self.rollback_transaction();
+                return Err(lost);
+            }
         }
         self.in_transaction.set(false);
+        self.fence_held.set(false);
         self.client.borrow_mut().batch_execute("COMMIT")?;
         Ok(())
     }
 
     fn rollback_transaction(&self) {
+        self.fence_held.set(false);
         if self.in_transaction.replace(false) {
             // A failed rollback means a broken connection; it rolls back on close.
             let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
@@ -361,7 +372,7 @@ mod tests {
     use super::*;
     use crmsync_store::interface::{Directory, Leases, Reading, Runs, Transactions};
     use crmsync_store::rules::Row;
-    use crmsync_store::{ContactData, DirectoryEntry, Handle, Records, RunMode};
+    use crmsync_store::{ContactData, Counts, DirectoryEntry, Handle, Records, RunMode};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The throwaway server `scripts/test.sh` starts (`scripts/postgres.sh`).
@@ -420,6 +431,84 @@ mod tests {
         b.fence(taken);
         b.create("1", &ContactData::default(), None).unwrap();
         assert_eq!(a.linked_contacts().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_checkpoint_after_the_lease_was_lost_is_refused_and_nothing_lands() {
+        let url = server();
+        let namespace = fresh("fence_checkpoint");
+        let a = PgStore::connect(&url, &namespace).unwrap();
+        let b = PgStore::connect(&url, &namespace).unwrap();
+        let alive = |_: &str| false;
+        let lease = a
+            .acquire_lease("s", "a", 0, 1_000, &alive)
+            .unwrap()
+            .unwrap();
+        let run = a.start_run("s", RunMode::Full, 0).unwrap();
+        a.fence(lease);
+        a.begin().unwrap();
+        a.create("1", &ContactData::default(), None).unwrap();
+        b.acquire_lease("s", "b", 5_000, 1_000, &alive)
+            .unwrap()
+            .unwrap();
+        let page = Counts {
+            pages: 1,
+            ..Counts::default()
+        };
+        let refused = a.checkpoint(run.id, Some("next"), &page, None).unwrap_err();
+        let lost = refused.downcast_ref::<LeaseLost>().expect("a LeaseLost");
+        assert_eq!(lost.holder, "b");
+        a.rollback();
+        assert!(b.find_by_external_id("1").unwrap().is_none());
+        assert_eq!(
+            b.runs("s").unwrap()[0].counts.pages,
+            0,
+            "no checkpoint landed"
+        );
+    }
+
+    #[test]
+    fn a_takeover_waits_for_a_page_whose_checkpoint_holds_the_fence() {
+        let url = server();
+        let namespace = fresh("fence_held");
+        let a = PgStore::connect(&url, &namespace).unwrap();
+        let alive = |_: &str| false;
+        let lease = a
+            .acquire_lease("s", "a", 0, 1_000, &alive)
+            .unwrap()
+            .unwrap();
+        let run = a.start_run("s", RunMode::Full, 0).unwrap();
+        a.fence(lease);
+        a.begin().unwrap();
+        a.create("1", &ContactData::default(), None).unwrap();
+        let page = Counts {
+            pages: 1,
+            ..Counts::default()
+        };
+        a.checkpoint(run.id, Some("next"), &page, None).unwrap();
+        let (taken, took) = std::sync::mpsc::channel();
+        let takeover = std::thread::spawn(move || {
+            let b = PgStore::connect(&url, &namespace).unwrap();
+            let lease = b.acquire_lease("s", "b", 5_000, 1_000, &alive).unwrap();
+            taken.send(()).unwrap();
+            (b, lease)
+        });
+        // The checkpoint's share lock holds the lease's row: the takeover's
+        // update waits for the page's commit instead of slipping in before it.
+        assert!(
+            took.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the takeover did not wait for the open page"
+        );
+        a.commit().unwrap();
+        let (b, lease) = takeover.join().unwrap();
+        assert!(lease.is_ok(), "the takeover happens after the commit");
+        assert!(b.find_by_external_id("1").unwrap().is_some());
+        assert_eq!(
+            b.runs("s").unwrap()[0].counts.pages,
+            1,
+            "the checkpoint landed"
+        );
     }
 
     #[test]

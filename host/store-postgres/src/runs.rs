@@ -7,6 +7,7 @@ use anyhow::Result;
 use crmsync_store::interface::Runs;
 use crmsync_store::rules::now_text;
 use crmsync_store::{Bookmark, Counts, ErrorRow, OpenRun, RunMode};
+use postgres::types::ToSql;
 
 /// A count as stored.
 fn stored(count: u64) -> i64 {
@@ -90,23 +91,53 @@ impl Runs for PgStore {
         counts: &Counts,
         newest_ms: Option<i64>,
     ) -> Result<()> {
+        let cursor = cursor.map(str::as_bytes);
+        let (pages, seen, created) = (
+            stored(counts.pages),
+            stored(counts.seen),
+            stored(counts.created),
+        );
+        let (updated, skipped, failed) = (
+            stored(counts.updated),
+            stored(counts.skipped),
+            stored(counts.failed),
+        );
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &run_id, &cursor, &pages, &seen, &created, &updated, &skipped, &failed, &newest_ms,
+        ];
         self.fenced(|| {
-            self.execute(
-                "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5, updated = $6,
-                        skipped = $7, failed = $8, newest_ms = $9
-                 WHERE id = $1",
-                &[
-                    &run_id,
-                    &cursor.map(str::as_bytes),
-                    &stored(counts.pages),
-                    &stored(counts.seen),
-                    &stored(counts.created),
-                    &stored(counts.updated),
-                    &stored(counts.skipped),
-                    &stored(counts.failed),
-                    &newest_ms,
-                ],
+            let Some(lease) = self.fence.borrow().clone() else {
+                self.execute(
+                    "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5,
+                            updated = $6, skipped = $7, failed = $8, newest_ms = $9
+                     WHERE id = $1",
+                    &params,
+                )?;
+                return Ok(());
+            };
+            // Every page's transaction checkpoints: taking the fence's share
+            // lock here, held to the commit, saves the commit a round trip.
+            let mut all = params.to_vec();
+            all.extend([
+                &lease.sync as &(dyn ToSql + Sync),
+                &lease.owner,
+                &lease.token,
+            ]);
+            let written = self.execute(
+                "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5,
+                        updated = $6, skipped = $7, failed = $8, newest_ms = $9
+                 WHERE id = $1 AND EXISTS (
+                     SELECT 1 FROM sync_control
+                     WHERE sync = $10 AND lease_owner = $11 AND lease_token = $12 FOR SHARE)",
+                &all,
             )?;
+            if written == 1 {
+                self.fence_held.set(true);
+            } else {
+                // Nothing written: the lease is lost (an error here), or the
+                // run is gone and the commit checks the fence as before.
+                self.check_fence_now()?;
+            }
             Ok(())
         })
     }
