@@ -228,11 +228,11 @@ impl PgStore {
         // committed and is seen here. Either way no write lands after the
         // lease changed hands. A lock taken earlier in the transaction is
         // held until now, so it proves the same.
-        if !self.fence_held.get() {
-            if let Err(lost) = self.check_fence_now() {
-                self.rollback_transaction();
-                return Err(lost);
-            }
+        if !self.fence_held.get()
+            && let Err(lost) = self.check_fence_now()
+        {
+            self.rollback_transaction();
+            return Err(lost);
         }
         self.in_transaction.set(false);
         self.fence_held.set(false);
