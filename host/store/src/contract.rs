@@ -25,6 +25,7 @@ pub fn contract<S: Store>(open: impl Fn() -> S) {
     contacts_read_back_in_pages(&open());
     a_batch_of_creates_is_many_creates(&open());
     a_page_sized_batch_keeps_every_handle_in_order(&open());
+    a_batch_that_fails_lands_none_of_its_contacts(&open());
     // Through a trait object too: a runner may hold `&dyn Store`.
     let store = open();
     let dynamic: &dyn Store = &store;
@@ -337,6 +338,24 @@ fn a_page_sized_batch_keeps_every_handle_in_order(s: &impl Store) {
             assert_eq!(ids(s.find_by_handle(Handle::Email, email).unwrap()), [*id]);
         }
     }
+}
+
+/// Outside a transaction too: a batch is one write, not one per contact.
+fn a_batch_that_fails_lands_none_of_its_contacts(s: &impl Store) {
+    let taken = s.create("b30", &contact(&[], &[]), None).unwrap();
+    let data: Vec<ContactData> = (0..40)
+        .map(|i| contact(&[&format!("f{i}@x.io")], &[]))
+        .collect();
+    let external_ids: Vec<String> = (0..40).map(|i| format!("b{i}")).collect();
+    let batch: Vec<(&str, &ContactData)> =
+        external_ids.iter().map(String::as_str).zip(&data).collect();
+    assert!(s.create_many(&batch, None).is_err(), "b30 is taken");
+    assert_eq!(ids_of(s.contacts().unwrap()), [taken]);
+    assert!(
+        s.find_by_handle(Handle::Email, "f0@x.io")
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn ids_of(rows: Vec<crate::ContactRow>) -> Vec<i64> {

@@ -599,7 +599,17 @@ impl ContactStore {
     /// fenced connection, in a transaction of its own, so that it too lands
     /// only while the lease holds.
     fn fenced<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
-        if !self.conn.is_autocommit() || self.fence.borrow().is_none() {
+        if self.fence.borrow().is_none() {
+            return write();
+        }
+        self.transacted(write)
+    }
+
+    /// Runs a write inside the open transaction, or in one of its own: for
+    /// writes of several statements that must land together (or read what
+    /// they then write, as a page's new ids do).
+    fn transacted<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.conn.is_autocommit() {
             return write();
         }
         self.begin()?;
