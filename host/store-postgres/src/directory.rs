@@ -2,6 +2,7 @@
 //! query over arrays), creating, updating and linking contacts and accounts,
 //! folding merged records, and the sweep's `seen` bookkeeping.
 
+use crate::held::NewContacts;
 use crate::{PgStore, bytes, opt_bytes, opt_text, text};
 use anyhow::{Context, Result};
 use crmsync_store::interface::Directory;
@@ -39,7 +40,7 @@ impl PgStore {
     /// The handles of contacts `ids` in order, each with its `from_source` flag.
     pub(crate) fn handles_of(&self, ids: &[i64]) -> Result<BTreeMap<i64, Handles>> {
         let mut handles: BTreeMap<i64, Handles> = BTreeMap::new();
-        for row in self.query(
+        for row in self.read(
             "SELECT contact_id, kind, value, from_source FROM handles
              WHERE contact_id = ANY($1) ORDER BY contact_id, position",
             &[&ids],
@@ -68,7 +69,7 @@ impl PgStore {
         }
         let mut handles = self.handles_of(ids)?;
         let mut entries = Vec::with_capacity(ids.len());
-        for row in self.query(
+        for row in self.read(
             "SELECT id, external_id FROM contacts WHERE id = ANY($1) ORDER BY id",
             &[&ids],
         )? {
@@ -355,7 +356,7 @@ impl Directory for PgStore {
         phones: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         let ids: Vec<i64> = self
-            .query(
+            .read(
                 "SELECT id FROM contacts WHERE external_id = ANY($1)
                  UNION SELECT contact_id FROM handles WHERE kind = 'email' AND value = ANY($2)
                  UNION SELECT contact_id FROM handles WHERE kind = 'phone' AND value = ANY($3)",
@@ -441,47 +442,33 @@ impl Directory for PgStore {
                 rows.positions.extend(of.positions);
                 rows.flags.extend(of.flags);
             }
-            let external_ids: Vec<&[u8]> = contacts.iter().map(|(id, _)| bytes(id)).collect();
-            let names: Vec<Option<&[u8]>> = contacts
-                .iter()
-                .map(|(_, data)| opt_bytes(&data.name))
-                .collect();
-            let fields = contacts
-                .iter()
-                .map(|(_, data)| serde_json::to_string(&data.fields))
-                .collect::<Result<Vec<String>, _>>()?;
-            let created = self.execute(
-                "WITH created AS (
-                     INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at,
-                                           seen_sync, seen_run)
-                     OVERRIDING SYSTEM VALUE
-                     SELECT id, external_id, name, fields, $5, $5, $6, $7
-                     FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])
-                          AS i (id, external_id, name, fields))
-                 INSERT INTO handles (contact_id, kind, value, position, from_source)
-                 SELECT * FROM unnest($8::bigint[], $9::text[], $10::bytea[], $11::bigint[],
-                                      $12::boolean[])",
-                &[
-                    &ids,
-                    &external_ids,
-                    &names,
-                    &fields,
-                    &now_text(),
-                    &seen.map(|s| s.sync),
-                    &seen.map(|s| s.run_id),
-                    &owners,
-                    &rows.kinds,
-                    &rows.values,
-                    &rows.positions,
-                    &rows.flags,
-                ],
-            )?;
-            anyhow::ensure!(
-                created == rows.kinds.len() as u64,
-                "wrote {created} handles of {}",
-                rows.kinds.len()
-            );
-            self.grew(contacts.len() as u64)?;
+            let rows = NewContacts {
+                ids: ids.clone(),
+                external_ids: contacts
+                    .iter()
+                    .map(|(id, _)| id.as_bytes().to_vec())
+                    .collect(),
+                names: contacts
+                    .iter()
+                    .map(|(_, data)| data.name.as_ref().map(|n| n.as_bytes().to_vec()))
+                    .collect(),
+                fields: contacts
+                    .iter()
+                    .map(|(_, data)| serde_json::to_string(&data.fields))
+                    .collect::<Result<Vec<String>, _>>()?,
+                now: now_text(),
+                seen_sync: seen.map(|s| s.sync.to_owned()),
+                seen_run: seen.map(|s| s.run_id),
+                owners,
+                kinds: rows.kinds,
+                values: rows.values.iter().map(|v| v.to_vec()).collect(),
+                positions: rows.positions,
+                flags: rows.flags,
+            };
+            // A page's creates wait for its commit (`held`) when they can.
+            if let Some(rows) = self.hold_contacts(rows) {
+                self.insert_contacts(&rows)?;
+            }
             Ok(ids)
         })
     }

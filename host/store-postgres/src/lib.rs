@@ -13,8 +13,10 @@
 //! are JSON text (serde escapes U+0000 there).
 //!
 //! This file holds the connection, the namespace and its migrations, the
-//! statement cache, transactions and the fence; the traits are implemented
-//! by subject in `directory`, `reading`, `links`, `runs` and `control`.
+//! statement cache, transactions and the fence; `held` keeps a page's
+//! writes back to its commit, so a page is two round trips; the traits are
+//! implemented by subject in `directory`, `reading`, `links`, `runs` and
+//! `control`.
 
 use anyhow::{Context, Result, bail};
 use crmsync_store::{Lease, LeaseLost};
@@ -26,6 +28,7 @@ use std::collections::HashMap;
 mod control;
 mod directory;
 pub mod fleet;
+mod held;
 mod links;
 mod reading;
 mod runs;
@@ -42,6 +45,11 @@ pub struct PgStore {
     statements: RefCell<HashMap<&'static str, Statement>>,
     /// Whether `begin` opened a transaction not yet ended.
     in_transaction: Cell<bool>,
+    /// Whether that transaction's `BEGIN` was sent: `begin` sends nothing,
+    /// and its writes wait in `held` until another statement needs it.
+    begun: Cell<bool>,
+    /// The open transaction's writes not sent yet (`held`).
+    held: RefCell<held::Held>,
     /// The lease this connection's writes are fenced with.
     fence: RefCell<Option<Lease>>,
     /// Whether a statement of the open transaction already took the share
@@ -78,6 +86,8 @@ impl PgStore {
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
+            begun: Cell::new(false),
+            held: RefCell::new(held::Held::default()),
             fence: RefCell::new(None),
             fence_held: Cell::new(false),
             namespace: namespace.to_owned(),
@@ -109,21 +119,35 @@ impl PgStore {
     }
 
     fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64> {
+        self.ensure_begun()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.borrow_mut().execute(&statement, params)?)
     }
 
     fn query(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.ensure_begun()?;
+        self.read(sql, params)
+    }
+
+    /// A read that need not wait for the open transaction's `BEGIN`: it
+    /// sees the same committed rows outside it (READ COMMITTED), unless the
+    /// transaction holds writes it must see.
+    fn read(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        if self.holds_writes() {
+            self.ensure_begun()?;
+        }
         let statement = self.prepared(sql)?;
         Ok(self.client.borrow_mut().query(&statement, params)?)
     }
 
     fn query_opt(&self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
+        self.ensure_begun()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.borrow_mut().query_opt(&statement, params)?)
     }
 
     fn query_one(&self, sql: &'static str, params: Params<'_>) -> Result<Row> {
+        self.ensure_begun()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.borrow_mut().query_one(&statement, params)?)
     }
@@ -136,17 +160,17 @@ impl PgStore {
             let sequence = match self.id_sequence.get() {
                 Some(oid) => oid,
                 None => {
-                    let oid: u32 = self
-                        .query_one(
-                            "SELECT pg_get_serial_sequence('contacts', 'id')::regclass::oid",
-                            &[],
-                        )?
+                    let oid: u32 = self.read(
+                        "SELECT pg_get_serial_sequence('contacts', 'id')::regclass::oid",
+                        &[],
+                    )?[0]
                         .get(0);
                     self.id_sequence.set(Some(oid));
                     oid
                 }
             };
-            let more = self.query(
+            // Sequences are outside transactions: no need to begin one.
+            let more = self.read(
                 "SELECT nextval($1::oid::regclass) FROM generate_series(1, $2::int)",
                 &[&sequence, &(n.max(IDS_AT_A_TIME) as i32)],
             )?;
@@ -215,14 +239,22 @@ impl PgStore {
         }
     }
 
+    /// Opens a transaction; its `BEGIN` waits for its first statement
+    /// (`held`), so a page that only reads and writes what it can hold is
+    /// one statement at its commit.
     fn begin_transaction(&self) -> Result<()> {
-        self.client.borrow_mut().batch_execute("BEGIN")?;
         self.in_transaction.set(true);
+        self.begun.set(false);
         self.fence_held.set(false);
+        *self.held.borrow_mut() = held::Held::default();
         Ok(())
     }
 
     fn commit_transaction(&self) -> Result<()> {
+        if self.holding() {
+            self.in_transaction.set(false);
+            return self.commit_held();
+        }
         // The fence check takes a share lock on the lease's row: a takeover
         // (an UPDATE of that row) waits for this commit, or has already
         // committed and is seen here. Either way no write lands after the
@@ -235,6 +267,7 @@ impl PgStore {
             return Err(lost);
         }
         self.in_transaction.set(false);
+        self.begun.set(false);
         self.fence_held.set(false);
         self.client.borrow_mut().batch_execute("COMMIT")?;
         Ok(())
@@ -242,7 +275,9 @@ impl PgStore {
 
     fn rollback_transaction(&self) {
         self.fence_held.set(false);
-        if self.in_transaction.replace(false) {
+        *self.held.borrow_mut() = held::Held::default();
+        let begun = self.begun.replace(false);
+        if self.in_transaction.replace(false) && begun {
             // A failed rollback means a broken connection; it rolls back on close.
             let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
         }
@@ -434,9 +469,62 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_after_the_lease_was_lost_is_refused_and_nothing_lands() {
+    fn a_page_whose_lease_was_taken_before_its_commit_lands_nothing() {
         let url = server();
-        let namespace = fresh("fence_checkpoint");
+        let namespace = fresh("fence_page");
+        let a = PgStore::connect(&url, &namespace).unwrap();
+        let b = PgStore::connect(&url, &namespace).unwrap();
+        let alive = |_: &str| false;
+        let lease = a
+            .acquire_lease("s", "a", 0, 1_000, &alive)
+            .unwrap()
+            .unwrap();
+        let run = a.start_run("s", RunMode::Full, 0).unwrap();
+        a.fence(lease);
+        let page = Counts {
+            pages: 1,
+            ..Counts::default()
+        };
+        // The takeover comes while the page's writes are held to its commit,
+        // or just before a later statement of the page (the look-up of its
+        // second part) sends them; either way the page is refused whole.
+        for (later_statement, at) in [(false, 0), (true, 20_000)] {
+            a.begin().unwrap();
+            a.find_page(&["x"], &[], &[]).unwrap();
+            a.create("1", &ContactData::default(), None).unwrap();
+            a.checkpoint(run.id, Some("next"), &page, None).unwrap();
+            let taken = b
+                .acquire_lease("s", "b", at + 5_000, 1_000, &alive)
+                .unwrap()
+                .unwrap();
+            let refused = if later_statement {
+                let refused = a.find_page(&["1"], &[], &[]).unwrap_err();
+                a.rollback();
+                refused
+            } else {
+                a.commit().unwrap_err()
+            };
+            let lost = refused.downcast_ref::<LeaseLost>().expect("a LeaseLost");
+            assert_eq!(lost.holder, "b");
+            assert!(b.find_by_external_id("1").unwrap().is_none());
+            assert_eq!(
+                b.runs("s").unwrap()[0].counts.pages,
+                0,
+                "no checkpoint landed"
+            );
+            b.release_lease(&taken).unwrap();
+            let again = a
+                .acquire_lease("s", "a", at + 10_000, 1_000, &alive)
+                .unwrap()
+                .unwrap();
+            a.fence(again);
+        }
+    }
+
+    #[test]
+    fn a_page_of_creates_and_its_checkpoint_land_together_at_its_commit() {
+        let url = server();
+        let namespace = fresh("held_page");
         let a = PgStore::connect(&url, &namespace).unwrap();
         let b = PgStore::connect(&url, &namespace).unwrap();
         let alive = |_: &str| false;
@@ -447,68 +535,34 @@ mod tests {
         let run = a.start_run("s", RunMode::Full, 0).unwrap();
         a.fence(lease);
         a.begin().unwrap();
-        a.create("1", &ContactData::default(), None).unwrap();
-        b.acquire_lease("s", "b", 5_000, 1_000, &alive)
-            .unwrap()
-            .unwrap();
-        let page = Counts {
-            pages: 1,
-            ..Counts::default()
+        let data = ContactData {
+            emails: vec!["ada@x.io".into()],
+            ..ContactData::default()
         };
-        let refused = a.checkpoint(run.id, Some("next"), &page, None).unwrap_err();
-        let lost = refused.downcast_ref::<LeaseLost>().expect("a LeaseLost");
-        assert_eq!(lost.holder, "b");
-        a.rollback();
-        assert!(b.find_by_external_id("1").unwrap().is_none());
-        assert_eq!(
-            b.runs("s").unwrap()[0].counts.pages,
-            0,
-            "no checkpoint landed"
-        );
-    }
-
-    #[test]
-    fn a_takeover_waits_for_a_page_whose_checkpoint_holds_the_fence() {
-        let url = server();
-        let namespace = fresh("fence_held");
-        let a = PgStore::connect(&url, &namespace).unwrap();
-        let alive = |_: &str| false;
-        let lease = a
-            .acquire_lease("s", "a", 0, 1_000, &alive)
-            .unwrap()
-            .unwrap();
-        let run = a.start_run("s", RunMode::Full, 0).unwrap();
-        a.fence(lease);
-        a.begin().unwrap();
-        a.create("1", &ContactData::default(), None).unwrap();
+        let made = a.create_many(&[("1", &data), ("2", &data)], None).unwrap();
         let page = Counts {
             pages: 1,
+            created: 2,
             ..Counts::default()
         };
         a.checkpoint(run.id, Some("next"), &page, None).unwrap();
-        let (taken, took) = std::sync::mpsc::channel();
-        let takeover = std::thread::spawn(move || {
-            let b = PgStore::connect(&url, &namespace).unwrap();
-            let lease = b.acquire_lease("s", "b", 5_000, 1_000, &alive).unwrap();
-            taken.send(()).unwrap();
-            (b, lease)
-        });
-        // The checkpoint's share lock holds the lease's row: the takeover's
-        // update waits for the page's commit instead of slipping in before it.
         assert!(
-            took.recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "the takeover did not wait for the open page"
+            b.find_by_external_id("1").unwrap().is_none(),
+            "not before the commit"
         );
+        assert_eq!(b.runs("s").unwrap()[0].counts.pages, 0);
         a.commit().unwrap();
-        let (b, lease) = takeover.join().unwrap();
-        assert!(lease.is_ok(), "the takeover happens after the commit");
-        assert!(b.find_by_external_id("1").unwrap().is_some());
+        assert_eq!(b.find_by_external_id("1").unwrap().unwrap().id, made[0]);
         assert_eq!(
-            b.runs("s").unwrap()[0].counts.pages,
-            1,
-            "the checkpoint landed"
+            ids(b.find_by_handle(Handle::Email, "ada@x.io").unwrap()),
+            made
         );
+        assert_eq!(b.runs("s").unwrap()[0].counts.created, 2);
+        // A page that fails is rolled back whole, held or sent.
+        a.begin().unwrap();
+        a.create("3", &data, None).unwrap();
+        a.rollback();
+        assert!(b.find_by_external_id("3").unwrap().is_none());
     }
 
     #[test]

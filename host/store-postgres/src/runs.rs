@@ -1,13 +1,13 @@
 //! Runs, checkpoints, bookmarks and error rows on PostgreSQL: a run's row
 //! doubles as its checkpoint, written in the page's transaction.
 
+use crate::held::Checkpoint;
 use crate::reading::counts;
 use crate::{PgStore, opt_bytes, opt_text};
 use anyhow::Result;
 use crmsync_store::interface::Runs;
 use crmsync_store::rules::now_text;
 use crmsync_store::{Bookmark, Counts, ErrorRow, OpenRun, RunMode};
-use postgres::types::ToSql;
 
 /// A count as stored.
 fn stored(count: u64) -> i64 {
@@ -91,54 +91,25 @@ impl Runs for PgStore {
         counts: &Counts,
         newest_ms: Option<i64>,
     ) -> Result<()> {
-        let cursor = cursor.map(str::as_bytes);
-        let (pages, seen, created) = (
-            stored(counts.pages),
-            stored(counts.seen),
-            stored(counts.created),
-        );
-        let (updated, skipped, failed) = (
-            stored(counts.updated),
-            stored(counts.skipped),
-            stored(counts.failed),
-        );
-        let params: [&(dyn ToSql + Sync); 9] = [
-            &run_id, &cursor, &pages, &seen, &created, &updated, &skipped, &failed, &newest_ms,
-        ];
-        self.fenced(|| {
-            let Some(lease) = self.fence.borrow().clone() else {
-                self.execute(
-                    "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5,
-                            updated = $6, skipped = $7, failed = $8, newest_ms = $9
-                     WHERE id = $1",
-                    &params,
-                )?;
-                return Ok(());
-            };
-            // Every page's transaction checkpoints: taking the fence's share
-            // lock here, held to the commit, saves the commit a round trip.
-            let mut all = params.to_vec();
-            all.extend([
-                &lease.sync as &(dyn ToSql + Sync),
-                &lease.owner,
-                &lease.token,
-            ]);
-            let written = self.execute(
-                "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5,
-                        updated = $6, skipped = $7, failed = $8, newest_ms = $9
-                 WHERE id = $1 AND EXISTS (
-                     SELECT 1 FROM sync_control
-                     WHERE sync = $10 AND lease_owner = $11 AND lease_token = $12 FOR SHARE)",
-                &all,
-            )?;
-            if written == 1 {
-                self.fence_held.set(true);
-            } else {
-                // Nothing written: the lease is lost (an error here), or the
-                // run is gone and the commit checks the fence as before.
-                self.check_fence_now()?;
-            }
-            Ok(())
+        let checkpoint = Checkpoint {
+            run_id,
+            cursor: cursor.map(|c| c.as_bytes().to_vec()),
+            counts: [
+                stored(counts.pages),
+                stored(counts.seen),
+                stored(counts.created),
+                stored(counts.updated),
+                stored(counts.skipped),
+                stored(counts.failed),
+            ],
+            newest_ms,
+        };
+        self.fenced(|| match self.hold_checkpoint(checkpoint) {
+            // Every page's transaction checkpoints: it waits for the commit
+            // (`held`), or takes the fence's lock now, which the commit then
+            // need not take again.
+            Some(checkpoint) => self.write_checkpoint(&checkpoint),
+            None => Ok(()),
         })
     }
 
