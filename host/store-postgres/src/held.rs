@@ -88,29 +88,50 @@ pub(crate) struct Held {
     checkpoint: Option<Checkpoint>,
 }
 
-/// Inserts a page's contacts (`$1`–`$7`) and their handles (`$8`–`$12`).
-const INSERT_CONTACTS: &str = "WITH created AS (
-         INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at,
-                               seen_sync, seen_run)
-         OVERRIDING SYSTEM VALUE
-         SELECT id, external_id, name, fields, $5, $5, $6, $7
-         FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])
-              AS i (id, external_id, name, fields))
-     INSERT INTO handles (contact_id, kind, value, position, from_source)
-     SELECT * FROM unnest($8::bigint[], $9::text[], $10::bytea[], $11::bigint[],
-                          $12::boolean[])";
+/// A page's new contacts (`$1`–`$7`) as the CTE `created`.
+macro_rules! created_cte {
+    () => {
+        "created AS (
+             INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at,
+                                   seen_sync, seen_run)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, external_id, name, fields, $5, $5, $6, $7
+             FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])
+                  AS i (id, external_id, name, fields))"
+    };
+}
+
+/// Their handles (`$8`–`$12`).
+macro_rules! insert_handles {
+    () => {
+        "INSERT INTO handles (contact_id, kind, value, position, from_source)
+         SELECT * FROM unnest($8::bigint[], $9::text[], $10::bytea[], $11::bigint[],
+                              $12::boolean[])"
+    };
+}
+
+/// Inserts a page's contacts and their handles.
+const INSERT_CONTACTS: &str = concat!("WITH ", created_cte!(), " ", insert_handles!());
 
 /// The checkpoint (`$1` the run, then cursor, counts, newest).
 const CHECKPOINT: &str = "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5,
             updated = $6, skipped = $7, failed = $8, newest_ms = $9
      WHERE id = $1";
 
+/// The lease's row, share-locked, while `$1`–`$3` (sync, owner, token) hold it.
+pub(crate) const LEASE_ROW: &str = "SELECT 1 FROM sync_control
+     WHERE sync = $1 AND lease_owner = $2 AND lease_token = $3 FOR SHARE";
+
 /// The checkpoint that also takes the fence's share lock (`$10`–`$12`).
-const CHECKPOINT_FENCED: &str = "UPDATE runs SET cursor = $2, pages = $3, seen = $4, created = $5,
-            updated = $6, skipped = $7, failed = $8, newest_ms = $9
-     WHERE id = $1 AND EXISTS (
-         SELECT 1 FROM sync_control
-         WHERE sync = $10 AND lease_owner = $11 AND lease_token = $12 FOR SHARE)";
+fn checkpoint_fenced() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "{CHECKPOINT} AND EXISTS ({})",
+            shift_parameters(LEASE_ROW, 9)
+        )
+    })
+}
 
 /// The held writes as one statement: contacts and handles, checkpoint and
 /// fence as each is present. It returns the handles and runs written, and
@@ -137,18 +158,12 @@ fn build_held_sql(contacts: bool, checkpoint: bool, fenced: bool) -> String {
     };
     if contacts {
         parts.push(shifted(
-            "created AS (
-                 INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at,
-                                       seen_sync, seen_run)
-                 OVERRIDING SYSTEM VALUE
-                 SELECT id, external_id, name, fields, $5, $5, $6, $7
-                 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[])
-                      AS i (id, external_id, name, fields)),
-             handled AS (
-                 INSERT INTO handles (contact_id, kind, value, position, from_source)
-                 SELECT * FROM unnest($8::bigint[], $9::text[], $10::bytea[], $11::bigint[],
-                                      $12::boolean[])
-                 RETURNING 1)",
+            concat!(
+                created_cte!(),
+                ", handled AS (",
+                insert_handles!(),
+                " RETURNING 1)"
+            ),
             12,
         ));
         results.push("(SELECT count(*) FROM handled)");
@@ -165,11 +180,7 @@ fn build_held_sql(contacts: bool, checkpoint: bool, fenced: bool) -> String {
         results.push("0::bigint");
     }
     if fenced {
-        parts.push(shifted(
-            "fence AS (SELECT 1 FROM sync_control
-                       WHERE sync = $1 AND lease_owner = $2 AND lease_token = $3 FOR SHARE)",
-            3,
-        ));
+        parts.push(format!("fence AS ({})", shifted(LEASE_ROW, 3)));
         results.push("1 / (SELECT count(*) FROM fence)");
     }
     format!("WITH {} SELECT {}", parts.join(", "), results.join(", "))
@@ -248,6 +259,12 @@ impl PgStore {
     /// Writes a page's contacts and handles now.
     pub(crate) fn insert_contacts(&self, contacts: &NewContacts) -> Result<()> {
         let written = self.execute(INSERT_CONTACTS, &contacts.params())?;
+        self.landed(contacts, written)
+    }
+
+    /// `contacts` were written with `written` handles: all of them, or an
+    /// error; the planner's statistics follow the growth.
+    fn landed(&self, contacts: &NewContacts, written: u64) -> Result<()> {
         anyhow::ensure!(
             written == contacts.kinds.len() as u64,
             "wrote {written} handles of {}",
@@ -266,7 +283,7 @@ impl PgStore {
         };
         let mut all = params.to_vec();
         all.extend([&lease.sync as Param<'_>, &lease.owner, &lease.token]);
-        if self.execute(CHECKPOINT_FENCED, &all)? == 1 {
+        if self.execute(checkpoint_fenced(), &all)? == 1 {
             self.fence_held.set(true);
         } else {
             // Nothing written: the lease is lost (an error here), or the
@@ -279,11 +296,11 @@ impl PgStore {
     /// Commits a transaction that sent nothing: its held writes, if any, as
     /// one statement outside any transaction block.
     pub(crate) fn commit_held(&self) -> Result<()> {
-        let held = std::mem::take(&mut *self.held.borrow_mut());
-        if held.contacts.is_none() && held.checkpoint.is_none() {
+        if !self.holds_writes() {
             // Nothing to write, but a fenced commit still answers for its lease.
             return self.check_fence_now();
         }
+        let held = std::mem::take(&mut *self.held.borrow_mut());
         let lease = self.fence.borrow().clone();
         let mut params: Vec<Param<'_>> = Vec::with_capacity(24);
         if let Some(contacts) = &held.contacts {
@@ -313,16 +330,10 @@ impl PgStore {
                 };
             }
         };
-        if let Some(contacts) = &held.contacts {
-            let written: i64 = row.get(0);
-            anyhow::ensure!(
-                written == contacts.kinds.len() as i64,
-                "wrote {written} handles of {}",
-                contacts.kinds.len()
-            );
-            self.grew(contacts.ids.len() as u64)?;
+        match &held.contacts {
+            Some(contacts) => self.landed(contacts, row.get::<_, i64>(0) as u64),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -288,11 +288,7 @@ impl PgStore {
             return Ok(());
         };
         let holds = self
-            .query_opt(
-                "SELECT 1 FROM sync_control
-                 WHERE sync = $1 AND lease_owner = $2 AND lease_token = $3 FOR SHARE",
-                &[&lease.sync, &lease.owner, &lease.token],
-            )?
+            .query_opt(held::LEASE_ROW, &[&lease.sync, &lease.owner, &lease.token])?
             .is_some();
         if holds {
             return Ok(());
@@ -468,19 +464,26 @@ mod tests {
         assert_eq!(a.linked_contacts().unwrap(), 1);
     }
 
-    #[test]
-    fn a_page_whose_lease_was_taken_before_its_commit_lands_nothing() {
+    /// Two connections to a fresh namespace; the first holds sync `s`'s
+    /// lease until 1,000 (unix ms), is fenced with it and has started a run.
+    fn a_fenced_run(what: &str) -> (PgStore, PgStore, i64) {
         let url = server();
-        let namespace = fresh("fence_page");
+        let namespace = fresh(what);
         let a = PgStore::connect(&url, &namespace).unwrap();
         let b = PgStore::connect(&url, &namespace).unwrap();
-        let alive = |_: &str| false;
         let lease = a
-            .acquire_lease("s", "a", 0, 1_000, &alive)
+            .acquire_lease("s", "a", 0, 1_000, &|_: &str| false)
             .unwrap()
             .unwrap();
-        let run = a.start_run("s", RunMode::Full, 0).unwrap();
+        let run = a.start_run("s", RunMode::Full, 0).unwrap().id;
         a.fence(lease);
+        (a, b, run)
+    }
+
+    #[test]
+    fn a_page_whose_lease_was_taken_before_its_commit_lands_nothing() {
+        let (a, b, run) = a_fenced_run("fence_page");
+        let alive = |_: &str| false;
         let page = Counts {
             pages: 1,
             ..Counts::default()
@@ -492,7 +495,7 @@ mod tests {
             a.begin().unwrap();
             a.find_page(&["x"], &[], &[]).unwrap();
             a.create("1", &ContactData::default(), None).unwrap();
-            a.checkpoint(run.id, Some("next"), &page, None).unwrap();
+            a.checkpoint(run, Some("next"), &page, None).unwrap();
             let taken = b
                 .acquire_lease("s", "b", at + 5_000, 1_000, &alive)
                 .unwrap()
@@ -523,17 +526,7 @@ mod tests {
 
     #[test]
     fn a_page_of_creates_and_its_checkpoint_land_together_at_its_commit() {
-        let url = server();
-        let namespace = fresh("held_page");
-        let a = PgStore::connect(&url, &namespace).unwrap();
-        let b = PgStore::connect(&url, &namespace).unwrap();
-        let alive = |_: &str| false;
-        let lease = a
-            .acquire_lease("s", "a", 0, 1_000, &alive)
-            .unwrap()
-            .unwrap();
-        let run = a.start_run("s", RunMode::Full, 0).unwrap();
-        a.fence(lease);
+        let (a, b, run) = a_fenced_run("held_page");
         a.begin().unwrap();
         let data = ContactData {
             emails: vec!["ada@x.io".into()],
@@ -545,7 +538,7 @@ mod tests {
             created: 2,
             ..Counts::default()
         };
-        a.checkpoint(run.id, Some("next"), &page, None).unwrap();
+        a.checkpoint(run, Some("next"), &page, None).unwrap();
         assert!(
             b.find_by_external_id("1").unwrap().is_none(),
             "not before the commit"
