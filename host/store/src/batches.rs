@@ -23,28 +23,40 @@ use std::sync::OnceLock;
 /// this go one statement each.
 const ROWS: usize = 25;
 
-/// `INSERT OR IGNORE INTO handles … VALUES (…), …` for [`ROWS`] rows.
-fn handles_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "INSERT OR IGNORE INTO handles (contact_id, kind, value, position, from_source) VALUES {}",
-            vec!["(?, ?, ?, ?, ?)"; ROWS].join(", ")
-        )
-    })
+/// An `INSERT … VALUES` of `N` columns, prepared for [`ROWS`] rows and for
+/// one.
+struct Insert<const N: usize> {
+    head: &'static str,
+    statements: OnceLock<[String; 2]>,
 }
 
-/// `INSERT INTO contacts … VALUES (…), …` for [`ROWS`] rows, ids given.
-fn contacts_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at, \
-             seen_sync, seen_run) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; ROWS].join(", ")
-        )
-    })
+impl<const N: usize> Insert<N> {
+    const fn new(head: &'static str) -> Self {
+        Insert {
+            head,
+            statements: OnceLock::new(),
+        }
+    }
+
+    /// The statement of [`ROWS`] rows and the statement of one.
+    fn sql(&self) -> &[String; 2] {
+        self.statements.get_or_init(|| {
+            let row = format!("({})", vec!["?"; N].join(", "));
+            let values =
+                |rows: usize| format!("{} VALUES {}", self.head, vec![&*row; rows].join(", "));
+            [values(ROWS), values(1)]
+        })
+    }
 }
+
+/// A handle already held is kept as it is.
+static HANDLES: Insert<5> =
+    Insert::new("INSERT OR IGNORE INTO handles (contact_id, kind, value, position, from_source)");
+
+/// New contacts, ids given.
+static CONTACTS: Insert<8> = Insert::new(
+    "INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at, seen_sync, seen_run)",
+);
 
 /// One handle row: contact, kind, value, position, whether the sync brought it.
 pub(crate) type HandleRow<'a> = (i64, &'static str, &'a str, i64, bool);
@@ -114,65 +126,58 @@ impl ContactStore {
             .iter()
             .map(|(_, data)| serde_json::to_string(&data.fields))
             .collect::<Result<Vec<String>, _>>()?;
-        let rows: Vec<(usize, &(&str, &ContactData))> = contacts.iter().enumerate().collect();
-        let mut chunks = rows.chunks_exact(ROWS);
-        if chunks.len() > 0 {
-            let mut stmt = self.conn.prepare_cached(contacts_sql())?;
-            for chunk in &mut chunks {
-                let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 8);
-                for (at, (external_id, data)) in chunk {
-                    values.extend([
-                        &ids[*at] as &dyn ToSql,
-                        external_id,
-                        &data.name,
-                        &fields[*at],
-                        &now,
-                        &now,
-                        &sync,
-                        &run_id,
-                    ]);
-                }
-                stmt.execute(&values[..])?;
-            }
-        }
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO contacts (id, external_id, name, fields, created_at, updated_at,
-                                   seen_sync, seen_run)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-        )?;
-        for (at, (external_id, data)) in chunks.remainder() {
-            stmt.execute(params![
-                ids[*at],
-                external_id,
-                data.name,
-                fields[*at],
-                now,
-                sync,
-                run_id
-            ])?;
-        }
+        let rows: Vec<[&dyn ToSql; 8]> = contacts
+            .iter()
+            .enumerate()
+            .map(|(at, (external_id, data))| {
+                [
+                    &ids[at] as &dyn ToSql,
+                    external_id,
+                    &data.name,
+                    &fields[at],
+                    &now,
+                    &now,
+                    &sync,
+                    &run_id,
+                ]
+            })
+            .collect();
+        self.insert_batched(&CONTACTS, &rows)?;
         Ok(ids)
     }
 
     /// Inserts handle rows, [`ROWS`] to a statement (a handle already
     /// held is kept as it is).
     pub(crate) fn insert_handle_rows(&self, rows: &[HandleRow<'_>]) -> Result<()> {
+        let rows: Vec<[&dyn ToSql; 5]> = rows
+            .iter()
+            .map(|(id, kind, value, position, from_source)| {
+                [id as &dyn ToSql, kind, value, position, from_source]
+            })
+            .collect();
+        self.insert_batched(&HANDLES, &rows)
+    }
+
+    /// Runs `insert` for `rows`: [`ROWS`] to a statement, and each row left
+    /// over in a statement of its own.
+    fn insert_batched<const N: usize>(
+        &self,
+        insert: &Insert<N>,
+        rows: &[[&dyn ToSql; N]],
+    ) -> Result<()> {
+        let [many, one] = insert.sql();
         let mut chunks = rows.chunks_exact(ROWS);
         if chunks.len() > 0 {
-            let mut stmt = self.conn.prepare_cached(handles_sql())?;
+            let mut stmt = self.conn.prepare_cached(many)?;
             for chunk in &mut chunks {
-                let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * 5);
-                for (id, kind, value, position, from_source) in chunk {
-                    values.extend([id as &dyn ToSql, kind, value, position, from_source]);
-                }
-                stmt.execute(&values[..])?;
+                stmt.execute(chunk.as_flattened())?;
             }
         }
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO handles (contact_id, kind, value, position, from_source) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for row in chunks.remainder() {
-            stmt.execute(params![row.0, row.1, row.2, row.3, row.4])?;
+        if !chunks.remainder().is_empty() {
+            let mut stmt = self.conn.prepare_cached(one)?;
+            for row in chunks.remainder() {
+                stmt.execute(&row[..])?;
+            }
         }
         Ok(())
     }
