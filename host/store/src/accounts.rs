@@ -81,8 +81,10 @@ impl ContactStore {
         domains: &[&str],
     ) -> Result<Vec<DirectoryEntry>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM accounts WHERE external_id IN rarray(?1) \
-             UNION SELECT account_id FROM account_domains WHERE domain IN rarray(?2)",
+            // Joins driven by the key lists, as `find_page`'s (lookups.rs).
+            "SELECT a.id FROM rarray(?1) AS k CROSS JOIN accounts AS a ON a.external_id = k.value \
+             UNION ALL SELECT d.account_id FROM rarray(?2) AS k \
+               CROSS JOIN account_domains AS d ON d.domain = k.value",
         )?;
         let found = stmt.query_map(params![text_list(external_ids), text_list(domains)], |r| {
             r.get::<_, i64>(0)
