@@ -11,6 +11,7 @@ use crate::types::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// `GET /crm/v3/objects/contacts` page size: the API's maximum.
 pub const CONTACTS_PAGE_LIMIT: usize = 100;
@@ -858,9 +859,9 @@ fn send(
 }
 
 #[derive(Deserialize)]
-struct ObjectsPage {
-    #[serde(default)]
-    results: Option<Vec<RawResult>>,
+struct ObjectsPage<'a> {
+    #[serde(default, borrow)]
+    results: Option<Vec<RawResult<'a>>>,
     #[serde(default)]
     paging: Option<Value>,
 }
@@ -912,7 +913,10 @@ pub fn parse_memberships(body: &[u8]) -> Result<(Vec<String>, Option<String>), S
     Ok((ids, next_after(page.paging.as_ref())))
 }
 
-fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceRecord>, SyncError> {
+fn read_objects(
+    results: Vec<RawResult<'_>>,
+    listing: Listing,
+) -> Result<Vec<SourceRecord>, SyncError> {
     let mut records = Vec::with_capacity(results.len());
     for (index, result) in results.into_iter().enumerate() {
         let object = match result {
@@ -924,7 +928,7 @@ fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceR
                 )));
             }
         };
-        let Some(id) = object.id.as_ref().and_then(id_string) else {
+        let Some(id) = object.id else {
             return Err(errors::invalid_response(&format!(
                 "result #{index} has no id (properties: {})",
                 truncate(
@@ -953,13 +957,7 @@ fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceR
         let modified_at = property(MODIFIED_PROPERTY)
             .or_else(|| property(COMPANY_MODIFIED_PROPERTY))
             .and_then(epoch_millis)
-            .or_else(|| {
-                object
-                    .updated_at
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .and_then(epoch_millis)
-            });
+            .or_else(|| object.updated_at.as_deref().and_then(epoch_millis));
         let mut merged_ids: Vec<String> = Vec::new();
         for merged in property(MERGED_PROPERTY)
             .unwrap_or("")
@@ -989,43 +987,81 @@ fn read_objects(results: Vec<RawResult>, listing: Listing) -> Result<Vec<SourceR
 /// One entry of `results`: read field by field into its parts (the
 /// properties straight into [`Property`] values, no JSON tree in between),
 /// anything that is not an object kept as text for the error.
-enum RawResult {
-    Object(RawObject),
+enum RawResult<'a> {
+    Object(RawObject<'a>),
     Other(String),
 }
 
 /// The fields of a CRM object the sync reads; the rest are skipped unread.
+/// Read without a copy where the page's own text will do: each object's
+/// keys are matched in place and `updatedAt` (a fallback few records need)
+/// borrows the answer; the id is read once into the record's own string.
 #[derive(Default)]
-struct RawObject {
-    id: Option<Value>,
+struct RawObject<'a> {
+    id: Option<String>,
     properties: Vec<Property>,
-    updated_at: Option<Value>,
+    updated_at: Option<Cow<'a, str>>,
     archived: Option<Value>,
     /// Only present when the request asked for associations.
     associations: Option<Value>,
 }
 
-impl<'de> Deserialize<'de> for RawResult {
+/// The keys of a CRM object that [`RawObject`] reads.
+enum ObjectKey {
+    Id,
+    Properties,
+    UpdatedAt,
+    Archived,
+    Associations,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for ObjectKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ResultVisitor;
-        impl<'de> serde::de::Visitor<'de> for ResultVisitor {
-            type Value = RawResult;
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = ObjectKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<ObjectKey, E> {
+                Ok(match key {
+                    "id" => ObjectKey::Id,
+                    "properties" => ObjectKey::Properties,
+                    "updatedAt" => ObjectKey::UpdatedAt,
+                    "archived" => ObjectKey::Archived,
+                    "associations" => ObjectKey::Associations,
+                    _ => ObjectKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawResult<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ResultVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ResultVisitor<'a> {
+            type Value = RawResult<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a CRM object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<RawResult, A::Error> {
+            ) -> Result<RawResult<'a>, A::Error> {
                 let mut object = RawObject::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "id" => object.id = Some(map.next_value()?),
-                        "properties" => object.properties = map.next_value::<RawProperties>()?.0,
-                        "updatedAt" => object.updated_at = Some(map.next_value()?),
-                        "archived" => object.archived = Some(map.next_value()?),
-                        "associations" => object.associations = Some(map.next_value()?),
-                        _ => {
+                while let Some(key) = map.next_key::<ObjectKey>()? {
+                    match key {
+                        ObjectKey::Id => object.id = map.next_value::<RawId>()?.0,
+                        ObjectKey::Properties => {
+                            object.properties = map.next_value::<RawProperties>()?.0;
+                        }
+                        ObjectKey::UpdatedAt => object.updated_at = map.next_value::<Text>()?.0,
+                        ObjectKey::Archived => object.archived = Some(map.next_value()?),
+                        ObjectKey::Associations => object.associations = Some(map.next_value()?),
+                        ObjectKey::Other => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
@@ -1035,30 +1071,100 @@ impl<'de> Deserialize<'de> for RawResult {
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 seq: A,
-            ) -> Result<RawResult, A::Error> {
+            ) -> Result<RawResult<'a>, A::Error> {
                 let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
                 Ok(RawResult::Other(value.to_string()))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawResult, E> {
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawResult<'a>, E> {
                 Ok(RawResult::Other(Value::from(v).to_string()))
             }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawResult, E> {
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawResult<'a>, E> {
                 Ok(RawResult::Other(v.to_string()))
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawResult, E> {
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawResult<'a>, E> {
                 Ok(RawResult::Other(v.to_string()))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawResult, E> {
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawResult<'a>, E> {
                 Ok(RawResult::Other(v.to_string()))
             }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawResult, E> {
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawResult<'a>, E> {
                 Ok(RawResult::Other(v.to_string()))
             }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<RawResult, E> {
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawResult<'a>, E> {
                 Ok(RawResult::Other("null".into()))
             }
         }
-        deserializer.deserialize_any(ResultVisitor)
+        deserializer.deserialize_any(ResultVisitor(std::marker::PhantomData))
+    }
+}
+
+/// An object's `id`: a non-empty string, or a number as its text (ids are
+/// strings in v3); anything else is no id.
+struct RawId(Option<String>);
+
+impl<'de> Deserialize<'de> for RawId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let id = match Value::deserialize(deserializer)? {
+            Value::String(s) if !s.is_empty() => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        Ok(RawId(id))
+    }
+}
+
+/// A string value, borrowed from the answer unless it holds escapes;
+/// anything else reads as none.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Text<'a>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Text(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Text<'a>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor(std::marker::PhantomData))
     }
 }
 
@@ -1669,6 +1775,49 @@ mod tests {
         assert_eq!(page.records[1].modified_at, Some(1_000));
         assert_eq!(page.records[2].modified_at, Some(1_717_200_000_000));
         assert_eq!(page.records[3].modified_at, None);
+    }
+
+    /// The object's keys are matched without a copy and `updatedAt` is
+    /// borrowed from the answer; escaped keys and values, and types HubSpot
+    /// does not send, read as they did through a JSON tree.
+    #[test]
+    fn escaped_keys_and_odd_ids_and_times_read_as_a_json_tree_would() {
+        let page = parse_objects_page(
+            br#"{"results":[
+                {"\u0069d":"1","properties":{},"upd\u0061tedAt":"1970-01-01T00:00:02\u002B00:00"},
+                {"id":2.5,"updatedAt":{"at":"1970-01-01T00:00:03Z"},"properties":{"lastmodifieddate":null}},
+                {"id":3,"updatedAt":["1970-01-01T00:00:03Z"],"ignored":{"updatedAt":"x","id":"9"}},
+                {"id":"","properties":{}}
+            ]}"#,
+            Listing::Live,
+        );
+        let e = page.unwrap_err();
+        assert!(e.message.contains("result #3 has no id"), "{}", e.message);
+        let page = parse_objects_page(
+            br#"{"results":[
+                {"\u0069d":"1","properties":{},"upd\u0061tedAt":"1970-01-01T00:00:02\u002B00:00"},
+                {"id":2.5,"updatedAt":{"at":"1970-01-01T00:00:03Z"},"properties":{"lastmodifieddate":null}},
+                {"id":3,"updatedAt":["1970-01-01T00:00:03Z"],"ignored":{"updatedAt":"x","id":"9"}},
+                {"id":true}
+            ]}"#,
+            Listing::Live,
+        );
+        assert!(page.unwrap_err().message.contains("result #3 has no id"));
+        let page = parse_objects_page(
+            br#"{"results":[
+                {"\u0069d":"1","properties":{},"upd\u0061tedAt":"1970-01-01T00:00:02\u002B00:00"},
+                {"id":2.5,"updatedAt":{"at":"1970-01-01T00:00:03Z"},"properties":{"lastmodifieddate":null}},
+                {"id":3,"updatedAt":["1970-01-01T00:00:03Z"],"ignored":{"updatedAt":"x","id":"9"}}
+            ]}"#,
+            Listing::Live,
+        )
+        .unwrap();
+        let read: Vec<_> = page
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.modified_at))
+            .collect();
+        assert_eq!(read, [("1", Some(2_000)), ("2.5", None), ("3", None)]);
     }
 
     #[test]

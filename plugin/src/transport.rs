@@ -89,7 +89,16 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(
     body: &'a [u8],
     what: &str,
 ) -> Result<T, SyncError> {
-    serde_json::from_slice(body).map_err(|e| {
+    // Checked as UTF-8 once, the answer is read as text: reading bytes
+    // checks every string on its own, which costs more for many short
+    // strings (a page's property names and values), most of all in wasm,
+    // whose word is four bytes. Bytes that are not UTF-8 are read as bytes,
+    // for the error that names where.
+    let read = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    };
+    read.map_err(|e| {
         errors::invalid_response(&format!(
             "the {what} is not valid JSON of the documented shape ({e})"
         ))
