@@ -95,10 +95,12 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
         }
     }
 
-    let name = full.or(match (first, last) {
-        (Some(first), Some(last)) => Some(format!("{first} {last}")),
-        (first, last) => first.or(last),
-    });
+    // The parts stay borrowed from the record until the one name is built.
+    let name = match (full, first, last) {
+        (Some(full), _, _) => Some(full.to_owned()),
+        (None, Some(first), Some(last)) => Some([first, " ", last].concat()),
+        (None, first, last) => first.or(last).map(str::to_owned),
+    };
 
     MappedRecord {
         contact: MappedContact {
@@ -128,9 +130,9 @@ fn property<'a>(record: &'a SourceRecord, name: &str) -> Option<&'a str> {
 }
 
 /// A name part with surrounding whitespace removed; blank parts count as absent (M2).
-fn name_part(value: &str) -> Option<String> {
+fn name_part(value: &str) -> Option<&str> {
     let trimmed = value.trim();
-    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+    (!trimmed.is_empty()).then_some(trimmed)
 }
 
 /// M3: emails compare after trimming and lower-casing.
@@ -143,15 +145,13 @@ pub fn normalize_email(raw: &str) -> Option<String> {
 /// digit is not a phone number.
 pub fn normalize_phone(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    if digits.is_empty() {
-        return None;
+    let plus = trimmed.starts_with('+');
+    let mut phone = String::with_capacity(trimmed.len());
+    if plus {
+        phone.push('+');
     }
-    Some(if trimmed.starts_with('+') {
-        format!("+{digits}")
-    } else {
-        digits
-    })
+    phone.extend(trimmed.chars().filter(char::is_ascii_digit));
+    (phone.len() > usize::from(plus)).then_some(phone)
 }
 
 /// S3: a company domain compares lower-cased, without scheme, `www.`,
