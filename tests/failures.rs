@@ -226,8 +226,10 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
 
     // Each access token serves two requests, then expires: the run must
     // refresh mid-way and lose no page. The archived listing runs while the
-    // pages are read, so which request meets the expiry varies; every order
-    // makes one refresh and has one request rejected.
+    // pages are read, so which request meets the expiry varies: the third
+    // request on the first token is rejected, and so is the next page's
+    // request ahead when it left on that token before the refresh landed.
+    // Every order makes one refresh.
     server.state().requests_per_token = Some(2);
 
     let first = sync(&config, &live_options()).unwrap();
@@ -236,12 +238,14 @@ fn e8_oauth_tokens_are_refreshed_at_start_and_once_when_they_expire_mid_run() {
     assert_eq!(first.counts.created, 25);
     let refreshes = server.requests_to("/oauth/v1/token");
     // One at start, one when a request met EXPIRED_AUTHENTICATION (both
-    // readers share the token: the second to meet it does not refresh again).
+    // readers share the token: a request sent on the expired token after
+    // the other reader refreshed, even one sent ahead before the call that
+    // reads it, does not refresh again).
     assert_eq!(refreshes.len(), 2);
-    assert_eq!(
-        server.requests_to("/crm/v3/objects/contacts").len(),
-        5,
-        "3 pages + the archived listing + 1 rejected with EXPIRED_AUTHENTICATION"
+    let listed = server.requests_to("/crm/v3/objects/contacts").len();
+    assert!(
+        (5..=6).contains(&listed),
+        "3 pages + the archived listing + 1 or 2 rejected with EXPIRED_AUTHENTICATION: {listed}"
     );
     assert!(refreshes[0].body.contains("grant_type=refresh_token"));
     assert!(refreshes[0].body.contains("refresh_token=refresh-1"));

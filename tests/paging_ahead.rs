@@ -107,3 +107,60 @@ fn a_sync_reads_each_page_once() {
         .collect();
     assert_eq!(cursors.len(), 3, "{cursors:?}");
 }
+
+/// A request sent ahead leaves on the token of its time. When it meets an
+/// expired session after the other reader refreshed, the host knows which
+/// token it carried, so the retry loop sends it again instead of
+/// refreshing a second time (E8).
+#[test]
+fn a_401_to_a_request_sent_ahead_names_the_token_it_left_with() {
+    use crmsync_host::http::{Hooks, HttpLimits, HttpMode, HttpStats, Token};
+    use crmsync_host::runtime::HostState;
+    use std::sync::{Arc, Mutex};
+    let server = server(250);
+    {
+        let mut state = server.state();
+        state.valid_tokens = vec!["access-1".into(), "access-2".into()];
+        // The first page is the token's one request; the second page's
+        // request, sent ahead, meets EXPIRED_AUTHENTICATION.
+        state.requests_per_token = Some(1);
+    }
+    let bearer = Arc::new(Mutex::new(Token {
+        value: Some("access-1".into()),
+        generation: 1,
+    }));
+    let hooks = Hooks::new(
+        crmsync_host::config::Origin::parse(&server.base_url).unwrap(),
+        HttpMode::Live,
+        bearer.clone(),
+        HttpLimits::default(),
+        Arc::new(HttpStats::default()),
+    );
+    let store = crmsync_host::store::ContactStore::open_in_memory().unwrap();
+    let mut instance = runtime()
+        .instantiate(HostState::new(hooks, Box::new(store), runtime().sandbox()))
+        .unwrap();
+    let source = source(&server);
+    let first = fetch(&mut instance, &source, None);
+    let cursor = first.next_cursor.clone().expect("a second page");
+    // The other reader refreshes while the request ahead is on its way.
+    *bearer.lock().unwrap() = Token {
+        value: Some("access-2".into()),
+        generation: 2,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests_after(&server, &cursor) == 0 {
+        assert!(Instant::now() < deadline, "the request ahead never left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let expired = instance.fetch_page(&source, Some(&cursor)).unwrap();
+    assert_eq!(
+        expired.unwrap_err().category,
+        crmsync_host::bindings::crmsync::sync::types::ErrorCategory::AuthExpired
+    );
+    assert_eq!(instance.state().take_rejected_generation(), Some(1));
+    assert_eq!(instance.state().take_rejected_generation(), None);
+    // Sent again, on the current token, the page reads.
+    let second = fetch(&mut instance, &source, Some(&cursor));
+    assert_eq!(ids(&second).first(), Some(&"101"));
+}

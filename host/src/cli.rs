@@ -763,7 +763,7 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
     let hooks = Hooks::new(
         config.source.origin.clone(),
         HttpMode::Live,
-        Arc::new(Mutex::new(None)),
+        Arc::new(Mutex::new(Default::default())),
         Default::default(),
         Arc::new(HttpStats::default()),
     );

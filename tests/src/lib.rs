@@ -239,11 +239,14 @@ pub fn instance_with(
     bearer: Option<&str>,
     store: crmsync_host::store::ContactStore,
 ) -> crmsync_host::runtime::Instance {
-    use crmsync_host::http::{Hooks, HttpLimits, HttpStats};
+    use crmsync_host::http::{Hooks, HttpLimits, HttpStats, Token};
     let hooks = Hooks::new(
         crmsync_host::config::Origin::parse(base_url).expect("a valid base URL"),
         mode,
-        std::sync::Arc::new(std::sync::Mutex::new(bearer.map(str::to_owned))),
+        std::sync::Arc::new(std::sync::Mutex::new(Token {
+            value: bearer.map(str::to_owned),
+            generation: 0,
+        })),
         HttpLimits::default(),
         std::sync::Arc::new(HttpStats::default()),
     );

@@ -131,6 +131,10 @@ impl Retrying for Side {
     fn stats(&self) -> &HttpStats {
         &self.stats
     }
+
+    fn rejected_generation(&mut self) -> Option<u64> {
+        self.instance.state().take_rejected_generation()
+    }
 }
 
 impl Side {

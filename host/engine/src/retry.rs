@@ -80,6 +80,9 @@ pub(crate) trait Retrying {
     }
     /// The counters the pass reports; a retry is counted there.
     fn stats(&self) -> &HttpStats;
+    /// The oldest token generation a `401` answer of this caller's instance
+    /// was sent with since the last call (`HostState::take_rejected_generation`).
+    fn rejected_generation(&mut self) -> Option<u64>;
 }
 
 /// Which failures [`with_retries`] tries again.
@@ -125,12 +128,18 @@ pub(crate) fn with_retries<R: Retrying, T>(
         }
         match error.category {
             ErrorCategory::AuthExpired if caller.credentials().can_refresh() && !refreshed => {
-                refreshed = true;
-                // Another reader of the run may have refreshed since this
-                // attempt was sent: then its token is the one to retry with.
-                caller
+                // Another reader of the run may have refreshed since the
+                // request was sent: then its token is the one to retry with,
+                // and this attempt's one refresh is kept for a token that
+                // expires again. The request may have left before this
+                // attempt began (the component's request ahead, sent during
+                // the call before), on a token older than `generation`.
+                let sent_with = caller
+                    .rejected_generation()
+                    .map_or(generation, |rejected| rejected.min(generation));
+                refreshed = caller
                     .credentials()
-                    .refresh_unless_newer(generation)
+                    .refresh_unless_newer(sent_with)
                     .map_err(|e| auth_stop(&system, e))?;
             }
             // A static token that expired stays expired: waiting cannot help.

@@ -669,6 +669,10 @@ impl Retrying for Pass<'_> {
     fn stats(&self) -> &HttpStats {
         self.stats
     }
+
+    fn rejected_generation(&mut self) -> Option<u64> {
+        self.instance.state().take_rejected_generation()
+    }
 }
 
 /// X6's archived listing: the source's archived records, and the
@@ -754,6 +758,10 @@ impl Retrying for ArchivedReader<'_, '_> {
 
     fn stats(&self) -> &HttpStats {
         self.listing.stats
+    }
+
+    fn rejected_generation(&mut self) -> Option<u64> {
+        self.instance.state().take_rejected_generation()
     }
 }
 

@@ -8,7 +8,7 @@
 //! once more when the API reports an expired session mid-run.
 
 use crate::api_bounds;
-use crate::http::{Bearer, HttpLimits, send_blocking};
+use crate::http::{Bearer, HttpLimits, Token, send_blocking};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -104,7 +104,10 @@ impl Credentials {
                 kind,
                 generation: 0,
             })),
-            bearer: Arc::new(Mutex::new(bearer)),
+            bearer: Arc::new(Mutex::new(Token {
+                value: bearer,
+                generation: 0,
+            })),
             user_agent: None,
         }
     }
@@ -178,7 +181,7 @@ impl Credentials {
         let mut state = self.state();
         let due = match &state.kind {
             Kind::OAuth { expires_at, .. } => {
-                self.bearer.lock().expect("bearer lock").is_none()
+                self.bearer.lock().expect("bearer lock").value.is_none()
                     || expires_at.is_some_and(|at| Instant::now() + REFRESH_MARGIN >= at)
             }
             _ => false,
@@ -197,13 +200,14 @@ impl Credentials {
 
     /// After a request sent when the token's [`Self::generation`] was
     /// `seen` met an expired session: refreshes, unless another reader has
-    /// refreshed since (then the request is only sent again).
-    pub fn refresh_unless_newer(&self, seen: u64) -> Result<(), AuthError> {
+    /// refreshed since (then the request is only sent again). Whether it
+    /// refreshed.
+    pub fn refresh_unless_newer(&self, seen: u64) -> Result<bool, AuthError> {
         let mut state = self.state();
         if state.generation != seen {
-            return Ok(());
+            return Ok(false);
         }
-        self.refresh_locked(&mut state)
+        self.refresh_locked(&mut state).map(|()| true)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -237,8 +241,15 @@ impl Credentials {
         *expires_at = answer
             .expires_in
             .map(|s| Instant::now() + api_bounds::token_lifetime(s));
-        *self.bearer.lock().expect("bearer lock") = Some(answer.access_token);
+        // The token and its generation change together, so a request sent
+        // with this token is known to carry this generation.
+        let mut token = self.bearer.lock().expect("bearer lock");
         state.generation += 1;
+        *token = Token {
+            value: Some(answer.access_token),
+            generation: state.generation,
+        };
+        drop(token);
         tracing::info!("refreshed the OAuth access token");
         Ok(())
     }
@@ -322,7 +333,7 @@ mod tests {
         let shared = c.clone();
         assert_eq!(shared.generation(), 0);
         // Sent before a refresh the other reader made: retried as it is.
-        assert!(shared.refresh_unless_newer(7).is_ok());
+        assert!(!shared.refresh_unless_newer(7).unwrap());
         // Sent on the current token: refreshing is up to this reader (and a
         // private-app token cannot be refreshed).
         assert!(matches!(
@@ -335,7 +346,7 @@ mod tests {
     #[test]
     fn a_static_token_is_the_bearer() {
         let c = static_token();
-        assert_eq!(c.bearer().lock().unwrap().as_deref(), Some("pat-1"));
+        assert_eq!(c.bearer().lock().unwrap().value.as_deref(), Some("pat-1"));
         assert!(!c.can_refresh());
     }
 }

@@ -58,8 +58,21 @@ pub enum HttpMode {
     Record(Arc<Mutex<Cassette>>),
 }
 
-/// The bearer token the host adds; shared with the credential refresher.
-pub type Bearer = Arc<Mutex<Option<String>>>;
+/// The access token the host adds to live requests; shared with the
+/// credential refresher.
+pub type Bearer = Arc<Mutex<Token>>;
+
+/// An access token, and how many refreshes came before it (see
+/// [`crate::auth::Credentials::generation`]).
+#[derive(Clone, Debug, Default)]
+pub struct Token {
+    /// `None`: requests carry no credentials.
+    pub value: Option<String>,
+    pub generation: u64,
+}
+
+/// No `401` answer since the last [`Hooks::take_rejected_generation`].
+const NONE_REJECTED: u64 = u64::MAX;
 
 /// The host's `WasiHttpHooks`.
 pub struct Hooks {
@@ -71,6 +84,9 @@ pub struct Hooks {
     stats: Arc<HttpStats>,
     /// Set on every live request, replacing the component's own.
     user_agent: Option<HeaderValue>,
+    /// The oldest token generation a `401 Unauthorized` answer was sent
+    /// with, or [`NONE_REJECTED`].
+    rejected: Arc<AtomicU64>,
 }
 
 impl Hooks {
@@ -87,6 +103,15 @@ impl Hooks {
     pub fn with_limiters(mut self, limiters: AccountLimiters) -> Self {
         self.limiters = limiters;
         self
+    }
+
+    /// The generation of the oldest token that an answer `401 Unauthorized`
+    /// was sent with since the last call, if any. A request the component
+    /// sent ahead left during an earlier call, perhaps on a token that was
+    /// refreshed since: an expired session it met needs no new refresh.
+    pub fn take_rejected_generation(&self) -> Option<u64> {
+        let generation = self.rejected.swap(NONE_REJECTED, Ordering::Relaxed);
+        (generation != NONE_REJECTED).then_some(generation)
     }
 }
 
@@ -119,6 +144,7 @@ impl Hooks {
             limits,
             stats,
             user_agent: None,
+            rejected: Arc::new(AtomicU64::new(NONE_REJECTED)),
         }
     }
 }
@@ -153,7 +179,8 @@ impl WasiHttpHooks for Hooks {
         }
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         let mode = self.mode.clone();
-        let bearer = self.bearer.lock().expect("bearer lock").clone();
+        let token = self.bearer.lock().expect("bearer lock").clone();
+        let rejected = self.rejected.clone();
         let limits = self.limits;
         let user_agent = self.user_agent.clone();
         let limiter = self.limiters.api.clone();
@@ -185,7 +212,7 @@ impl WasiHttpHooks for Hooks {
                 HttpMode::Live | HttpMode::Record(_) => {
                     let mut outgoing =
                         http::Request::from_parts(parts.clone(), Full::new(body.clone()));
-                    if let Some(token) = &bearer {
+                    if let Some(token) = &token.value {
                         let mut value =
                             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                                 HttpError::InternalError(Some(
@@ -239,6 +266,9 @@ impl WasiHttpHooks for Hooks {
                 }
             };
             let (status, headers, body) = answer;
+            if status == http::StatusCode::UNAUTHORIZED {
+                rejected.fetch_min(token.generation, Ordering::Relaxed);
+            }
             if status == http::StatusCode::TOO_MANY_REQUESTS {
                 stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             }

@@ -98,6 +98,11 @@ impl HostState {
             store,
         }
     }
+
+    /// See [`Hooks::take_rejected_generation`].
+    pub fn take_rejected_generation(&self) -> Option<u64> {
+        self.hooks.take_rejected_generation()
+    }
 }
 
 impl WasiView for HostState {
