@@ -68,6 +68,7 @@ pub type Bearer = Arc<Mutex<Token>>;
 pub struct Token {
     /// `None`: requests carry no credentials.
     pub value: Option<String>,
+    /// The refreshes before this token: 0 for a private-app token.
     pub generation: u64,
 }
 
