@@ -62,8 +62,8 @@ pub enum HttpMode {
 /// credential refresher.
 pub type Bearer = Arc<Mutex<Token>>;
 
-/// An access token, and how many refreshes came before it (see
-/// [`crate::auth::Credentials::generation`]).
+/// An access token, and how many refreshes came before it (the
+/// credentials' generation when it was issued).
 #[derive(Clone, Debug, Default)]
 pub struct Token {
     /// `None`: requests carry no credentials.
