@@ -624,8 +624,8 @@ impl ContactStore {
                 }
                 *checkpoints = match Checkpointer::start(path) {
                     Ok(checkpointer) => {
-                        // Without the thread's checkpoints this would let the
-                        // log grow four times larger; with them it copies the tail.
+                        // Alone, this would let the log grow eight times
+                        // larger; beside the thread it copies only the tail.
                         if let Err(error) = self.conn.pragma_update(
                             None,
                             "wal_autocheckpoint",
