@@ -1104,12 +1104,7 @@ struct RawId(Option<String>);
 
 impl<'de> Deserialize<'de> for RawId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let id = match Value::deserialize(deserializer)? {
-            Value::String(s) if !s.is_empty() => Some(s),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        };
-        Ok(RawId(id))
+        Ok(RawId(into_id(Value::deserialize(deserializer)?)))
     }
 }
 
@@ -1288,8 +1283,13 @@ pub fn epoch_millis(text: &str) -> Option<u64> {
 
 /// Ids are strings in v3, but numbers are accepted too.
 fn id_string(value: &Value) -> Option<String> {
+    into_id(value.clone())
+}
+
+/// [`id_string`] of a value that is no longer needed, its string kept.
+fn into_id(value: Value) -> Option<String> {
     match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if !s.is_empty() => Some(s),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
