@@ -4,6 +4,7 @@
 //! tested natively; only [`component`] (the export glue) and `wasi_http`
 //! (the HTTP client) are specific to `wasm32`.
 
+pub mod allocator;
 pub mod associations;
 pub mod counterparts;
 pub mod errors;
@@ -38,3 +39,10 @@ pub use bindings::crmsync::sync::types;
 mod component;
 #[cfg(target_arch = "wasm32")]
 mod wasi_http;
+
+/// The component's allocator: size classes in front of Talc, which grows
+/// linear memory as needed (`allocator`).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: allocator::SizeClasses<talc::wasm::WasmDynamicTalc> =
+    allocator::SizeClasses::new(talc::wasm::new_wasm_dynamic_allocator());
