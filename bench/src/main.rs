@@ -39,6 +39,11 @@ struct Args {
     /// Records for the wasm vs native component path.
     #[arg(long, default_value_t = 100_000)]
     path_records: u64,
+    /// Another build of the component for the wasm side of the component
+    /// path (default: the one the runner carries), to compare two builds
+    /// of the guest against the same native build.
+    #[arg(long)]
+    path_component: Option<PathBuf>,
     /// Contacts for the run under a 190 requests / 10 s limit.
     #[arg(long, default_value_t = 60_000)]
     throttled_contacts: u64,
@@ -149,7 +154,11 @@ fn main() -> Result<()> {
         startup(&mut report)?;
     }
     if wants("path") {
-        component_path(args.path_records, &mut report)?;
+        component_path(
+            args.path_records,
+            args.path_component.as_deref(),
+            &mut report,
+        )?;
     }
     if wants("store") {
         store_writes(args.path_records, &work, &mut report)?;
@@ -335,7 +344,7 @@ const PATH_ROUNDS: usize = 5;
 
 /// Fetch -> map -> match of `records` records, in wasmtime and natively,
 /// against the same server through the same HTTP client, in alternating rounds.
-fn component_path(records: u64, report: &mut Report) -> Result<()> {
+fn component_path(records: u64, component: Option<&Path>, report: &mut Report) -> Result<()> {
     use crmsync_host::bindings::crmsync::sync::types as host;
     use crmsync_plugin::types as guest;
     println!(
@@ -355,7 +364,10 @@ fn component_path(records: u64, report: &mut Report) -> Result<()> {
         Path::new("."),
     )?;
     let properties = mapped_properties(&config.mappings);
-    let runtime = Runtime::load_embedded(Sandbox::default())?;
+    let runtime = match component {
+        Some(path) => Runtime::load(path, Sandbox::default())?,
+        None => Runtime::load_embedded(Sandbox::default())?,
+    };
     let wasm_source = host::Source::HubspotContacts(host::HubspotSource {
         base_url: server.base_url.clone(),
         scope: host::HubspotScope::All,
