@@ -73,7 +73,7 @@ impl Guest for Component {
     }
 
     fn map_fields(record: SourceRecord, mappings: Vec<FieldMapping>) -> MappedRecord {
-        mapping::map_fields(&record, &mappings)
+        mapping::map_fields(record, &mappings)
     }
 
     fn match_contact(contact: MappedContact) -> MatchOutcome {

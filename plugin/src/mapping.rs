@@ -8,11 +8,15 @@ use crate::{errors, phones, values};
 
 /// Maps every record of a page (see `fetch-mapped-page`).
 pub fn map_page(page: Page, mappings: &[FieldMapping]) -> MappedPage {
+    // A page's records list their properties in one order, as the API
+    // sends them, so each mapping's property is looked for first where the
+    // record before had it.
+    let mut at = vec![0; mappings.len()];
     MappedPage {
         records: page
             .records
-            .iter()
-            .map(|record| map_fields(record, mappings))
+            .into_iter()
+            .map(|record| map_record(record, mappings, &mut at))
             .collect(),
         excluded: page.excluded,
         next_cursor: page.next_cursor,
@@ -22,7 +26,13 @@ pub fn map_page(page: Page, mappings: &[FieldMapping]) -> MappedPage {
 /// Maps one record. Handles are normalised and de-duplicated (M3), the name is
 /// merged (M2), plain fields are converted to their declared type (M4); a
 /// value that does not convert is a field error and the field is left out.
-pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRecord {
+pub fn map_fields(record: SourceRecord, mappings: &[FieldMapping]) -> MappedRecord {
+    map_record(record, mappings, &mut vec![0; mappings.len()])
+}
+
+/// [`map_fields`], looking for the property of `mappings[i]` at `at[i]`
+/// first and leaving there where it was found.
+fn map_record(record: SourceRecord, mappings: &[FieldMapping], at: &mut [usize]) -> MappedRecord {
     let mut first = None;
     let mut last = None;
     let mut full = None;
@@ -32,8 +42,8 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
     let mut fields: Vec<FieldValue> = Vec::new();
     let mut field_errors = Vec::new();
 
-    for mapping in mappings {
-        let Some(value) = property(record, &mapping.source) else {
+    for (mapping, at) in mappings.iter().zip(at) {
+        let Some(value) = property(&record, &mapping.source, at) else {
             continue;
         };
         match &mapping.target {
@@ -104,7 +114,7 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
 
     MappedRecord {
         contact: MappedContact {
-            external_id: record.id.clone(),
+            external_id: record.id,
             name,
             emails,
             phones,
@@ -113,20 +123,24 @@ pub fn map_fields(record: &SourceRecord, mappings: &[FieldMapping]) -> MappedRec
         },
         field_errors,
         modified_at: record.modified_at,
-        merged_ids: record.merged_ids.clone(),
-        company_ids: record.company_ids.clone(),
+        merged_ids: record.merged_ids,
+        company_ids: record.company_ids,
     }
 }
 
 /// A property's value, `None` when absent, null or empty (all mean "no value"
-/// in HubSpot's API).
-fn property<'a>(record: &'a SourceRecord, name: &str) -> Option<&'a str> {
-    record
-        .properties
-        .iter()
-        .find(|p| p.name == name)
-        .and_then(|p| p.value.as_deref())
-        .filter(|v| !v.is_empty())
+/// in HubSpot's API). It is looked for at `at` first; `at` is left where it
+/// was found.
+fn property<'a>(record: &'a SourceRecord, name: &str, at: &mut usize) -> Option<&'a str> {
+    let properties = &record.properties;
+    let found = match properties.get(*at) {
+        Some(p) if p.name == name => p,
+        _ => {
+            *at = properties.iter().position(|p| p.name == name)?;
+            &properties[*at]
+        }
+    };
+    found.value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// A name part with surrounding whitespace removed; blank parts count as absent (M2).
@@ -217,7 +231,50 @@ mod tests {
     }
 
     fn map(props: &[(&str, Option<&str>)]) -> MappedContact {
-        map_fields(&record(props), &defaults()).contact
+        map_fields(record(props), &defaults()).contact
+    }
+
+    /// map_page looks for a property where the record before had it: records
+    /// listing their properties in other orders, or lacking some, map as
+    /// they do alone.
+    #[test]
+    fn a_page_maps_each_record_as_it_maps_alone_whatever_its_property_order() {
+        let records = vec![
+            record(&[
+                ("email", Some("a@example.com")),
+                ("firstname", Some("Ada")),
+                ("lastname", Some("Lovelace")),
+                ("phone", Some("+1 415 555 0101")),
+            ]),
+            record(&[
+                ("phone", Some("+1 415 555 0102")),
+                ("lastname", Some("Hopper")),
+                ("email", Some("g@example.com")),
+            ]),
+            record(&[
+                ("firstname", Some("Alan")),
+                ("email", Some("t@example.com")),
+            ]),
+            record(&[]),
+            record(&[
+                ("lastname", Some("Liskov")),
+                ("firstname", Some("Barbara")),
+                ("mobilephone", Some("+1 415 555 0103")),
+                ("email", Some("b@example.com")),
+            ]),
+        ];
+        let alone: Vec<_> = records
+            .iter()
+            .map(|r| map_fields(r.clone(), &defaults()))
+            .collect();
+        let page = Page {
+            records,
+            excluded: Vec::new(),
+            next_cursor: None,
+        };
+        assert_eq!(map_page(page, &defaults()).records, alone);
+        assert_eq!(alone[1].contact.name.as_deref(), Some("Hopper"));
+        assert_eq!(alone[4].contact.phones, ["+14155550103"]);
     }
 
     #[test]
@@ -287,7 +344,7 @@ mod tests {
             target: FieldTarget::Custom("title".into()),
             value_type: FieldType::Text,
         });
-        let c = map_fields(&record(&[("jobtitle", Some(hostile))]), &mappings).contact;
+        let c = map_fields(record(&[("jobtitle", Some(hostile))]), &mappings).contact;
         assert_eq!(c.fields.len(), 1);
         assert_eq!(c.fields[0].name, "title");
         assert_eq!(c.fields[0].value, FieldData::Text(hostile.into()));
@@ -312,7 +369,7 @@ mod tests {
             });
         }
         let mapped = map_fields(
-            &record(&[
+            record(&[
                 ("email", Some("ada@example.com")),
                 ("annualrevenue", Some("a lot")),
                 ("hs_lead_status", Some("NEW")),
@@ -362,7 +419,7 @@ mod tests {
             value_type: FieldType::Text,
         }];
         let c = map_fields(
-            &record(&[("domain", Some("acme.com; www.ACME.com;initech.com"))]),
+            record(&[("domain", Some("acme.com; www.ACME.com;initech.com"))]),
             &mapping,
         );
         assert_eq!(c.contact.domains, ["acme.com", "initech.com"]);
@@ -386,9 +443,9 @@ mod tests {
                 _ => m,
             })
             .collect();
-        let national = map_fields(&record(&[("phone", Some("(415) 555-0101"))]), &mappings);
+        let national = map_fields(record(&[("phone", Some("(415) 555-0101"))]), &mappings);
         let international = map_fields(
-            &record(&[
+            record(&[
                 ("phone", Some("+1 415-555-0101")),
                 ("mobilephone", Some("415.555.0101")),
             ]),
@@ -398,10 +455,10 @@ mod tests {
         assert_eq!(international.contact.phones, ["+14155550101"]);
         assert!(national.field_errors.is_empty() && international.field_errors.is_empty());
         // Without the setting, M3 as before: two handles.
-        let digits = map_fields(&record(&[("phone", Some("(415) 555-0101"))]), &defaults());
+        let digits = map_fields(record(&[("phone", Some("(415) 555-0101"))]), &defaults());
         assert_eq!(digits.contact.phones, ["4155550101"]);
         // What does not parse falls back to M3's rule and is reported on the field.
-        let odd = map_fields(&record(&[("phone", Some("ext. 12"))]), &mappings);
+        let odd = map_fields(record(&[("phone", Some("ext. 12"))]), &mappings);
         assert_eq!(odd.contact.phones, ["12"]);
         assert_eq!(odd.field_errors.len(), 1);
         let error = &odd.field_errors[0];

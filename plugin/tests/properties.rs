@@ -146,7 +146,7 @@ fn mapping_keeps_its_invariants_for_any_values() {
             merged_ids: Vec::new(),
             company_ids: Vec::new(),
         };
-        let mapped = map_fields(&record, &mappings);
+        let mapped = map_fields(record.clone(), &mappings);
         // A typed value either converts or is one field error, never both.
         let revenue = record.properties.iter().find(|p| p.name == "annualrevenue");
         let raw = revenue
