@@ -39,11 +39,13 @@ struct Args {
     /// Records for the wasm vs native component path.
     #[arg(long, default_value_t = 100_000)]
     path_records: u64,
-    /// Another build of the component for the wasm side of the component
-    /// path (default: the one the runner carries), to compare two builds
-    /// of the guest against the same native build.
+    /// Another build of the component (default: the one the runner
+    /// carries), for the wasm side of the component path and every
+    /// `crmsync` the bench starts: two builds of the guest compared
+    /// against the same native build and the same runner. Start-up always
+    /// loads the runner's own.
     #[arg(long)]
-    path_component: Option<PathBuf>,
+    component: Option<PathBuf>,
     /// Contacts for the run under a 190 requests / 10 s limit.
     #[arg(long, default_value_t = 60_000)]
     throttled_contacts: u64,
@@ -134,8 +136,11 @@ fn main() -> Result<()> {
             .expect("the bench's own path")
             .with_file_name("crmsync")
     });
-    // The component the runner carries, as built beside it.
-    let component = PathBuf::from(EMBEDDED_COMPONENT_BUILT_AT);
+    // The component the runner carries, as built beside it, unless another is given.
+    let component = args
+        .component
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(EMBEDDED_COMPONENT_BUILT_AT));
     if !crmsync.is_file() || !component.is_file() {
         bail!(
             "build first: cargo build --release -p crmsync-host (looked for {} and {})",
@@ -154,11 +159,7 @@ fn main() -> Result<()> {
         startup(&mut report)?;
     }
     if wants("path") {
-        component_path(
-            args.path_records,
-            args.path_component.as_deref(),
-            &mut report,
-        )?;
+        component_path(args.path_records, args.component.as_deref(), &mut report)?;
     }
     if wants("store") {
         store_writes(args.path_records, &work, &mut report)?;
