@@ -3,6 +3,7 @@
 //! timeouts and a response-size cap, and replays or records cassettes.
 
 use crate::cassette::{Cassette, Exchange};
+use crate::connections::{self, Timeouts};
 use crate::origin::Origin;
 use crate::rate_limit::{AccountLimiters, Limiter};
 use bytes::Bytes;
@@ -328,23 +329,19 @@ async fn exchange(
     request: http::Request<Full<Bytes>>,
     limits: HttpLimits,
 ) -> Result<Answer, HttpError> {
-    let request = request.map(|b| b.map_err(|never| match never {}));
-    let options = RequestOptions {
-        connect_timeout: Some(limits.connect_timeout),
-        first_byte_timeout: Some(limits.first_byte_timeout),
-        between_bytes_timeout: Some(limits.between_bytes_timeout),
+    let connections = connections::shared();
+    let timeouts = Timeouts {
+        connect: limits.connect_timeout,
+        first_byte: limits.first_byte_timeout,
     };
-    let (response, connection) =
-        wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-    // The connection future drives the socket while the body is read.
-    let driver = wasmtime_wasi::runtime::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("connection ended with {e}");
-        }
-    });
+    let (response, connection) = connections.send(request, timeouts).await?;
     let (parts, mut body) = response.into_parts();
     let mut collected = Vec::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = tokio::time::timeout(limits.between_bytes_timeout, body.frame())
+            .await
+            .map_err(|_| HttpError::ConnectionReadTimeout)?;
+        let Some(frame) = frame else { break };
         if let Ok(data) = frame?.into_data() {
             if collected.len() + data.len() > limits.max_response_bytes {
                 return Err(HttpError::HttpResponseBodySize(Some(
@@ -354,7 +351,8 @@ async fn exchange(
             collected.extend_from_slice(&data);
         }
     }
-    drop(driver);
+    // Read whole: the connection can carry the next request.
+    connections.keep(connection);
     Ok((parts.status, parts.headers, Bytes::from(collected)))
 }
 

@@ -8,6 +8,7 @@ pub mod api_bounds;
 pub mod auth;
 pub mod cassette;
 pub mod code_cache;
+pub mod connections;
 pub mod http;
 pub mod origin;
 pub mod page_keys;
