@@ -12,6 +12,7 @@
 mod native;
 mod scale;
 mod server;
+mod tls;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -87,8 +88,11 @@ struct Args {
     /// Contacts per portal there.
     #[arg(long, default_value_t = 5_000)]
     portal_contacts: u64,
+    /// Pages the TLS section fetches each way.
+    #[arg(long, default_value_t = 400)]
+    tls_requests: u32,
     /// Only these sections: e2e, path, startup, store, throttled, python, bridge,
-    /// concurrency (with the fleet model), portals, postgres.
+    /// concurrency (with the fleet model), portals, tls, postgres.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -221,6 +225,9 @@ fn main() -> Result<()> {
             (190, Duration::from_secs(10)),
             &mut figures,
         )?;
+    }
+    if wants("tls") {
+        tls::pages(args.tls_requests, &mut figures)?;
     }
     if wants("postgres") {
         match &args.postgres_url {

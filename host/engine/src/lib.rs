@@ -26,7 +26,8 @@ pub mod untrusted;
 // The runtime's and the store's modules, under the names the engine's
 // modules use.
 pub use crmsync_runtime::{
-    api_bounds, auth, bindings, cassette, code_cache, http, origin, rate_limit, runtime,
+    api_bounds, auth, bindings, cassette, code_cache, connections, http, origin, rate_limit,
+    runtime,
 };
 /// The destination store (`crmsync-store`).
 pub use crmsync_store as store;
