@@ -112,7 +112,15 @@ pub fn unpack(keys: &PageKeys) -> Vec<RecordKeys<'_>> {
         .chunks_exact(3)
         .map(|counts| {
             let external_id = next();
-            let mut take = |n: u32| (0..n).map(|_| next()).collect();
+            // Pushed one by one: `collect` into a `SmallVec` costs several
+            // times as much for lists of none, one or two.
+            let mut take = |n: u32| {
+                let mut list = KeyList::new();
+                for _ in 0..n {
+                    list.push(next());
+                }
+                list
+            };
             RecordKeys {
                 external_id,
                 emails: take(counts[0]),

@@ -155,21 +155,31 @@ struct Snapshot<'a> {
 }
 
 impl<'a> Snapshot<'a> {
-    /// The directory's answer, indexed; sized for the page's `records` too,
-    /// whose creates join it (a page of creates never rehashes).
-    fn new(directory: &'a [DestinationContact], records: &[RecordKeys], accounts: bool) -> Self {
+    /// The directory's answer, indexed; sized for the page's `records` too
+    /// that are not `alone`, whose creates join it (a page of creates never
+    /// rehashes).
+    fn new(
+        directory: &'a [DestinationContact],
+        records: &[RecordKeys],
+        alone: &[bool],
+        accounts: bool,
+    ) -> Self {
         fn sized<'a, V>(count: usize) -> Index<'a, V> {
             Index::with_capacity_and_hasher(count, Default::default())
         }
+        let joining = || records.iter().zip(alone).filter(|(_, alone)| !**alone);
         let handles = |of: fn(&DestinationContact) -> usize, own: fn(&RecordKeys) -> usize| {
-            sized(directory.iter().map(of).sum::<usize>() + records.iter().map(own).sum::<usize>())
+            sized(
+                directory.iter().map(of).sum::<usize>()
+                    + joining().map(|(r, _)| own(r)).sum::<usize>(),
+            )
         };
         let mut snapshot = Snapshot {
             accounts,
-            entries: Vec::with_capacity(directory.len() + records.len()),
+            entries: Vec::with_capacity(directory.len() + joining().count()),
             by_id: sized(directory.len()),
             by_key: [
-                sized(directory.len() + records.len()),
+                sized(directory.len() + joining().count()),
                 handles(|c| c.emails.len(), |r| r.emails.len()),
                 handles(|c| c.phones.len(), |r| r.phones.len()),
                 handles(|c| c.domains.len(), |r| r.domains.len()),
@@ -346,7 +356,13 @@ pub fn match_page(directory: &mut impl Directory, contacts: &[MappedContact]) ->
     let phones: Vec<String> = unique(contacts.iter().flat_map(|c| c.phones.iter()));
     let held = directory.find_page(&external_ids, &emails, &phones);
     let records: Vec<RecordKeys> = contacts.iter().map(RecordKeys::of).collect();
-    decide(&held, &records, false, match_contact_keys)
+    decide(
+        &held,
+        &records,
+        false,
+        match_contact_keys,
+        match_contact_keys,
+    )
 }
 
 /// `match-accounts-page`: one outcome per company, in order.
@@ -358,14 +374,26 @@ pub fn match_accounts_page(
     let domains: Vec<String> = unique(accounts.iter().flat_map(|a| a.domains.iter()));
     let held = directory.find_accounts_page(&external_ids, &domains);
     let records: Vec<RecordKeys> = accounts.iter().map(RecordKeys::of).collect();
-    decide(&held, &records, true, match_account_keys)
+    decide(
+        &held,
+        &records,
+        true,
+        match_account_keys,
+        match_account_keys,
+    )
 }
 
 /// `match-keys-page`: [`match_page`] for a packed page.
 pub fn match_keys_page(directory: &mut impl Directory, keys: &PageKeys) -> Vec<MatchOutcome> {
     let records = unpack(keys);
     let held = directory.find_page_keys(keys);
-    decide(&held, &records, false, match_contact_keys)
+    decide(
+        &held,
+        &records,
+        false,
+        match_contact_keys,
+        match_contact_keys,
+    )
 }
 
 /// `match-accounts-keys-page`: [`match_accounts_page`] for a packed page.
@@ -375,26 +403,138 @@ pub fn match_accounts_keys_page(
 ) -> Vec<MatchOutcome> {
     let records = unpack(keys);
     let held = directory.find_accounts_page_keys(keys);
-    decide(&held, &records, true, match_account_keys)
+    decide(
+        &held,
+        &records,
+        true,
+        match_account_keys,
+        match_account_keys,
+    )
 }
 
-/// Each record decided by `rule` against `held` with the earlier outcomes applied.
+/// Each record decided by `rule` against `held` with the earlier outcomes
+/// applied.
+///
+/// A record that shares no key with `held` or with another record of the
+/// page (most of a first sync's) finds nobody in the snapshot, and no later
+/// record can find what it becomes: it is decided by `rule_alone` against
+/// [`Nobody`] and stays out of the snapshot. The two rules are one rule
+/// for two directories.
 fn decide<'a, 'k: 'a>(
     held: &'a [DestinationContact],
     records: &'a [RecordKeys<'k>],
     accounts: bool,
     rule: fn(&mut Snapshot<'a>, &RecordKeys<'k>) -> MatchOutcome,
+    rule_alone: fn(&mut Nobody, &RecordKeys<'k>) -> MatchOutcome,
 ) -> Vec<MatchOutcome> {
-    let mut snapshot = Snapshot::new(held, records, accounts);
+    let alone = alone(held, records);
+    let mut snapshot = Snapshot::new(held, records, &alone, accounts);
     records
         .iter()
+        .zip(alone)
         .enumerate()
-        .map(|(index, record)| {
+        .map(|(index, (record, alone))| {
+            if alone {
+                return rule_alone(&mut Nobody, record);
+            }
             let outcome = rule(&mut snapshot, record);
             snapshot.apply(index, record, &outcome);
             outcome
         })
         .collect()
+}
+
+/// Which records share none of their keys (source id, emails, phones,
+/// domains, each kind apart) with a contact of `held` or with another
+/// record. Each key is hashed once: the first holder of a key is noted, and
+/// whoever meets it later is not alone, nor is that first holder.
+fn alone(held: &[DestinationContact], records: &[RecordKeys]) -> Vec<bool> {
+    /// The holder of a key `held` has.
+    const HELD: usize = usize::MAX;
+    let mut counts = [0; 4];
+    for contact in held {
+        counts[Key::Linked as usize] += usize::from(contact.external_id.is_some());
+        counts[Key::Email as usize] += contact.emails.len();
+        counts[Key::Phone as usize] += contact.phones.len();
+        counts[Key::Domain as usize] += contact.domains.len();
+    }
+    for record in records {
+        counts[Key::Linked as usize] += 1;
+        counts[Key::Email as usize] += record.emails.len();
+        counts[Key::Phone as usize] += record.phones.len();
+        counts[Key::Domain as usize] += record.domains.len();
+    }
+    let mut first: [Index<'_, usize>; 4] =
+        counts.map(|count| Index::with_capacity_and_hasher(count, Default::default()));
+    let mut alone = vec![true; records.len()];
+    let mut meet = |key: Key, value, holder: usize| {
+        use std::collections::hash_map::Entry as Slot;
+        match first[key as usize].entry(value) {
+            Slot::Vacant(slot) => {
+                slot.insert(holder);
+            }
+            Slot::Occupied(slot) => {
+                for met in [*slot.get(), holder] {
+                    if met != HELD {
+                        alone[met] = false;
+                    }
+                }
+            }
+        }
+    };
+    for contact in held {
+        if let Some(linked) = &contact.external_id {
+            meet(Key::Linked, linked.as_str(), HELD);
+        }
+        for (key, handles) in [
+            (Key::Email, &contact.emails),
+            (Key::Phone, &contact.phones),
+            (Key::Domain, &contact.domains),
+        ] {
+            handles.iter().for_each(|h| meet(key, h.as_str(), HELD));
+        }
+    }
+    for (at, record) in records.iter().enumerate() {
+        meet(Key::Linked, record.external_id, at);
+        for (key, handles) in [
+            (Key::Email, &record.emails),
+            (Key::Phone, &record.phones),
+            (Key::Domain, &record.domains),
+        ] {
+            handles.iter().for_each(|h| meet(key, h, at));
+        }
+    }
+    alone
+}
+
+/// A directory that holds nobody: what a record that is alone in its page
+/// (see [`decide`]) is matched against.
+pub struct Nobody;
+
+impl Directory for Nobody {
+    fn find_by_external_id(&mut self, _: &str) -> Option<DestinationContact> {
+        None
+    }
+
+    fn find_by_handle(&mut self, _: HandleKind, _: &str) -> Vec<DestinationContact> {
+        Vec::new()
+    }
+
+    fn find_account_by_external_id(&mut self, _: &str) -> Option<DestinationContact> {
+        None
+    }
+
+    fn find_accounts_by_domain(&mut self, _: &str) -> Vec<DestinationContact> {
+        Vec::new()
+    }
+
+    fn find_page(&mut self, _: &[String], _: &[String], _: &[String]) -> Vec<DestinationContact> {
+        Vec::new()
+    }
+
+    fn find_accounts_page(&mut self, _: &[String], _: &[String]) -> Vec<DestinationContact> {
+        Vec::new()
+    }
 }
 
 /// Each value once, in order (FxHash, as the snapshot's index).
@@ -526,32 +666,53 @@ mod tests {
         }
     }
 
-    fn pick(rng: &mut fastrand::Rng, from: &[&str]) -> Vec<String> {
-        let mut picked: Vec<String> = from
-            .iter()
-            .filter(|_| rng.u8(..4) == 0)
-            .map(|s| (*s).to_owned())
-            .collect();
+    fn as_strs(pool: &[String]) -> Vec<&str> {
+        pool.iter().map(String::as_str).collect()
+    }
+
+    /// Some of `from`: each with a chance of one in four, or in a wide key
+    /// space one or two at random.
+    fn pick(rng: &mut fastrand::Rng, from: &[&str], wide: bool) -> Vec<String> {
+        let mut picked: Vec<String> = if wide {
+            (0..rng.usize(0..3))
+                .map(|_| from[rng.usize(..from.len())].to_owned())
+                .collect()
+        } else {
+            from.iter()
+                .filter(|_| rng.u8(..4) == 0)
+                .map(|s| (*s).to_owned())
+                .collect()
+        };
+        picked.sort();
         picked.dedup();
         picked
     }
 
     #[test]
     fn a_page_is_decided_as_its_records_one_by_one_would_be() {
-        const EMAILS: &[&str] = &["a@x.io", "b@x.io", "c@x.io", "d@x.io"];
-        const PHONES: &[&str] = &["+1", "+2", "+3"];
-        const IDS: &[&str] = &["s1", "s2", "s3", "s4", "s5"];
         let mut rng = fastrand::Rng::with_seed(0x9A6E);
-        for _ in 0..20_000 {
+        // Records alone in their page (decided against nobody) and records
+        // that meet others, both many times over.
+        let (mut alone_seen, mut met_seen) = (0, 0);
+        for round in 0..20_000 {
+            // Small key spaces make pages whose records meet each other and
+            // the store's contacts; wide ones, pages of mostly new records.
+            let wide = round % 2 == 1;
+            let pool = |prefix: &str, small: usize| -> Vec<String> {
+                let size = if wide { small * 12 } else { small };
+                (1..=size).map(|i| format!("{prefix}{i}")).collect()
+            };
+            let (ids, emails, phones) = (pool("s", 5), pool("e@", 4), pool("+", 3));
+            let (ids, emails, phones) = (as_strs(&ids), as_strs(&emails), as_strs(&phones));
             let mut store = Store::default();
             for id in 1..=rng.u64(0..5) {
-                let linked = rng.bool().then(|| IDS[rng.usize(..IDS.len())].to_owned());
+                let linked = rng.bool().then(|| ids[rng.usize(..ids.len())].to_owned());
                 let flag = |rng: &mut fastrand::Rng| linked.is_some() && rng.bool();
-                let emails = pick(&mut rng, EMAILS)
+                let emails = pick(&mut rng, &emails, wide)
                     .into_iter()
                     .map(|e| (e, flag(&mut rng)))
                     .collect();
-                let phones = pick(&mut rng, PHONES)
+                let phones = pick(&mut rng, &phones, wide)
                     .into_iter()
                     .map(|p| (p, flag(&mut rng)))
                     .collect();
@@ -559,14 +720,22 @@ mod tests {
             }
             let page: Vec<MappedContact> = (0..rng.usize(1..7))
                 .map(|_| MappedContact {
-                    external_id: IDS[rng.usize(..IDS.len())].to_owned(),
+                    external_id: ids[rng.usize(..ids.len())].to_owned(),
                     name: None,
-                    emails: pick(&mut rng, EMAILS),
-                    phones: pick(&mut rng, PHONES),
+                    emails: pick(&mut rng, &emails, wide),
+                    phones: pick(&mut rng, &phones, wide),
                     domains: Vec::new(),
                     fields: Vec::new(),
                 })
                 .collect();
+            let records: Vec<RecordKeys> = page.iter().map(RecordKeys::of).collect();
+            for alone in alone(&store.select(|_| true), &records) {
+                *if alone {
+                    &mut alone_seen
+                } else {
+                    &mut met_seen
+                } += 1;
+            }
             // One by one, each applied before the next is asked.
             let mut sequential = store.clone();
             let mut created: Vec<Option<u64>> = Vec::new();
@@ -603,6 +772,10 @@ mod tests {
                 .collect();
             assert_eq!(paged, expected, "page {page:?}");
         }
+        assert!(
+            alone_seen > 20_000 && met_seen > 20_000,
+            "{alone_seen} alone, {met_seen} met"
+        );
     }
 }
 
