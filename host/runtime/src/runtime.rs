@@ -288,13 +288,40 @@ impl Runtime {
         Self::from_bytes(embedded_component(), "the embedded component", sandbox)
     }
 
+    /// The component at `path` compiled without the checks its calls'
+    /// time limits rest on (wasmtime's epoch interruption, a test of the
+    /// epoch at every function entry and loop header), so that a call can
+    /// run for ever. For measurement only: the bench times it to tell what
+    /// those checks cost from what the component's own code costs. Never
+    /// for a sync.
+    pub fn load_without_time_limits(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the sync component {}", path.display()))?;
+        let component = code_cache::Digested::new(&bytes);
+        let what = path.display().to_string();
+        Self::compile(
+            uninterruptible_engine()?,
+            component,
+            &what,
+            Sandbox::default(),
+        )
+    }
+
     /// Compiles a component (named `what` in errors), or loads it from the cache.
     fn from_bytes(
         component: code_cache::Digested<'_>,
         what: &str,
         sandbox: Sandbox,
     ) -> Result<Self> {
-        let engine = engine()?;
+        Self::compile(engine()?, component, what, sandbox)
+    }
+
+    fn compile(
+        engine: Engine,
+        component: code_cache::Digested<'_>,
+        what: &str,
+        sandbox: Sandbox,
+    ) -> Result<Self> {
         let component = code_cache::load(&engine, component, code_cache::cache_dir().as_deref())
             .with_context(|| format!("{what} is not a valid crmsync component"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
@@ -332,6 +359,17 @@ impl Runtime {
             _ticking: Ticking::start(),
         })
     }
+}
+
+/// The engine of [`Runtime::load_without_time_limits`]: as [`engine`]'s,
+/// without epoch interruption (its compiled code is cached apart, as the
+/// cache's key holds the engine's settings).
+fn uninterruptible_engine() -> Result<Engine> {
+    static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| Engine::new(&Config::new()).map_err(|e| format!("{e:?}")))
+        .clone()
+        .map_err(|e| anyhow!("cannot start wasmtime: {e}"))
 }
 
 /// One engine per process: compiled code and the epoch ticker are shared.
@@ -657,5 +695,22 @@ mod tests {
         let embedded = embedded_component();
         let hashed = code_cache::Digested::new(EMBEDDED_COMPONENT);
         assert_eq!(embedded.sha256(), hashed.sha256());
+    }
+
+    /// Syncs run on the engine whose code checks the epoch (the time
+    /// limits); only the bench's measurement engine leaves the checks out,
+    /// and its compiled code is cached under another key.
+    #[test]
+    fn only_the_measurement_engine_runs_without_time_limits() {
+        let (checked, unchecked) = (engine().unwrap(), uninterruptible_engine().unwrap());
+        assert!(checked.get_epoch_interruption());
+        assert!(!unchecked.get_epoch_interruption());
+        let key = |engine: &Engine| {
+            use std::hash::{DefaultHasher, Hash, Hasher};
+            let mut hasher = DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hasher.finish()
+        };
+        assert_ne!(key(&checked), key(&unchecked));
     }
 }
