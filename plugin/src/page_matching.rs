@@ -509,7 +509,7 @@ fn alone(held: &[DestinationContact], records: &[RecordKeys]) -> Vec<bool> {
 
 /// A directory that holds nobody: what a record that is alone in its page
 /// (see [`decide`]) is matched against.
-pub struct Nobody;
+struct Nobody;
 
 impl Directory for Nobody {
     fn find_by_external_id(&mut self, _: &str) -> Option<DestinationContact> {
