@@ -518,10 +518,20 @@ fn component_path(records: u64, component: Option<&Path>, report: &mut Report) -
     let (mut contact_ratios, mut wasm_contact, mut native_contact) =
         (Vec::new(), Vec::new(), Vec::new());
     let (mut unchecked_ratios, mut unchecked_page_ratios) = (Vec::new(), Vec::new());
-    for _ in 0..PATH_ROUNDS {
-        let w = wasm_round(&runtime)?;
-        let n = native_round()?;
-        let u = wasm_round(&unchecked)?;
+    for round in 0..PATH_ROUNDS {
+        // The two wasm builds take turns before and after the native round,
+        // so neither always runs on the machine the native round left.
+        let (w, n, u) = if round % 2 == 0 {
+            (
+                wasm_round(&runtime)?,
+                native_round()?,
+                wasm_round(&unchecked)?,
+            )
+        } else {
+            let u = wasm_round(&unchecked)?;
+            let n = native_round()?;
+            (wasm_round(&runtime)?, n, u)
+        };
         unchecked_ratios.push(u.path.as_secs_f64() / n.path.as_secs_f64());
         unchecked_page_ratios.push(u.in_page.as_secs_f64() / n.in_page.as_secs_f64());
         ratios.push(w.path.as_secs_f64() / n.path.as_secs_f64());
