@@ -273,19 +273,17 @@ fn embedded_component() -> code_cache::Digested<'static> {
 impl Runtime {
     /// Compiles the component at `path`, or loads it from the compiled-code cache.
     pub fn load(path: &Path, sandbox: Sandbox) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read the sync component {} (build it with `cargo build -p crmsync-plugin --target wasm32-wasip2 --release`, or leave out --component to use the one this runner carries)",
-                path.display()
-            )
-        })?;
-        let component = code_cache::Digested::new(&bytes);
-        Self::from_bytes(component, &path.display().to_string(), sandbox)
+        Self::load_on(engine()?, path, sandbox)
     }
 
     /// The component this runner was built with (`EMBEDDED_COMPONENT`).
     pub fn load_embedded(sandbox: Sandbox) -> Result<Self> {
-        Self::from_bytes(embedded_component(), "the embedded component", sandbox)
+        Self::compile(
+            engine()?,
+            embedded_component(),
+            "the embedded component",
+            sandbox,
+        )
     }
 
     /// The component at `path` compiled without the checks its calls'
@@ -295,27 +293,23 @@ impl Runtime {
     /// those checks cost from what the component's own code costs. Never
     /// for a sync.
     pub fn load_without_time_limits(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read the sync component {}", path.display()))?;
+        Self::load_on(uninterruptible_engine()?, path, Sandbox::default())
+    }
+
+    /// [`Runtime::load`] on `engine`.
+    fn load_on(engine: Engine, path: &Path, sandbox: Sandbox) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the sync component {} (build it with `cargo build -p crmsync-plugin --target wasm32-wasip2 --release`, or leave out --component to use the one this runner carries)",
+                path.display()
+            )
+        })?;
         let component = code_cache::Digested::new(&bytes);
-        let what = path.display().to_string();
-        Self::compile(
-            uninterruptible_engine()?,
-            component,
-            &what,
-            Sandbox::default(),
-        )
+        Self::compile(engine, component, &path.display().to_string(), sandbox)
     }
 
-    /// Compiles a component (named `what` in errors), or loads it from the cache.
-    fn from_bytes(
-        component: code_cache::Digested<'_>,
-        what: &str,
-        sandbox: Sandbox,
-    ) -> Result<Self> {
-        Self::compile(engine()?, component, what, sandbox)
-    }
-
+    /// Compiles a component (named `what` in errors) for `engine`, or loads it
+    /// from the cache.
     fn compile(
         engine: Engine,
         component: code_cache::Digested<'_>,
