@@ -356,13 +356,7 @@ pub fn match_page(directory: &mut impl Directory, contacts: &[MappedContact]) ->
     let phones: Vec<String> = unique(contacts.iter().flat_map(|c| c.phones.iter()));
     let held = directory.find_page(&external_ids, &emails, &phones);
     let records: Vec<RecordKeys> = contacts.iter().map(RecordKeys::of).collect();
-    decide(
-        &held,
-        &records,
-        false,
-        match_contact_keys,
-        match_contact_keys,
-    )
+    decide::<People>(&held, &records)
 }
 
 /// `match-accounts-page`: one outcome per company, in order.
@@ -374,26 +368,14 @@ pub fn match_accounts_page(
     let domains: Vec<String> = unique(accounts.iter().flat_map(|a| a.domains.iter()));
     let held = directory.find_accounts_page(&external_ids, &domains);
     let records: Vec<RecordKeys> = accounts.iter().map(RecordKeys::of).collect();
-    decide(
-        &held,
-        &records,
-        true,
-        match_account_keys,
-        match_account_keys,
-    )
+    decide::<Companies>(&held, &records)
 }
 
 /// `match-keys-page`: [`match_page`] for a packed page.
 pub fn match_keys_page(directory: &mut impl Directory, keys: &PageKeys) -> Vec<MatchOutcome> {
     let records = unpack(keys);
     let held = directory.find_page_keys(keys);
-    decide(
-        &held,
-        &records,
-        false,
-        match_contact_keys,
-        match_contact_keys,
-    )
+    decide::<People>(&held, &records)
 }
 
 /// `match-accounts-keys-page`: [`match_accounts_page`] for a packed page.
@@ -403,41 +385,60 @@ pub fn match_accounts_keys_page(
 ) -> Vec<MatchOutcome> {
     let records = unpack(keys);
     let held = directory.find_accounts_page_keys(keys);
-    decide(
-        &held,
-        &records,
-        true,
-        match_account_keys,
-        match_account_keys,
-    )
+    decide::<Companies>(&held, &records)
 }
 
-/// Each record decided by `rule` against `held` with the earlier outcomes
+/// How a page's records are matched: people by their source id, emails and
+/// phones (X1-X5), companies by their source id and domains (S3).
+trait Rule {
+    /// Companies, whose updates replace an account's domains.
+    const ACCOUNTS: bool;
+
+    /// The outcome of one record against `directory`.
+    fn decide(directory: &mut impl Directory, record: &RecordKeys) -> MatchOutcome;
+}
+
+/// [`match_contact_keys`].
+struct People;
+
+impl Rule for People {
+    const ACCOUNTS: bool = false;
+
+    fn decide(directory: &mut impl Directory, record: &RecordKeys) -> MatchOutcome {
+        match_contact_keys(directory, record)
+    }
+}
+
+/// [`match_account_keys`].
+struct Companies;
+
+impl Rule for Companies {
+    const ACCOUNTS: bool = true;
+
+    fn decide(directory: &mut impl Directory, record: &RecordKeys) -> MatchOutcome {
+        match_account_keys(directory, record)
+    }
+}
+
+/// Each record decided by `R` against `held` with the earlier outcomes
 /// applied.
 ///
 /// A record that shares no key with `held` or with another record of the
 /// page (most of a first sync's) finds nobody in the snapshot, and no later
-/// record can find what it becomes: it is decided by `rule_alone` against
-/// [`Nobody`] and stays out of the snapshot. The two rules are one rule
-/// for two directories.
-fn decide<'a, 'k: 'a>(
-    held: &'a [DestinationContact],
-    records: &'a [RecordKeys<'k>],
-    accounts: bool,
-    rule: fn(&mut Snapshot<'a>, &RecordKeys<'k>) -> MatchOutcome,
-    rule_alone: fn(&mut Nobody, &RecordKeys<'k>) -> MatchOutcome,
-) -> Vec<MatchOutcome> {
+/// record can find what it becomes: it is decided against [`Nobody`] and
+/// stays out of the snapshot.
+fn decide<R: Rule>(held: &[DestinationContact], records: &[RecordKeys]) -> Vec<MatchOutcome> {
     let alone = alone(held, records);
-    let mut snapshot = Snapshot::new(held, records, &alone, accounts);
+    let mut snapshot = Snapshot::new(held, records, &alone, R::ACCOUNTS);
     records
         .iter()
         .zip(alone)
         .enumerate()
         .map(|(index, (record, alone))| {
             if alone {
-                return rule_alone(&mut Nobody, record);
+                return R::decide(&mut Nobody, record);
             }
-            let outcome = rule(&mut snapshot, record);
+            let outcome = R::decide(&mut snapshot, record);
             snapshot.apply(index, record, &outcome);
             outcome
         })
