@@ -5,7 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-cargo build --locked --release -p crmsync-plugin --target wasm32-wasip2
 cargo build --locked --release -p crmsync-host -p crmsync-bench
 venv=target/bench-venv
 if ! "$venv/bin/python" -c 'import hubspot' 2>/dev/null; then

@@ -24,7 +24,7 @@ cargo test --workspace --locked
 
 # The same component in a second host: jco under Node, against the same
 # expectations (fixtures/expectations/) as the wasmtime tests above, which
-# built target/test-plugin/wasm32-wasip2/release/crmsync_plugin.wasm.
+# built target/test-plugin/wasm32-wasip2/component/crmsync_plugin.wasm.
 # `npm install` (not `npm ci`): npm versions disagree on which other
 # platforms' optional native bindings a lockfile lists (npm/cli#4828), and
 # `npm ci` refuses a lockfile another npm wrote as out of sync. With a

@@ -1,7 +1,8 @@
-//! Builds the sync component (`plugin/`, release, `wasm32-wasip2`) so the
-//! runner carries it: a copied or `cargo install`ed `crmsync` needs no
-//! checkout. The same way wasmtime's test-programs artifacts crate builds its
-//! guests: a nested `cargo build` into a target folder of its own, so it
+//! Builds the sync component (`plugin/`, `wasm32-wasip2`, the workspace's
+//! `component` profile: release with LTO) so the runner carries it: a copied
+//! or `cargo install`ed `crmsync` needs no checkout. The same way wasmtime's
+//! test-programs artifacts crate builds its guests: a nested cargo build into
+//! a target folder of its own, so it
 //! never waits on the lock of the build that runs this script.
 //!
 //! The folder is the one the integration tests build the component into
@@ -60,7 +61,12 @@ fn build_component(workspace: &Path, target_dir: &Path) -> PathBuf {
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--locked", "--release", "-p", "crmsync-plugin"])
+        // `rustc --crate-type cdylib` with the `component` profile: the
+        // plugin is also an `rlib` (the bench and unit tests link it
+        // natively), and cargo applies no LTO to a package built as both
+        // (Cargo.toml says why the component wants it).
+        .args(["rustc", "--locked", "--profile", "component"])
+        .args(["-p", "crmsync-plugin", "--lib", "--crate-type", "cdylib"])
         .args(["--target", "wasm32-wasip2", "--target-dir"])
         .arg(target_dir);
     // The outer build's flags and wrappers are for the host: clippy's driver
@@ -86,7 +92,7 @@ fn build_component(workspace: &Path, target_dir: &Path) -> PathBuf {
     );
     let component = target_dir
         .join("wasm32-wasip2")
-        .join("release")
+        .join("component")
         .join("crmsync_plugin.wasm");
     assert!(component.is_file(), "{} was not built", component.display());
     component

@@ -20,9 +20,9 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds the component (release, wasm32-wasip2) into its own target folder
-/// so the build cannot contend with the cargo that runs the tests, and so a
-/// test never runs a stale component.
+/// Builds the component (wasm32-wasip2, the `component` profile) into its own
+/// target folder so the build cannot contend with the cargo that runs the
+/// tests, and so a test never runs a stale component.
 pub fn component_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| build_guest("crmsync-plugin", crmsync_host::runtime::COMPONENT_FILE))
@@ -39,22 +39,21 @@ fn build_guest(package: &str, file: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace())
-        .args([
-            "build",
-            "-p",
-            package,
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
+        // As host/runtime/build.rs builds the component the runner carries,
+        // argument for argument, so neither build invalidates the other's.
+        .args(["rustc", "--locked", "--profile", "component"])
+        .args(["-p", package, "--lib", "--crate-type", "cdylib"])
+        .args(["--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building {package} failed");
-    target_dir.join("wasm32-wasip2").join("release").join(file)
+    target_dir
+        .join("wasm32-wasip2")
+        .join("component")
+        .join(file)
 }
 
 /// The component loaded once per test binary.

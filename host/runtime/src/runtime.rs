@@ -300,7 +300,7 @@ impl Runtime {
     fn load_on(engine: Engine, path: &Path, sandbox: Sandbox) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| {
             format!(
-                "cannot read the sync component {} (build it with `cargo build -p crmsync-plugin --target wasm32-wasip2 --release`, or leave out --component to use the one this runner carries)",
+                "cannot read the sync component {} (build it with `cargo rustc --profile component -p crmsync-plugin --lib --crate-type cdylib --target wasm32-wasip2`, or leave out --component to use the one this runner carries)",
                 path.display()
             )
         })?;
