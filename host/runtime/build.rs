@@ -2,8 +2,8 @@
 //! `component` profile: release with LTO) so the runner carries it: a copied
 //! or `cargo install`ed `crmsync` needs no checkout. The same way wasmtime's
 //! test-programs artifacts crate builds its guests: a nested cargo build into
-//! a target folder of its own, so it
-//! never waits on the lock of the build that runs this script.
+//! a target folder of its own, so it never waits on the lock of the build
+//! that runs this script.
 //!
 //! The folder is the one the integration tests build the component into
 //! (`target/test-plugin`), so a test run builds it once, not twice.
