@@ -4,7 +4,7 @@
 //! headless Chromium, a person's visit: list, sync page, hostile values as
 //! text, Run now.
 
-use crate::daemon::{completed_runs, wait_for};
+use crate::daemon::{completed_runs, ran_and_idle, wait_for};
 use crmsync_host::runtime::{Runtime, Sandbox};
 use crmsync_host::serve::run_serve;
 use crmsync_host::sync::SyncOptions;
@@ -230,9 +230,11 @@ fn the_api_mirrors_the_cli_and_controls_the_syncs() {
     let (_a, _b, file_a, file_b) = two_portals(dir.path());
     let serving = serve(dir.path(), None, None);
     let address = serving.address;
-    wait_for("both first runs", Duration::from_secs(30), || {
-        completed_runs(&file_a, "alpha") == 1 && completed_runs(&file_b, "beta") == 1
-    });
+    wait_for(
+        "both first runs, their leases given back",
+        Duration::from_secs(30),
+        || ran_and_idle(&file_a, "alpha", 1) && ran_and_idle(&file_b, "beta", 1),
+    );
 
     let syncs = get(address, "/api/syncs");
     assert_eq!(syncs.status, 200);
@@ -553,9 +555,11 @@ fn a_signed_webhook_brings_its_portals_change_and_leaves_others_alone() {
     let (a, _b, file_a, file_b) = two_portals(dir.path());
     let serving = serve(dir.path(), Some(SECRET), None);
     let address = serving.address;
-    wait_for("both first runs", Duration::from_secs(30), || {
-        completed_runs(&file_a, "alpha") == 1 && completed_runs(&file_b, "beta") == 1
-    });
+    wait_for(
+        "both first runs, their leases given back",
+        Duration::from_secs(30),
+        || ran_and_idle(&file_a, "alpha", 1) && ran_and_idle(&file_b, "beta", 1),
+    );
 
     // Refused: a wrong secret, an old timestamp, no signature, a replay.
     let body = event(PORTAL_A, 1, 1);
@@ -678,9 +682,11 @@ fn the_console_works_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, _b, file_a, file_b) = two_portals(dir.path());
     let serving = serve(dir.path(), None, None);
-    wait_for("both first runs", Duration::from_secs(30), || {
-        completed_runs(&file_a, "alpha") == 1 && completed_runs(&file_b, "beta") == 1
-    });
+    wait_for(
+        "both first runs, their leases given back",
+        Duration::from_secs(30),
+        || ran_and_idle(&file_a, "alpha", 1) && ran_and_idle(&file_b, "beta", 1),
+    );
     let shots = workspace().join("target/console");
     let output = Command::new("node")
         .arg(workspace().join("tests/console/browser.mjs"))

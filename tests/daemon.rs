@@ -94,6 +94,15 @@ pub(crate) fn completed_runs(path: &Path, name: &str) -> usize {
         .count()
 }
 
+/// Whether `name` has completed `count` runs and holds no lease: a run is
+/// recorded completed just before its lease is given back, and until then
+/// its state is `running`.
+pub(crate) fn ran_and_idle(path: &Path, name: &str, count: usize) -> bool {
+    let config = crmsync_host::config::Config::load(path).unwrap();
+    let store = config.store.open().unwrap();
+    completed_runs(path, name) == count && store.control(name).unwrap().lease_owner.is_none()
+}
+
 pub(crate) fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
