@@ -190,6 +190,16 @@ fn two_portals(dir: &Path) -> (HubSpotServer, HubSpotServer, PathBuf, PathBuf) {
     (a, b, file_a, file_b)
 }
 
+/// Waits until both portals of [`two_portals`] have run once and given their
+/// leases back.
+fn first_runs_done(file_a: &Path, file_b: &Path) {
+    wait_for(
+        "both first runs, their leases given back",
+        Duration::from_secs(30),
+        || ran_and_idle(file_a, "alpha", 1) && ran_and_idle(file_b, "beta", 1),
+    );
+}
+
 fn signed_delivery(address: SocketAddr, body: &str, secret: &str, timestamp_ms: i64) -> Answer {
     let uri = format!("http://{address}/webhooks/hubspot");
     let timestamp = timestamp_ms.to_string();
@@ -230,11 +240,7 @@ fn the_api_mirrors_the_cli_and_controls_the_syncs() {
     let (_a, _b, file_a, file_b) = two_portals(dir.path());
     let serving = serve(dir.path(), None, None);
     let address = serving.address;
-    wait_for(
-        "both first runs, their leases given back",
-        Duration::from_secs(30),
-        || ran_and_idle(&file_a, "alpha", 1) && ran_and_idle(&file_b, "beta", 1),
-    );
+    first_runs_done(&file_a, &file_b);
 
     let syncs = get(address, "/api/syncs");
     assert_eq!(syncs.status, 200);
@@ -555,11 +561,7 @@ fn a_signed_webhook_brings_its_portals_change_and_leaves_others_alone() {
     let (a, _b, file_a, file_b) = two_portals(dir.path());
     let serving = serve(dir.path(), Some(SECRET), None);
     let address = serving.address;
-    wait_for(
-        "both first runs, their leases given back",
-        Duration::from_secs(30),
-        || ran_and_idle(&file_a, "alpha", 1) && ran_and_idle(&file_b, "beta", 1),
-    );
+    first_runs_done(&file_a, &file_b);
 
     // Refused: a wrong secret, an old timestamp, no signature, a replay.
     let body = event(PORTAL_A, 1, 1);
@@ -682,11 +684,7 @@ fn the_console_works_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (_a, _b, file_a, file_b) = two_portals(dir.path());
     let serving = serve(dir.path(), None, None);
-    wait_for(
-        "both first runs, their leases given back",
-        Duration::from_secs(30),
-        || ran_and_idle(&file_a, "alpha", 1) && ran_and_idle(&file_b, "beta", 1),
-    );
+    first_runs_done(&file_a, &file_b);
     let shots = workspace().join("target/console");
     let output = Command::new("node")
         .arg(workspace().join("tests/console/browser.mjs"))

@@ -82,25 +82,25 @@ fn config_file(dir: &Path, name: &str, server: &HubSpotServer, schedule: &str) -
 }
 
 pub(crate) fn completed_runs(path: &Path, name: &str) -> usize {
-    let config = crmsync_host::config::Config::load(path).unwrap();
-    config
-        .store
-        .open()
-        .unwrap()
-        .runs(name)
-        .unwrap()
-        .iter()
-        .filter(|r| r.status == "completed")
-        .count()
+    completed_in(&*open_store(path), name)
 }
 
 /// Whether `name` has completed `count` runs and holds no lease: a run is
 /// recorded completed just before its lease is given back, and until then
 /// its state is `running`.
 pub(crate) fn ran_and_idle(path: &Path, name: &str, count: usize) -> bool {
+    let store = open_store(path);
+    completed_in(&*store, name) == count && store.control(name).unwrap().lease_owner.is_none()
+}
+
+fn open_store(path: &Path) -> crmsync_host::store::DynStore {
     let config = crmsync_host::config::Config::load(path).unwrap();
-    let store = config.store.open().unwrap();
-    completed_runs(path, name) == count && store.control(name).unwrap().lease_owner.is_none()
+    config.store.open().unwrap()
+}
+
+fn completed_in(store: &dyn crmsync_host::store::Store, name: &str) -> usize {
+    let runs = store.runs(name).unwrap();
+    runs.iter().filter(|r| r.status == "completed").count()
 }
 
 pub(crate) fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
