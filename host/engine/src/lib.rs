@@ -5,6 +5,7 @@
 //! `crmsync` binary (`crmsync-host`) shows what it did.
 
 pub mod bridge;
+mod commit_groups;
 pub mod config;
 pub mod held;
 pub mod lease;

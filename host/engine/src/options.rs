@@ -21,7 +21,8 @@ pub struct SyncOptions {
     pub lease_owner: String,
     /// How long the lease lives and how often it is renewed.
     pub lease: LeaseTiming,
-    /// Called with the run's counters after every committed page.
+    /// Called with the run's counters after every commit (a page, or
+    /// several while the applier is behind the reader).
     pub progress: Option<Progress>,
     /// The source account's limiters, when several syncs share the account
     /// (the daemon); otherwise each pass makes its own from the config.

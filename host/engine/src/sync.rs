@@ -1,11 +1,13 @@
 //! One sync pass: fetch pages through the component, map and match each
-//! record, apply the outcome to the store, checkpoint after every page.
+//! record, apply the outcome to the store, checkpoint after every page
+//! (several pages to a commit while the applier is behind the reader).
 
 use crate::auth::Credentials;
 use crate::bindings::crmsync::sync::types::{
     Failure, FieldData, FieldMapping, FieldType, HubspotScope, HubspotSource, MappedContact,
     MappedPage, MappedRecord, MatchOutcome, SalesforceScope, SalesforceSource, Source, TimeWindow,
 };
+use crate::commit_groups::{MOST_OPEN, PageWriter, apply_in_groups};
 use crate::config::{Config, SourceSystem, SyncObject, mapped_properties, target_name, type_name};
 use crate::http::{Hooks, HttpLimits, HttpMode, HttpStats};
 use crate::lease::{LeaseKeeper, LeaseWatch};
@@ -143,6 +145,7 @@ fn run_leased(
         mode: run.mode,
         started_ms: run.started_ms,
         newest_ms: run.newest_ms,
+        before: None,
     };
     let mut pass = Pass {
         instance: &mut instance,
@@ -477,12 +480,9 @@ impl Pass<'_> {
                     Ok(stopped) => applier.stopped_syncing += stopped,
                     Err(error) => return (Err(Stop::Internal(error)), applier),
                 }
-                for (page, next) in received {
-                    if let Err(stop) = applier.apply_page(page, next.as_deref()) {
-                        return (Err(stop), applier);
-                    }
-                }
-                (Ok(()), applier)
+                let most = applier.instance.state().store.pages_per_transaction();
+                let applied = apply_in_groups(&mut applier, &received, most, MOST_OPEN);
+                (applied, applier)
             });
             let read = self.read_pages(&source, cursor, &pages);
             drop(pages);
@@ -767,7 +767,8 @@ impl Retrying for ArchivedReader<'_, '_> {
 
 /// The writing side of a pass: matches each mapped record through its own
 /// instance (whose directory is its own connection to the store) and applies
-/// the outcome, a page per transaction with its checkpoint.
+/// the outcome, each page with its checkpoint, in one transaction or, while
+/// behind the reader, several pages to one.
 struct Applier<'a> {
     instance: Instance,
     config: &'a Config,
@@ -785,6 +786,55 @@ struct Applier<'a> {
     started_ms: i64,
     /// The newest source modification read so far (for the next bookmark).
     newest_ms: Option<i64>,
+    /// The tally when the open transaction began, restored if it rolls back.
+    before: Option<Tally>,
+}
+
+/// What an applier counts as it applies pages.
+#[derive(Clone, Copy)]
+struct Tally {
+    counts: Counts,
+    stopped_syncing: u64,
+    merged: u64,
+    relinked: u64,
+    newest_ms: Option<i64>,
+}
+
+impl PageWriter for Applier<'_> {
+    type Page = (MappedPage, Option<String>);
+
+    fn begin(&mut self) -> Result<(), Stop> {
+        self.instance.state().store.begin()?;
+        self.before = Some(self.tally());
+        Ok(())
+    }
+
+    fn apply(&mut self, (page, next): Self::Page) -> Result<bool, Stop> {
+        self.apply_records(&page, next.as_deref())?;
+        Ok(next.is_none())
+    }
+
+    fn commit(&mut self) -> Result<(), Stop> {
+        let before = self.before.take();
+        if let Err(error) = self.instance.state().store.commit() {
+            // The store rolled back: nothing since the transaction began happened.
+            if let Some(before) = before {
+                self.restore(before);
+            }
+            return Err(error.into());
+        }
+        if let Some(progress) = &self.options.progress {
+            progress(&self.counts);
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self) {
+        self.instance.state().store.rollback();
+        if let Some(before) = self.before.take() {
+            self.restore(before);
+        }
+    }
 }
 
 impl Applier<'_> {
@@ -804,14 +854,24 @@ impl Applier<'_> {
         })
     }
 
-    /// Applies a page and checkpoints it in one transaction (R3).
-    fn apply_page(&mut self, page: MappedPage, next: Option<&str>) -> Result<(), Stop> {
-        self.instance.state().store.begin()?;
-        let applied = self.apply_records(&page, next);
-        if applied.is_err() {
-            self.instance.state().store.rollback();
+    /// What the applier has counted so far.
+    fn tally(&self) -> Tally {
+        Tally {
+            counts: self.counts,
+            stopped_syncing: self.stopped_syncing,
+            merged: self.merged,
+            relinked: self.relinked,
+            newest_ms: self.newest_ms,
         }
-        applied
+    }
+
+    /// Back to `tally`, when the writes counted since were rolled back.
+    fn restore(&mut self, tally: Tally) {
+        self.counts = tally.counts;
+        self.stopped_syncing = tally.stopped_syncing;
+        self.merged = tally.merged;
+        self.relinked = tally.relinked;
+        self.newest_ms = tally.newest_ms;
     }
 
     fn apply_records(&mut self, page: &MappedPage, next: Option<&str>) -> Result<(), Stop> {
@@ -860,10 +920,6 @@ impl Applier<'_> {
             // Completing the run with its last page's writes: a crash between the
             // two would otherwise leave a finished run looking unstarted.
             store.complete_run(self.run_id, &self.config.name, &bookmark)?;
-        }
-        store.commit()?;
-        if let Some(progress) = &self.options.progress {
-            progress(&self.counts);
         }
         Ok(())
     }

@@ -136,6 +136,9 @@ impl Leases for PgStore {
     }
 }
 
+// One page to a transaction (the trait's default): a page's look-up runs
+// outside the transaction and sees committed rows only (see `held`), so a
+// second page in the same transaction would not see the first's contacts.
 impl Transactions for PgStore {
     fn begin(&self) -> Result<()> {
         self.begin_transaction()

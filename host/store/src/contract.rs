@@ -18,6 +18,7 @@ pub fn contract<S: Store>(open: impl Fn() -> S) {
     records_a_complete_run_did_not_read_stop_syncing(&open());
     hostile_strings_round_trip(&open());
     a_page_and_its_checkpoint_commit_together(&open());
+    pages_sharing_a_transaction_see_each_others_writes(&open());
     links_follow_merges_and_stop_and_resume(&open());
     runs_resume_from_their_checkpoint_and_bookmark_on_completion(&open());
     one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(&open());
@@ -105,6 +106,46 @@ fn a_page_and_its_checkpoint_commit_together(s: &impl Store) {
     let open_run = s.interrupted_run("demo").unwrap().unwrap();
     assert_eq!(open_run.cursor.as_deref(), Some("after-9"));
     assert_eq!(open_run.counts, counts);
+}
+
+/// A store that takes several pages to a transaction: a later page's
+/// look-ups see an earlier page's contacts (or it would create them twice),
+/// and a rollback takes every page back to the last commit, checkpoints too.
+fn pages_sharing_a_transaction_see_each_others_writes(s: &impl Store) {
+    let pages = s.pages_per_transaction();
+    assert!(pages >= 1);
+    if pages == 1 {
+        return;
+    }
+    let run = s.start_run("demo", RunMode::Full, 1_000).unwrap();
+    let page = |n: u64| {
+        let id = n.to_string();
+        let email = format!("p{n}@x.io");
+        let found = s.find_page(&[&id], &[&email], &[]).unwrap();
+        let counts = Counts {
+            pages: n,
+            ..Counts::default()
+        };
+        let created = s.create_many(&[(&id, &contact(&[&email], &[]))], None);
+        s.checkpoint(run.id, Some(&format!("after-{n}")), &counts, None)
+            .unwrap();
+        (found.len(), created.unwrap().len())
+    };
+    s.begin().unwrap();
+    assert_eq!(page(1), (0, 1));
+    assert_eq!(page(2), (0, 1));
+    let again = s.find_page(&["1"], &["p2@x.io"], &[]).unwrap();
+    assert_eq!(again.len(), 2, "the open transaction's pages are found");
+    s.commit().unwrap();
+    s.begin().unwrap();
+    assert_eq!(page(3), (0, 1));
+    assert_eq!(page(4), (0, 1));
+    s.rollback();
+    let open_run = s.interrupted_run("demo").unwrap().unwrap();
+    assert_eq!(open_run.cursor.as_deref(), Some("after-2"));
+    assert!(s.find_by_external_id("2").unwrap().is_some());
+    assert_eq!(s.find_by_external_id("3").unwrap(), None, "rolled back");
+    assert_eq!(s.find_by_external_id("4").unwrap(), None, "rolled back");
 }
 
 fn links_follow_merges_and_stop_and_resume(s: &impl Store) {

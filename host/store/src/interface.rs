@@ -233,6 +233,12 @@ pub trait Transactions {
     fn commit(&self) -> Result<()>;
     /// Abandons the open transaction, if any.
     fn rollback(&self);
+    /// How many pages a pass may apply in one transaction while its reader
+    /// is ahead of it. More than one only where a look-up sees every write
+    /// of the open transaction, the earlier pages' too.
+    fn pages_per_transaction(&self) -> usize {
+        1
+    }
 }
 
 /// A store a pass holds for its run: either backend, movable to the thread
@@ -515,5 +521,8 @@ impl Transactions for ContactStore {
     }
     fn rollback(&self) {
         ContactStore::rollback(self)
+    }
+    fn pages_per_transaction(&self) -> usize {
+        crate::PAGES_PER_TRANSACTION
     }
 }
