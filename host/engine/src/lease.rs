@@ -157,7 +157,9 @@ pub struct LeaseKeeper {
     location: StoreLocation,
     watch: LeaseWatch,
     stop: Arc<(Mutex<bool>, Condvar)>,
-    heartbeat: Option<JoinHandle<()>>,
+    /// The heartbeat thread; it hands its store connection back when it
+    /// stops, and the lease is given back through it.
+    heartbeat: Option<JoinHandle<DynStore>>,
 }
 
 impl LeaseKeeper {
@@ -204,46 +206,48 @@ impl LeaseKeeper {
 
     /// Stops the heartbeat and gives the lease back.
     pub fn release(mut self) -> Result<()> {
-        self.stop_heartbeat();
-        self.location.open()?.release_lease(&self.lease)
+        self.give_back()
     }
 
-    fn stop_heartbeat(&mut self) {
+    /// Stops the heartbeat and gives the lease back through the heartbeat's
+    /// own connection. Opening another would cost a connection's set-up, and
+    /// for SQLite, the last connection to a file closing twice: each a
+    /// checkpoint, and the log deleted and made again.
+    fn give_back(&mut self) -> Result<()> {
         let (stopped, wake) = &*self.stop;
         *stopped.lock().expect("heartbeat lock") = true;
         wake.notify_all();
-        if let Some(thread) = self.heartbeat.take() {
-            let _ = thread.join();
-        }
+        let store = match self.heartbeat.take().map(JoinHandle::join) {
+            Some(Ok(store)) => store,
+            // The heartbeat panicked (or was already stopped): a fresh connection.
+            _ => self.location.open()?,
+        };
+        store.release_lease(&self.lease)
     }
 }
 
 impl Drop for LeaseKeeper {
     fn drop(&mut self) {
-        if self.heartbeat.is_some() {
-            self.stop_heartbeat();
-            if let Err(error) = self
-                .location
-                .open()
-                .and_then(|s| s.release_lease(&self.lease))
-            {
-                tracing::warn!(
-                    "the lease of {:?} was not released: {error:#}",
-                    self.lease.sync
-                );
-            }
+        if self.heartbeat.is_some()
+            && let Err(error) = self.give_back()
+        {
+            tracing::warn!(
+                "the lease of {:?} was not released: {error:#}",
+                self.lease.sync
+            );
         }
     }
 }
 
-/// Renews `lease` every heartbeat until told to stop or the lease is lost.
+/// Renews `lease` every heartbeat until told to stop or the lease is lost;
+/// hands `store` back.
 fn beat(
     store: DynStore,
     lease: &Lease,
     timing: LeaseTiming,
     watch: &LeaseWatch,
     stop: &(Mutex<bool>, Condvar),
-) {
+) -> DynStore {
     let ttl = timing.ttl.as_millis() as i64;
     let (stopped, wake) = stop;
     let mut guard = stopped.lock().expect("heartbeat lock");
@@ -253,7 +257,7 @@ fn beat(
             .expect("heartbeat lock");
         guard = next;
         if *guard {
-            return;
+            return store;
         }
         match store.renew_lease(lease, now_ms(), ttl) {
             Ok(()) => {}
@@ -261,7 +265,7 @@ fn beat(
                 Ok(lost) => {
                     tracing::error!("{lost}");
                     *watch.lost.lock().expect("lease watch lock") = Some(lost);
-                    return;
+                    return store;
                 }
                 // A busy or unreadable store: the next beat tries again,
                 // well before the lease runs out.
