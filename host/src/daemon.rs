@@ -11,7 +11,7 @@ use crate::observer::{RunObserver, Unobserved};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
 use crate::status::next_run;
-use crate::store::Counts;
+use crate::store::{Counts, Store};
 use crate::store_location::StoreLocation;
 use crate::sync::{Busy, SyncOptions, SyncReport, run_sync};
 use anyhow::Result;
@@ -311,7 +311,11 @@ pub fn run_observed(
 /// and whether it is paused, as its store says: the one rule the scheduler,
 /// its workers and the fleet's registration share.
 fn read_schedule(config: &Config) -> Result<(DateTime<Utc>, bool)> {
-    let store = config.store.open()?;
+    read_schedule_in(&*config.store.open()?, config)
+}
+
+/// [`read_schedule`] through a connection already open.
+fn read_schedule_in(store: &dyn Store, config: &Config) -> Result<(DateTime<Utc>, bool)> {
     let control = store.control(&config.name)?;
     let last = store.runs(&config.name)?.into_iter().next();
     let interrupted = last
@@ -354,18 +358,35 @@ fn start<'scope, 'env>(
             // Read again for each run: edits take effect at the next run.
             let (outcome, next_due) = match Config::load(&file) {
                 Ok(config) => {
-                    let outcome = run_if_due(workers, &config, claimed);
+                    // A SQLite store's connection held across the run, for
+                    // the schedule's reads before and after it: the run's
+                    // own connections then never close the file's last
+                    // one, so SQLite checkpoints and deletes its log once a
+                    // run (when this one closes) instead of after each part
+                    // of it. A PostgreSQL store is not held: connections
+                    // to a shared server are the scarcer thing.
+                    let anchor = match &config.store {
+                        StoreLocation::Sqlite(_) => config.store.open().ok(),
+                        StoreLocation::Postgres { .. } => None,
+                    };
+                    let schedule = |config: &Config| match &anchor {
+                        Some(store) => read_schedule_in(&**store, config),
+                        None => read_schedule(config),
+                    };
+                    let outcome = run_if_due(workers, &config, claimed, schedule);
                     if let Ok(Some(report)) = &outcome {
                         // Here, not on the scheduler thread: a webhook may be slow.
                         config.notify.after_run(report);
                     }
-                    let next_due = read_schedule(&config).ok().map(|(due, paused)| {
+                    let next_due = schedule(&config).ok().map(|(due, paused)| {
                         if paused {
                             DateTime::<Utc>::MAX_UTC
                         } else {
                             due
                         }
                     });
+                    // Closed before the scheduler stamps the store's files.
+                    drop(anchor);
                     (outcome.map(|ran| ran.map(Box::new)), next_due)
                 }
                 Err(error) => (Err(error), None),
@@ -415,9 +436,14 @@ impl Limiters {
 }
 
 /// Runs `config`'s sync if it is `claimed` (by the fleet), due, triggered
-/// or interrupted, and not paused (read again here: another process may
-/// have run or paused it); its report when it ran.
-fn run_if_due(workers: &Workers<'_>, config: &Config, claimed: bool) -> Result<Option<SyncReport>> {
+/// or interrupted, and not paused (read again here, through `schedule`:
+/// another process may have run or paused it); its report when it ran.
+fn run_if_due(
+    workers: &Workers<'_>,
+    config: &Config,
+    claimed: bool,
+    schedule: impl Fn(&Config) -> Result<(DateTime<Utc>, bool)>,
+) -> Result<Option<SyncReport>> {
     let Workers {
         runtime,
         options,
@@ -426,7 +452,7 @@ fn run_if_due(workers: &Workers<'_>, config: &Config, claimed: bool) -> Result<O
     } = workers;
     // A trigger is seen, not taken: the run takes it when it starts, so one
     // that finds the sync busy (a manual `sync`, another daemon) is not lost.
-    let (due, paused) = read_schedule(config)?;
+    let (due, paused) = schedule(config)?;
     if paused || !(claimed || due <= Utc::now()) {
         return Ok(None);
     }
