@@ -17,12 +17,12 @@ use crate::sync::{Busy, SyncOptions, SyncReport, run_sync};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use crmsync_store_postgres::redact;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the daemon looks for triggers, pauses and due runs.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -47,6 +47,8 @@ struct Entry {
     next_due: Option<DateTime<Utc>>,
     /// What the store looked like when last read (see [`Stamp`]).
     stamp: Option<Stamp>,
+    /// When the scheduler last compared the store's files with `stamp`.
+    looked: Option<Instant>,
     running: bool,
 }
 
@@ -172,6 +174,7 @@ pub fn run_observed(
             fleet,
             next_due: None,
             stamp: None,
+            looked: None,
             running: false,
         });
     }
@@ -202,17 +205,23 @@ pub fn run_observed(
                 break;
             }
             if !stopping {
-                for index in 0..entries.len() {
+                // One pass is linear in the syncs: a runner may hold thousands.
+                let mut busy: HashSet<String> = entries
+                    .iter()
+                    .filter(|e| e.running)
+                    .map(|e| e.key.clone())
+                    .collect();
+                let (now, instant) = (Utc::now(), Instant::now());
+                for (index, entry) in entries.iter_mut().enumerate() {
                     if running >= concurrency {
                         break;
                     }
-                    let entry = &entries[index];
-                    let busy_key = entries.iter().any(|e| e.running && e.key == entry.key);
-                    if entry.fleet.is_some() || entry.running || busy_key {
+                    if entry.fleet.is_some() || entry.running || busy.contains(&entry.key) {
                         continue;
                     }
-                    if worth_a_run(&entries[index]) {
-                        start(scope, &workers, &events, &mut entries[index], index)?;
+                    if worth_a_run(entry, now, instant) {
+                        busy.insert(entry.key.clone());
+                        start(scope, &workers, &events, entry, index)?;
                         running += 1;
                     }
                 }
@@ -260,6 +269,7 @@ pub fn run_observed(
                         // checkpoint is not mistaken for another's change).
                         entry.next_due = next_due;
                         entry.stamp = Stamp::of(&entry.store);
+                        entry.looked = Some(Instant::now());
                         let ran = matches!(outcome, Ok(Some(_)));
                         match outcome {
                             Ok(Some(report)) => {
@@ -406,14 +416,26 @@ fn report_error(out: &mut dyn Write, file: &Path, error: &anyhow::Error) -> Resu
     Ok(())
 }
 
-/// Whether the entry may be due: its schedule says so, its store changed
-/// since its worker last read it (a trigger, a resume), or it was never
-/// read. The worker decides for certain; the scheduler thread opens no store.
-fn worth_a_run(entry: &Entry) -> bool {
+/// Whether the entry may be due at `now`: its schedule says so, its store
+/// changed since its worker last read it (a trigger, a resume), or it was
+/// never read. The worker decides for certain; the scheduler thread opens
+/// no store. The store's files are looked at most twice a [`POLL`] (so a
+/// trigger is still seen within one), not on every pass: a pass follows
+/// every run's end, and with thousands of syncs those looks were most of
+/// a runner's scheduling work.
+fn worth_a_run(entry: &mut Entry, now: DateTime<Utc>, instant: Instant) -> bool {
     let known = entry.next_due.is_some() && entry.stamp.is_some();
-    entry.next_due.is_some_and(|due| due <= Utc::now())
-        || !known
-        || Stamp::of(&entry.store) != entry.stamp
+    if !known || entry.next_due.is_some_and(|due| due <= now) {
+        return true;
+    }
+    if entry
+        .looked
+        .is_some_and(|looked| instant.saturating_duration_since(looked) < POLL / 2)
+    {
+        return false;
+    }
+    entry.looked = Some(instant);
+    Stamp::of(&entry.store) != entry.stamp
 }
 
 /// One rate limiter per source account (API origin and credentials), shared
@@ -479,4 +501,57 @@ fn run_if_due(
         Err(error) => observer.finished(&config.name, Err(error)),
     }
     outcome.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(store: &Path, next_due: DateTime<Utc>) -> Entry {
+        let store = StoreLocation::Sqlite(store.to_owned());
+        Entry {
+            file: PathBuf::from("sync.toml"),
+            name: "s".into(),
+            key: "k".into(),
+            stamp: Stamp::of(&store),
+            store,
+            fleet: None,
+            next_due: Some(next_due),
+            looked: None,
+            running: false,
+        }
+    }
+
+    #[test]
+    fn a_changed_store_is_seen_at_the_next_look_and_looks_are_spaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        std::fs::write(&path, b"one").unwrap();
+        let (now, start) = (Utc::now(), Instant::now());
+        let mut entry = entry(&path, now + chrono::Duration::hours(1));
+        assert!(!worth_a_run(&mut entry, now, start), "unchanged, not due");
+        // A trigger from another process rewrites the store.
+        std::fs::write(&path, b"trigger").unwrap();
+        assert!(
+            !worth_a_run(&mut entry, now, start + POLL / 4),
+            "looked at too recently to look again"
+        );
+        assert!(
+            worth_a_run(&mut entry, now, start + POLL),
+            "seen within a POLL"
+        );
+    }
+
+    #[test]
+    fn a_due_or_never_read_sync_is_worth_a_run_without_a_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let now = Utc::now();
+        let mut due = entry(&path, now - chrono::Duration::seconds(1));
+        assert!(worth_a_run(&mut due, now, Instant::now()));
+        let mut unread = entry(&path, now);
+        unread.next_due = None;
+        assert!(worth_a_run(&mut unread, now, Instant::now()));
+        assert_eq!((due.looked, unread.looked), (None, None));
+    }
 }
