@@ -532,7 +532,8 @@ pub fn portals(
     figures.push((
         format!("{portals} rate-limited portals on one runner: contacts/s vs each portal's bound"),
         format!(
-            "min {:.2}, median {:.2} of {bound:.0} contacts/s ({} for all in {})",
+            // Three places: a share just under the target must not print as 0.95.
+            "min {:.3}, median {:.3} of {bound:.0} contacts/s ({} for all in {})",
             min,
             median,
             portals,
