@@ -239,7 +239,6 @@ pub struct SeenBy<'a> {
     pub run_id: i64,
 }
 
-/// Attempts at opening a store that another process has locked (50 ms apart).
 /// Pages a pass applies in one transaction while its reader is ahead (see
 /// [`interface::Transactions::pages_per_transaction`]). Each commit writes every page
 /// of the b-trees it dirtied to the log, and a page of new contacts dirties
@@ -251,6 +250,7 @@ pub struct SeenBy<'a> {
 /// commit, which the resumed run reads again.
 pub const PAGES_PER_TRANSACTION: usize = 16;
 
+/// Attempts at opening a store that another process has locked (50 ms apart).
 const OPEN_RETRIES: u32 = 100;
 
 /// Whether `error` is SQLite's "database is busy/locked".
