@@ -815,14 +815,12 @@ impl PageWriter for Applier<'_> {
     }
 
     fn commit(&mut self) -> Result<(), Stop> {
-        let before = self.before.take();
         if let Err(error) = self.instance.state().store.commit() {
             // The store rolled back: nothing since the transaction began happened.
-            if let Some(before) = before {
-                self.restore(before);
-            }
+            self.undo_tally();
             return Err(error.into());
         }
+        self.before = None;
         if let Some(progress) = &self.options.progress {
             progress(&self.counts);
         }
@@ -831,9 +829,7 @@ impl PageWriter for Applier<'_> {
 
     fn roll_back(&mut self) {
         self.instance.state().store.rollback();
-        if let Some(before) = self.before.take() {
-            self.restore(before);
-        }
+        self.undo_tally();
     }
 }
 
@@ -865,8 +861,12 @@ impl Applier<'_> {
         }
     }
 
-    /// Back to `tally`, when the writes counted since were rolled back.
-    fn restore(&mut self, tally: Tally) {
+    /// Back to the tally of the open transaction's start, when its writes
+    /// were rolled back.
+    fn undo_tally(&mut self) {
+        let Some(tally) = self.before.take() else {
+            return;
+        };
         self.counts = tally.counts;
         self.stopped_syncing = tally.stopped_syncing;
         self.merged = tally.merged;
