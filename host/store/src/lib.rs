@@ -708,6 +708,28 @@ mod tests {
         }
     }
 
+    /// `.cargo/config.toml` builds SQLite without its two process-wide
+    /// mutexes (the shared page cache, the allocation count); a build that
+    /// lost those options would still pass every other test, only slower
+    /// with many syncs at once.
+    #[test]
+    fn sqlite_is_built_without_process_wide_mutexes() {
+        let s = ContactStore::open_in_memory().unwrap();
+        let mut statement = s.conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        for wanted in ["DEFAULT_MEMSTATUS=0", "DEFAULT_PCACHE_INITSZ=0"] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted}: {options:?}");
+        }
+    }
+
     #[test]
     fn created_contacts_are_found_by_external_id_and_handles() {
         let s = ContactStore::open_in_memory().unwrap();
