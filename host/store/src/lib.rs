@@ -42,6 +42,7 @@ pub mod contract;
 pub mod interface;
 pub use interface::{DynStore, Store};
 mod control;
+mod fresh;
 mod lookups;
 mod outcomes;
 mod reading;
@@ -501,6 +502,7 @@ impl ContactStore {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the store's folder {}", dir.display()))?;
         }
+        fresh::create(path);
         // Opening can meet SQLITE_BUSY without SQLite's busy handler being
         // asked (another process switching a new file to WAL, or recovering
         // its WAL index): transient, so it is retried for a few seconds.
