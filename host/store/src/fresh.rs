@@ -135,6 +135,44 @@ mod tests {
         assert_eq!(spares, 0);
     }
 
+    /// Openers racing to create one store all open the same file, and what
+    /// one writes the others read.
+    #[test]
+    fn openers_racing_for_a_new_store_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raced.sqlite");
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            for n in 0..8 {
+                let (path, barrier) = (&path, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let store = ContactStore::open(path).unwrap();
+                    let data = crate::ContactData {
+                        name: Some(format!("opener {n}")),
+                        emails: vec![format!("{n}@x.io")],
+                        phones: Vec::new(),
+                        fields: Default::default(),
+                    };
+                    store.create(&n.to_string(), &data, None).unwrap();
+                });
+            }
+        });
+        let store = ContactStore::open(&path).unwrap();
+        assert_eq!(store.contacts().unwrap().len(), 8);
+        let spares = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".new")
+            })
+            .count();
+        assert_eq!(spares, 0);
+    }
+
     #[test]
     fn an_existing_file_is_never_replaced() {
         let dir = tempfile::tempdir().unwrap();
