@@ -36,6 +36,8 @@ fn image() -> Option<&'static [u8]> {
         .as_deref()
 }
 
+/// An in-memory store that ran the migrations, serialized and marked WAL
+/// (an in-memory database keeps no journal of its own to say so).
 fn make_image() -> Result<Vec<u8>> {
     let conn = Connection::open_in_memory()?;
     ContactStore::migrate(&conn)?;

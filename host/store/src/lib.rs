@@ -8,7 +8,8 @@
 //! Run rows double as checkpoints: a page's writes and the run's next cursor
 //! commit in one transaction (R3), so a killed run resumes after its last page.
 //!
-//! This file holds the schema, its migrations and the shared types; the
+//! This file holds the schema, its migrations and the shared types; `fresh`
+//! makes a new store's file from the migrated schema's image; the
 //! store's methods live by subject: `lookups` (the matcher's), `outcomes`
 //! (applying them), `rows` (shared by contacts and accounts), `accounts`,
 //! `links`, `intents`, `runs` (checkpoints and errors), `control`, `lease`,
