@@ -32,6 +32,10 @@ pub struct Stats {
     pub busy_ns: AtomicU64,
     /// Records saved through sObject Collections.
     pub saved: AtomicU64,
+    /// When each request for a page of the contact list arrived, kept only
+    /// when answers wait a latency: a run's pages are sequential, so what
+    /// separates two arrivals beyond the latency is the runner's turnaround.
+    pub page_arrivals: Mutex<Vec<Instant>>,
 }
 
 /// A running server; stops when dropped.
@@ -94,6 +98,13 @@ fn answer(
     window: &Mutex<VecDeque<Instant>>,
 ) {
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    if setup.latency.is_some()
+        && request.url().starts_with("/crm/v3/objects/contacts?")
+        && !request.url().contains("archived=true")
+    {
+        let arrived = Instant::now();
+        stats.page_arrivals.lock().expect("arrivals").push(arrived);
+    }
     if let Some(latency) = setup.latency {
         std::thread::sleep(latency);
     }
