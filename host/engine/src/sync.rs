@@ -138,13 +138,15 @@ fn run_leased(
         config,
         options,
         run_id: run.id,
-        counts: run.counts,
-        stopped_syncing: 0,
-        merged: 0,
-        relinked: 0,
+        tally: Tally {
+            counts: run.counts,
+            stopped_syncing: 0,
+            merged: 0,
+            relinked: 0,
+            newest_ms: run.newest_ms,
+        },
         mode: run.mode,
         started_ms: run.started_ms,
-        newest_ms: run.newest_ms,
         before: None,
     };
     let mut pass = Pass {
@@ -161,9 +163,12 @@ fn run_leased(
         stats: &stats,
     };
     let (outcome, applier) = pass.run(run.cursor, applier);
-    let stopped_syncing = applier.stopped_syncing;
-    let merged = applier.merged;
-    let counts = applier.counts;
+    let Tally {
+        counts,
+        stopped_syncing,
+        merged,
+        ..
+    } = applier.tally;
     let store = &*instance.state().store;
     let (status, error) = end_run(store, config, run.id, outcome)?;
     Ok(SyncReport {
@@ -477,7 +482,7 @@ impl Pass<'_> {
         std::thread::scope(|scope| {
             let applying = scope.spawn(move || {
                 match archived.stop_syncing(&mut applier.instance) {
-                    Ok(stopped) => applier.stopped_syncing += stopped,
+                    Ok(stopped) => applier.tally.stopped_syncing += stopped,
                     Err(error) => return (Err(Stop::Internal(error)), applier),
                 }
                 let most = applier.instance.state().store.pages_per_transaction();
@@ -774,18 +779,11 @@ struct Applier<'a> {
     config: &'a Config,
     options: &'a SyncOptions,
     run_id: i64,
-    counts: Counts,
-    /// Contacts marked no longer syncing by this pass (X6).
-    stopped_syncing: u64,
-    /// Contacts folded or relinked by source merges (X6).
-    merged: u64,
-    /// Contacts whose account (company link) changed (S3).
-    relinked: u64,
+    /// What it has counted so far.
+    tally: Tally,
     mode: RunMode,
     /// When the run started (unix ms).
     started_ms: i64,
-    /// The newest source modification read so far (for the next bookmark).
-    newest_ms: Option<i64>,
     /// The tally when the open transaction began, restored if it rolls back.
     before: Option<Tally>,
 }
@@ -794,9 +792,13 @@ struct Applier<'a> {
 #[derive(Clone, Copy)]
 struct Tally {
     counts: Counts,
+    /// Contacts marked no longer syncing by this pass (X6).
     stopped_syncing: u64,
+    /// Contacts folded or relinked by source merges (X6).
     merged: u64,
+    /// Contacts whose account (company link) changed (S3).
     relinked: u64,
+    /// The newest source modification read so far (for the next bookmark).
     newest_ms: Option<i64>,
 }
 
@@ -805,7 +807,7 @@ impl PageWriter for Applier<'_> {
 
     fn begin(&mut self) -> Result<(), Stop> {
         self.instance.state().store.begin()?;
-        self.before = Some(self.tally());
+        self.before = Some(self.tally);
         Ok(())
     }
 
@@ -822,7 +824,7 @@ impl PageWriter for Applier<'_> {
         }
         self.before = None;
         if let Some(progress) = &self.options.progress {
-            progress(&self.counts);
+            progress(&self.tally.counts);
         }
         Ok(())
     }
@@ -838,7 +840,7 @@ impl Applier<'_> {
     /// read, but never after this run's start, so changes made while it ran
     /// are read again. A window that held nothing keeps the old bookmark.
     fn next_bookmark(&mut self) -> Result<i64> {
-        Ok(match (self.newest_ms, self.mode) {
+        Ok(match (self.tally.newest_ms, self.mode) {
             (Some(newest), _) => newest.min(self.started_ms),
             (None, RunMode::Full) => self.started_ms,
             (None, RunMode::Incremental { since_ms }) => self
@@ -850,28 +852,12 @@ impl Applier<'_> {
         })
     }
 
-    /// What the applier has counted so far.
-    fn tally(&self) -> Tally {
-        Tally {
-            counts: self.counts,
-            stopped_syncing: self.stopped_syncing,
-            merged: self.merged,
-            relinked: self.relinked,
-            newest_ms: self.newest_ms,
-        }
-    }
-
     /// Back to the tally of the open transaction's start, when its writes
     /// were rolled back.
     fn undo_tally(&mut self) {
-        let Some(tally) = self.before.take() else {
-            return;
-        };
-        self.counts = tally.counts;
-        self.stopped_syncing = tally.stopped_syncing;
-        self.merged = tally.merged;
-        self.relinked = tally.relinked;
-        self.newest_ms = tally.newest_ms;
+        if let Some(tally) = self.before.take() {
+            self.tally = tally;
+        }
     }
 
     fn apply_records(&mut self, page: &MappedPage, next: Option<&str>) -> Result<(), Stop> {
@@ -881,10 +867,11 @@ impl Applier<'_> {
         // matched, as when records were matched one by one.
         let mut start = 0;
         for (index, record) in page.records.iter().enumerate() {
-            self.counts.seen += 1;
+            self.tally.counts.seen += 1;
             if let Some(modified) = record.modified_at {
                 let modified = i64::try_from(modified).unwrap_or(i64::MAX);
-                self.newest_ms = Some(self.newest_ms.map_or(modified, |n| n.max(modified)));
+                self.tally.newest_ms =
+                    Some(self.tally.newest_ms.map_or(modified, |n| n.max(modified)));
             }
             if index > start && !record.merged_ids.is_empty() {
                 self.apply_run(&page.records[start..index])?;
@@ -896,9 +883,10 @@ impl Applier<'_> {
         // its contact is kept, flagged like an archived one (X6).
         for id in &page.excluded {
             let store = &self.instance.state().store;
-            self.stopped_syncing += u64::from(store.stop_syncing(records_of(self.config), id)?);
+            self.tally.stopped_syncing +=
+                u64::from(store.stop_syncing(records_of(self.config), id)?);
         }
-        self.counts.pages += 1;
+        self.tally.counts.pages += 1;
         let bookmark = match next {
             Some(_) => None,
             None => Some(Bookmark {
@@ -907,11 +895,11 @@ impl Applier<'_> {
             }),
         };
         let store = &self.instance.state().store;
-        store.checkpoint(self.run_id, next, &self.counts, self.newest_ms)?;
+        store.checkpoint(self.run_id, next, &self.tally.counts, self.tally.newest_ms)?;
         if let Some(bookmark) = bookmark {
             if self.mode == RunMode::Full {
                 // Only a complete pass knows what the source no longer has.
-                self.stopped_syncing += store.stop_syncing_unseen(
+                self.tally.stopped_syncing += store.stop_syncing_unseen(
                     records_of(self.config),
                     &self.config.name,
                     self.run_id,
@@ -939,7 +927,7 @@ impl Applier<'_> {
             if absorbed > 0 {
                 tracing::info!(%survivor, merged = ?first.merged_ids, "merged at the source");
             }
-            self.merged += absorbed;
+            self.tally.merged += absorbed;
         }
         let mapped: Vec<&MappedContact> = records.iter().map(|r| &r.contact).collect();
         let outcomes = match self.config.object {
@@ -1003,7 +991,7 @@ impl Applier<'_> {
             .collect();
         let ids = store.create_many(&batch, seen)?;
         for (&i, id) in pending.iter().zip(ids) {
-            self.counts.created += 1;
+            self.tally.counts.created += 1;
             created[i] = Some(id);
             self.link_company(id, &records[i])?;
         }
@@ -1016,7 +1004,7 @@ impl Applier<'_> {
     fn link_company(&mut self, id: i64, record: &MappedRecord) -> Result<(), Stop> {
         let store = &self.instance.state().store;
         if self.config.links_companies() && store.link_account(id, &record.company_ids)? {
-            self.relinked += 1;
+            self.tally.relinked += 1;
         }
         Ok(())
     }
@@ -1042,15 +1030,15 @@ impl Applier<'_> {
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
                 let id = destination_id(&id, created)?;
                 match store.update(id, &mapped.external_id, &contact_data(mapped), seen)? {
-                    Change::Updated => self.counts.updated += 1,
-                    Change::Unchanged => self.counts.skipped += 1,
+                    Change::Updated => self.tally.counts.updated += 1,
+                    Change::Unchanged => self.tally.counts.skipped += 1,
                 }
                 id
             }
             MatchOutcome::Skip(error) => {
                 tracing::debug!(record = %mapped.external_id, "{}", error.message);
                 store.record_error(self.run_id, &error_row(self.run_id, &error))?;
-                self.counts.failed += 1;
+                self.tally.counts.failed += 1;
                 // Even a skipped record is still at the source: its contact
                 // (if linked) must not be swept as gone.
                 store.mark_seen(
@@ -1087,19 +1075,19 @@ impl Applier<'_> {
         match outcome {
             MatchOutcome::Create => {
                 let id = store.create_account(&mapped.external_id, &data, seen)?;
-                self.counts.created += 1;
+                self.tally.counts.created += 1;
                 return Ok(Some(id));
             }
             MatchOutcome::Update(id) | MatchOutcome::Link(id) => {
                 let id = destination_id(&id, created)?;
                 match store.update_account(id, &mapped.external_id, &data, seen)? {
-                    Change::Updated => self.counts.updated += 1,
-                    Change::Unchanged => self.counts.skipped += 1,
+                    Change::Updated => self.tally.counts.updated += 1,
+                    Change::Unchanged => self.tally.counts.skipped += 1,
                 }
             }
             MatchOutcome::Skip(error) => {
                 store.record_error(self.run_id, &error_row(self.run_id, &error))?;
-                self.counts.failed += 1;
+                self.tally.counts.failed += 1;
                 store.mark_seen(
                     Records::Accounts,
                     &mapped.external_id,
