@@ -86,6 +86,17 @@ fn link_new(path: &Path, image: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The images written beside stores in `dir` and still there.
+    fn spares(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".new")
+            })
+            .count()
+    }
+
     #[test]
     fn a_store_made_from_the_image_is_the_schema_in_wal() {
         let dir = tempfile::tempdir().unwrap();
@@ -124,17 +135,7 @@ mod tests {
         assert_eq!(schema(&conn), schema(&ran));
         assert!(!schema(&conn).is_empty());
         // The image's own file is gone once linked.
-        let spares = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".new")
-            })
-            .count();
-        assert_eq!(spares, 0);
+        assert_eq!(spares(dir.path()), 0);
     }
 
     /// Openers racing to create one store all open the same file, and what
@@ -162,17 +163,7 @@ mod tests {
         });
         let store = ContactStore::open(&path).unwrap();
         assert_eq!(store.contacts().unwrap().len(), 8);
-        let spares = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".new")
-            })
-            .count();
-        assert_eq!(spares, 0);
+        assert_eq!(spares(dir.path()), 0);
     }
 
     #[test]
