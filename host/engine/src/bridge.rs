@@ -392,7 +392,7 @@ pub fn run(
     crm: &CrmDestination,
     options: &SyncOptions,
     store: DynStore,
-    keeper: &LeaseKeeper,
+    keeper: LeaseKeeper,
     started: Instant,
 ) -> Result<SyncReport> {
     let stats = Arc::new(HttpStats::default());
@@ -560,6 +560,8 @@ pub fn run(
     }
     let (status, error) = end_run(&*store, config, run.id, outcome)?;
     store.checkpoint(run.id, None, &pass.counts, None)?;
+    let errors_by_category = errors_by_category(&*store, run.id)?;
+    keeper.release(&*store)?;
     Ok(SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
@@ -567,7 +569,7 @@ pub fn run(
         resumed: false,
         mode: mode.name().to_owned(),
         counts: pass.counts,
-        errors_by_category: errors_by_category(&*store, run.id)?,
+        errors_by_category,
         requests: stats.sent.load(Ordering::Relaxed),
         rate_limited: stats.rate_limited.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),

@@ -1,6 +1,7 @@
 //! Holding a sync's lease while a pass runs: who this process is, whether
 //! another holder is still alive, and the heartbeat that keeps the lease
-//! while the pass works, retries or waits.
+//! while the pass works, retries or waits (started by the process's one
+//! lease clock when a lease's first beat is due).
 //!
 //! The lease's rule (free, taken, renewed, fenced) is the store's
 //! ([`crate::store::Lease`]); this module is the process side of it. A
@@ -11,12 +12,12 @@
 //! start time: a pid seen from another namespace (another container) means
 //! another process, so hostname and pid alone are not enough.
 
-use crate::store::{DynStore, Lease, LeaseLost};
+use crate::store::{DynStore, Lease, LeaseLost, Store};
 use crate::store_location::StoreLocation;
 use anyhow::Result;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A lease not renewed for this long is free. Well above the longest a pass
 /// can go without its heartbeat thread running, and above the retry budget
@@ -151,126 +152,261 @@ impl LeaseWatch {
     }
 }
 
-/// A held lease and its heartbeat thread; released when dropped.
+/// A held lease; released when dropped.
+///
+/// Its heartbeat costs nothing until its first beat is due: the process's
+/// one [`Clock`] then starts a thread for it, which opens its own
+/// connection. Most passes end sooner than one [`HEARTBEAT`], so they take
+/// and give back the lease through their own connection and never start a
+/// thread or open another connection for it.
 pub struct LeaseKeeper {
-    lease: Lease,
-    location: StoreLocation,
-    watch: LeaseWatch,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    /// The heartbeat thread; it hands its store connection back when it
-    /// stops, and the lease is given back through it.
-    heartbeat: Option<JoinHandle<DynStore>>,
+    heart: Arc<Heart>,
+    /// Whether the lease was given back through the pass's connection.
+    released: bool,
 }
 
 impl LeaseKeeper {
-    /// Takes the lease of `sync` in the store at `location` for `owner`
-    /// and starts renewing it; `Err(holder)` when another process holds it.
+    /// Takes the lease of `sync` for `owner` through `store`, a connection
+    /// to the store at `location`, and keeps renewing it;
+    /// `Err(holder)` when another process holds it.
     pub fn acquire(
+        store: &dyn Store,
         location: &StoreLocation,
         sync: &str,
         owner: &str,
         timing: LeaseTiming,
     ) -> Result<Result<Self, String>> {
-        let store = location.open()?;
         let ttl = timing.ttl.as_millis() as i64;
         let lease = match store.acquire_lease(sync, owner, now_ms(), ttl, &holder_is_gone)? {
             Ok(lease) => lease,
             Err(holder) => return Ok(Err(holder)),
         };
-        let watch = LeaseWatch::default();
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let heartbeat = {
-            let (lease, watch, stop) = (lease.clone(), watch.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("lease {sync}"))
-                .spawn(move || beat(store, &lease, timing, &watch, &stop))?
-        };
-        Ok(Ok(LeaseKeeper {
+        let heart = Arc::new(Heart {
             lease,
             location: location.clone(),
-            watch,
-            stop,
-            heartbeat: Some(heartbeat),
+            timing,
+            watch: LeaseWatch::default(),
+            state: Mutex::new(HeartState::default()),
+            wake: Condvar::new(),
+        });
+        if let Err(error) = CLOCK.schedule(Instant::now() + timing.heartbeat, heart.clone()) {
+            store.release_lease(&heart.lease)?;
+            return Err(anyhow::Error::new(error).context("starting the lease's clock"));
+        }
+        Ok(Ok(LeaseKeeper {
+            heart,
+            released: false,
         }))
     }
 
     /// The lease, to fence the pass's store connections with.
     pub fn lease(&self) -> &Lease {
-        &self.lease
+        &self.heart.lease
     }
 
     /// A watch on the lease for the pass's workers.
     pub fn watch(&self) -> LeaseWatch {
-        self.watch.clone()
+        self.heart.watch.clone()
     }
 
-    /// Stops the heartbeat and gives the lease back.
-    pub fn release(mut self) -> Result<()> {
-        self.give_back()
-    }
-
-    /// Stops the heartbeat and gives the lease back through the heartbeat's
-    /// own connection. Opening another would cost a connection's set-up, and
-    /// for SQLite, the last connection to a file closing twice: each a
-    /// checkpoint, and the log deleted and made again.
-    fn give_back(&mut self) -> Result<()> {
-        let (stopped, wake) = &*self.stop;
-        *stopped.lock().expect("heartbeat lock") = true;
-        wake.notify_all();
-        let store = match self.heartbeat.take().map(JoinHandle::join) {
-            Some(Ok(store)) => store,
-            // The heartbeat panicked (or was already stopped): a fresh connection.
-            _ => self.location.open()?,
-        };
-        store.release_lease(&self.lease)
+    /// Stops the heartbeat and gives the lease back through `store`, a
+    /// connection the pass already holds (another would cost its set-up,
+    /// and for SQLite a checkpoint when it closes as the file's last).
+    pub fn release(mut self, store: &dyn Store) -> Result<()> {
+        self.released = true;
+        self.heart.stop();
+        store.release_lease(&self.heart.lease)
     }
 }
 
 impl Drop for LeaseKeeper {
+    /// A pass that ended before giving the lease back (an error on its way):
+    /// given back through a connection of its own.
     fn drop(&mut self) {
-        if self.heartbeat.is_some()
-            && let Err(error) = self.give_back()
-        {
+        if self.released {
+            return;
+        }
+        self.heart.stop();
+        let given_back = self
+            .heart
+            .location
+            .open()
+            .and_then(|store| store.release_lease(&self.heart.lease));
+        if let Err(error) = given_back {
             tracing::warn!(
                 "the lease of {:?} was not released: {error:#}",
-                self.lease.sync
+                self.heart.lease.sync
             );
         }
     }
 }
 
-/// Renews `lease` every heartbeat until told to stop or the lease is lost;
-/// hands `store` back.
-fn beat(
-    store: DynStore,
-    lease: &Lease,
+/// One held lease's heartbeat, shared by its keeper, the clock and the
+/// thread that renews it.
+struct Heart {
+    lease: Lease,
+    location: StoreLocation,
     timing: LeaseTiming,
-    watch: &LeaseWatch,
-    stop: &(Mutex<bool>, Condvar),
-) -> DynStore {
-    let ttl = timing.ttl.as_millis() as i64;
-    let (stopped, wake) = stop;
-    let mut guard = stopped.lock().expect("heartbeat lock");
-    loop {
-        let (next, _) = wake
-            .wait_timeout_while(guard, timing.heartbeat, |stopped| !*stopped)
-            .expect("heartbeat lock");
-        guard = next;
-        if *guard {
-            return store;
+    watch: LeaseWatch,
+    state: Mutex<HeartState>,
+    /// Wakes the heartbeat thread when the keeper stops it.
+    wake: Condvar,
+}
+
+/// Whether a heart was stopped, and its thread once the clock started one.
+#[derive(Default)]
+struct HeartState {
+    stopped: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Heart {
+    /// Starts its heartbeat thread, unless its keeper stopped it first or
+    /// it has one.
+    fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut state = self.state.lock().expect("heart lock");
+        if !state.stopped && state.thread.is_none() {
+            let heart = self.clone();
+            state.thread = Some(
+                std::thread::Builder::new()
+                    .name(format!("lease {}", self.lease.sync))
+                    .spawn(move || heart.beat())?,
+            );
         }
-        match store.renew_lease(lease, now_ms(), ttl) {
-            Ok(()) => {}
-            Err(error) => match error.downcast::<LeaseLost>() {
-                Ok(lost) => {
-                    tracing::error!("{lost}");
-                    *watch.lost.lock().expect("lease watch lock") = Some(lost);
-                    return store;
-                }
-                // A busy or unreadable store: the next beat tries again,
-                // well before the lease runs out.
+        Ok(())
+    }
+
+    /// Stops the heartbeat: the clock forgets the heart, and a running
+    /// thread ends after its current beat.
+    fn stop(self: &Arc<Self>) {
+        let thread = {
+            let mut state = self.state.lock().expect("heart lock");
+            state.stopped = true;
+            state.thread.take()
+        };
+        self.wake.notify_all();
+        CLOCK.forget(self);
+        if let Some(thread) = thread {
+            // A panicked heartbeat has nothing more to say.
+            let _ = thread.join();
+        }
+    }
+
+    /// Renews the lease now and every heartbeat after, through a connection
+    /// of its own, until stopped or the lease is lost.
+    fn beat(&self) {
+        let ttl = self.timing.ttl.as_millis() as i64;
+        let mut store: Option<DynStore> = None;
+        loop {
+            let connection = match store.take() {
+                Some(store) => Ok(store),
+                None => self.location.open(),
+            };
+            match connection {
+                Ok(connection) => match connection.renew_lease(&self.lease, now_ms(), ttl) {
+                    Ok(()) => store = Some(connection),
+                    Err(error) => match error.downcast::<LeaseLost>() {
+                        Ok(lost) => {
+                            tracing::error!("{lost}");
+                            *self.watch.lost.lock().expect("lease watch lock") = Some(lost);
+                            return;
+                        }
+                        // A busy or unreadable store: the next beat tries
+                        // again, well before the lease runs out.
+                        Err(error) => {
+                            tracing::warn!("the lease was not renewed: {error:#}");
+                            store = Some(connection);
+                        }
+                    },
+                },
                 Err(error) => tracing::warn!("the lease was not renewed: {error:#}"),
-            },
+            }
+            let state = self.state.lock().expect("heart lock");
+            let (state, _) = self
+                .wake
+                .wait_timeout_while(state, self.timing.heartbeat, |state| !state.stopped)
+                .expect("heart lock");
+            if state.stopped {
+                return;
+            }
+        }
+    }
+}
+
+/// The process's one timer for leases: it holds each lease until its first
+/// beat is due, then starts the lease's heartbeat thread. It does no I/O
+/// itself, so a slow store delays no other lease's beats.
+struct Clock {
+    dial: Mutex<Dial>,
+    /// Wakes the clock's thread when a lease is added or forgotten.
+    wake: Condvar,
+}
+
+/// The leases waiting for their first beat, and whether the clock's thread
+/// was started.
+struct Dial {
+    waiting: Vec<(Instant, Arc<Heart>)>,
+    running: bool,
+}
+
+static CLOCK: Clock = Clock {
+    dial: Mutex::new(Dial {
+        waiting: Vec::new(),
+        running: false,
+    }),
+    wake: Condvar::new(),
+};
+
+impl Clock {
+    /// Starts `heart`'s heartbeat at `first_beat`; starts the clock's own
+    /// thread at its first use.
+    fn schedule(&'static self, first_beat: Instant, heart: Arc<Heart>) -> std::io::Result<()> {
+        let mut dial = self.dial.lock().expect("clock lock");
+        if !dial.running {
+            std::thread::Builder::new()
+                .name("lease clock".into())
+                .spawn(move || self.run())?;
+            dial.running = true;
+        }
+        dial.waiting.push((first_beat, heart));
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// Drops `heart` if it is still waiting for its first beat.
+    fn forget(&self, heart: &Arc<Heart>) {
+        let mut dial = self.dial.lock().expect("clock lock");
+        dial.waiting
+            .retain(|(_, waiting)| !Arc::ptr_eq(waiting, heart));
+    }
+
+    fn run(&self) {
+        let mut dial = self.dial.lock().expect("clock lock");
+        loop {
+            let now = Instant::now();
+            let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut dial.waiting)
+                .into_iter()
+                .partition(|(first_beat, _)| *first_beat <= now);
+            dial.waiting = waiting;
+            for (_, heart) in due {
+                if let Err(error) = heart.start() {
+                    // Out of threads for now: the next beat's time tries again.
+                    tracing::warn!(
+                        "the lease of {:?} was not renewed: {error}",
+                        heart.lease.sync
+                    );
+                    dial.waiting.push((now + heart.timing.heartbeat, heart));
+                }
+            }
+            dial = match dial.waiting.iter().map(|(first_beat, _)| *first_beat).min() {
+                Some(next) => {
+                    self.wake
+                        .wait_timeout(dial, next.saturating_duration_since(now))
+                        .expect("clock lock")
+                        .0
+                }
+                None => self.wake.wait(dial).expect("clock lock"),
+            };
         }
     }
 }
@@ -307,13 +443,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
         let location = StoreLocation::Sqlite(path.clone());
-        let keeper = LeaseKeeper::acquire(&location, "s", "a", LeaseTiming::default())
+        let mine = location.open().unwrap();
+        let keeper = LeaseKeeper::acquire(&*mine, &location, "s", "a", LeaseTiming::default())
             .unwrap()
             .unwrap();
         let watch = keeper.watch();
         assert!(watch.check().is_ok());
         assert_eq!(
-            LeaseKeeper::acquire(&location, "s", "b", LeaseTiming::default())
+            LeaseKeeper::acquire(&*mine, &location, "s", "b", LeaseTiming::default())
                 .unwrap()
                 .err(),
             Some("a".to_owned())
@@ -330,10 +467,10 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        // One beat later, the watch says so.
-        beat_once(&keeper);
-        assert!(watch.check().is_err());
-        keeper.release().unwrap();
+        // At the next beat, the watch says so.
+        keeper.heart.start().unwrap();
+        wait_for(|| watch.check().is_err());
+        keeper.release(&*mine).unwrap();
         assert_eq!(
             other.control("s").unwrap().lease_owner.as_deref(),
             Some("b")
@@ -341,13 +478,70 @@ mod tests {
         other.release_lease(&taken).unwrap();
     }
 
-    /// What the heartbeat thread does each [`HEARTBEAT`], now.
-    fn beat_once(keeper: &LeaseKeeper) {
-        let store = keeper.location.open().unwrap();
-        if let Err(error) = store.renew_lease(&keeper.lease, now_ms(), 1_000)
-            && let Ok(lost) = error.downcast::<LeaseLost>()
-        {
-            *keeper.watch.lost.lock().unwrap() = Some(lost);
+    /// A pass shorter than a heartbeat starts no thread and opens no
+    /// connection for its lease; a longer one is renewed from its first
+    /// beat on, through a connection of the heartbeat's own.
+    #[test]
+    fn the_heartbeat_starts_when_its_first_beat_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("s.sqlite"));
+        let mine = location.open().unwrap();
+        let slow = LeaseTiming {
+            ttl: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(3600),
+        };
+        let short = LeaseKeeper::acquire(&*mine, &location, "short", "a", slow)
+            .unwrap()
+            .unwrap();
+        let heart = short.heart.clone();
+        assert!(waiting(&heart));
+        short.release(&*mine).unwrap();
+        assert!(!waiting(&heart), "the clock forgets a released lease");
+        assert!(heart.state.lock().unwrap().thread.is_none());
+        assert_eq!(mine.control("short").unwrap().lease_owner, None);
+
+        let fast = LeaseTiming {
+            ttl: Duration::from_secs(60),
+            heartbeat: Duration::from_millis(20),
+        };
+        let long = LeaseKeeper::acquire(&*mine, &location, "long", "a", fast)
+            .unwrap()
+            .unwrap();
+        let until = |store: &dyn Store| store.control("long").unwrap().lease_until.unwrap();
+        let first = until(&*mine);
+        wait_for(|| until(&*mine) > first);
+        assert!(long.heart.state.lock().unwrap().thread.is_some());
+        assert!(!waiting(&long.heart));
+        let heart = long.heart.clone();
+        long.release(&*mine).unwrap();
+        assert!(heart.state.lock().unwrap().thread.is_none(), "joined");
+        assert_eq!(mine.control("long").unwrap().lease_owner, None);
+    }
+
+    /// A keeper dropped on a pass's error path still gives its lease back.
+    #[test]
+    fn a_dropped_keeper_gives_its_lease_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("s.sqlite"));
+        let mine = location.open().unwrap();
+        let keeper = LeaseKeeper::acquire(&*mine, &location, "s", "a", LeaseTiming::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(mine.control("s").unwrap().lease_owner.as_deref(), Some("a"));
+        drop(keeper);
+        assert_eq!(mine.control("s").unwrap().lease_owner, None);
+    }
+
+    fn waiting(heart: &Arc<Heart>) -> bool {
+        let dial = CLOCK.dial.lock().unwrap();
+        dial.waiting.iter().any(|(_, h)| Arc::ptr_eq(h, heart))
+    }
+
+    fn wait_for(mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(30), "timed out");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

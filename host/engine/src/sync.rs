@@ -69,7 +69,9 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
 fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
     let started = Instant::now();
     let credentials = credentials(config, options)?;
+    let store = config.store.open()?;
     let keeper = match LeaseKeeper::acquire(
+        &*store,
         &config.store,
         &config.name,
         &options.lease_owner,
@@ -84,25 +86,22 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
             .into());
         }
     };
-    let store = config.store.open()?;
     store.fence(keeper.lease().clone());
     // The run has started: a trigger waiting for it is answered (R1). Taken
     // only now, so a trigger that met a busy sync waits for the next run.
     store.take_trigger(&config.name)?;
-    let report = match &config.destination {
-        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, &keeper, started),
+    match &config.destination {
+        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, keeper, started),
         None => run_leased(
             runtime,
             config,
             options,
             credentials,
             store,
-            &keeper,
+            keeper,
             started,
         ),
-    };
-    keeper.release()?;
-    report
+    }
 }
 
 fn run_leased(
@@ -111,7 +110,7 @@ fn run_leased(
     options: &SyncOptions,
     credentials: Credentials,
     store: DynStore,
-    keeper: &LeaseKeeper,
+    keeper: LeaseKeeper,
     started: Instant,
 ) -> Result<SyncReport> {
     let stats = Arc::new(HttpStats::default());
@@ -171,6 +170,8 @@ fn run_leased(
     } = applier.tally;
     let store = &*instance.state().store;
     let (status, error) = end_run(store, config, run.id, outcome)?;
+    let errors_by_category = errors_by_category(store, run.id)?;
+    keeper.release(store)?;
     Ok(SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
@@ -178,7 +179,7 @@ fn run_leased(
         resumed: run.resumed,
         mode: run.mode.name().to_owned(),
         counts,
-        errors_by_category: errors_by_category(store, run.id)?,
+        errors_by_category,
         requests: stats.sent.load(Ordering::Relaxed),
         rate_limited: stats.rate_limited.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
