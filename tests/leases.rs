@@ -6,7 +6,7 @@
 use crmsync_host::config::Config;
 use crmsync_host::lease::LeaseTiming;
 use crmsync_host::store::ContactStore;
-use crmsync_host::sync::{SyncOptions, now_ms};
+use crmsync_host::sync::{SyncOptions, now_ms, run_sync_lending};
 use crmsync_tests::hubspot_server::{Contact, Fault, HubSpotServer};
 use crmsync_tests::salesforce_server::SalesforceServer;
 use crmsync_tests::*;
@@ -188,4 +188,51 @@ fn the_heartbeat_keeps_the_lease_through_a_rate_limit_wait_longer_than_its_life(
         "the wait happened"
     );
     assert!(asked > 40);
+}
+
+/// A daemon lends its held connection to each run (issue 18): the run reads
+/// through it and hands it back, with no fence of the run's lease left on
+/// it, and hands it back too when another process holds the lease.
+#[test]
+fn a_lent_connection_comes_back_from_the_run_unfenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = slow_server(120);
+    server.state().latency = None;
+    let config = hubspot_config(
+        dir.path(),
+        "lending",
+        &server.base_url,
+        token_env(),
+        "rate_limit = \"none\"",
+        "",
+    );
+    let mut lent = Some(config.store.open().unwrap());
+    let report = run_sync_lending(runtime(), &config, &live_options(), &mut lent).unwrap();
+    assert_eq!(
+        (report.status.as_str(), report.counts.created),
+        ("completed", 120)
+    );
+    let connection = lent.take().expect("handed back");
+    // Another holder comes and goes: a fence of the run's lease would now
+    // refuse every commit through the lent connection.
+    let other = ContactStore::open(&config.store_path).unwrap();
+    let stolen = other
+        .acquire_lease("lending", "thief:1", now_ms(), 60_000, |_| false)
+        .unwrap()
+        .unwrap();
+    other.release_lease(&stolen).unwrap();
+    connection.begin().unwrap();
+    connection.request_trigger("lending").unwrap();
+    connection.commit().unwrap();
+
+    // Busy: the connection comes back all the same.
+    let held = other
+        .acquire_lease("lending", "thief:1", now_ms(), 60_000, |_| false)
+        .unwrap()
+        .unwrap();
+    let mut lent = Some(connection);
+    let busy = run_sync_lending(runtime(), &config, &live_options(), &mut lent);
+    assert!(format!("{:#}", busy.unwrap_err()).contains("already running"));
+    assert!(lent.is_some(), "handed back when the lease is another's");
+    other.release_lease(&held).unwrap();
 }

@@ -11,12 +11,13 @@ use crate::observer::{RunObserver, Unobserved};
 use crate::rate_limit::AccountLimiters;
 use crate::runtime::Runtime;
 use crate::status::next_run;
-use crate::store::{Counts, Store};
+use crate::store::{Counts, DynStore, Store};
 use crate::store_location::StoreLocation;
-use crate::sync::{Busy, SyncOptions, SyncReport, run_sync};
+use crate::sync::{Busy, SyncOptions, SyncReport, run_sync_lending};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use crmsync_store_postgres::redact;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -369,21 +370,22 @@ fn start<'scope, 'env>(
             let (outcome, next_due) = match Config::load(&file) {
                 Ok(config) => {
                     // A SQLite store's connection held across the run, for
-                    // the schedule's reads before and after it: the run's
-                    // own connections then never close the file's last
-                    // one, so SQLite checkpoints and deletes its log once a
-                    // run (when this one closes) instead of after each part
-                    // of it. A PostgreSQL store is not held: connections
-                    // to a shared server are the scarcer thing.
-                    let anchor = match &config.store {
+                    // the schedule's reads before and after it, and lent to
+                    // the run as its reader's: the run's other connections
+                    // then never close the file's last one, so SQLite
+                    // checkpoints and deletes its log once a run (when this
+                    // one closes) instead of after each part of it. A
+                    // PostgreSQL store is not held: connections to a shared
+                    // server are the scarcer thing.
+                    let anchor = RefCell::new(match &config.store {
                         StoreLocation::Sqlite(_) => config.store.open().ok(),
                         StoreLocation::Postgres { .. } => None,
-                    };
-                    let schedule = |config: &Config| match &anchor {
+                    });
+                    let schedule = |config: &Config| match &*anchor.borrow() {
                         Some(store) => read_schedule_in(&**store, config),
                         None => read_schedule(config),
                     };
-                    let outcome = run_if_due(workers, &config, claimed, schedule);
+                    let outcome = run_if_due(workers, &config, claimed, schedule, &anchor);
                     if let Ok(Some(report)) = &outcome {
                         // Here, not on the scheduler thread: a webhook may be slow.
                         config.notify.after_run(report);
@@ -465,6 +467,7 @@ fn run_if_due(
     config: &Config,
     claimed: bool,
     schedule: impl Fn(&Config) -> Result<(DateTime<Utc>, bool)>,
+    anchor: &RefCell<Option<DynStore>>,
 ) -> Result<Option<SyncReport>> {
     let Workers {
         runtime,
@@ -489,7 +492,7 @@ fn run_if_due(
         ..(*options).clone()
     };
     observer.started(&config.name);
-    let outcome = run_sync(runtime, config, &options);
+    let outcome = run_sync_lending(runtime, config, &options, &mut anchor.borrow_mut());
     match &outcome {
         // Another process runs it (a manual `sync`, another daemon): its turn.
         Err(error) if error.downcast_ref::<Busy>().is_some() => {

@@ -386,6 +386,7 @@ impl Pair {
 }
 
 /// Runs one pass of a sync into a CRM; the caller holds the sync's lease.
+/// Hands `store` back with the report.
 pub fn run(
     runtime: &Runtime,
     config: &Config,
@@ -394,7 +395,7 @@ pub fn run(
     store: DynStore,
     keeper: LeaseKeeper,
     started: Instant,
-) -> Result<SyncReport> {
+) -> Result<(SyncReport, DynStore)> {
     let stats = Arc::new(HttpStats::default());
     let replay = matches!(options.http_mode, HttpMode::Replay(_));
     let env = |var: &str| std::env::var(var).ok();
@@ -562,7 +563,7 @@ pub fn run(
     store.checkpoint(run.id, None, &pass.counts, None)?;
     let errors_by_category = errors_by_category(&*store, run.id)?;
     keeper.release(&*store)?;
-    Ok(SyncReport {
+    let report = SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
         status: status.to_owned(),
@@ -579,7 +580,8 @@ pub fn run(
         error,
         companies: None,
         written: Some(pass.written),
-    })
+    };
+    Ok((report, store))
 }
 
 /// What the bookmark was read under: both CRMs, the fields, the filters and

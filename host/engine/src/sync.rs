@@ -47,8 +47,29 @@ pub struct Busy {
 /// one, then its own records. A failed company part does not stop the
 /// contacts, unless they come from the synced companies (E5).
 pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
+    run_sync_lending(runtime, config, options, &mut None)
+}
+
+/// [`run_sync`], lent `connection`: an open connection to `config`'s store
+/// that the caller keeps between runs (a daemon's, for its schedule's
+/// reads). Each part reads through it instead of opening one of its own,
+/// and puts it back when it ends; a part that fails drops it.
+pub fn run_sync_lending(
+    runtime: &Runtime,
+    config: &Config,
+    options: &SyncOptions,
+    connection: &mut Option<DynStore>,
+) -> Result<SyncReport> {
     let companies = match &config.companies {
-        Some(part) => Some(Box::new(run_part(runtime, part, options)?)),
+        Some(part) => {
+            let mut elsewhere = None;
+            let lent = if part.store == config.store {
+                &mut *connection
+            } else {
+                &mut elsewhere
+            };
+            Some(Box::new(run_part(runtime, part, options, lent)?))
+        }
         None => None,
     };
     if companies
@@ -60,16 +81,25 @@ pub fn run_sync(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Re
         report.sync = config.name.clone();
         return Ok(report);
     }
-    let mut report = run_part(runtime, config, options)?;
+    let mut report = run_part(runtime, config, options, connection)?;
     report.companies = companies;
     Ok(report)
 }
 
-/// Runs one pass of one object's sync (contacts, or a company part).
-fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result<SyncReport> {
+/// Runs one pass of one object's sync (contacts, or a company part),
+/// through `connection` if it was lent one.
+fn run_part(
+    runtime: &Runtime,
+    config: &Config,
+    options: &SyncOptions,
+    connection: &mut Option<DynStore>,
+) -> Result<SyncReport> {
     let started = Instant::now();
     let credentials = credentials(config, options)?;
-    let store = config.store.open()?;
+    let store = match connection.take() {
+        Some(store) => store,
+        None => config.store.open()?,
+    };
     let keeper = match LeaseKeeper::acquire(
         &*store,
         &config.store,
@@ -79,6 +109,7 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
     )? {
         Ok(keeper) => keeper,
         Err(holder) => {
+            *connection = Some(store);
             return Err(Busy {
                 sync: config.name.clone(),
                 holder,
@@ -91,7 +122,12 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
     // only now, so a trigger that met a busy sync waits for the next run.
     store.take_trigger(&config.name)?;
     match &config.destination {
-        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, keeper, started),
+        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, keeper, started).map(
+            |(report, store)| {
+                *connection = Some(store);
+                report
+            },
+        ),
         None => run_leased(
             runtime,
             config,
@@ -100,7 +136,11 @@ fn run_part(runtime: &Runtime, config: &Config, options: &SyncOptions) -> Result
             store,
             keeper,
             started,
-        ),
+        )
+        .map(|(report, store)| {
+            *connection = Some(store);
+            report
+        }),
     }
 }
 
@@ -112,7 +152,7 @@ fn run_leased(
     store: DynStore,
     keeper: LeaseKeeper,
     started: Instant,
-) -> Result<SyncReport> {
+) -> Result<(SyncReport, DynStore)> {
     let stats = Arc::new(HttpStats::default());
     let limiters = options.limiters.clone().unwrap_or_else(|| {
         AccountLimiters::new(config.source.rate_limit, config.source.search_rate_limit)
@@ -172,7 +212,7 @@ fn run_leased(
     let (status, error) = end_run(store, config, run.id, outcome)?;
     let errors_by_category = errors_by_category(store, run.id)?;
     keeper.release(store)?;
-    Ok(SyncReport {
+    let report = SyncReport {
         sync: config.name.clone(),
         run_id: run.id,
         status: status.to_owned(),
@@ -189,7 +229,8 @@ fn run_leased(
         error,
         companies: None,
         written: None,
-    })
+    };
+    Ok((report, instance.into_state().store))
 }
 
 /// The credentials for `config`'s source, from the environment; a replay

@@ -445,6 +445,11 @@ impl Instance {
         self.store.data_mut()
     }
 
+    /// Ends the instance, handing its host state (and so its store) back.
+    pub fn into_state(self) -> HostState {
+        self.store.into_data()
+    }
+
     /// `fetch-page`. The outer error means the component failed (trap, time or memory limit).
     pub fn fetch_page(
         &mut self,

@@ -124,6 +124,10 @@ impl Leases for PgStore {
              WHERE sync = $1 AND lease_owner = $2 AND lease_token = $3",
             &[&lease.sync, &lease.owner, &lease.token],
         )?;
+        let mut fence = self.fence.borrow_mut();
+        if fence.as_ref() == Some(lease) {
+            *fence = None;
+        }
         Ok(())
     }
 

@@ -22,6 +22,7 @@ pub fn contract<S: Store>(open: impl Fn() -> S) {
     links_follow_merges_and_stop_and_resume(&open());
     runs_resume_from_their_checkpoint_and_bookmark_on_completion(&open());
     one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(&open());
+    giving_a_lease_back_unfences_the_connection(&open());
     pause_trigger_and_intents_are_kept_per_sync(&open());
     contacts_read_back_in_pages(&open());
     a_batch_of_creates_is_many_creates(&open());
@@ -259,6 +260,30 @@ fn one_holder_at_a_time_and_a_fenced_commit_fails_after_a_takeover(s: &impl Stor
     assert!(s.commit().is_err(), "a's commit is refused");
     s.release_lease(&b).unwrap();
     assert_eq!(s.control("demo").unwrap().lease_owner, None);
+}
+
+/// A connection that gave its lease back outlives the pass (a runner keeps
+/// it for its schedule's reads and lends it to the next pass), so no fence
+/// of the old lease may refuse its later writes.
+fn giving_a_lease_back_unfences_the_connection(s: &impl Store) {
+    let alive = |_: &str| false;
+    let a = s
+        .acquire_lease("demo", "a", 1_000, 60_000, &alive)
+        .unwrap()
+        .unwrap();
+    s.fence(a.clone());
+    s.release_lease(&a).unwrap();
+    // Another holder comes and goes: `a` would no longer hold.
+    let b = s
+        .acquire_lease("demo", "b", 2_000, 60_000, &alive)
+        .unwrap()
+        .unwrap();
+    s.release_lease(&b).unwrap();
+    s.check_fence().unwrap();
+    s.begin().unwrap();
+    s.request_trigger("demo").unwrap();
+    s.commit().unwrap();
+    assert!(s.take_trigger("demo").unwrap());
 }
 
 fn pause_trigger_and_intents_are_kept_per_sync(s: &impl Store) {

@@ -195,7 +195,7 @@ pub trait Leases {
     ) -> Result<Result<Lease, String>>;
     /// Extends a held lease.
     fn renew_lease(&self, lease: &Lease, now_ms: i64, ttl_ms: i64) -> Result<()>;
-    /// Gives a lease up.
+    /// Gives a lease up; a connection fenced with it is fenced no more.
     fn release_lease(&self, lease: &Lease) -> Result<()>;
     /// Makes every later commit check that `lease` still holds.
     fn fence(&self, lease: Lease);

@@ -96,13 +96,18 @@ impl ContactStore {
         }
     }
 
-    /// Gives the lease back, if `lease` still holds it.
+    /// Gives the lease back, if `lease` still holds it; a connection fenced
+    /// with it is fenced no more.
     pub fn release_lease(&self, lease: &Lease) -> Result<()> {
         self.conn.execute(
             "UPDATE sync_control SET lease_owner = NULL, lease_until = NULL
              WHERE sync = ?1 AND lease_owner = ?2 AND lease_token = ?3",
             params![lease.sync, lease.owner, lease.token],
         )?;
+        let mut fence = self.fence.borrow_mut();
+        if fence.as_ref() == Some(lease) {
+            *fence = None;
+        }
         Ok(())
     }
 
