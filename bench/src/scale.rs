@@ -553,7 +553,8 @@ pub fn portals(
     ));
     // Each portal's next page is asked for once the page before is read:
     // beyond the latency, the gap between two arrivals is the runner's
-    // turnaround (reading, parsing, sending) plus the server's own.
+    // turnaround (reading, parsing, sending) plus the server's writing of
+    // the answer and its sleep's overshoot (it renders within the latency).
     let mut gaps: Vec<f64> = servers
         .iter()
         .flat_map(|server| {

@@ -19,7 +19,8 @@ pub struct Setup {
     pub contacts: u64,
     /// `(requests, window)`: answer 429 past this many requests per rolling window.
     pub limit: Option<(usize, Duration)>,
-    /// Every answer waits this long first, as a real API's round trip does.
+    /// Every answer leaves this long after its request arrived, as a real
+    /// API's round trip does.
     pub latency: Option<Duration>,
 }
 
@@ -28,7 +29,8 @@ pub struct Setup {
 pub struct Stats {
     pub requests: AtomicU64,
     pub refused: AtomicU64,
-    /// Nanoseconds spent rendering and writing answers, summed over threads.
+    /// Nanoseconds spent answering (with a latency, waiting it too), summed
+    /// over threads.
     pub busy_ns: AtomicU64,
     /// Records saved through sObject Collections.
     pub saved: AtomicU64,
@@ -98,16 +100,22 @@ fn answer(
     window: &Mutex<VecDeque<Instant>>,
 ) {
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    let arrived = Instant::now();
     if setup.latency.is_some()
         && request.url().starts_with("/crm/v3/objects/contacts?")
         && !request.url().contains("archived=true")
     {
-        let arrived = Instant::now();
         stats.page_arrivals.lock().expect("arrivals").push(arrived);
     }
-    if let Some(latency) = setup.latency {
-        std::thread::sleep(latency);
-    }
+    // The answer leaves `latency` after the request arrived, its rendering
+    // inside that time, as a client sees a real API's round trip: the
+    // portals' bound counts `latency` a page, not the latency and this
+    // server's own work after it.
+    let wait = || {
+        if let Some(latency) = setup.latency {
+            std::thread::sleep((arrived + latency).saturating_duration_since(Instant::now()));
+        }
+    };
     let json =
         Header::from_bytes("Content-Type", "application/json;charset=utf-8").expect("header");
     if let Some((limit, span)) = setup.limit {
@@ -120,6 +128,7 @@ fn answer(
             drop(sent);
             stats.refused.fetch_add(1, Ordering::Relaxed);
             let body = r#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}"#;
+            wait();
             let _ = request.respond(
                 Response::from_string(body)
                     .with_status_code(429)
@@ -185,6 +194,7 @@ fn answer(
             format!("[{}]", results.join(","))
         }
         _ => {
+            wait();
             let _ = request.respond(
                 Response::from_string(r#"{"status":"error","category":"OBJECT_NOT_FOUND"}"#)
                     .with_status_code(404)
@@ -193,6 +203,7 @@ fn answer(
             return;
         }
     };
+    wait();
     let _ = request.respond(Response::from_string(body).with_header(json));
 }
 
