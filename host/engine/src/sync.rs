@@ -162,31 +162,36 @@ fn run_leased(
     // reader fetches and maps; the applier matches and writes, on its own
     // connection to the store (see `Pass::run`).
     let mut instance = runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?;
-    let applier_store = config.store.open()?;
-    applier_store.fence(keeper.lease().clone());
-    let applier_instance =
-        runtime.instantiate(HostState::new(hooks(), applier_store, runtime.sandbox()))?;
     let run = open_run(&*instance.state().store, config, options)?;
     if run.resumed {
         tracing::info!(run = run.id, cursor = ?run.cursor, "resuming an interrupted run");
     }
     tracing::info!(run = run.id, mode = ?run.mode, "sync {:?}", config.name);
 
-    let applier = Applier {
-        instance: applier_instance,
-        config,
-        options,
-        run_id: run.id,
-        tally: Tally {
-            counts: run.counts,
-            stopped_syncing: 0,
-            merged: 0,
-            relinked: 0,
-            newest_ms: run.newest_ms,
-        },
-        mode: run.mode,
-        started_ms: run.started_ms,
-        before: None,
+    let tally = Tally {
+        counts: run.counts,
+        stopped_syncing: 0,
+        merged: 0,
+        relinked: 0,
+        newest_ms: run.newest_ms,
+    };
+    // The applier's connection and instance are made on its own thread,
+    // while the reader's first request is out: nothing read waits for them.
+    let (run_id, mode, started_ms) = (run.id, run.mode, run.started_ms);
+    let lease = keeper.lease().clone();
+    let applier = move |tally| -> Result<Applier<'_>> {
+        let store = config.store.open()?;
+        store.fence(lease);
+        Ok(Applier {
+            instance: runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?,
+            config,
+            options,
+            run_id,
+            tally,
+            mode,
+            started_ms,
+            before: None,
+        })
     };
     let mut pass = Pass {
         instance: &mut instance,
@@ -201,13 +206,13 @@ fn run_leased(
         started_ms: run.started_ms,
         stats: &stats,
     };
-    let (outcome, applier) = pass.run(run.cursor, applier);
+    let (outcome, tally) = pass.run(run.cursor, tally, applier);
     let Tally {
         counts,
         stopped_syncing,
         merged,
         ..
-    } = applier.tally;
+    } = tally;
     let store = &*instance.state().store;
     let (status, error) = end_run(store, config, run.id, outcome)?;
     let errors_by_category = errors_by_category(store, run.id)?;
@@ -494,15 +499,17 @@ struct Pass<'a> {
 const PAGES_AHEAD: usize = 1;
 
 impl Pass<'_> {
-    /// Reads pages from `cursor` to the end while `applier` applies them on
-    /// another thread: fetching and mapping page N+1 overlaps matching and
-    /// writing page N. Checkpoints are the applier's, so a stop or a crash
-    /// resumes after the last applied page, as without the overlap.
+    /// Reads pages from `cursor` to the end while the applier that `applier`
+    /// makes (on its own thread, from `tally`) applies them: fetching and
+    /// mapping page N+1 overlaps matching and writing page N. Checkpoints are
+    /// the applier's, so a stop or a crash resumes after the last applied
+    /// page, as without the overlap. Returns the applier's tally.
     fn run<'b>(
         &mut self,
         cursor: Option<String>,
-        mut applier: Applier<'b>,
-    ) -> (Result<(), Stop>, Applier<'b>) {
+        tally: Tally,
+        applier: impl FnOnce(Tally) -> Result<Applier<'b>> + Send,
+    ) -> (Result<(), Stop>, Tally) {
         // The catalogue check (E6) drops mappings, so the source read is built after it.
         let source = self
             .dependency()
@@ -510,7 +517,7 @@ impl Pass<'_> {
             .and_then(|()| self.source());
         let source = match source {
             Ok(source) => source,
-            Err(stop) => return (Err(stop), applier),
+            Err(stop) => return (Err(stop), tally),
         };
         let (pages, received) =
             std::sync::mpsc::sync_channel::<(MappedPage, Option<String>)>(PAGES_AHEAD);
@@ -523,19 +530,23 @@ impl Pass<'_> {
         };
         std::thread::scope(|scope| {
             let applying = scope.spawn(move || {
+                let mut applier = match applier(tally) {
+                    Ok(applier) => applier,
+                    Err(error) => return (Err(Stop::Internal(error)), tally),
+                };
                 match archived.stop_syncing(&mut applier.instance) {
                     Ok(stopped) => applier.tally.stopped_syncing += stopped,
-                    Err(error) => return (Err(Stop::Internal(error)), applier),
+                    Err(error) => return (Err(Stop::Internal(error)), applier.tally),
                 }
                 let most = applier.instance.state().store.pages_per_transaction();
                 let applied = apply_in_groups(&mut applier, &received, most, MOST_OPEN);
-                (applied, applier)
+                (applied, applier.tally)
             });
             let read = self.read_pages(&source, cursor, &pages);
             drop(pages);
-            let (applied, applier) = applying.join().expect("the applier thread panicked");
+            let (applied, tally) = applying.join().expect("the applier thread panicked");
             // The applier's failure explains a reader that stopped for it.
-            (applied.and(read), applier)
+            (applied.and(read), tally)
         })
     }
 
