@@ -121,13 +121,8 @@ fn run_part(
     // The run has started: a trigger waiting for it is answered (R1). Taken
     // only now, so a trigger that met a busy sync waits for the next run.
     store.take_trigger(&config.name)?;
-    match &config.destination {
-        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, keeper, started).map(
-            |(report, store)| {
-                *connection = Some(store);
-                report
-            },
-        ),
+    let (report, store) = match &config.destination {
+        Some(crm) => crate::bridge::run(runtime, config, crm, options, store, keeper, started)?,
         None => run_leased(
             runtime,
             config,
@@ -136,12 +131,10 @@ fn run_part(
             store,
             keeper,
             started,
-        )
-        .map(|(report, store)| {
-            *connection = Some(store);
-            report
-        }),
-    }
+        )?,
+    };
+    *connection = Some(store);
+    Ok(report)
 }
 
 fn run_leased(
