@@ -177,9 +177,14 @@ fn main() -> Result<()> {
     let mut e2e_rates = Vec::new();
     if wants("e2e") {
         child.warm_up()?;
+        let mut stores = Vec::new();
         for &n in &args.sizes {
-            e2e_rates.push((n, end_to_end(&child, n, args.e2e_rounds, &mut report)?));
+            let (rate, server) = end_to_end(&child, n, args.e2e_rounds, &mut report)?;
+            e2e_rates.push((n, rate));
+            stores.push((n, server));
         }
+        stores.sort_by_key(|(n, _)| *n);
+        no_change_runs(&child, &stores, &mut report)?;
     }
     if wants("throttled") {
         child.warm_up()?;
@@ -251,7 +256,7 @@ fn main() -> Result<()> {
                 child.warm_up()?;
                 let ours = match e2e_rates.iter().find(|(n, _)| *n == args.python_contacts) {
                     Some((_, rate)) => *rate,
-                    None => end_to_end(&child, args.python_contacts, 1, &mut report)?,
+                    None => end_to_end(&child, args.python_contacts, 1, &mut report)?.0,
                 };
                 python_baseline(python, args.python_contacts, ours, &work, &mut report)?;
             }
@@ -689,6 +694,8 @@ struct Child<'a> {
 /// What one `crmsync sync` child did.
 struct Run {
     wall: Duration,
+    /// The child's own CPU, user and system.
+    cpu: Duration,
     peak_rss_kib: u64,
     report: serde_json::Value,
 }
@@ -710,11 +717,18 @@ impl Child<'_> {
     }
 
     fn sync(&self, base_url: &str, rate_limit: &str, name: &str) -> Result<Run> {
-        self.sync_with(
-            name,
-            &format!(
-                "[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\nrate_limit = \"{rate_limit}\"\n"
-            ),
+        self.sync_with(name, &Self::hubspot(base_url, rate_limit))
+    }
+
+    /// [`Child::sync`] again, into the store its last run left.
+    fn resync(&self, base_url: &str, rate_limit: &str, name: &str) -> Result<Run> {
+        self.sync_again(name, &Self::hubspot(base_url, rate_limit))
+    }
+
+    /// The `[source]` of a HubSpot sync against `base_url`.
+    fn hubspot(base_url: &str, rate_limit: &str) -> String {
+        format!(
+            "[source]\nsystem = \"hubspot\"\nbase_url = \"{base_url}\"\nrate_limit = \"{rate_limit}\"\n"
         )
     }
 
@@ -723,7 +737,12 @@ impl Child<'_> {
         let dir = self.work.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let config = dir.join("sync.toml");
+        self.sync_again(name, body)
+    }
+
+    /// Sync `name` with this config body, into the store its last run left.
+    fn sync_again(&self, name: &str, body: &str) -> Result<Run> {
+        let config = self.work.join(name).join("sync.toml");
         std::fs::write(
             &config,
             format!("name = \"{name}\"\n{body}[store]\npath = \"bench.sqlite\"\n"),
@@ -768,13 +787,17 @@ impl Child<'_> {
             .expect("piped stdout")
             .read_to_string(&mut out)?;
         let peak_rss_kib = sampler.join().expect("the RSS sampler");
-        let (status, _usage) = wait4(pid)?;
+        let (status, usage) = wait4(pid)?;
         let wall = started.elapsed();
         if status != 0 {
             bail!("crmsync sync exited with status {status}: {out}");
         }
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
         Ok(Run {
             wall,
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
             peak_rss_kib,
             report: serde_json::from_str(&out).context("crmsync's JSON report")?,
         })
@@ -794,11 +817,18 @@ fn wait4(pid: u32) -> Result<(i32, libc::rusage)> {
 }
 
 /// `crmsync sync` of `n` contacts from the fast server into a fresh store,
-/// `rounds` times: the median rate, the largest peak RSS.
-fn end_to_end(child: &Child<'_>, n: u64, rounds: usize, report: &mut Report) -> Result<f64> {
+/// `rounds` times: the median rate, the largest peak RSS. The last round's
+/// synced store is left behind with its server, for [`no_change_runs`].
+fn end_to_end(
+    child: &Child<'_>,
+    n: u64,
+    rounds: usize,
+    report: &mut Report,
+) -> Result<(f64, BenchServer)> {
     println!("\nend to end: crmsync sync of {n} contacts into a fresh SQLite store, {rounds} runs");
     let (mut rates, mut peak_kib, mut busy_share) = (Vec::new(), 0u64, Vec::new());
     let mut requests = 0;
+    let mut last = None;
     for _ in 0..rounds.max(1) {
         let server = BenchServer::start(Setup {
             contacts: n,
@@ -820,6 +850,7 @@ fn end_to_end(child: &Child<'_>, n: u64, rounds: usize, report: &mut Report) -> 
         let busy = Duration::from_nanos(server.stats.busy_ns.load(Ordering::Relaxed));
         busy_share.push(busy.as_secs_f64() / run.wall.as_secs_f64());
         requests = server.stats.requests.load(Ordering::Relaxed);
+        last = Some(server);
     }
     rates.sort_by(f64::total_cmp);
     busy_share.sort_by(f64::total_cmp);
@@ -849,7 +880,60 @@ fn end_to_end(child: &Child<'_>, n: u64, rounds: usize, report: &mut Report) -> 
         "",
         None,
     );
-    Ok(rate)
+    Ok((rate, last.expect("one round at least")))
+}
+
+/// Runs of each synced store of `stores` (a size, and the server it was
+/// synced from) when nothing changed at the source: incremental runs that
+/// read no record. What such a run costs must not grow with the store (issue
+/// 18): the largest store's CPU against the smallest's, runs alternating
+/// between the stores so the machine's drift falls on each alike.
+fn no_change_runs(
+    child: &Child<'_>,
+    stores: &[(u64, BenchServer)],
+    report: &mut Report,
+) -> Result<()> {
+    const ROUNDS: usize = 7;
+    println!("\nno changes at the source: incremental runs of the synced stores, {ROUNDS} each");
+    let mut runs: Vec<Vec<Run>> = stores.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for ((n, server), runs) in stores.iter().zip(&mut runs) {
+            let run = child.resync(&server.base_url, "none", &format!("e2e-{n}"))?;
+            anyhow::ensure!(
+                run.report["mode"] == "incremental" && run.report["seen"].as_u64() == Some(0),
+                "not an incremental run that read nothing: {}",
+                run.report
+            );
+            println!("  store of {n}: {} CPU, {}", ms(run.cpu), ms(run.wall));
+            runs.push(run);
+        }
+    }
+    let mut medians = Vec::new();
+    for ((n, _), runs) in stores.iter().zip(&runs) {
+        let mut cpu: Vec<Duration> = runs.iter().map(|r| r.cpu).collect();
+        let mut wall: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
+        let (cpu, wall) = (median(&mut cpu), median(&mut wall));
+        report.add(
+            &format!("no-change run, store of {n}"),
+            format!("{} CPU, {} start to finish", ms(cpu), ms(wall)),
+            "",
+            None,
+        );
+        medians.push((*n, cpu));
+    }
+    if let (Some(&(small, small_cpu)), Some(&(large, large_cpu))) =
+        (medians.first(), medians.last())
+        && large > small
+    {
+        let ratio = large_cpu.as_secs_f64() / small_cpu.as_secs_f64();
+        report.add(
+            &format!("no-change run's CPU, store of {large} / of {small}"),
+            format!("{ratio:.2}"),
+            "<= 1.2",
+            Some(ratio <= 1.2),
+        );
+    }
+    Ok(())
 }
 
 /// A first (full) one-way sync of HubSpot contacts into Salesforce: every
