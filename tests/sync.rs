@@ -482,6 +482,57 @@ fn x6_the_archived_listing_is_read_while_the_pages_are_not_after_them() {
     assert!(order[..2].contains(&true), "{order:?}");
 }
 
+/// How many of this process's open files are `path`: SQLite opens a store's
+/// file once for each connection to it.
+fn connections_to(path: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[test]
+fn a_run_reads_and_writes_its_store_through_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(
+        (1..=50)
+            .map(|i| person(i, "P", Some(&format!("p{i}@example.com")), None))
+            .collect(),
+    );
+    {
+        let mut state = server.state();
+        state.page_size = Some(10);
+        state.latency = Some(std::time::Duration::from_millis(30));
+    }
+    let config = hubspot_config(dir.path(), "one", &server.base_url, token_env(), "", "");
+    let path = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join(config.store_path.file_name().expect("the store is a file"));
+    let done = std::sync::atomic::AtomicBool::new(false);
+
+    let (report, most) = std::thread::scope(|scope| {
+        let watching = scope.spawn(|| {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(connections_to(&path));
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            most
+        });
+        let report = sync(&config, &live_options()).unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (report, watching.join().unwrap())
+    });
+
+    assert_eq!(report.counts.created, 50);
+    // The reader's connection is the applier's while the pages flow: one,
+    // where there were two (and for a shared PostgreSQL, two backends).
+    assert_eq!(most, 1, "connections to {} at once", path.display());
+}
+
 #[test]
 fn x6_a_contact_that_left_the_list_stops_syncing_and_is_kept() {
     let dir = tempfile::tempdir().unwrap();

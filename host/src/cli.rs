@@ -768,25 +768,25 @@ fn import(args: ImportArgs, out: &mut dyn Write) -> Result<Exit> {
         Arc::new(HttpStats::default()),
     );
     let mut instance = runtime.instantiate(HostState::new(hooks, store, runtime.sandbox()))?;
-    instance.state().store.begin()?;
+    instance.state().store()?.begin()?;
     for (index, contact) in contacts.iter().enumerate() {
         let (record, mappings) = as_source_record(index, contact, config.phone_region.as_deref());
         let mapped = instance.map_fields(&record, &mappings)?.contact;
         if mapped.emails.is_empty() && mapped.phones.is_empty() {
-            instance.state().store.rollback();
+            instance.state().store()?.rollback();
             bail!(
                 "{}: contact #{index} has no email and no phone; nothing could match it",
                 args.file.display()
             );
         }
-        instance.state().store.insert_unlinked(&ContactData {
+        instance.state().store()?.insert_unlinked(&ContactData {
             name: mapped.name,
             emails: mapped.emails,
             phones: mapped.phones,
             fields: contact.fields.clone(),
         })?;
     }
-    instance.state().store.commit()?;
+    instance.state().store()?.commit()?;
     writeln!(
         out,
         "imported {} contacts into {}",

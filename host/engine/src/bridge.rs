@@ -48,9 +48,7 @@ use crate::retry::{Retry, Retrying, Stop, check_lease, with_retries};
 use crate::run_errors::{error_row, hidden_field};
 use crate::runs::{end_run, errors_by_category, incremental_since, now_ms};
 use crate::runtime::{HostState, Instance, Runtime};
-use crate::store::{
-    Bookmark, ContactStore, Counts, DynStore, Intent, Link, LinkSide, RunMode, Store,
-};
+use crate::store::{Bookmark, Counts, DynStore, Intent, Link, LinkSide, RunMode, Store};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -438,12 +436,10 @@ pub fn run(
         crm.rate_limit,
         crm.rate_limit.map(|_| HUBSPOT_SEARCH_DEFAULT),
     );
+    // The component reads no destination directory here (both sides are
+    // CRMs, read and written through the API): its instances need no store.
     let instance = |hooks| -> Result<Instance> {
-        runtime.instantiate(HostState::new(
-            hooks,
-            Box::new(ContactStore::open_in_memory()?),
-            runtime.sandbox(),
-        ))
+        runtime.instantiate(HostState::without_store(hooks, runtime.sandbox()))
     };
     let is_salesforce = |s: &SourceSystem| matches!(s, SourceSystem::Salesforce { .. });
     // People of a config with a company part carry their company across.

@@ -18,8 +18,8 @@ use crate::run_errors::hidden_field;
 use crate::runs::{end_run, errors_by_category, incremental_since};
 use crate::runtime::{HostState, Instance, Runtime};
 use crate::store::{
-    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, DynStore, OpenRun, Records,
-    RunMode, SeenBy, Store,
+    AccountData, Bookmark, Change, ContactData, ContactStore, Counts, DynStore, ErrorRow, OpenRun,
+    Records, RunMode, SeenBy, Store,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -152,10 +152,11 @@ fn run_leased(
     });
     let hooks = || source_hooks(config, options, &credentials, &stats, &limiters);
     // Two instances, so reading the next page overlaps applying this one: the
-    // reader fetches and maps; the applier matches and writes, on its own
-    // connection to the store (see `Pass::run`).
+    // reader fetches and maps; the applier matches and writes. The run's one
+    // connection is the reader's before and after the pages, the applier's
+    // during them (see `Pass::run`).
     let mut instance = runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?;
-    let run = open_run(&*instance.state().store, config, options)?;
+    let run = open_run(instance.state().store()?, config, options)?;
     if run.resumed {
         tracing::info!(run = run.id, cursor = ?run.cursor, "resuming an interrupted run");
     }
@@ -168,15 +169,12 @@ fn run_leased(
         relinked: 0,
         newest_ms: run.newest_ms,
     };
-    // The applier's connection and instance are made on its own thread,
-    // while the reader's first request is out: nothing read waits for them.
+    // The applier's instance is made on its own thread, while the reader's
+    // first request is out: nothing read waits for it.
     let (run_id, mode, started_ms) = (run.id, run.mode, run.started_ms);
-    let lease = keeper.lease().clone();
     let applier = move |tally| -> Result<Applier<'_>> {
-        let store = config.store.open()?;
-        store.fence(lease);
         Ok(Applier {
-            instance: runtime.instantiate(HostState::new(hooks(), store, runtime.sandbox()))?,
+            instance: runtime.instantiate(HostState::without_store(hooks(), runtime.sandbox()))?,
             config,
             options,
             run_id,
@@ -198,6 +196,8 @@ fn run_leased(
         mode: run.mode,
         started_ms: run.started_ms,
         stats: &stats,
+        company_ids: None,
+        dropped: Vec::new(),
     };
     let (outcome, tally) = pass.run(run.cursor, tally, applier);
     let Tally {
@@ -206,7 +206,7 @@ fn run_leased(
         merged,
         ..
     } = tally;
-    let store = &*instance.state().store;
+    let store = instance.state().store()?;
     let (status, error) = end_run(store, config, run.id, outcome)?;
     let errors_by_category = errors_by_category(store, run.id)?;
     keeper.release(store)?;
@@ -228,7 +228,11 @@ fn run_leased(
         companies: None,
         written: None,
     };
-    Ok((report, instance.into_state().store))
+    let store = instance
+        .into_state()
+        .into_store()
+        .context("the pass kept the run's store")?;
+    Ok((report, store))
 }
 
 /// The credentials for `config`'s source, from the environment; a replay
@@ -485,6 +489,19 @@ struct Pass<'a> {
     /// When the run started (unix ms): the end of an incremental window.
     started_ms: i64,
     stats: &'a HttpStats,
+    /// The synced companies whose contacts a full run reads (S2), once read.
+    company_ids: Option<Vec<String>>,
+    /// E6 errors found while the store is lent to the applier, which records
+    /// them with the next page's writes (or the pass, once it has it back).
+    dropped: Vec<ErrorRow>,
+}
+
+/// What the reader hands the applier: a page, the cursor after it, and the
+/// errors to record with it.
+struct Read {
+    page: MappedPage,
+    next: Option<String>,
+    errors: Vec<ErrorRow>,
 }
 
 /// Pages read but not yet applied: one being applied, one waiting. The
@@ -512,8 +529,15 @@ impl Pass<'_> {
             Ok(source) => source,
             Err(stop) => return (Err(stop), tally),
         };
-        let (pages, received) =
-            std::sync::mpsc::sync_channel::<(MappedPage, Option<String>)>(PAGES_AHEAD);
+        // The run's connection goes to the applier while pages flow: the
+        // reader does not read the store meanwhile, and one connection a run
+        // is one schema parse and one page cache, and for a shared
+        // PostgreSQL one backend.
+        let Some(store) = self.instance.state().take_store() else {
+            let error = anyhow::anyhow!("the pass has no store to apply pages to");
+            return (Err(Stop::Internal(error)), tally);
+        };
+        let (pages, received) = std::sync::mpsc::sync_channel::<Read>(PAGES_AHEAD);
         let archived = ArchivedListing {
             config: self.config,
             credentials: self.credentials.clone(),
@@ -525,21 +549,37 @@ impl Pass<'_> {
             let applying = scope.spawn(move || {
                 let mut applier = match applier(tally) {
                     Ok(applier) => applier,
-                    Err(error) => return (Err(Stop::Internal(error)), tally),
+                    Err(error) => return (Err(Stop::Internal(error)), tally, store),
                 };
-                match archived.stop_syncing(&mut applier.instance) {
-                    Ok(stopped) => applier.tally.stopped_syncing += stopped,
-                    Err(error) => return (Err(Stop::Internal(error)), applier.tally),
+                applier.instance.state().put_store(store);
+                let applied = archived
+                    .stop_syncing(&mut applier.instance)
+                    .map_err(Stop::Internal)
+                    .and_then(|stopped| {
+                        applier.tally.stopped_syncing += stopped;
+                        let most = applier.instance.state().store()?.pages_per_transaction();
+                        apply_in_groups(&mut applier, &received, most, MOST_OPEN)
+                    });
+                let store = applier
+                    .instance
+                    .state()
+                    .take_store()
+                    .expect("given to the applier above");
+                if applied.is_err() {
+                    // A step that failed inside a transaction may have left it
+                    // open; the pass ends the run through this connection.
+                    store.rollback();
                 }
-                let most = applier.instance.state().store.pages_per_transaction();
-                let applied = apply_in_groups(&mut applier, &received, most, MOST_OPEN);
-                (applied, applier.tally)
+                (applied, applier.tally, store)
             });
             let read = self.read_pages(&source, cursor, &pages);
             drop(pages);
-            let (applied, tally) = applying.join().expect("the applier thread panicked");
+            let (applied, tally, store) = applying.join().expect("the applier thread panicked");
+            self.instance.state().put_store(store);
+            // E6 errors found after the last page the applier took.
+            let recorded = self.record_dropped().map_err(Stop::Internal);
             // The applier's failure explains a reader that stopped for it.
-            (applied.and(read), tally)
+            (applied.and(read).and(recorded), tally)
         })
     }
 
@@ -549,7 +589,7 @@ impl Pass<'_> {
         &mut self,
         source: &Source,
         mut cursor: Option<String>,
-        pages: &std::sync::mpsc::SyncSender<(MappedPage, Option<String>)>,
+        pages: &std::sync::mpsc::SyncSender<Read>,
     ) -> Result<(), Stop> {
         let mut source = source.clone();
         let mut mappings = self.mappings.clone();
@@ -582,7 +622,12 @@ impl Pass<'_> {
                 .advance(page.records.len(), page.next_cursor.as_deref())
                 .map_err(Stop::Classified)?;
             self.read = paging.records();
-            if pages.send((page, next.clone())).is_err() {
+            let read = Read {
+                page,
+                next: next.clone(),
+                errors: std::mem::take(&mut self.dropped),
+            };
+            if pages.send(read).is_err() {
                 // The applier stopped; its error is the run's.
                 return Ok(());
             }
@@ -599,7 +644,7 @@ impl Pass<'_> {
         let Some(companies) = &self.config.source.from_synced_companies else {
             return Ok(());
         };
-        let runs = self.instance.state().store.runs(companies)?;
+        let runs = self.instance.state().store()?.runs(companies)?;
         let usable = runs.first().is_some_and(|newest| newest.status != "failed")
             && runs.iter().any(|run| run.status == "completed");
         if usable {
@@ -620,7 +665,12 @@ impl Pass<'_> {
             }),
             (RunMode::Full, Some(list)) => HubspotScope::ListMembers(list.clone()),
             (RunMode::Full, None) if self.config.source.from_synced_companies.is_some() => {
-                HubspotScope::CompaniesContacts(self.instance.state().store.synced_company_ids()?)
+                let ids = match &self.company_ids {
+                    Some(ids) => ids.clone(),
+                    None => self.instance.state().store()?.synced_company_ids()?,
+                };
+                self.company_ids = Some(ids.clone());
+                HubspotScope::CompaniesContacts(ids)
             }
             (RunMode::Full, None) => HubspotScope::All,
         };
@@ -682,11 +732,23 @@ impl Pass<'_> {
         let error = self
             .instance
             .classify_error(&Failure::FieldNotFound(property.to_owned()))?;
-        self.instance
-            .state()
-            .store
-            .record_error(self.run_id, &error_row(self.run_id, &error))?;
+        let row = error_row(self.run_id, &error);
+        match self.instance.state().store() {
+            Ok(store) => store.record_error(self.run_id, &row)?,
+            // Lent to the applier: it records the error with the next page.
+            Err(_) => self.dropped.push(row),
+        }
         self.mappings.retain(|m| m.source != property);
+        Ok(())
+    }
+
+    /// Records the E6 errors the applier was not handed, once the pass has
+    /// its store back.
+    fn record_dropped(&mut self) -> Result<()> {
+        let store = self.instance.state().store()?;
+        for row in self.dropped.drain(..) {
+            store.record_error(self.run_id, &row)?;
+        }
         Ok(())
     }
 
@@ -769,7 +831,7 @@ impl ArchivedListing<'_> {
                 Err(Stop::Interrupted) => return Ok(stopped),
                 Err(Stop::Internal(error)) => return Err(error),
             };
-            let store = &instance.state().store;
+            let store = instance.state().store()?;
             store.begin()?;
             for record in &page.records {
                 let id = &record.contact.external_id;
@@ -817,7 +879,8 @@ impl Retrying for ArchivedReader<'_, '_> {
 }
 
 /// The writing side of a pass: matches each mapped record through its own
-/// instance (whose directory is its own connection to the store) and applies
+/// instance (whose directory is the run's connection, lent by the reader
+/// while pages flow) and applies
 /// the outcome, each page with its checkpoint, in one transaction or, while
 /// behind the reader, several pages to one.
 struct Applier<'a> {
@@ -849,21 +912,25 @@ struct Tally {
 }
 
 impl PageWriter for Applier<'_> {
-    type Page = (MappedPage, Option<String>);
+    type Page = Read;
 
     fn begin(&mut self) -> Result<(), Stop> {
-        self.instance.state().store.begin()?;
+        self.instance.state().store()?.begin()?;
         self.before = Some(self.tally);
         Ok(())
     }
 
-    fn apply(&mut self, (page, next): Self::Page) -> Result<bool, Stop> {
-        self.apply_records(&page, next.as_deref())?;
-        Ok(next.is_none())
+    fn apply(&mut self, read: Self::Page) -> Result<bool, Stop> {
+        let store = self.instance.state().store()?;
+        for row in &read.errors {
+            store.record_error(self.run_id, row)?;
+        }
+        self.apply_records(&read.page, read.next.as_deref())?;
+        Ok(read.next.is_none())
     }
 
     fn commit(&mut self) -> Result<(), Stop> {
-        if let Err(error) = self.instance.state().store.commit() {
+        if let Err(error) = self.instance.state().store()?.commit() {
             // The store rolled back: nothing since the transaction began happened.
             self.undo_tally();
             return Err(error.into());
@@ -876,7 +943,9 @@ impl PageWriter for Applier<'_> {
     }
 
     fn roll_back(&mut self) {
-        self.instance.state().store.rollback();
+        if let Ok(store) = self.instance.state().store() {
+            store.rollback();
+        }
         self.undo_tally();
     }
 }
@@ -892,7 +961,7 @@ impl Applier<'_> {
             (None, RunMode::Incremental { since_ms }) => self
                 .instance
                 .state()
-                .store
+                .store()?
                 .bookmark(&self.config.name)?
                 .map_or(since_ms, |b| b.modified_ms),
         })
@@ -928,7 +997,7 @@ impl Applier<'_> {
         // S4: a record that no longer matches the filters stops syncing;
         // its contact is kept, flagged like an archived one (X6).
         for id in &page.excluded {
-            let store = &self.instance.state().store;
+            let store = self.instance.state().store()?;
             self.tally.stopped_syncing +=
                 u64::from(store.stop_syncing(records_of(self.config), id)?);
         }
@@ -940,7 +1009,7 @@ impl Applier<'_> {
                 fingerprint: fingerprint(self.config),
             }),
         };
-        let store = &self.instance.state().store;
+        let store = self.instance.state().store()?;
         store.checkpoint(self.run_id, next, &self.tally.counts, self.tally.newest_ms)?;
         if let Some(bookmark) = bookmark {
             if self.mode == RunMode::Full {
@@ -968,7 +1037,7 @@ impl Applier<'_> {
         };
         if !first.merged_ids.is_empty() {
             let survivor = &first.contact.external_id;
-            let store = &self.instance.state().store;
+            let store = self.instance.state().store()?;
             let absorbed = store.absorb_merged(survivor, &first.merged_ids)?;
             if absorbed > 0 {
                 tracing::info!(%survivor, merged = ?first.merged_ids, "merged at the source");
@@ -988,7 +1057,7 @@ impl Applier<'_> {
         let mut pending = Vec::new();
         for (index, (record, outcome)) in records.iter().zip(outcomes).enumerate() {
             for error in &record.field_errors {
-                let store = &self.instance.state().store;
+                let store = self.instance.state().store()?;
                 store.record_error(self.run_id, &error_row(self.run_id, error))?;
             }
             if self.config.object == SyncObject::Contacts && matches!(outcome, MatchOutcome::Create)
@@ -1021,7 +1090,7 @@ impl Applier<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        let store = &self.instance.state().store;
+        let store = self.instance.state().store()?;
         let seen = Some(SeenBy {
             sync: &self.config.name,
             run_id: self.run_id,
@@ -1048,7 +1117,7 @@ impl Applier<'_> {
     /// Links contact `id` to its company's account when the sync reads
     /// companies (S3).
     fn link_company(&mut self, id: i64, record: &MappedRecord) -> Result<(), Stop> {
-        let store = &self.instance.state().store;
+        let store = self.instance.state().store()?;
         if self.config.links_companies() && store.link_account(id, &record.company_ids)? {
             self.tally.relinked += 1;
         }
@@ -1065,7 +1134,7 @@ impl Applier<'_> {
         created: &[Option<i64>],
     ) -> Result<(), Stop> {
         let mapped = &record.contact;
-        let store = &self.instance.state().store;
+        let store = self.instance.state().store()?;
         // Recorded with the write, so the sweep (X6) knows the record is still there.
         let seen = Some(SeenBy {
             sync: &self.config.name,
@@ -1108,7 +1177,7 @@ impl Applier<'_> {
         created: &[Option<i64>],
     ) -> Result<Option<i64>, Stop> {
         let mapped = &record.contact;
-        let store = &self.instance.state().store;
+        let store = self.instance.state().store()?;
         let seen = Some(SeenBy {
             sync: &self.config.name,
             run_id: self.run_id,

@@ -77,14 +77,25 @@ pub struct HostState {
     http: WasiHttpCtx,
     hooks: Hooks,
     limits: StoreLimits,
-    /// The destination the `directory` import reads.
-    pub store: DynStore,
+    /// The destination the `directory` import reads; `None` while lent
+    /// (see [`HostState::take_store`]) or for an instance that has none.
+    store: Option<DynStore>,
 }
 
 impl HostState {
     /// A state with no filesystem, no environment and no arguments: the
     /// component reaches the world only through `hooks` and `store`.
     pub fn new(hooks: Hooks, store: DynStore, sandbox: &Sandbox) -> Self {
+        let mut state = Self::without_store(hooks, sandbox);
+        state.store = Some(store);
+        state
+    }
+
+    /// A state with no store: for an instance whose component never reads
+    /// the destination (it fetches, or writes into another CRM), or that is
+    /// given one later ([`HostState::put_store`]). Its `directory` imports
+    /// fail the call.
+    pub fn without_store(hooks: Hooks, sandbox: &Sandbox) -> Self {
         HostState {
             wasi: WasiCtx::builder().inherit_stderr().build(),
             table: ResourceTable::new(),
@@ -95,8 +106,31 @@ impl HostState {
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
-            store,
+            store: None,
         }
+    }
+
+    /// The store, unless it was taken.
+    pub fn store(&self) -> Result<&(dyn crate::store::Store + Send)> {
+        self.store
+            .as_deref()
+            .context("this instance's store is lent to another thread (or it has none)")
+    }
+
+    /// Takes the store out, to lend it to another instance (a pass's
+    /// applier) on another thread; [`HostState::put_store`] gives it back.
+    pub fn take_store(&mut self) -> Option<DynStore> {
+        self.store.take()
+    }
+
+    /// Gives this state `store`, replacing any it had.
+    pub fn put_store(&mut self, store: DynStore) {
+        self.store = Some(store);
+    }
+
+    /// The store, ending the state.
+    pub fn into_store(self) -> Option<DynStore> {
+        self.store
     }
 
     /// See [`Hooks::take_rejected_generation`].
@@ -132,7 +166,8 @@ impl directory::Host for HostState {
         external_id: String,
     ) -> wasmtime::Result<Option<DestinationContact>> {
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_by_external_id(&external_id)
             .map_err(to_wasmtime)?;
         Ok(found.map(destination_contact))
@@ -150,7 +185,8 @@ impl directory::Host for HostState {
             HandleKind::Domain => return Ok(Vec::new()),
         };
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_by_handle(kind, &handle)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -161,7 +197,8 @@ impl directory::Host for HostState {
         external_id: String,
     ) -> wasmtime::Result<Option<DestinationContact>> {
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_account_by_external_id(&external_id)
             .map_err(to_wasmtime)?;
         Ok(found.map(destination_contact))
@@ -172,7 +209,8 @@ impl directory::Host for HostState {
         domain: String,
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_accounts_by_domain(&domain)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -185,7 +223,8 @@ impl directory::Host for HostState {
         phones: Vec<String>,
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_page(&strs(&external_ids), &strs(&emails), &strs(&phones))
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -194,7 +233,8 @@ impl directory::Host for HostState {
     fn find_page_keys(&mut self, keys: PageKeys) -> wasmtime::Result<Vec<DestinationContact>> {
         let keys = page_keys::read(&keys).map_err(to_wasmtime)?;
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_page(&keys.external_ids, &keys.emails, &keys.phones)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -206,7 +246,8 @@ impl directory::Host for HostState {
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let keys = page_keys::read(&keys).map_err(to_wasmtime)?;
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_accounts_page(&keys.external_ids, &keys.domains)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -218,7 +259,8 @@ impl directory::Host for HostState {
         domains: Vec<String>,
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
-            .store
+            .store()
+            .map_err(to_wasmtime)?
             .find_accounts_page(&strs(&external_ids), &strs(&domains))
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
