@@ -160,14 +160,20 @@ impl WasiHttpView for HostState {
 
 impl crate::bindings::crmsync::sync::types::Host for HostState {}
 
+impl HostState {
+    /// The store, for a `directory` import: an instance without one fails the call.
+    fn directory(&self) -> wasmtime::Result<&(dyn crate::store::Store + Send)> {
+        self.store().map_err(to_wasmtime)
+    }
+}
+
 impl directory::Host for HostState {
     fn find_by_external_id(
         &mut self,
         external_id: String,
     ) -> wasmtime::Result<Option<DestinationContact>> {
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_by_external_id(&external_id)
             .map_err(to_wasmtime)?;
         Ok(found.map(destination_contact))
@@ -185,8 +191,7 @@ impl directory::Host for HostState {
             HandleKind::Domain => return Ok(Vec::new()),
         };
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_by_handle(kind, &handle)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -197,8 +202,7 @@ impl directory::Host for HostState {
         external_id: String,
     ) -> wasmtime::Result<Option<DestinationContact>> {
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_account_by_external_id(&external_id)
             .map_err(to_wasmtime)?;
         Ok(found.map(destination_contact))
@@ -209,8 +213,7 @@ impl directory::Host for HostState {
         domain: String,
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_accounts_by_domain(&domain)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -223,8 +226,7 @@ impl directory::Host for HostState {
         phones: Vec<String>,
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_page(&strs(&external_ids), &strs(&emails), &strs(&phones))
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -233,8 +235,7 @@ impl directory::Host for HostState {
     fn find_page_keys(&mut self, keys: PageKeys) -> wasmtime::Result<Vec<DestinationContact>> {
         let keys = page_keys::read(&keys).map_err(to_wasmtime)?;
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_page(&keys.external_ids, &keys.emails, &keys.phones)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -246,8 +247,7 @@ impl directory::Host for HostState {
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let keys = page_keys::read(&keys).map_err(to_wasmtime)?;
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_accounts_page(&keys.external_ids, &keys.domains)
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
@@ -259,8 +259,7 @@ impl directory::Host for HostState {
         domains: Vec<String>,
     ) -> wasmtime::Result<Vec<DestinationContact>> {
         let found = self
-            .store()
-            .map_err(to_wasmtime)?
+            .directory()?
             .find_accounts_page(&strs(&external_ids), &strs(&domains))
             .map_err(to_wasmtime)?;
         Ok(found.into_iter().map(destination_contact).collect())
