@@ -371,8 +371,7 @@ fn start<'scope, 'env>(
                 Ok(config) => {
                     // A SQLite store's connection held across the run, for
                     // the schedule's reads before and after it, and lent to
-                    // the run as its reader's: the run's other connections
-                    // then never close the file's last one, so SQLite
+                    // the run, which then opens none of its own: SQLite
                     // checkpoints and deletes its log once a run (when this
                     // one closes) instead of after each part of it. A
                     // PostgreSQL store is not held: connections to a shared

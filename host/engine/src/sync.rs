@@ -491,17 +491,9 @@ struct Pass<'a> {
     stats: &'a HttpStats,
     /// The synced companies whose contacts a full run reads (S2), once read.
     company_ids: Option<Vec<String>>,
-    /// E6 errors found while the store is lent to the applier, which records
-    /// them with the next page's writes (or the pass, once it has it back).
+    /// E6 errors found while the store is lent to the applier, recorded
+    /// once the pass has it back.
     dropped: Vec<ErrorRow>,
-}
-
-/// What the reader hands the applier: a page, the cursor after it, and the
-/// errors to record with it.
-struct Read {
-    page: MappedPage,
-    next: Option<String>,
-    errors: Vec<ErrorRow>,
 }
 
 /// Pages read but not yet applied: one being applied, one waiting. The
@@ -537,7 +529,8 @@ impl Pass<'_> {
             let error = anyhow::anyhow!("the pass has no store to apply pages to");
             return (Err(Stop::Internal(error)), tally);
         };
-        let (pages, received) = std::sync::mpsc::sync_channel::<Read>(PAGES_AHEAD);
+        let (pages, received) =
+            std::sync::mpsc::sync_channel::<(MappedPage, Option<String>)>(PAGES_AHEAD);
         let archived = ArchivedListing {
             config: self.config,
             credentials: self.credentials.clone(),
@@ -576,7 +569,7 @@ impl Pass<'_> {
             drop(pages);
             let (applied, tally, store) = applying.join().expect("the applier thread panicked");
             self.instance.state().put_store(store);
-            // E6 errors found after the last page the applier took.
+            // E6 errors found while the applier had the store.
             let recorded = self.record_dropped().map_err(Stop::Internal);
             // The applier's failure explains a reader that stopped for it.
             (applied.and(read).and(recorded), tally)
@@ -589,7 +582,7 @@ impl Pass<'_> {
         &mut self,
         source: &Source,
         mut cursor: Option<String>,
-        pages: &std::sync::mpsc::SyncSender<Read>,
+        pages: &std::sync::mpsc::SyncSender<(MappedPage, Option<String>)>,
     ) -> Result<(), Stop> {
         let mut source = source.clone();
         let mut mappings = self.mappings.clone();
@@ -622,12 +615,7 @@ impl Pass<'_> {
                 .advance(page.records.len(), page.next_cursor.as_deref())
                 .map_err(Stop::Classified)?;
             self.read = paging.records();
-            let read = Read {
-                page,
-                next: next.clone(),
-                errors: std::mem::take(&mut self.dropped),
-            };
-            if pages.send(read).is_err() {
+            if pages.send((page, next.clone())).is_err() {
                 // The applier stopped; its error is the run's.
                 return Ok(());
             }
@@ -735,15 +723,15 @@ impl Pass<'_> {
         let row = error_row(self.run_id, &error);
         match self.instance.state().store() {
             Ok(store) => store.record_error(self.run_id, &row)?,
-            // Lent to the applier: it records the error with the next page.
+            // Lent to the applier: recorded when the pass has it back.
             Err(_) => self.dropped.push(row),
         }
         self.mappings.retain(|m| m.source != property);
         Ok(())
     }
 
-    /// Records the E6 errors the applier was not handed, once the pass has
-    /// its store back.
+    /// Records the E6 errors found while the store was lent, once the pass
+    /// has it back (whatever became of the pages).
     fn record_dropped(&mut self) -> Result<()> {
         let store = self.instance.state().store()?;
         for row in self.dropped.drain(..) {
@@ -912,7 +900,7 @@ struct Tally {
 }
 
 impl PageWriter for Applier<'_> {
-    type Page = Read;
+    type Page = (MappedPage, Option<String>);
 
     fn begin(&mut self) -> Result<(), Stop> {
         self.instance.state().store()?.begin()?;
@@ -920,13 +908,9 @@ impl PageWriter for Applier<'_> {
         Ok(())
     }
 
-    fn apply(&mut self, read: Self::Page) -> Result<bool, Stop> {
-        let store = self.instance.state().store()?;
-        for row in &read.errors {
-            store.record_error(self.run_id, row)?;
-        }
-        self.apply_records(&read.page, read.next.as_deref())?;
-        Ok(read.next.is_none())
+    fn apply(&mut self, (page, next): Self::Page) -> Result<bool, Stop> {
+        self.apply_records(&page, next.as_deref())?;
+        Ok(next.is_none())
     }
 
     fn commit(&mut self) -> Result<(), Stop> {
