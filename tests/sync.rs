@@ -452,20 +452,25 @@ fn x6_a_contact_archived_at_the_source_stops_syncing_and_is_kept() {
     assert!(contacts_by_external_id(&config)["3"].syncing);
 }
 
-#[test]
-fn x6_the_archived_listing_is_read_while_the_pages_are_not_after_them() {
-    let dir = tempfile::tempdir().unwrap();
+/// `count` people in pages of 10, each answer `latency_ms` after its request.
+fn slow_pages(count: u64, latency_ms: u64) -> HubSpotServer {
     let server = server_with(
-        (1..=40)
+        (1..=count)
             .map(|i| person(i, "P", Some(&format!("p{i}@example.com")), None))
             .collect(),
     );
-    {
-        let mut state = server.state();
-        state.page_size = Some(10);
-        // Four pages, each a round trip of at least 50 ms after the one before.
-        state.latency = Some(std::time::Duration::from_millis(50));
-    }
+    let mut state = server.state();
+    state.page_size = Some(10);
+    state.latency = Some(std::time::Duration::from_millis(latency_ms));
+    drop(state);
+    server
+}
+
+#[test]
+fn x6_the_archived_listing_is_read_while_the_pages_are_not_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four pages, each a round trip of at least 50 ms after the one before.
+    let server = slow_pages(40, 50);
     let config = hubspot_config(dir.path(), "overlap", &server.base_url, token_env(), "", "");
 
     let report = sync(&config, &live_options()).unwrap();
@@ -497,16 +502,7 @@ fn connections_to(path: &std::path::Path) -> usize {
 #[test]
 fn a_run_reads_and_writes_its_store_through_one_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with(
-        (1..=50)
-            .map(|i| person(i, "P", Some(&format!("p{i}@example.com")), None))
-            .collect(),
-    );
-    {
-        let mut state = server.state();
-        state.page_size = Some(10);
-        state.latency = Some(std::time::Duration::from_millis(30));
-    }
+    let server = slow_pages(50, 30);
     let config = hubspot_config(dir.path(), "one", &server.base_url, token_env(), "", "");
     let path = std::fs::canonicalize(dir.path())
         .unwrap()
