@@ -320,18 +320,7 @@ fn startup(report: &mut Report) -> Result<()> {
     );
     let mut instantiate = Vec::new();
     for _ in 0..20 {
-        let hooks = Hooks::new(
-            Origin::parse("http://127.0.0.1:9")?,
-            HttpMode::Live,
-            Default::default(),
-            HttpLimits::default(),
-            Arc::new(HttpStats::default()),
-        );
-        let state = HostState::new(
-            hooks,
-            Box::new(ContactStore::open_in_memory()?),
-            runtime.sandbox(),
-        );
+        let state = live_state(&runtime, Origin::parse("http://127.0.0.1:9")?)?;
         let started = Instant::now();
         let instance = runtime.instantiate(state)?;
         instantiate.push(started.elapsed());
@@ -780,6 +769,23 @@ fn python_baseline(
         Some(ours / theirs >= 12.0),
     );
     Ok(())
+}
+
+/// A runner's host state for `runtime`: live requests to `origin` with the
+/// default limits, over an in-memory store.
+fn live_state(runtime: &Runtime, origin: Origin) -> Result<HostState> {
+    let hooks = Hooks::new(
+        origin,
+        HttpMode::Live,
+        Default::default(),
+        HttpLimits::default(),
+        Arc::new(HttpStats::default()),
+    );
+    Ok(HostState::new(
+        hooks,
+        Box::new(ContactStore::open_in_memory()?),
+        runtime.sandbox(),
+    ))
 }
 
 fn median(samples: &mut [Duration]) -> Duration {

@@ -12,16 +12,14 @@
 
 use crate::native;
 use crate::server::{BenchServer, Setup};
-use crate::{Report, median};
+use crate::{Report, live_state, median};
 use anyhow::Result;
 use crmsync_host::bindings::crmsync::sync::types as host;
 use crmsync_host::config::{Config, mapped_properties};
-use crmsync_host::http::{Hooks, HttpLimits, HttpMode, HttpStats};
-use crmsync_host::runtime::{EMBEDDED_COMPONENT_BUILT_AT, HostState, Instance, Runtime, Sandbox};
+use crmsync_host::runtime::{EMBEDDED_COMPONENT_BUILT_AT, Instance, Runtime, Sandbox};
 use crmsync_host::store::ContactStore;
 use crmsync_plugin::types as guest;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Rounds of the comparison; the median of their ratios is reported.
@@ -30,7 +28,7 @@ const PATH_ROUNDS: usize = 5;
 /// One side's times in a round: the path (fetch, map, match-keys-page),
 /// match-keys-page's share of it, and match-page's and match-contact's,
 /// timed apart.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Round {
     path: Duration,
     in_page: Duration,
@@ -63,18 +61,7 @@ impl<'a> WasmSide<'a> {
         config: &'a Config,
         source: &'a host::Source,
     ) -> Result<WasmSide<'a>> {
-        let hooks = Hooks::new(
-            config.source.origin.clone(),
-            HttpMode::Live,
-            Default::default(),
-            HttpLimits::default(),
-            Arc::new(HttpStats::default()),
-        );
-        let instance = runtime.instantiate(HostState::new(
-            hooks,
-            Box::new(ContactStore::open_in_memory()?),
-            runtime.sandbox(),
-        ))?;
+        let instance = runtime.instantiate(live_state(runtime, config.source.origin.clone())?)?;
         Ok(WasmSide {
             instance,
             source,
@@ -176,20 +163,20 @@ impl Side for NativeSide<'_> {
 
 /// Steps every side through the server's pages, taking turns page by page
 /// (the first to go rotates), and returns each side's times in `sides`' order.
-fn round(sides: &mut [&mut dyn Side], records: u64) -> Result<Vec<Round>> {
-    let mut rounds: Vec<Round> = sides.iter().map(|_| Round::default()).collect();
-    let mut going = vec![true; sides.len()];
+fn round<const N: usize>(sides: [&mut dyn Side; N], records: u64) -> Result<[Round; N]> {
+    let mut rounds = [Round::default(); N];
+    let mut going = [true; N];
     let mut page = 0;
     while going.iter().any(|&g| g) {
-        for turn in 0..sides.len() {
-            let i = (page + turn) % sides.len();
+        for turn in 0..N {
+            let i = (page + turn) % N;
             if going[i] {
                 going[i] = sides[i].step(&mut rounds[i])?;
             }
         }
         page += 1;
     }
-    for side in sides.iter() {
+    for side in &sides {
         anyhow::ensure!(
             side.seen() == records,
             "a side saw {} of {records}",
@@ -262,7 +249,7 @@ pub fn component_path(records: u64, component: Option<&Path>, report: &mut Repor
         with_companies: false,
     };
 
-    let mut figures = Figures::default();
+    let mut rounds = Vec::with_capacity(PATH_ROUNDS);
     for _ in 0..PATH_ROUNDS {
         let mut wasm = WasmSide::new(&runtime, &config, &wasm_source)?;
         let mut native = NativeSide {
@@ -274,128 +261,115 @@ pub fn component_path(records: u64, component: Option<&Path>, report: &mut Repor
             seen: 0,
         };
         let mut bare = WasmSide::new(&unchecked, &config, &wasm_source)?;
-        let mut times = round(&mut [&mut wasm, &mut native, &mut bare], records)?.into_iter();
-        let (w, n, u) = match (times.next(), times.next(), times.next()) {
-            (Some(w), Some(n), Some(u)) => (w, n, u),
-            _ => anyhow::bail!("a side of the round is missing"),
-        };
-        figures.add(&w, &n, &u);
+        rounds.push(round([&mut wasm, &mut native, &mut bare], records)?);
     }
-    figures.report(records, report);
+    report_rounds(&rounds, records, report);
     Ok(())
 }
 
-/// Every round's times and ratios, for the medians.
-#[derive(Default)]
-struct Figures {
-    wasm: Vec<Duration>,
-    native: Vec<Duration>,
-    ratios: Vec<f64>,
-    wasm_page: Vec<Duration>,
-    native_page: Vec<Duration>,
-    page_ratios: Vec<f64>,
-    wasm_list: Vec<Duration>,
-    native_list: Vec<Duration>,
-    list_ratios: Vec<f64>,
-    wasm_contact: Vec<Duration>,
-    native_contact: Vec<Duration>,
-    contact_ratios: Vec<f64>,
-    unchecked_ratios: Vec<f64>,
-    unchecked_page_ratios: Vec<f64>,
+/// Each round's sides, in `component_path`'s order.
+const WASM: usize = 0;
+const NATIVE: usize = 1;
+const UNCHECKED: usize = 2;
+
+/// Which of a round's times a figure reads.
+type Time = fn(&Round) -> Duration;
+
+/// One figure of every round: its median, lowest and highest.
+struct Spread {
+    median: f64,
+    low: f64,
+    high: f64,
 }
 
-impl Figures {
-    /// One round: the component `w`, native `n`, the component without
-    /// epoch checks `u`.
-    fn add(&mut self, w: &Round, n: &Round, u: &Round) {
-        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-        self.unchecked_ratios.push(ratio(u.path, n.path));
-        self.unchecked_page_ratios.push(ratio(u.in_page, n.in_page));
-        self.ratios.push(ratio(w.path, n.path));
-        self.page_ratios.push(ratio(w.in_page, n.in_page));
-        self.list_ratios.push(ratio(w.in_list, n.in_list));
-        self.contact_ratios.push(ratio(w.in_contact, n.in_contact));
-        self.wasm.push(w.path);
-        self.native.push(n.path);
-        self.wasm_page.push(w.in_page);
-        self.native_page.push(n.in_page);
-        self.wasm_list.push(w.in_list);
-        self.native_list.push(n.in_list);
-        self.wasm_contact.push(w.in_contact);
-        self.native_contact.push(n.in_contact);
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Spread {
+        values.sort_by(f64::total_cmp);
+        Spread {
+            median: values[values.len() / 2],
+            low: values[0],
+            high: values[values.len() - 1],
+        }
     }
+}
 
-    fn report(mut self, records: u64, report: &mut Report) {
-        let median_f = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let rate = |d: Duration| format!("{:.0} records/s", records as f64 / d.as_secs_f64());
-        let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+/// Reports the medians of `rounds` (each the component's, native's and the
+/// unchecked component's times): rates, ratios and their rounds' spread.
+fn report_rounds(rounds: &[[Round; 3]], records: u64, report: &mut Report) {
+    let ratio = |side: usize, time: Time| {
+        Spread::of(
+            rounds
+                .iter()
+                .map(|r| time(&r[side]).as_secs_f64() / time(&r[NATIVE]).as_secs_f64())
+                .collect(),
+        )
+    };
+    let median_of = |side: usize, time: Time| {
+        median(&mut rounds.iter().map(|r| time(&r[side])).collect::<Vec<_>>())
+    };
+    let rate = |d: Duration| format!("{:.0} records/s", records as f64 / d.as_secs_f64());
+    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+    let path: Time = |r| r.path;
+    let in_page: Time = |r| r.in_page;
+    report.add(
+        "component path in wasmtime",
+        rate(median_of(WASM, path)),
+        "",
+        None,
+    );
+    report.add(
+        "component path native",
+        rate(median_of(NATIVE, path)),
+        "",
+        None,
+    );
+    let whole = ratio(WASM, path);
+    report.add(
+        "component path wasm / native",
+        format!(
+            "{:.2} (rounds {:.2}-{:.2})",
+            whole.median, whole.low, whole.high
+        ),
+        "<= 1.15",
+        Some(whole.median <= 1.15),
+    );
+    let page = ratio(WASM, in_page);
+    report.add(
+        "match-keys-page only (the runner's), wasm / native",
+        format!(
+            "{:.2} ({:.2} vs {:.2} us/record; rounds {:.2}-{:.2})",
+            page.median,
+            per_record(median_of(WASM, in_page)),
+            per_record(median_of(NATIVE, in_page)),
+            page.low,
+            page.high
+        ),
+        "<= 1.3",
+        Some(page.median <= 1.3),
+    );
+    report.add(
+        "without the time limits' epoch checks (diagnostic): path, match-keys-page",
+        format!(
+            "{:.2}, {:.2} wasm / native",
+            ratio(UNCHECKED, path).median,
+            ratio(UNCHECKED, in_page).median
+        ),
+        "",
+        None,
+    );
+    // The exports embedders may call instead of the runner's.
+    let others: [(&str, Time); 2] = [
+        ("match-page on list<mapped-contact>", |r| r.in_list),
+        ("match-contact per record", |r| r.in_contact),
+    ];
+    for (name, time) in others {
         report.add(
-            "component path in wasmtime",
-            rate(median(&mut self.wasm)),
-            "",
-            None,
-        );
-        report.add(
-            "component path native",
-            rate(median(&mut self.native)),
-            "",
-            None,
-        );
-        let ratio = median_f(&mut self.ratios);
-        report.add(
-            "component path wasm / native",
-            format!(
-                "{ratio:.2} (rounds {:.2}-{:.2})",
-                self.ratios[0],
-                self.ratios[self.ratios.len() - 1]
-            ),
-            "<= 1.15",
-            Some(ratio <= 1.15),
-        );
-        let page_ratio = median_f(&mut self.page_ratios);
-        report.add(
-            "match-keys-page only (the runner's), wasm / native",
-            format!(
-                "{page_ratio:.2} ({:.2} vs {:.2} us/record; rounds {:.2}-{:.2})",
-                per_record(median(&mut self.wasm_page)),
-                per_record(median(&mut self.native_page)),
-                self.page_ratios[0],
-                self.page_ratios[self.page_ratios.len() - 1]
-            ),
-            "<= 1.3",
-            Some(page_ratio <= 1.3),
-        );
-        report.add(
-            "without the time limits' epoch checks (diagnostic): path, match-keys-page",
-            format!(
-                "{:.2}, {:.2} wasm / native",
-                median_f(&mut self.unchecked_ratios),
-                median_f(&mut self.unchecked_page_ratios)
-            ),
-            "",
-            None,
-        );
-        report.add(
-            "match-page on list<mapped-contact>, wasm / native",
+            &format!("{name}, wasm / native"),
             format!(
                 "{:.2} ({:.2} vs {:.2} us/record)",
-                median_f(&mut self.list_ratios),
-                per_record(median(&mut self.wasm_list)),
-                per_record(median(&mut self.native_list))
-            ),
-            "",
-            None,
-        );
-        report.add(
-            "match-contact per record, wasm / native",
-            format!(
-                "{:.2} ({:.2} vs {:.2} us/record)",
-                median_f(&mut self.contact_ratios),
-                per_record(median(&mut self.wasm_contact)),
-                per_record(median(&mut self.native_contact))
+                ratio(WASM, time).median,
+                per_record(median_of(WASM, time)),
+                per_record(median_of(NATIVE, time))
             ),
             "",
             None,
